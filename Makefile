@@ -1,0 +1,50 @@
+# The two commands of the quick start (run, test) plus the few verbs people expect.
+# Everything bootstraps itself: uv is installed under .volguard/ if it is not on PATH.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.volguard/tools/bin/uv)
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint fmt bench down status streams env clean help
+
+help:  ## list the verbs
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv $(CURDIR)/.volguard/tools
+	$(CURDIR)/.volguard/tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+env: $(UV)  ## create or refresh .venv from uv.lock
+	$(UV) sync --frozen --all-packages
+
+run: env  ## the whole stack: simulated market, paper broker, dashboard
+	$(VENV)/bin/volguard up
+
+down:  ## stop what `make run` started
+	$(VENV)/bin/volguard down
+
+status:  ## each process: pid, health, ready
+	$(VENV)/bin/volguard status
+
+streams:  ## stream lengths, lag, pending, DLQ
+	$(VENV)/bin/volguard streams
+
+lint: env  ## ruff, import contracts, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy libs/volguard_common/src
+
+fmt: env  ## format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint  ## lint, then the whole suite against real Redis and Postgres
+	$(VENV)/bin/pytest
+
+bench: env  ## side-by-side benchmarks against their anchors
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove the environment and local state
+	rm -rf $(VENV) .volguard

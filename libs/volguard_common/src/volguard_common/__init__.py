@@ -1,0 +1,1 @@
+"""volguard_common."""
