@@ -1,0 +1,216 @@
+"""Portfolio and trading state (rk.portfolio, rk.state), operator commands (ctl.commands),
+alerts (sys.alerts) and broker health (ex.health)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from volguard_common import streams
+from volguard_common.events._base import (
+    Bucket,
+    EventBase,
+    Greeks,
+    Identifier,
+    InstrumentKey,
+    IstDatetime,
+    Money,
+    Name,
+    NonNegativeFloat,
+    NonNegativeMoney,
+    OptionType,
+    Part,
+    PositiveFloat,
+    PositiveMoney,
+    Quantity,
+    Text,
+)
+from volguard_common.events.orders import Structure
+
+SignedQuantity = Annotated[int, Field(ge=-10_000_000, le=10_000_000)]
+
+
+class Position(Part):
+    """Net position in one contract. quantity is signed units: negative is short."""
+
+    instrument_key: InstrumentKey
+    expiry: date
+    strike: PositiveFloat
+    option_type: OptionType
+    quantity: SignedQuantity
+    avg_price: NonNegativeMoney
+    # None when no usable mark: unknown, never zero.
+    mark: PositiveMoney | None
+    unrealised_pnl: Money | None
+    realised_pnl: Money
+
+
+class OpenTrade(Part):
+    """One structure risk opened, with what strategy needs to manage it (profit target, stops)."""
+
+    trade_id: Identifier
+    intent_id: Identifier | None
+    bucket: Bucket
+    structure: Structure
+    opened_at: IstDatetime
+    nearest_expiry: date
+    legs: list[Position]
+    # Net credit received at entry (negative for a debit), rupees.
+    entry_credit: Money
+    # Rupees to buy the structure back at current marks; None if any leg is unmarked.
+    cost_to_close: Money | None
+    unrealised_pnl: Money | None
+    greeks: Greeks | None
+
+
+class BucketState(Part):
+    bucket: Bucket
+    capital_allocated: NonNegativeMoney
+    capital_used: NonNegativeMoney
+    realised_pnl: Money
+    unrealised_pnl: Money | None
+    open_trades: Quantity
+
+
+class PortfolioSnapshot(EventBase):
+    """Risk's view of the account. Figures that cannot be known now (no mark, no broker margin) are None."""
+
+    STREAM: ClassVar[str] = streams.RK_PORTFOLIO.name
+    type: Literal["PortfolioSnapshot"] = "PortfolioSnapshot"
+
+    account_capital: NonNegativeMoney
+    positions: list[Position]
+    trades: list[OpenTrade]
+    buckets: list[BucketState]
+    net_greeks: Greeks | None
+    realised_pnl: Money
+    unrealised_pnl: Money | None
+    day_pnl: Money | None
+    margin_used: NonNegativeMoney | None
+    margin_available: Money | None
+    # Risk agrees with execution's reconciled broker positions; False blocks new entries.
+    reconciled: bool
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PortfolioSnapshot:
+        buckets = [b.bucket for b in self.buckets]
+        if len(set(buckets)) != len(buckets):
+            raise ValueError(f"PortfolioSnapshot: duplicate bucket in {[b.value for b in buckets]}")
+        keys = [p.instrument_key for p in self.positions]
+        if len(set(keys)) != len(keys):
+            raise ValueError("PortfolioSnapshot: positions must be net, one per instrument_key")
+        return self
+
+
+class TradingStateKind(StrEnum):
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"  # no new entries; exits and risk-forced flattening continue
+    FLATTENING = "FLATTENING"
+    KILLED = "KILLED"  # kill switch: flatten, then nothing until an operator resumes
+
+
+class TradingState(EventBase):
+    STREAM: ClassVar[str] = streams.RK_STATE.name
+    type: Literal["TradingState"] = "TradingState"
+
+    state: TradingStateKind
+    previous: TradingStateKind | None
+    reason: Text
+    since: IstDatetime
+
+    @property
+    def entries_allowed(self) -> bool:
+        return self.state is TradingStateKind.RUNNING
+
+
+class CommandKind(StrEnum):
+    KILL_SWITCH = "KILL_SWITCH"
+    FLATTEN = "FLATTEN"
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    SET_CAPITAL = "SET_CAPITAL"
+
+
+class Command(EventBase):
+    """An operator command from the dashboard or CLI.
+
+    Arguments are typed fields rather than a free-form dict: SET_CAPITAL needs `capital` (rupees, for
+    `bucket` or the whole account when bucket is None); FLATTEN may name a `bucket`; the others take
+    no arguments.
+    """
+
+    STREAM: ClassVar[str] = streams.CTL_COMMANDS.name
+    type: Literal["Command"] = "Command"
+
+    command: CommandKind
+    issued_by: Name
+    reason: Text
+    capital: PositiveMoney | None = None
+    bucket: Bucket | None = None
+
+    @model_validator(mode="after")
+    def _arguments(self) -> Command:
+        if self.command is CommandKind.SET_CAPITAL:
+            if self.capital is None:
+                raise ValueError("Command: SET_CAPITAL needs capital")
+        elif self.capital is not None:
+            raise ValueError(f"Command: {self.command.value} takes no capital")
+        if self.bucket is not None and self.command not in (CommandKind.SET_CAPITAL, CommandKind.FLATTEN):
+            raise ValueError(f"Command: {self.command.value} takes no bucket")
+        return self
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+
+
+_ALERT_CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+DetailKey = Annotated[str, Field(min_length=1, max_length=64)]
+DetailValue = str | int | float | bool | None
+
+
+class Alert(EventBase):
+    STREAM: ClassVar[str] = streams.SYS_ALERTS.name
+    type: Literal["Alert"] = "Alert"
+
+    severity: Severity
+    code: str  # UPPER_SNAKE, stable: dashboards and runbooks key on it
+    message: Text
+    details: dict[DetailKey, DetailValue] = Field(default_factory=dict)
+
+    @field_validator("code")
+    @classmethod
+    def _upper_snake(cls, code: str) -> str:
+        if not _ALERT_CODE.match(code):
+            raise ValueError(f"Alert code {code!r} must be UPPER_SNAKE (A-Z, 0-9, _), at most 64 chars")
+        return code
+
+
+class RateLimitHeadroom(Part):
+    """Orders still allowed in each Upstox rate-limit window (limits 10/s, 500/min, 2000/30 min)."""
+
+    per_second: Quantity
+    per_minute: Quantity
+    per_30_minutes: Quantity
+
+
+class BrokerHealth(EventBase):
+    STREAM: ClassVar[str] = streams.EX_HEALTH.name
+    type: Literal["BrokerHealth"] = "BrokerHealth"
+
+    broker: Name  # "upstox" or "paper"
+    connected: bool
+    latency_ms: NonNegativeFloat | None  # None when no round trip has been measured
+    rate_limit: RateLimitHeadroom
+    token_expires_at: IstDatetime | None  # None for brokers without a token (paper)
+    open_orders: Quantity
+    in_flight_unknown: Quantity  # submits whose outcome is not yet resolved
+    # Execution has reconciled orders, fills and positions with the broker since (re)connecting.
+    reconciled: bool
+    message: Text = ""

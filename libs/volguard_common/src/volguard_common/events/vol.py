@@ -1,0 +1,311 @@
+"""VolSnapshot: everything analytics knows about NIFTY volatility at one instant (stream an.vol).
+
+Units: implied and realised vols are annualised fractions (0.14 = 14 %); India VIX is in index points as
+published (14.2); spreads between vols are in vol points of the same fraction (0.02 = 2 vol points);
+percentiles and ranks are 0–100; money-like figures (straddle, expected move) are index points.
+
+A figure analytics could not compute is None, never a default number: strategy must be able to tell
+"IV rank 0" from "no IV history yet".
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import IntFlag, StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from volguard_common import streams
+from volguard_common.events._base import (
+    EventBase,
+    EventId,
+    Name,
+    NonNegativeFloat,
+    Part,
+    Percent0to100,
+    PositiveFloat,
+    Quantity,
+    Text,
+    Underlying,
+    UnitInterval,
+    check_equal_lengths,
+)
+
+
+class Quality(StrEnum):
+    GOOD = "GOOD"
+    DEGRADED = "DEGRADED"  # usable with care; reasons say why
+    BAD = "BAD"  # do not trade on it
+
+
+class ForwardSource(StrEnum):
+    PARITY = "PARITY"  # put-call parity around ATM
+    FUTURE = "FUTURE"  # the matching NIFTY future
+    SPOT_CARRY = "SPOT_CARRY"  # spot carried at the risk-free rate: the fallback
+
+
+class IvFlag(IntFlag):
+    """Per-strike, per-side outcome of the implied-vol solve (`call_flags`, `put_flags` of a surface)."""
+
+    NO_QUOTE = 1  # no usable price on this side
+    BELOW_INTRINSIC = 2  # price below the no-arbitrage lower bound
+    ABOVE_UPPER_BOUND = 4  # price above the no-arbitrage upper bound
+    SOLVER_FAILED = 8
+    WIDE_SPREAD = 16  # solved from a mid with a wide spread
+    CROSSED = 32  # solved despite a crossed quote
+    EXCLUDED_FROM_FIT = 64  # solved but left out of the SABR fit
+
+
+ALL_IV_FLAGS = int(
+    IvFlag.NO_QUOTE
+    | IvFlag.BELOW_INTRINSIC
+    | IvFlag.ABOVE_UPPER_BOUND
+    | IvFlag.SOLVER_FAILED
+    | IvFlag.WIDE_SPREAD
+    | IvFlag.CROSSED
+    | IvFlag.EXCLUDED_FROM_FIT
+)
+IvFlagBits = Annotated[int, Field(ge=0, le=ALL_IV_FLAGS)]
+Vol = Annotated[float, Field(gt=0)]
+OptFloat = float | None
+
+SURFACE_COLUMNS = (
+    "strike",
+    "iv_call",
+    "iv_put",
+    "call_flags",
+    "put_flags",
+    "call_delta",
+    "call_gamma",
+    "call_vega",
+    "call_theta",
+    "put_delta",
+    "put_gamma",
+    "put_vega",
+    "put_theta",
+)
+
+
+class StrikeSurface(Part):
+    """Per-strike IVs and Black-76 Greeks of one expiry, columnar like the chain it came from.
+
+    Greeks are per unit of the underlying: delta per 1 (fraction), gamma per index point, vega in
+    rupees per vol point (1 %), theta in rupees per calendar day. None where the IV is unknown.
+    """
+
+    strike: list[PositiveFloat]
+    iv_call: list[Vol | None]
+    iv_put: list[Vol | None]
+    call_flags: list[IvFlagBits]
+    put_flags: list[IvFlagBits]
+    call_delta: list[OptFloat]
+    call_gamma: list[OptFloat]
+    call_vega: list[OptFloat]
+    call_theta: list[OptFloat]
+    put_delta: list[OptFloat]
+    put_gamma: list[OptFloat]
+    put_vega: list[OptFloat]
+    put_theta: list[OptFloat]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StrikeSurface:
+        check_equal_lengths("StrikeSurface", {name: getattr(self, name) for name in SURFACE_COLUMNS})
+        for i in range(1, len(self.strike)):
+            if self.strike[i] <= self.strike[i - 1]:
+                raise ValueError(f"StrikeSurface: strike must be strictly increasing at row {i}")
+        return self
+
+
+class SabrFit(Part):
+    """SABR (Hagan, Obłój correction) calibrated to one expiry's smile."""
+
+    alpha: PositiveFloat
+    beta: Annotated[float, Field(ge=0, le=1)]
+    rho: Annotated[float, Field(gt=-1, lt=1)]
+    nu: NonNegativeFloat
+    rmse: NonNegativeFloat  # in vol (fraction) units
+    converged: bool
+    n_points: Quantity
+
+
+class ExpectedMove(Part):
+    """Move implied by the ATM straddle to expiry, in index points around the forward."""
+
+    points: NonNegativeFloat
+    pct: NonNegativeFloat  # fraction of spot (0.012 = 1.2 %)
+    lower_breakeven: PositiveFloat
+    upper_breakeven: PositiveFloat
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExpectedMove:
+        if self.lower_breakeven > self.upper_breakeven:
+            raise ValueError("ExpectedMove: lower_breakeven above upper_breakeven")
+        return self
+
+
+class ExpiryVol(Part):
+    """Volatility picture of one expiry."""
+
+    expiry: date
+    days_to_expiry: Quantity  # calendar days
+    trading_minutes_to_expiry: NonNegativeFloat
+    forward: PositiveFloat
+    forward_source: ForwardSource
+    forward_quality: Quality
+    atm_strike: PositiveFloat
+    atm_iv: Vol | None
+    surface: StrikeSurface
+    sabr: SabrFit | None  # None: not enough clean strikes to calibrate
+    rr25: float | None  # 25-delta risk reversal, call IV minus put IV
+    bf25: float | None  # 25-delta butterfly, wings average minus ATM
+    straddle_price: PositiveFloat | None
+    expected_move: ExpectedMove | None
+    pcr_oi: NonNegativeFloat | None  # None when call OI is zero
+    pcr_volume: NonNegativeFloat | None
+    max_pain: PositiveFloat | None
+    call_oi_wall: PositiveFloat | None  # strike with the largest call OI
+    put_oi_wall: PositiveFloat | None
+
+
+class TermSignal(StrEnum):
+    STEEP = "STEEP"
+    FLAT = "FLAT"
+    INVERTED = "INVERTED"
+
+
+class TermPoint(Part):
+    expiry: date
+    days_to_expiry: Quantity
+    atm_iv: Vol | None
+
+
+class TermStructure(Part):
+    points: list[TermPoint]
+    slope: float | None  # vol points per 30 calendar days; None with fewer than two usable expiries
+    curvature: float | None  # None with fewer than three usable expiries
+    signal: TermSignal | None
+    regime_implication: Text
+
+
+class SkewSignal(StrEnum):
+    PUT_SKEWED = "PUT_SKEWED"
+    CALL_SKEWED = "CALL_SKEWED"
+    NEUTRAL = "NEUTRAL"
+
+
+class SkewView(Part):
+    signal: SkewSignal
+    rr25: float | None  # of the reference (nearest tradable) expiry
+    recommendation: Text
+
+
+class RealisedVol(Part):
+    """Annualised realised volatility of NIFTY; None until enough history."""
+
+    cc7: Vol | None  # close-to-close, 7 sessions
+    cc21: Vol | None  # close-to-close, 21 sessions
+    parkinson: Vol | None
+    yang_zhang: Vol | None
+
+
+class GarchForecast(Part):
+    model: Name  # e.g. "GARCH(1,1)", "GJR-GARCH(1,1)"
+    vol: Vol  # annualised forecast over the horizon
+    horizon_days: Annotated[int, Field(gt=0)]
+    persistence: NonNegativeFloat
+
+
+class VolPercentiles(Part):
+    lookback_days: Annotated[int, Field(gt=0)]
+    vix_percentile: Percent0to100 | None
+    vix_rank: Percent0to100 | None
+    atm_iv_percentile: Percent0to100 | None
+    atm_iv_rank: Percent0to100 | None
+
+
+class PremiumSignal(StrEnum):
+    SELL_BIG = "SELL_BIG"
+    SELL_SMALL = "SELL_SMALL"
+    NEUTRAL = "NEUTRAL"
+    AVOID = "AVOID"
+
+
+class VolPremium(Part):
+    """How rich implied vol is against realised and forecast vol."""
+
+    iv_rv_spread: float | None  # ATM IV minus the reference realised vol
+    iv_garch_spread: float | None  # ATM IV minus the GARCH forecast
+    signal: PremiumSignal
+    confidence: UnitInterval
+
+
+class Regime(StrEnum):
+    LOW_VOL = "LOW_VOL"
+    RISING_VOL = "RISING_VOL"
+    HIGH_VOL = "HIGH_VOL"
+    FALLING_VOL = "FALLING_VOL"
+    EVENT_CRUSH = "EVENT_CRUSH"
+    GAMMA_PIN = "GAMMA_PIN"
+    TREND = "TREND"
+    MEAN_REVERSION = "MEAN_REVERSION"
+
+
+class RegimeView(Part):
+    regime: Regime
+    confidence: UnitInterval
+    vix_spike: bool
+
+
+class EventSeverity(StrEnum):
+    A = "A"  # market-wide binary events (budget, RBI policy, election results)
+    B = "B"
+    C = "C"
+
+
+class EventRisk(Part):
+    score: Annotated[int, Field(ge=0, le=5)]
+    severity: EventSeverity | None  # None: no scheduled event in the window
+    size_multiplier: Annotated[float, Field(ge=0, le=1)]  # applied to position size
+    events: list[Name]
+
+
+class VolSnapshot(EventBase):
+    """The full volatility picture; one per analytics cycle."""
+
+    STREAM: ClassVar[str] = streams.AN_VOL.name
+    type: Literal["VolSnapshot"] = "VolSnapshot"
+
+    underlying: Underlying
+    spot: PositiveFloat
+    vix: NonNegativeFloat | None
+    # ChainSnapshots this was computed from, for tracing a decision back to its quotes.
+    chain_event_ids: list[EventId]
+    expiries: Annotated[list[ExpiryVol], Field(min_length=1)]
+    term: TermStructure
+    skew: SkewView
+    realised: RealisedVol
+    garch: GarchForecast | None  # None until the model has enough history to fit
+    percentiles: VolPercentiles
+    premium: VolPremium
+    regime: RegimeView
+    event_risk: EventRisk
+    is_expiry_day: bool
+    is_last_hour: bool
+    quality: Quality
+    quality_reasons: list[Text]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VolSnapshot:
+        for i in range(1, len(self.expiries)):
+            if self.expiries[i].expiry <= self.expiries[i - 1].expiry:
+                raise ValueError("VolSnapshot: expiries must be sorted by expiry with no duplicates")
+        if self.quality is not Quality.GOOD and not self.quality_reasons:
+            raise ValueError(f"VolSnapshot: quality {self.quality.value} needs at least one reason")
+        return self
+
+    def expiry_vol(self, expiry: date) -> ExpiryVol:
+        for block in self.expiries:
+            if block.expiry == expiry:
+                return block
+        raise KeyError(f"no expiry {expiry} in VolSnapshot (have {[b.expiry for b in self.expiries]})")
