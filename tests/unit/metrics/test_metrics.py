@@ -1,0 +1,155 @@
+"""volguard_common.metrics: names, labels, recording helpers and the /metrics ASGI app."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from volguard_common import metrics
+
+
+def unique(prefix: str) -> str:
+    # REGISTRY is process-wide; unique label values keep these tests independent of each other.
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def sample(name: str, labels: dict[str, str]) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, labels)
+
+
+def families_by_name() -> dict[str, Any]:
+    return {family.name: family for family in metrics.REGISTRY.collect()}
+
+
+def test_metric_names_types_and_labels() -> None:
+    expected = {
+        # prometheus_client reports counters under their name without `_total`.
+        "handler_latency_seconds": ("histogram", ("service", "stream", "event_type")),
+        "events_in": ("counter", ("service", "stream", "event_type")),
+        "events_out": ("counter", ("service", "stream", "event_type")),
+        "consumer_lag": ("gauge", ("service", "stream", "group")),
+        "consumer_pending": ("gauge", ("service", "stream", "group")),
+        "dlq": ("counter", ("service", "stream")),
+        "redeliveries": ("counter", ("service", "stream")),
+        "handler_errors": ("counter", ("service", "stream", "error_type")),
+        "group_recoveries": ("counter", ("service", "stream")),
+        "conflated": ("counter", ("service", "stream")),
+    }
+    declared = {
+        metric._name: (metric._type, metric._labelnames)
+        for metric in (
+            metrics.HANDLER_LATENCY_SECONDS,
+            metrics.EVENTS_IN_TOTAL,
+            metrics.EVENTS_OUT_TOTAL,
+            metrics.CONSUMER_LAG,
+            metrics.CONSUMER_PENDING,
+            metrics.DLQ_TOTAL,
+            metrics.REDELIVERIES_TOTAL,
+            metrics.HANDLER_ERRORS_TOTAL,
+            metrics.GROUP_RECOVERIES_TOTAL,
+            metrics.CONFLATED_TOTAL,
+        )
+    }
+    assert declared == expected
+    assert set(expected) <= set(families_by_name())
+
+
+def test_latency_buckets_span_100_microseconds_to_10_seconds() -> None:
+    service, stream = unique("svc"), "md.chain"
+    metrics.handler_latency(service, stream, "ChainSnapshot", 0.00005)
+    metrics.handler_latency(service, stream, "ChainSnapshot", 0.003)
+    metrics.handler_latency(service, stream, "ChainSnapshot", 12.0)
+    labels = {"service": service, "stream": stream, "event_type": "ChainSnapshot"}
+
+    assert sample("handler_latency_seconds_bucket", {**labels, "le": "0.0001"}) == 1
+    assert sample("handler_latency_seconds_bucket", {**labels, "le": "0.005"}) == 2
+    assert sample("handler_latency_seconds_bucket", {**labels, "le": "10.0"}) == 2
+    assert sample("handler_latency_seconds_bucket", {**labels, "le": "+Inf"}) == 3
+    assert sample("handler_latency_seconds_count", labels) == 3
+    assert metrics.LATENCY_BUCKETS[0] == 0.0001
+    assert metrics.LATENCY_BUCKETS[-1] == 10.0
+    assert list(metrics.LATENCY_BUCKETS) == sorted(metrics.LATENCY_BUCKETS)
+
+
+def test_event_in_counts_redeliveries_separately() -> None:
+    service = unique("risk")
+    metrics.event_in(service, "st.intents", "TradeIntent", redelivered=False)
+    metrics.event_in(service, "st.intents", "TradeIntent", redelivered=True)
+
+    in_labels = {"service": service, "stream": "st.intents", "event_type": "TradeIntent"}
+    assert sample("events_in_total", in_labels) == 2
+    assert sample("redeliveries_total", {"service": service, "stream": "st.intents"}) == 1
+
+
+def test_counting_helpers_use_the_documented_labels() -> None:
+    service = unique("execution")
+    metrics.events_out(service, "ex.reports", "Fill")
+    metrics.events_out(service, "ex.reports", "Fill", 3)
+    metrics.handler_error(service, "ex.commands", "BrokerTimeout")
+    metrics.dead_lettered(service, "ex.commands")
+    metrics.group_recovered(service, "ex.commands")
+    metrics.conflated(service, "md.chain", 7)
+
+    assert sample("events_out_total", {"service": service, "stream": "ex.reports", "event_type": "Fill"}) == 4
+    errors = {"service": service, "stream": "ex.commands", "error_type": "BrokerTimeout"}
+    assert sample("handler_errors_total", errors) == 1
+    assert sample("dlq_total", {"service": service, "stream": "ex.commands"}) == 1
+    assert sample("group_recoveries_total", {"service": service, "stream": "ex.commands"}) == 1
+    assert sample("conflated_total", {"service": service, "stream": "md.chain"}) == 7
+
+
+def test_consumer_backlog_drops_lag_when_redis_cannot_compute_it() -> None:
+    service = unique("analytics")
+    labels = {"service": service, "stream": "md.chain", "group": service}
+    metrics.consumer_backlog(service, "md.chain", service, lag=42, pending=3)
+    assert sample("consumer_lag", labels) == 42
+    assert sample("consumer_pending", labels) == 3
+
+    metrics.consumer_backlog(service, "md.chain", service, lag=None, pending=0)
+    assert sample("consumer_lag", labels) is None  # unknown, not a stale 42 and not a made-up 0
+    assert sample("consumer_pending", labels) == 0
+
+
+async def test_asgi_app_serves_the_text_format() -> None:
+    service = unique("strategy")
+    metrics.event_in(service, "an.vol", "VolSnapshot", redelivered=False)
+    app = metrics.metrics_asgi_app()
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/metrics",
+        "raw_path": b"/metrics",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+
+    start, *bodies = sent
+    assert start["type"] == "http.response.start"
+    assert start["status"] == 200
+    headers = {key.decode().lower(): value.decode() for key, value in start["headers"]}
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    body = b"".join(message.get("body", b"") for message in bodies).decode()
+    families = {family.name: family for family in text_string_to_metric_families(body)}
+    assert "handler_latency_seconds" in families
+    assert "process_cpu_seconds" in families  # process collector registered on REGISTRY
+    events_in = [s for s in families["events_in"].samples if s.labels.get("service") == service]
+    assert [(s.name, s.labels, s.value) for s in events_in if s.name == "events_in_total"] == [
+        ("events_in_total", {"service": service, "stream": "an.vol", "event_type": "VolSnapshot"}, 1.0)
+    ]
