@@ -1,0 +1,197 @@
+"""One publish → handle → ack hop through `volguard_common.bus` against a raw redis.asyncio loop.
+
+Both sides move the same ~20 KB ChainSnapshot through the same Redis, in one run:
+- raw: XADD the pre-serialised bytes → XREADGROUP → XACK, nothing parsed;
+- bus: `Publisher.publish(snapshot)` (serialises) → `Consumer` reads, validates the event, calls the
+  handler, acknowledges.
+Latency is measured one message in flight (publish until acknowledged); throughput with a producer
+and the consumer running concurrently until every message is acknowledged.
+Targets (issue 2): bus p99 ≤ 1.5× raw, bus throughput ≥ 0.6× raw.
+
+Run: .venv/bin/python benchmarks/bus_roundtrip.py [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from volguard_cli import infra
+from volguard_common import events
+from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
+from volguard_common.events_samples import sample_chain_snapshot
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM = "md.chain"
+GROUP = "analytics"
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def raw_latency(redis: Redis, key: str, payload: bytes, n: int) -> list[float]:
+    await redis.xgroup_create(key, GROUP, id="$", mkstream=True)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await redis.xadd(key, {b"event": payload})
+        response = await redis.xreadgroup(GROUP, "raw", {key: ">"}, count=1, block=1000)
+        entry_id = response[0][1][0][0]
+        await redis.xack(key, GROUP, entry_id)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+async def raw_throughput(redis: Redis, key: str, payload: bytes, n: int, batch: int) -> float:
+    await redis.xgroup_create(key, GROUP, id="$", mkstream=True)
+    done = asyncio.Event()
+    acked = 0
+
+    async def consume() -> None:
+        nonlocal acked
+        while acked < n:
+            response = await redis.xreadgroup(GROUP, "raw", {key: ">"}, count=batch, block=1000)
+            if not response:
+                continue
+            ids = [entry_id for entry_id, _ in response[0][1]]
+            await redis.xack(key, GROUP, *ids)
+            acked += len(ids)
+        done.set()
+
+    start = time.perf_counter()
+    consumer = asyncio.create_task(consume())
+    for _ in range(n):
+        await redis.xadd(key, {b"event": payload})
+    await done.wait()
+    await consumer
+    return n / (time.perf_counter() - start)
+
+
+async def bus_latency(redis: Redis, namespace: str, snapshot: events.ChainSnapshot, n: int) -> list[float]:
+    config = BusConfig(namespace=namespace, block_ms=1000)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/bench")
+    consumer = Consumer(redis, config, publisher, service=GROUP, consumer_name="bus")
+    acked: asyncio.Queue[None] = asyncio.Queue()
+    consumer.ack_listeners.append(lambda stream, ids: acked.put_nowait(None))
+
+    async def handle(event: events.Event, delivery: Delivery) -> None:
+        assert isinstance(event, events.ChainSnapshot)
+
+    consumer.subscribe(STREAM, handle)
+    await consumer.start()
+    samples = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            await publisher.publish(snapshot)
+            await acked.get()
+            samples.append(time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+    return samples
+
+
+async def bus_throughput(
+    redis: Redis, namespace: str, snapshot: events.ChainSnapshot, n: int, batch: int
+) -> float:
+    config = BusConfig(namespace=namespace, block_ms=1000, batch=batch)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/bench")
+    consumer = Consumer(redis, config, publisher, service=GROUP, consumer_name="bus")
+    done = asyncio.Event()
+    acked = 0
+
+    def count(stream: str, ids: Sequence[str]) -> None:
+        nonlocal acked
+        acked += len(ids)
+        if acked >= n:
+            done.set()
+
+    consumer.ack_listeners.append(count)
+
+    async def handle(event: events.Event, delivery: Delivery) -> None:
+        assert isinstance(event, events.ChainSnapshot)
+
+    consumer.subscribe(STREAM, handle)
+    await consumer.start()
+    try:
+        start = time.perf_counter()
+        for _ in range(n):
+            await publisher.publish(snapshot)
+        await done.wait()
+        elapsed = time.perf_counter() - start
+    finally:
+        await consumer.stop()
+    return n / elapsed
+
+
+async def main(messages: int, rounds: int) -> None:
+    endpoints = infra.ensure_infra(
+        ROOT / ".volguard" / "bench",
+        "redis://127.0.0.1:6379/0",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+    )
+    redis = Redis.from_url(endpoints.redis_url)
+    snapshot = sample_chain_snapshot()
+    payload = snapshot.model_dump_json().encode()
+    prefix = f"vgbench:{uuid.uuid4().hex[:8]}:"
+    batch = 32
+    results: dict[str, dict[str, list[float]]] = {
+        "raw": {"lat": [], "tput": []},
+        "bus": {"lat": [], "tput": []},
+    }
+    try:
+        # Interleave rounds so machine noise hits both sides alike.
+        for r in range(rounds):
+            for side in ("raw", "bus"):
+                ns = f"{prefix}{side}{r}:"
+                if side == "raw":
+                    results[side]["lat"] += await raw_latency(redis, f"{ns}lat", payload, messages)
+                    results[side]["tput"].append(
+                        await raw_throughput(redis, f"{ns}tput", payload, messages, batch)
+                    )
+                else:
+                    results[side]["lat"] += await bus_latency(redis, f"{ns}lat:", snapshot, messages)
+                    results[side]["tput"].append(
+                        await bus_throughput(redis, f"{ns}tput:", snapshot, messages, batch)
+                    )
+    finally:
+        keys = [k async for k in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+    print(f"payload: ChainSnapshot with {len(snapshot.strike)} strikes, {len(payload):,} bytes of JSON")
+    print(f"{rounds} rounds x {messages} messages per side, interleaved; Redis at {endpoints.redis_url}")
+    print(f"{'':6}{'p50 µs':>10}{'p99 µs':>10}{'msg/s':>10}")
+    summary = {}
+    for side in ("raw", "bus"):
+        lat = results[side]["lat"]
+        p50, p99 = percentile(lat, 0.50) * 1e6, percentile(lat, 0.99) * 1e6
+        tput = statistics.median(results[side]["tput"])
+        summary[side] = (p50, p99, tput)
+        print(f"{side:6}{p50:10.0f}{p99:10.0f}{tput:10.0f}")
+    p50_ratio = summary["bus"][0] / summary["raw"][0]
+    p99_ratio = summary["bus"][1] / summary["raw"][1]
+    tput_ratio = summary["bus"][2] / summary["raw"][2]
+    print(
+        f"ratio bus/raw: p50 {p50_ratio:.2f}x  p99 {p99_ratio:.2f}x (target ≤ 1.5x)  "
+        f"throughput {tput_ratio:.2f}x (target ≥ 0.6x)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.messages, args.rounds))

@@ -1,0 +1,99 @@
+"""Shared fixtures: real Redis and real Postgres, each test in its own corner of them.
+
+The suite uses Redis on 127.0.0.1:6379 and Postgres on 127.0.0.1:5432 when they answer and otherwise
+starts embedded ones under `.volguard/test/` (the same fallback as `volguard up`). Every test gets a
+unique Redis key namespace, deleted afterwards; the session gets its own database, dropped at the end.
+Nothing outside what the tests create is ever flushed or dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from volguard_cli import infra
+from volguard_common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def endpoints() -> infra.InfraEndpoints:
+    return infra.ensure_infra(
+        ROOT / ".volguard" / "test",
+        os.environ.get("VOLGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        os.environ.get("VOLGUARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+
+
+def _with_database(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def database_url(endpoints: infra.InfraEndpoints) -> Iterator[str]:
+    """A database of this test session's own, dropped at the end."""
+    name = f"vg_test_{uuid.uuid4().hex[:12]}"
+    admin = _with_database(endpoints.database_url, "postgres")
+
+    async def _create() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'create database "{name}"')
+        finally:
+            await conn.close()
+
+    async def _drop() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'drop database if exists "{name}" with (force)')
+        finally:
+            await conn.close()
+
+    asyncio.run(_create())
+    yield _with_database(endpoints.database_url, name)
+    asyncio.run(_drop())
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A Redis key prefix unique to this test."""
+    return f"vgtest:{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+async def redis(endpoints: infra.InfraEndpoints, namespace: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(endpoints.redis_url)
+    try:
+        yield client
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{namespace}*", count=500)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+def settings(endpoints: infra.InfraEndpoints, database_url: str, namespace: str, tmp_path: Path) -> Settings:
+    """Settings pointing at the test infrastructure, with delivery timings short enough for tests."""
+    return Settings(
+        redis_url=endpoints.redis_url,
+        database_url=database_url,
+        stream_namespace=namespace,
+        instance="test",
+        bus_block_ms=100,
+        bus_claim_idle_ms=300,
+        bus_claim_interval_ms=100,
+        bus_max_deliveries=3,
+        state_dir=tmp_path / "state",
+        log_format="console",
+    )
