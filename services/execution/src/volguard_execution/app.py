@@ -1,0 +1,12 @@
+"""The execution process (DESIGN §1)."""
+
+from __future__ import annotations
+
+from volguard_common.service import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="execution",
+    schema="execution",
+    migrations_package="volguard_execution",
+    description=("The only process that talks to a broker: leg-by-leg baskets, fills and reconciliation."),
+)

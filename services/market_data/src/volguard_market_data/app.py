@@ -1,0 +1,15 @@
+"""The market_data process (DESIGN §1)."""
+
+from __future__ import annotations
+
+from volguard_common.service import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="market_data",
+    schema="market",
+    migrations_package="volguard_market_data",
+    description=(
+        "The system's only window on the market: md.ticks, md.chain and "
+        "md.status from the simulator, a replay or Upstox."
+    ),
+)

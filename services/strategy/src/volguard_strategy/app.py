@@ -1,0 +1,12 @@
+"""The strategy process: Proposes trades (st.intents) from the volatility picture and the portfolio."""
+
+from __future__ import annotations
+
+from volguard_common.service import ServiceSpec
+
+SPEC = ServiceSpec(
+    name="strategy",
+    schema="strategy",
+    migrations_package="volguard_strategy",
+    description="Proposes trades (st.intents) from the volatility picture and the portfolio.",
+)

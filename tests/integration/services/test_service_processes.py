@@ -1,0 +1,111 @@
+"""Each of the six services runs alone as `python -m volguard_<name>` against real Redis and Postgres."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.samples import sample_command, sample_intent, sample_tick, sample_trading_state
+from tests.support.waiting import eventually
+from volguard_common import events, streams
+from volguard_common.bus import BusConfig, Publisher
+from volguard_common.settings import Settings
+
+
+async def _get(url: str) -> httpx.Response | None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        try:
+            return await client.get(url)
+        except httpx.HTTPError:
+            return None
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+RECEIVES: dict[str, tuple[str, events.Event]] = {
+    "market_data": ("ctl.commands", sample_command()),
+    "analytics": ("md.ticks", sample_tick(24010.5)),
+    "strategy": ("rk.state", sample_trading_state()),
+    "risk": ("st.intents", sample_intent()),
+    "execution": ("md.ticks", sample_tick(24010.5)),
+    "dashboard_api": ("md.ticks", sample_tick(24010.5)),
+}
+assert set(RECEIVES) == set(streams.SERVICES)
+assert all(stream in streams.SUBSCRIPTIONS[s] for s, (stream, _) in RECEIVES.items())
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    return free_port(), free_port_block(5)
+
+
+@pytest.mark.parametrize("service", streams.SERVICES)
+async def test_service_runs_alone_is_ready_logs_what_it_receives_and_stops_on_sigterm(
+    service: str, settings: Settings, redis: Redis, ports: tuple[int, int], tmp_path: Path
+) -> None:
+    dashboard_port, base = ports
+    port = settings.model_copy(update={"dashboard_port": dashboard_port, "service_port_base": base}).port_for(
+        service
+    )
+    log_path = tmp_path / f"{service}.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"volguard_{service}"],
+            env=service_env(settings, dashboard_port=dashboard_port, port_base=base, state_dir=tmp_path),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ready = await eventually(
+            lambda: _ready(url, process), what=f"{service} /ready answers 200", patience_s=120
+        )
+        assert ready["ready"] is True
+        assert set(ready["checks"]) >= {"redis", "postgres", "migrations"}
+        health = await _get(f"{url}/health")
+        assert health is not None
+        assert health.json()["status"] == "ok"
+
+        # Publish on a stream it consumes; its metrics must show the event arrived.
+        stream, event = RECEIVES[service]
+        publisher = Publisher(
+            redis,
+            BusConfig(namespace=settings.stream_namespace),
+            service="market_data",
+            source="market_data/test",
+        )
+        await publisher.publish(event, stream)
+        await eventually(
+            lambda: _events_in(url, service, stream), what=f"{service} counted an event in on {stream}"
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0, log_path.read_text()[-3000:]
+
+
+async def _ready(url: str, process: subprocess.Popen[bytes]) -> dict[str, object] | None:
+    if process.poll() is not None:
+        raise AssertionError(f"service exited early with code {process.returncode}")
+    response = await _get(f"{url}/ready")
+    return response.json() if response is not None and response.status_code == 200 else None
+
+
+async def _events_in(url: str, service: str, stream: str) -> bool:
+    response = await _get(f"{url}/metrics")
+    return (
+        response is not None
+        and _metric(response.text, "events_in_total", service=service, stream=stream) >= 1
+    )
