@@ -1,0 +1,250 @@
+"""`volguard`: start, stop and look inside the whole stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import typer
+from redis.asyncio import Redis
+
+from volguard_cli import infra
+from volguard_cli.supervisor import SERVICE_ORDER, Supervisor, pid_alive, pid_path, read_state
+from volguard_common import streams
+from volguard_common.bus import BusConfig, StreamReport, stream_report
+from volguard_common.settings import Settings, load_settings_or_exit
+
+app = typer.Typer(
+    help="VolGuard: NIFTY options-volatility trading. Paper trading on a simulated market by default.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+READY_WAIT_S = 120.0
+
+
+@app.callback()
+def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
+    # The launcher's own decisions (which Redis/Postgres, what it started) are plain log lines.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _settings() -> Settings:
+    return load_settings_or_exit()
+
+
+def _endpoints(settings: Settings) -> tuple[str, str]:
+    """The Redis and Postgres `up` chose (embedded or local), else the configured ones."""
+    recorded = infra.read_endpoints(settings.state_dir)
+    if recorded is not None:
+        return recorded.redis_url, recorded.database_url
+    return settings.redis_url, settings.database_url
+
+
+def _service_env(settings: Settings, endpoints: infra.InfraEndpoints) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VOLGUARD_REDIS_URL"] = endpoints.redis_url
+    env["VOLGUARD_DATABASE_URL"] = endpoints.database_url
+    env.setdefault("VOLGUARD_LOG_FORMAT", "json")
+    return env
+
+
+def _probe(url: str) -> tuple[bool, str]:
+    try:
+        response = httpx.get(url, timeout=2.0)
+    except httpx.HTTPError as exc:
+        return False, type(exc).__name__
+    return response.status_code == 200, str(response.status_code)
+
+
+def _wait_ready(settings: Settings, deadline_s: float) -> list[str]:
+    """Poll every service's /ready until all answer 200 or the deadline passes; returns the laggards."""
+    deadline = time.monotonic() + deadline_s
+    waiting = list(SERVICE_ORDER)
+    while waiting and time.monotonic() < deadline:
+        waiting = [
+            s for s in waiting if not _probe(f"http://{settings.http_host}:{settings.port_for(s)}/ready")[0]
+        ]
+        if waiting:
+            time.sleep(0.5)
+    return waiting
+
+
+def _dashboard_url(settings: Settings) -> str:
+    return f"http://{settings.http_host}:{settings.dashboard_port}"
+
+
+@app.command()
+def up(
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="Run in the background; stop with `volguard down`."
+    ),
+) -> None:
+    """Start the whole stack: Redis and Postgres (local or embedded) and the six services."""
+    settings = _settings()
+    state_dir = settings.state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    existing = read_state(state_dir)
+    if existing is not None and pid_alive(existing.supervisor_pid):
+        typer.echo(
+            f"VolGuard is already running (supervisor pid {existing.supervisor_pid}); see `volguard status`."
+        )
+        raise typer.Exit(1)
+    endpoints = infra.ensure_infra(state_dir, settings.redis_url, settings.database_url)
+    env = _service_env(settings, endpoints)
+    if detach:
+        log_path = state_dir / "logs" / "supervisor.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            subprocess.Popen(
+                [sys.executable, "-m", "volguard_cli.supervisor", str(state_dir)],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        laggards = _wait_ready(settings, READY_WAIT_S)
+        if laggards:
+            typer.echo(f"Started, but not ready after {READY_WAIT_S:.0f} s: {', '.join(laggards)}.")
+            typer.echo(f"Logs: {state_dir / 'logs'}. `volguard status` shows the details.")
+            raise typer.Exit(1)
+        typer.echo(f"VolGuard is up. Dashboard: {_dashboard_url(settings)}")
+        typer.echo("`volguard status` shows each process; `volguard down` stops everything.")
+        return
+
+    supervisor = Supervisor(state_dir, env)
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    supervisor.start_all()
+    announced = False
+    deadline = time.monotonic() + READY_WAIT_S
+    try:
+        while not stopping:
+            supervisor.poll_once()
+            if not announced and (not _wait_ready(settings, 0.0) or time.monotonic() > deadline):
+                announced = True
+                typer.echo(
+                    f"VolGuard is up. Dashboard: {_dashboard_url(settings)}  (Ctrl-C stops everything)"
+                )
+            time.sleep(0.5)
+    finally:
+        supervisor.stop_all()
+        stopped = infra.stop_embedded(state_dir)
+        if stopped:
+            typer.echo(f"Stopped embedded {', '.join(stopped)}.")
+
+
+@app.command()
+def down() -> None:
+    """Stop everything `volguard up` started: the services, then embedded Redis/Postgres."""
+    settings = _settings()
+    state_dir = settings.state_dir.resolve()
+    state = read_state(state_dir)
+    pid_file = pid_path(state_dir)
+    supervisor_pid = state.supervisor_pid if state is not None else None
+    if supervisor_pid is None and pid_file.exists():
+        supervisor_pid = int(pid_file.read_text())
+    if supervisor_pid is not None and pid_alive(supervisor_pid):
+        os.kill(supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while pid_alive(supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(supervisor_pid):
+            typer.echo(f"supervisor {supervisor_pid} did not stop in 60 s; killing it")
+            os.kill(supervisor_pid, signal.SIGKILL)
+        typer.echo("Stopped the services.")
+    # Services left behind by a supervisor that was killed outright.
+    if state is not None:
+        for record in state.processes.values():
+            if pid_alive(record.pid):
+                assert record.pid is not None
+                os.kill(record.pid, signal.SIGTERM)
+                typer.echo(f"Stopped orphaned {record.service} (pid {record.pid}).")
+    stopped = infra.stop_embedded(state_dir)
+    if stopped:
+        typer.echo(f"Stopped embedded {', '.join(stopped)}.")
+    if supervisor_pid is None and not stopped:
+        typer.echo("Nothing was running.")
+
+
+@app.command()
+def status() -> None:
+    """Each process: pid, restarts, health and readiness."""
+    settings = _settings()
+    state = read_state(settings.state_dir.resolve())
+    running = state is not None and pid_alive(state.supervisor_pid)
+    typer.echo(
+        f"supervisor: {'running, pid ' + str(state.supervisor_pid) if running and state else 'not running'}"
+    )
+    typer.echo(f"{'service':<14} {'pid':>8} {'restarts':>8}  {'health':<8} {'ready':<8} port")
+    all_ready = True
+    for service in SERVICE_ORDER:
+        record = state.processes.get(service) if state is not None else None
+        pid = record.pid if record is not None and pid_alive(record.pid) else None
+        port = settings.port_for(service)
+        health, _ = _probe(f"http://{settings.http_host}:{port}/health")
+        ready, _ = _probe(f"http://{settings.http_host}:{port}/ready")
+        all_ready &= ready
+        typer.echo(
+            f"{service:<14} {pid if pid else '-':>8} {record.restarts if record else 0:>8}  "
+            f"{'ok' if health else 'down':<8} {'ready' if ready else 'no':<8} {port}"
+        )
+    if not all_ready:
+        raise typer.Exit(1)
+
+
+def _format_report(report: StreamReport) -> list[str]:
+    lines = [
+        f"{report.stream:<14} len {report.length:>8}  last {report.last_id or '-':<18}"
+        f" dlq {report.dlq_length:>4}"
+    ]
+    for group in report.groups:
+        oldest = (
+            "-" if group.oldest_pending_idle_ms is None else f"{group.oldest_pending_idle_ms / 1000:.1f}s"
+        )
+        lag = "?" if group.lag is None else str(group.lag)
+        lines.append(
+            f"  {group.group:<14} lag {lag:>8}  pending {group.pending:>6}  oldest pending {oldest:>8}"
+            f"  consumers {group.consumers}"
+        )
+    return lines
+
+
+@app.command("streams")
+def streams_command() -> None:
+    """Per stream: length, last id, DLQ length; per group: lag, pending, oldest pending age."""
+    settings = _settings()
+    redis_url, _ = _endpoints(settings)
+    config = BusConfig.from_settings(settings)
+
+    async def _collect() -> list[StreamReport]:
+        redis = Redis.from_url(redis_url)
+        try:
+            return [await stream_report(redis, config, spec.name) for spec in streams.ALL_STREAMS]
+        finally:
+            await redis.aclose()
+
+    for report in asyncio.run(_collect()):
+        for line in _format_report(report):
+            typer.echo(line)
+
+
+if __name__ == "__main__":
+    app()
