@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.volguard/tools/bin/uv
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint fmt bench down status streams env clean help
+.PHONY: run test lint fmt bench down status streams env clean help tools
 
 help:  ## list the verbs
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -40,7 +40,10 @@ fmt: env  ## format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint  ## lint, then the whole suite against real Redis and Postgres
+tools:  ## test-only tools: the docker compose validator for the deploy contract tests
+	bash deploy/install-compose.sh
+
+test: lint tools  ## lint, then the whole suite against real Redis and Postgres
 	$(VENV)/bin/pytest
 
 bench: env  ## side-by-side benchmarks against their anchors
