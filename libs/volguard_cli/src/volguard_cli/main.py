@@ -32,6 +32,7 @@ READY_WAIT_S = 120.0
 @app.callback()
 def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
     # The launcher's own decisions (which Redis/Postgres, what it started) are plain log lines.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
