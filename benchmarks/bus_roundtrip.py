@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from volguard_cli import infra
 from volguard_common import events
 from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
-from volguard_common.events_samples import sample_chain_snapshot
+from volguard_common.events_samples import STRIKES_FOR_20KB, sample_chain_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "md.chain"
@@ -141,7 +141,7 @@ async def main(messages: int, rounds: int) -> None:
         "postgresql://postgres@127.0.0.1:5432/postgres",
     )
     redis = Redis.from_url(endpoints.redis_url)
-    snapshot = sample_chain_snapshot()
+    snapshot = sample_chain_snapshot(STRIKES_FOR_20KB)
     payload = snapshot.model_dump_json().encode()
     prefix = f"vgbench:{uuid.uuid4().hex[:8]}:"
     batch = 32

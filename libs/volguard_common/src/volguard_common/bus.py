@@ -131,15 +131,25 @@ class Publisher:
         details: dict[str, str | int | float | bool | None] | None = None,
     ) -> None:
         now = _now_ist()
-        alert = events.Alert(
-            ts_event=now,
-            source=self.source,
-            severity=severity,
-            code=code,
-            message=message,
-            details=details or {},
-            **({"correlation_id": correlation_id} if correlation_id else {}),
-        )
+        if correlation_id is None:
+            alert = events.Alert(
+                ts_event=now,
+                source=self.source,
+                severity=severity,
+                code=code,
+                message=message,
+                details=details or {},
+            )
+        else:
+            alert = events.Alert(
+                ts_event=now,
+                source=self.source,
+                severity=severity,
+                code=code,
+                message=message,
+                details=details or {},
+                correlation_id=correlation_id,
+            )
         await self.publish(alert, streams.SYS_ALERTS.name)
 
 

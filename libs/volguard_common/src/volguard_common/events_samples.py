@@ -14,27 +14,15 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from volguard_common.events import IST, ChainSnapshot, QuoteFlag
+from volguard_common.quant import black76
 
 DEFAULT_TS_EVENT = datetime(2026, 2, 5, 10, 30, tzinfo=IST)
 DEFAULT_EXPIRY = date(2026, 2, 10)  # a Tuesday weekly expiry
 NIFTY_LOT_SIZE = 65  # from the January 2026 series
 NIFTY_TICK = 0.05
 STRIKE_STEP = 50.0
-
-
-def _norm_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def _black76(
-    forward: float, strike: float, vol: float, years: float, discount: float, is_call: bool
-) -> float:
-    sd = vol * math.sqrt(years)
-    d1 = (math.log(forward / strike) + 0.5 * sd * sd) / sd
-    d2 = d1 - sd
-    if is_call:
-        return discount * (forward * _norm_cdf(d1) - strike * _norm_cdf(d2))
-    return discount * (strike * _norm_cdf(-d2) - forward * _norm_cdf(-d1))
+# sample_chain_snapshot(STRIKES_FOR_20KB) serialises to ~20 KB of JSON: the bus benchmark payload.
+STRIKES_FOR_20KB = 90
 
 
 def _round_tick(price: float) -> float:
@@ -106,7 +94,7 @@ def sample_chain_snapshot(
     if first_strike <= 0:
         raise ValueError(f"{n_strikes} strikes around {atm_strike} reach non-positive strikes")
 
-    columns: dict[str, list[Any]] = {
+    columns: dict[str, Any] = {
         name: []
         for name in (
             "strike",
@@ -135,7 +123,7 @@ def sample_chain_snapshot(
         vol = _smile(math.log(strike / forward), atm_vol)
         columns["strike"].append(strike)
         for side, is_call in (("call", True), ("put", False)):
-            mid = max(NIFTY_TICK, _black76(forward, strike, vol, years, discount, is_call))
+            mid = max(NIFTY_TICK, float(black76.price(forward, strike, years, vol, is_call, discount)))
             values = _side(mid, abs(strike - forward), lot_size, i, is_call)
             for name, value in zip(
                 ("bid", "ask", "ltp", "bid_qty", "ask_qty", "volume", "oi", "flags"), values, strict=True
@@ -144,16 +132,18 @@ def sample_chain_snapshot(
             columns[f"{side}_instrument_key"].append(f"NSE_FO|{40_000 + 2 * i + (0 if is_call else 1)}")
 
     envelope.setdefault("ts_init", ts_event + timedelta(milliseconds=3))
-    return ChainSnapshot(
-        ts_event=ts_event,
-        source=source,
-        underlying="NIFTY",
-        expiry=expiry,
-        spot=spot,
-        forward=round(forward, 2),
-        vix=vix,
-        lot_size=lot_size,
-        tick_size=NIFTY_TICK,
-        **envelope,
-        **columns,
+    return ChainSnapshot.model_validate(
+        {
+            "ts_event": ts_event,
+            "source": source,
+            "underlying": "NIFTY",
+            "expiry": expiry,
+            "spot": spot,
+            "forward": round(forward, 2),
+            "vix": vix,
+            "lot_size": lot_size,
+            "tick_size": NIFTY_TICK,
+            **envelope,
+            "columns": columns,
+        }
     )

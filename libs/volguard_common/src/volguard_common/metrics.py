@@ -15,6 +15,7 @@ label order lives here and nowhere else.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -113,34 +114,40 @@ CONFLATED_TOTAL = Counter(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _child(metric: Any, *labels: str) -> Any:
+    # labels() hashes and locks on every call; the bus records several metrics per message.
+    return metric.labels(*labels)
+
+
 def handler_latency(service: str, stream: str, event_type: str, seconds: float) -> None:
-    HANDLER_LATENCY_SECONDS.labels(service, stream, event_type).observe(seconds)
+    _child(HANDLER_LATENCY_SECONDS, service, stream, event_type).observe(seconds)
 
 
 def event_in(service: str, stream: str, event_type: str, *, redelivered: bool) -> None:
-    EVENTS_IN_TOTAL.labels(service, stream, event_type).inc()
+    _child(EVENTS_IN_TOTAL, service, stream, event_type).inc()
     if redelivered:
-        REDELIVERIES_TOTAL.labels(service, stream).inc()
+        _child(REDELIVERIES_TOTAL, service, stream).inc()
 
 
 def events_out(service: str, stream: str, event_type: str, count: int = 1) -> None:
-    EVENTS_OUT_TOTAL.labels(service, stream, event_type).inc(count)
+    _child(EVENTS_OUT_TOTAL, service, stream, event_type).inc(count)
 
 
 def handler_error(service: str, stream: str, error_type: str) -> None:
-    HANDLER_ERRORS_TOTAL.labels(service, stream, error_type).inc()
+    _child(HANDLER_ERRORS_TOTAL, service, stream, error_type).inc()
 
 
 def dead_lettered(service: str, stream: str) -> None:
-    DLQ_TOTAL.labels(service, stream).inc()
+    _child(DLQ_TOTAL, service, stream).inc()
 
 
 def group_recovered(service: str, stream: str) -> None:
-    GROUP_RECOVERIES_TOTAL.labels(service, stream).inc()
+    _child(GROUP_RECOVERIES_TOTAL, service, stream).inc()
 
 
 def conflated(service: str, stream: str, count: int) -> None:
-    CONFLATED_TOTAL.labels(service, stream).inc(count)
+    _child(CONFLATED_TOTAL, service, stream).inc(count)
 
 
 def consumer_backlog(service: str, stream: str, group: str, *, lag: int | None, pending: int) -> None:

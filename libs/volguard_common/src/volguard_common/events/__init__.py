@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from volguard_common.events._base import (
     IST,
@@ -27,6 +27,7 @@ from volguard_common.events._base import (
     event_id_time,
     new_event_id,
 )
+from volguard_common.events.chain import ALL_QUOTE_FLAGS, CHAIN_COLUMNS, ChainColumns, QuoteFlag
 from volguard_common.events.control import (
     Alert,
     BrokerHealth,
@@ -42,8 +43,6 @@ from volguard_common.events.control import (
     TradingStateKind,
 )
 from volguard_common.events.market import (
-    ALL_QUOTE_FLAGS,
-    CHAIN_COLUMNS,
     CROSSED,
     MISSING,
     STALE_LTP,
@@ -55,7 +54,6 @@ from volguard_common.events.market import (
     FeedStatus,
     InstrumentKind,
     MarketMode,
-    QuoteFlag,
     Tick,
 )
 from volguard_common.events.orders import (
@@ -128,7 +126,8 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 
-EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+# The title names errors "... for Event" rather than listing all seventeen validators.
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event, config=ConfigDict(title="Event"))
 
 ALL_EVENT_TYPES: tuple[type[EventBase], ...] = (
     Tick,
@@ -195,6 +194,7 @@ __all__ = [
     "BucketState",
     "CancelOrders",
     "ChainArrays",
+    "ChainColumns",
     "ChainSnapshot",
     "Command",
     "CommandKind",

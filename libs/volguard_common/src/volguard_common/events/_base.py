@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -40,6 +40,8 @@ _COUNTER_BITS = 42
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
 _TAIL_BITS = 32
 _id_lock = threading.Lock()
+# Indirection so a test can step the wall clock backwards.
+_wall_ns: Callable[[], int] = time.time_ns
 _last_ms = -1
 _last_counter = 0
 
@@ -53,7 +55,7 @@ def new_event_id() -> str:
     """A new time-ordered UUIDv7 string; strictly increasing within this process."""
     global _last_ms, _last_counter
     with _id_lock:
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = _wall_ns() // 1_000_000
         if now_ms > _last_ms:
             _last_ms = now_ms
             _last_counter = _fresh_counter()
@@ -142,13 +144,11 @@ class Bucket(StrEnum):
     INTRADAY = "INTRADAY"
 
 
-FROZEN_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
-
-
 class Part(BaseModel):
     """A value object nested inside an event: same boundary rules, no envelope."""
 
-    model_config = FROZEN_STRICT
+    # Written out in each base class so the pydantic mypy plugin sees `frozen` and flags assignments.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Greeks(Part):
@@ -189,7 +189,7 @@ class EventBase(BaseModel):
     to version 2, its v1 shape is upgraded in that class and 1 stays in its supported set.
     """
 
-    model_config = FROZEN_STRICT
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     SCHEMA_VERSION: ClassVar[int] = 1
     SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1})
