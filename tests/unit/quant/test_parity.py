@@ -1,0 +1,122 @@
+"""Forward from put-call parity: exact on clean quotes, robust to stale ones, loud when impossible."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from volguard_common.quant import _reference, black76
+from volguard_common.quant.parity import forward_from_parity
+
+STRIKES = np.arange(22_000.0, 26_050.0, 50.0)
+TRUE_FORWARD = 24_013.7
+DISCOUNT = 0.994
+
+
+def _mids(forward: float = TRUE_FORWARD, t: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    vol = 0.13 + 0.5 * np.log(STRIKES / forward) ** 2
+    calls = black76.price(forward, STRIKES, t, vol, True, DISCOUNT)
+    puts = black76.price(forward, STRIKES, t, vol, False, DISCOUNT)
+    return calls, puts
+
+
+def test_clean_quotes_give_the_forward() -> None:
+    calls, puts = _mids()
+    forward, quality = forward_from_parity(STRIKES, calls, puts, DISCOUNT)
+    assert forward == pytest.approx(TRUE_FORWARD, abs=1e-8)
+    assert quality.n_used == 5
+    assert quality.n_rejected == 0
+    assert quality.dispersion < 1e-8
+    assert quality.score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_stale_quote_near_the_money_is_rejected() -> None:
+    calls, puts = _mids()
+    atm = int(np.argmin(np.abs(STRIKES - TRUE_FORWARD)))
+    calls[atm] += 40.0  # a call mid left behind after a 40-point move
+    forward, quality = forward_from_parity(STRIKES, calls, puts, DISCOUNT, n_strikes=7)
+    assert quality.n_rejected >= 1
+    assert forward == pytest.approx(TRUE_FORWARD, abs=1e-6)
+    assert quality.score < 1.0
+
+
+def test_noisy_mids_average_out_and_lower_the_score() -> None:
+    rng = np.random.default_rng(7)
+    calls, puts = _mids()
+    calls = calls + rng.normal(0.0, 1.0, calls.size)
+    puts = puts + rng.normal(0.0, 1.0, puts.size)
+    forward, quality = forward_from_parity(STRIKES, calls, puts, DISCOUNT, n_strikes=9)
+    assert abs(forward - TRUE_FORWARD) < 2.0
+    assert 0.0 < quality.score < 0.9
+    assert quality.dispersion > 0.3
+
+
+def test_missing_and_non_positive_quotes_are_skipped() -> None:
+    calls, puts = _mids()
+    near = np.argsort(np.abs(STRIKES - TRUE_FORWARD))[:4]
+    calls[near[0]] = np.nan
+    puts[near[1]] = 0.0
+    calls[near[2]] = -3.0
+    forward, quality = forward_from_parity(STRIKES, calls, puts, DISCOUNT)
+    assert forward == pytest.approx(TRUE_FORWARD, abs=1e-8)
+    assert quality.n_used == 5
+
+
+def test_single_usable_strike_is_used_but_scored_low() -> None:
+    calls, puts = _mids()
+    calls[:] = np.nan
+    calls[40] = float(black76.price(TRUE_FORWARD, STRIKES[40], 0.05, 0.13, True, DISCOUNT))
+    puts[40] = float(black76.price(TRUE_FORWARD, STRIKES[40], 0.05, 0.13, False, DISCOUNT))
+    forward, quality = forward_from_parity(STRIKES, calls, puts, DISCOUNT)
+    assert forward == pytest.approx(TRUE_FORWARD, abs=1e-8)
+    assert quality.n_used == 1
+    assert quality.dispersion == 0.0
+    assert quality.score <= 1.0 / 3.0
+
+
+def test_no_usable_pair_raises() -> None:
+    calls, puts = _mids()
+    with pytest.raises(ValueError, match="no strike has both a call and a put quote"):
+        forward_from_parity(STRIKES, np.full_like(calls, np.nan), puts, DISCOUNT)
+    with pytest.raises(ValueError, match="no strike has both"):
+        forward_from_parity([], [], [], DISCOUNT)
+
+
+@pytest.mark.parametrize("discount", [0.0, -0.5, math.nan, math.inf])
+def test_bad_discount_raises(discount: float) -> None:
+    calls, puts = _mids()
+    with pytest.raises(ValueError, match="discount factor"):
+        forward_from_parity(STRIKES, calls, puts, discount)
+
+
+def test_misaligned_inputs_raise() -> None:
+    calls, puts = _mids()
+    with pytest.raises(ValueError, match="differ in length"):
+        forward_from_parity(STRIKES, calls[:-1], puts, DISCOUNT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(23_000.0, 25_000.0),
+    st.floats(0.0, 3.0),
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 9),
+)
+def test_matches_scalar_twin(forward: float, noise: float, seed: int, n_strikes: int) -> None:
+    rng = np.random.default_rng(seed)
+    calls, puts = _mids(forward)
+    calls = calls + rng.normal(0.0, noise, calls.size)
+    puts = puts + rng.normal(0.0, noise, puts.size)
+    drop = rng.random(calls.size) < 0.2
+    calls[drop] = np.nan
+    fast, quality = forward_from_parity(STRIKES, calls, puts, DISCOUNT, n_strikes=n_strikes)
+    slow, n_used = _reference.forward_from_parity(
+        STRIKES.tolist(), calls.tolist(), puts.tolist(), DISCOUNT, n_strikes=n_strikes
+    )
+    assert fast == pytest.approx(slow, rel=1e-13)
+    assert quality.n_used == n_used
+    assert 0.0 <= quality.score <= 1.0

@@ -1,0 +1,329 @@
+"""SABR: the vectorised formulas against their scalar twins, the singular limits, and calibration."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal, localcontext
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from volguard_common.quant import _reference_vol as ref
+from volguard_common.quant import sabr
+
+FORWARD = 24_000.0
+STRIKES = FORWARD * np.linspace(0.85, 1.15, 41)
+
+# Realistic NIFTY smiles at beta = 0.5: (ATM vol, rho, nu, days to expiry). alpha follows from the
+# ATM vol, so the cases read in the units a trader quotes.
+NIFTY_CASES = [
+    (0.15, -0.35, 0.9, 30),
+    (0.12, -0.50, 1.8, 7),
+    (0.16, -0.20, 0.5, 90),
+    (0.14, -0.60, 1.2, 14),
+    (0.11, -0.10, 2.5, 7),
+]
+
+
+def _params(atm: float, rho: float, nu: float, days: int, beta: float = 0.5) -> tuple[float, float]:
+    t = days / 365.0
+    return sabr.alpha_from_atm(atm, FORWARD, t, beta, rho, nu), t
+
+
+# --- formula against the scalar twins --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_vectorised_vols_match_scalar_twins(
+    atm: float, rho: float, nu: float, days: int, beta: float
+) -> None:
+    alpha, t = _params(atm, rho, nu, days, beta)
+    strikes = FORWARD * np.array([0.6, 0.85, 0.97, 0.999, 1.0, 1.001, 1.03, 1.15, 1.6])
+    fast_obloj = sabr.vol(FORWARD, strikes, t, alpha, beta, rho, nu)
+    fast_hagan = sabr.vol_hagan(FORWARD, strikes, t, alpha, beta, rho, nu)
+    slow_obloj = [ref.sabr_vol_obloj(FORWARD, k, t, alpha, beta, rho, nu) for k in strikes]
+    slow_hagan = [ref.sabr_vol_hagan(FORWARD, k, t, alpha, beta, rho, nu) for k in strikes]
+    np.testing.assert_allclose(fast_obloj, slow_obloj, rtol=1e-11)
+    np.testing.assert_allclose(fast_hagan, slow_hagan, rtol=1e-11)
+
+
+def test_hagan_matches_pysabr_independent_implementation() -> None:
+    hagan_2002 = pytest.importorskip("pysabr.models.hagan_2002_lognormal_sabr")
+    alpha, t = _params(0.15, -0.35, 0.9, 30)
+    ours = sabr.vol_hagan(FORWARD, STRIKES, t, alpha, 0.5, -0.35, 0.9)
+    theirs = [hagan_2002.lognormal_vol(k, FORWARD, t, alpha, 0.5, -0.35, 0.9) for k in STRIKES]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moneyness=st.floats(0.5, 2.0),
+    atm=st.floats(0.05, 0.6),
+    beta=st.sampled_from([0.0, 0.3, 0.5, 0.7, 1.0]),
+    rho=st.floats(-0.95, 0.95),
+    nu=st.floats(0.01, 3.0),
+    days=st.integers(1, 400),
+)
+def test_random_parameters_agree_with_twin_and_stay_positive(
+    moneyness: float, atm: float, beta: float, rho: float, nu: float, days: int
+) -> None:
+    alpha, t = _params(atm, rho, nu, days, beta)
+    strike = FORWARD * moneyness
+    fast = float(sabr.vol(FORWARD, strike, t, alpha, beta, rho, nu))
+    assert math.isfinite(fast)
+    assert fast > 0.0
+    # The twin's direct x(z) loses digits for |z| below ~1e-5; compare where it is trustworthy.
+    if abs(math.log(moneyness)) > 1e-3:
+        assert fast == pytest.approx(ref.sabr_vol_obloj(FORWARD, strike, t, alpha, beta, rho, nu), rel=1e-9)
+
+
+# --- singular limits --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_atm_limit_is_continuous_and_exact(beta: float) -> None:
+    alpha, t = _params(0.15, -0.35, 0.9, 30, beta)
+    bumps = np.array([0.0, 1e-15, -1e-15, 1e-12, -1e-12, 1e-9, -1e-9, 1e-7, -1e-7])
+    vols = sabr.vol(FORWARD, FORWARD * (1.0 + bumps), t, alpha, beta, -0.35, 0.9)
+    assert np.all(np.isfinite(vols))
+    # Exactly at the money both formulas are alpha/F^(1-b) * (1 + I1 t), which reprices the ATM vol.
+    assert vols[0] == pytest.approx(0.15, rel=1e-13)
+    np.testing.assert_allclose(vols, 0.15, rtol=1e-6)
+    # Within 1e-9 of the forward the smile moves by skew x bump, nothing more: no 0/0 noise.
+    assert np.max(np.abs(vols[:7] - vols[0])) < 1e-9
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_nu_to_zero_limit_is_the_cev_vol(beta: float) -> None:
+    alpha, t = _params(0.15, -0.35, 0.0, 30, beta)
+    at_zero = sabr.vol(FORWARD, STRIKES, t, alpha, beta, -0.35, 0.0)
+    near_zero = sabr.vol(FORWARD, STRIKES, t, alpha, beta, -0.35, 1e-10)
+    slow = [ref.sabr_vol_obloj(FORWARD, k, t, alpha, beta, -0.35, 0.0) for k in STRIKES]
+    np.testing.assert_allclose(at_zero, slow, rtol=1e-12)
+    np.testing.assert_allclose(near_zero, at_zero, rtol=1e-9)
+    if beta == 1.0:
+        # Lognormal backbone with no vol-of-vol: a flat smile at alpha (plus the t correction).
+        np.testing.assert_allclose(at_zero, at_zero[0], rtol=1e-14)
+
+
+def test_far_wings_stay_finite_for_extreme_z() -> None:
+    strikes = FORWARD * np.array([1e-4, 0.01, 0.1, 10.0, 100.0])
+    for rho in (-0.999, 0.0, 0.999):
+        vols = sabr.vol(FORWARD, strikes, 0.5, 30.0, 0.5, rho, 4.0)
+        assert np.all(np.isfinite(vols))
+        assert np.all(vols > 0.0)
+
+
+@pytest.mark.parametrize(
+    ("z", "rho"),
+    [
+        (-1e4, 0.99),
+        (-40.0, 0.9),
+        (-3.0, 0.999),
+        (-0.6, -0.9),
+        (1e-7, 0.5),
+        (-1e-7, -0.5),
+        (3e-6, 0.2),
+        (50.0, -0.9),
+    ],
+)
+def test_z_over_x_is_accurate_where_the_direct_form_loses_digits(z: float, rho: float) -> None:
+    # Far left wing: sqrt(1 - 2 rho z + z^2) + z - rho cancels (direct form off by ~1e-9 at z=-1e4);
+    # near z = 0 the log of a number close to 1 does (off by ~1e-9 at z=1e-7). A 50-digit decimal
+    # evaluation is the judge; the kernel must be within a few ulps of it everywhere.
+    with localcontext() as ctx:
+        ctx.prec = 50
+        zd, rd = Decimal(z), Decimal(rho)
+        exact = float(zd / (((1 - 2 * rd * zd + zd * zd).sqrt() + zd - rd) / (1 - rd)).ln())
+    fast = float(sabr._z_over_x(np.array([z]), np.array([rho]))[0])
+    assert fast == pytest.approx(exact, rel=1e-15)
+
+
+def test_non_positive_strikes_give_nan_and_bad_parameters_raise() -> None:
+    vols = sabr.vol(FORWARD, np.array([-1.0, 0.0, FORWARD]), 0.1, 20.0, 0.5, -0.3, 0.8)
+    assert np.isnan(vols[0])
+    assert np.isnan(vols[1])
+    assert np.isfinite(vols[2])
+    with pytest.raises(ValueError, match="alpha"):
+        sabr.vol(FORWARD, FORWARD, 0.1, 0.0, 0.5, -0.3, 0.8)
+    with pytest.raises(ValueError, match="rho"):
+        sabr.vol(FORWARD, FORWARD, 0.1, 20.0, 0.5, -1.0, 0.8)
+    with pytest.raises(ValueError, match="beta"):
+        sabr.vol(FORWARD, FORWARD, 0.1, 20.0, 1.5, -0.3, 0.8)
+    with pytest.raises(ValueError, match="nu"):
+        sabr.vol(FORWARD, FORWARD, 0.1, 20.0, 0.5, -0.3, -0.1)
+
+
+# --- Obłój versus plain Hagan -------------------------------------------------------------------------
+
+
+def test_obloj_and_hagan_agree_at_the_money_and_for_beta_one() -> None:
+    alpha, t = _params(0.15, -0.35, 0.9, 30, 1.0)
+    np.testing.assert_allclose(
+        sabr.vol(FORWARD, STRIKES, t, alpha, 1.0, -0.35, 0.9),
+        sabr.vol_hagan(FORWARD, STRIKES, t, alpha, 1.0, -0.35, 0.9),
+        rtol=1e-14,
+    )
+    for beta in (0.0, 0.5):
+        alpha, t = _params(0.15, -0.35, 0.9, 30, beta)
+        assert float(sabr.vol(FORWARD, FORWARD, t, alpha, beta, -0.35, 0.9)) == pytest.approx(
+            float(sabr.vol_hagan(FORWARD, FORWARD, t, alpha, beta, -0.35, 0.9)), rel=1e-15
+        )
+
+
+def test_obloj_departs_from_hagan_on_the_wings_more_as_beta_falls() -> None:
+    """Where they differ: Hagan expands (F^(1-b) - K^(1-b))/((1-b) ln(F/K)) around the geometric mean
+    strike; Obłój keeps it exact inside z. The gap is zero at the money and at b = 1, grows with
+    |ln(F/K)| and with 1 - b. For a NIFTY 30-day smile (ATM 15 %, rho -0.35, nu 0.9):
+    b = 0.5: ~1e-5 (0.001 vol points) at 85/115 % strikes, ~4e-4 at 60 %;
+    b = 0:   ~5e-5 at 85 %, ~1.5e-3 (0.15 vol points) at 60 %.
+    So on the strikes NIFTY trades the correction is far below the bid-ask spread, and matters for
+    low-beta fits of long-dated or deep-wing quotes."""
+    moneyness = np.array([0.6, 0.85, 0.95, 1.0, 1.05, 1.15, 1.5])
+    gaps = {}
+    for beta in (0.0, 0.5, 0.9):
+        alpha, t = _params(0.15, -0.35, 0.9, 30, beta)
+        k = FORWARD * moneyness
+        gaps[beta] = np.abs(
+            sabr.vol(FORWARD, k, t, alpha, beta, -0.35, 0.9)
+            - sabr.vol_hagan(FORWARD, k, t, alpha, beta, -0.35, 0.9)
+        )
+        assert gaps[beta][3] < 1e-15  # same value, different rounding order
+        # Monotone in distance from the money on each side.
+        assert gaps[beta][0] > gaps[beta][1] > gaps[beta][2] > 0.0
+        assert gaps[beta][6] > gaps[beta][5] > gaps[beta][4] > 0.0
+    assert np.all(gaps[0.0][[0, 1, 5, 6]] > gaps[0.5][[0, 1, 5, 6]])
+    assert np.all(gaps[0.5][[0, 1, 5, 6]] > gaps[0.9][[0, 1, 5, 6]])
+    assert 5e-6 < gaps[0.5][1] < 3e-5
+    assert 2e-4 < gaps[0.5][0] < 6e-4
+    assert 1e-3 < gaps[0.0][0] < 2e-3
+
+
+# --- calibration ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_fit_recovers_known_parameters(atm: float, rho: float, nu: float, days: int) -> None:
+    alpha, t = _params(atm, rho, nu, days)
+    vols = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, rho, nu)
+    result = sabr.fit(FORWARD, STRIKES, t, vols)
+    assert result.converged
+    assert result.beta == 0.5
+    assert result.n_points == len(STRIKES)
+    assert abs(result.alpha - alpha) < 1e-4
+    assert abs(result.rho - rho) < 5e-3
+    assert abs(result.nu - nu) < 5e-3
+    assert result.rmse < 1e-8
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_fit_recovers_parameters_at_other_betas(beta: float) -> None:
+    alpha, t = _params(0.14, -0.4, 1.0, 45, beta)
+    vols = sabr.vol(FORWARD, STRIKES, t, alpha, beta, -0.4, 1.0)
+    result = sabr.fit(FORWARD, STRIKES, t, vols, beta=beta)
+    assert result.converged
+    assert result.alpha == pytest.approx(alpha, rel=1e-6)
+    assert abs(result.rho + 0.4) < 5e-3
+    assert abs(result.nu - 1.0) < 5e-3
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_initial_guess_is_already_close(atm: float, rho: float, nu: float, days: int) -> None:
+    alpha, t = _params(atm, rho, nu, days)
+    vols = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, rho, nu)
+    alpha0, rho0, nu0 = sabr.initial_guess(FORWARD, STRIKES, t, vols, 0.5)
+    assert alpha0 == pytest.approx(alpha, rel=0.02)
+    assert abs(rho0 - rho) < 0.05
+    assert nu0 == pytest.approx(nu, rel=0.1)
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_fit_on_noisy_smile_stays_near_truth(atm: float, rho: float, nu: float, days: int) -> None:
+    alpha, t = _params(atm, rho, nu, days)
+    clean = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, rho, nu)
+    noisy = clean + np.random.default_rng(days).normal(0.0, 0.003, len(STRIKES))  # 0.3 vol points
+    result = sabr.fit(FORWARD, STRIKES, t, noisy)
+    assert result.converged
+    assert result.rmse < 0.005
+    fitted = sabr.vol(FORWARD, STRIKES, t, result.alpha, 0.5, result.rho, result.nu)
+    assert np.max(np.abs(fitted - clean)) < 0.003
+    assert abs(result.rho - rho) < 0.05
+    assert abs(result.nu - nu) < 0.15 * nu
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_fit_shrugs_off_a_few_outliers(atm: float, rho: float, nu: float, days: int) -> None:
+    alpha, t = _params(atm, rho, nu, days)
+    clean = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, rho, nu)
+    quotes = clean + np.random.default_rng(100 + days).normal(0.0, 0.002, len(STRIKES))
+    bad = np.array([5, 20, 33])  # one on each side and one at the money
+    quotes[bad] += np.array([0.05, -0.04, 0.06])  # 4-6 vol point fat fingers
+    robust = sabr.fit(FORWARD, STRIKES, t, quotes)
+    assert robust.converged
+    fitted = sabr.vol(FORWARD, STRIKES, t, robust.alpha, 0.5, robust.rho, robust.nu)
+    assert np.max(np.abs(fitted - clean)) < 0.004
+    # Plain least squares (a robust scale far above every residual) is dragged further by the bad
+    # quotes; the soft-L1 loss is what keeps the smile near the truth.
+    plain = sabr.fit(FORWARD, STRIKES, t, quotes, robust_scale=10.0)
+    plain_fitted = sabr.vol(FORWARD, STRIKES, t, plain.alpha, 0.5, plain.rho, plain.nu)
+    assert np.max(np.abs(fitted - clean)) < np.max(np.abs(plain_fitted - clean))
+
+
+def test_nan_vols_and_zero_weights_are_skipped() -> None:
+    alpha, t = _params(0.15, -0.35, 0.9, 30)
+    vols = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, -0.35, 0.9) + np.random.default_rng(3).normal(
+        0, 0.002, 41
+    )
+    keep = np.ones(41, dtype=bool)
+    keep[[0, 7, 8, 30]] = False
+    subset = sabr.fit(FORWARD, STRIKES[keep], t, vols[keep])
+    with_nans = sabr.fit(FORWARD, STRIKES, t, np.where(keep, vols, np.nan))
+    with_zero_weights = sabr.fit(FORWARD, STRIKES, t, vols, weights=keep.astype(float))
+    for other in (with_nans, with_zero_weights):
+        assert other.n_points == 37
+        assert other.alpha == pytest.approx(subset.alpha, rel=1e-12)
+        assert other.rho == pytest.approx(subset.rho, rel=1e-12)
+        assert other.nu == pytest.approx(subset.nu, rel=1e-12)
+
+
+def test_weights_pull_the_fit_towards_heavily_weighted_points() -> None:
+    alpha, t = _params(0.15, -0.35, 0.9, 30)
+    vols = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, -0.35, 0.9)
+    vols[-5:] += 0.01  # the right wing is a vol point rich
+    even = sabr.fit(FORWARD, STRIKES, t, vols)
+    weights = np.ones(41)
+    weights[-5:] = 100.0
+    wing_heavy = sabr.fit(FORWARD, STRIKES, t, vols, weights=weights)
+
+    def wing_error(fit: sabr.SabrFit) -> float:
+        model = sabr.vol(FORWARD, STRIKES[-5:], t, fit.alpha, 0.5, fit.rho, fit.nu)
+        return float(np.max(np.abs(model - vols[-5:])))
+
+    assert wing_error(wing_heavy) < wing_error(even)
+
+
+def test_fit_needs_three_usable_points() -> None:
+    strikes = FORWARD * np.array([0.95, 1.0, 1.05, 1.1])
+    with pytest.raises(ValueError, match="at least 3 usable"):
+        sabr.fit(FORWARD, strikes, 0.1, np.array([0.16, 0.15, np.nan, np.nan]))
+    with pytest.raises(ValueError, match="at least 3 usable"):
+        sabr.fit(FORWARD, strikes[:2], 0.1, np.array([0.16, 0.15]))
+    with pytest.raises(ValueError, match="at least 3 usable"):
+        sabr.fit(FORWARD, strikes, 0.1, np.full(4, np.nan))
+    result = sabr.fit(FORWARD, strikes[:3], 0.1, np.array([0.16, 0.15, 0.148]))
+    assert result.n_points == 3
+    assert result.rmse < 1e-6
+
+
+def test_fit_rejects_malformed_input() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        sabr.fit(FORWARD, STRIKES, 0.1, np.full(40, 0.15))
+    with pytest.raises(ValueError, match="strikes"):
+        sabr.fit(FORWARD, np.array([-1.0, 24000.0, 25000.0]), 0.1, np.full(3, 0.15))
+    with pytest.raises(ValueError, match="vols must be > 0"):
+        sabr.fit(FORWARD, STRIKES[:3], 0.1, np.array([0.15, 0.0, 0.15]))
+    with pytest.raises(ValueError, match="forward and t"):
+        sabr.fit(FORWARD, STRIKES[:3], 0.0, np.full(3, 0.15))
