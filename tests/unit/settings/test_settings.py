@@ -38,6 +38,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
 
 
 DOCUMENTED_DEFAULTS: dict[str, Any] = {
+    "sim_seed": 7,
+    "sim_start": None,
+    "sim_scenario": "",
+    "sim_strikes_each_side": 60,
+    "sim_weeklies": 4,
+    "sim_snapshot_interval_s": 1.0,
+    "speed": 1.0,
+    "lockstep": False,
+    "lockstep_max_lag": 0,
+    "replay_dir": None,
+    "feed_stale_after_s": 10.0,
+    "upstox_api_base": "https://api.upstox.com",
     "mode": "paper",
     "feed": "sim",
     "redis_url": "redis://127.0.0.1:6379/0",

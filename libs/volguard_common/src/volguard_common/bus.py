@@ -121,6 +121,21 @@ class Publisher:
         metrics.events_out(self._service, name, event.type)
         return _text(entry_id)
 
+    async def publish_raw(self, stream: str, payload: bytes, event_type: str) -> str:
+        """XADD an already-serialised event unchanged (replay: byte-for-byte the recorded session).
+
+        The caller vouches that `payload` is a valid event; consumers still validate it on arrival.
+        """
+        spec = streams.spec(stream)
+        entry_id = await self._redis.xadd(
+            self._config.key(stream),
+            {EVENT_FIELD: payload},
+            maxlen=spec.maxlen,
+            approximate=spec.maxlen is not None,
+        )
+        metrics.events_out(self._service, stream, event_type)
+        return _text(entry_id)
+
     async def alert(
         self,
         severity: events.Severity,

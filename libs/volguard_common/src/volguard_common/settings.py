@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -168,6 +169,50 @@ class Settings(BaseSettings):
     upstox_access_token: SecretStr | None = Field(
         default=None,
         description="Upstox API access token; needed for the Upstox feed and live trading. Never logged.",
+    )
+
+    # ---- market data (simulator, replay, Upstox) ----------------------------------------------
+    sim_seed: int = Field(default=7, description="Seed of the simulated market: same seed, same market.")
+    sim_start: datetime | None = Field(
+        default=None,
+        description="IST time the simulated session starts (e.g. 2026-01-13T09:15:00+05:30). Default: the "
+        "open of the current trading day if the market is open now, else of the next trading day.",
+    )
+    sim_scenario: str = Field(
+        default="",
+        description="Scripted scenario for the simulator: gap_up_1|2|3|5, gap_down_1|2|3|5, vix_spike, "
+        "event_day, black_swan, expiry_pin; empty for an ordinary day.",
+    )
+    sim_strikes_each_side: int = Field(
+        default=60, description="Strikes either side of the at-the-money strike (60 gives 121 strikes)."
+    )
+    sim_weeklies: int = Field(
+        default=4, description="Weekly expiries listed besides the next three monthlies (6+ expiries)."
+    )
+    sim_snapshot_interval_s: float = Field(
+        default=1.0, description="Exchange seconds between chain snapshots of the simulator."
+    )
+    speed: float = Field(
+        default=1.0,
+        description="Market time per wall time for sim and replay: 1 is real time, 100 is 100x; 0 means "
+        "as fast as possible (use with lockstep).",
+    )
+    lockstep: bool = Field(
+        default=False,
+        description="Publish the next snapshot only when every consumer group of md.* is at most "
+        "lockstep_max_lag entries behind, so a backtest runs as fast as the slowest service.",
+    )
+    lockstep_max_lag: int = Field(default=0, description="Entries a group may be behind in lockstep mode.")
+    replay_dir: Path | None = Field(
+        default=None, description="Directory of a recorded session to play back when feed is 'replay'."
+    )
+    feed_stale_after_s: float = Field(
+        default=10.0,
+        description="Exchange seconds without a tick or a chain snapshot after which the feed is stale: "
+        "an Alert is raised and md.status says STALE so risk stops new entries.",
+    )
+    upstox_api_base: str = Field(
+        default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
 
     # ---- money and risk (DESIGN §7) -----------------------------------------------------------
@@ -414,6 +459,16 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{env_name('partial_fill_timeout_s')} ({s.partial_fill_timeout_s})"
         )
 
+    at_least("speed", 0)
+    at_least("lockstep_max_lag", 0)
+    at_least("sim_strikes_each_side", 1)
+    at_least("sim_weeklies", 1)
+    at_least("sim_snapshot_interval_s", 0, strict=True)
+    at_least("feed_stale_after_s", 0, strict=True)
+    if s.sim_start is not None and s.sim_start.tzinfo is None:
+        problems.append(f"{env_name('sim_start')} needs a UTC offset (e.g. +05:30), got {s.sim_start}")
+    if s.feed == "replay" and s.replay_dir is None:
+        problems.append(f"{env_name('feed')}=replay needs {env_name('replay_dir')}")
     at_least("bus_block_ms", 1)
     at_least("bus_batch", 1)
     at_least("bus_claim_idle_ms", 1)
