@@ -1,0 +1,136 @@
+"""Lockstep: the next snapshot waits until every consumer group has caught up (real Redis, real bus)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from redis.asyncio import Redis
+
+from tests.support.waiting import eventually
+from volguard_common import events
+from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
+from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
+from volguard_common.settings import Settings
+from volguard_market_data.feed import FeedLoop
+from volguard_market_data.ports import MarketBatch, Publication
+
+
+class ListSource:
+    """A MarketSource over prepared batches (our own port; no infrastructure is faked)."""
+
+    name = "list"
+
+    def __init__(self, batches: list[MarketBatch]) -> None:
+        self._batches = batches
+        self.closed = False
+
+    async def batches(self) -> AsyncIterator[MarketBatch]:
+        for batch in self._batches:
+            yield batch
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def chain_batches(count: int) -> list[MarketBatch]:
+    out = []
+    for i in range(count):
+        ts = DEFAULT_TS_EVENT + timedelta(seconds=i)
+        snapshot = sample_chain_snapshot(11, ts_event=ts)
+        out.append(
+            MarketBatch(ts, (Publication("md.chain", snapshot.type, snapshot.model_dump_json().encode()),))
+        )
+    return out
+
+
+async def test_lockstep_publishes_the_next_snapshot_only_after_every_group_caught_up(
+    redis: Redis, settings: Settings
+) -> None:
+    config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    analytics_pub = Publisher(redis, config, service="analytics", source="analytics/test")
+    consumer = Consumer(redis, config, analytics_pub, service="analytics", consumer_name="analytics-test")
+    chain_key = config.key("md.chain")
+    lengths_seen: list[int] = []
+
+    async def slow_analytics(event: events.Event, delivery: Delivery) -> None:
+        # While this snapshot is being handled, the feed must not have published the next one.
+        lengths_seen.append(int(await redis.xlen(chain_key)))
+        await asyncio.sleep(0)
+
+    consumer.subscribe("md.chain", slow_analytics)
+    await consumer._ensure_group(consumer._subs["md.chain"])
+    source = ListSource(chain_batches(15))
+    feed = FeedLoop(
+        source,
+        publisher,
+        redis,
+        config,
+        speed=0.0,
+        lockstep=True,
+        lockstep_max_lag=0,
+        mode=events.MarketMode.SIM,
+        source_name="list",
+    )
+    await consumer.start()
+    try:
+        stats = await asyncio.wait_for(feed.run(), timeout=120)
+        await eventually(lambda: _async(len(lengths_seen) == 15), what="all snapshots handled")
+    finally:
+        await consumer.stop()
+    assert lengths_seen == list(range(1, 16))
+    assert stats.by_stream["md.chain"] == 15
+    assert source.closed
+
+
+async def test_without_lockstep_the_feed_runs_ahead_of_a_slow_consumer(
+    redis: Redis, settings: Settings
+) -> None:
+    config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    await redis.xgroup_create(config.key("md.chain"), "analytics", id="$", mkstream=True)
+    feed = FeedLoop(
+        ListSource(chain_batches(10)),
+        publisher,
+        redis,
+        config,
+        speed=0.0,
+        lockstep=False,
+        lockstep_max_lag=0,
+        mode=events.MarketMode.SIM,
+        source_name="list",
+    )
+    await feed.run()
+    backlog = await feed.consumer_backlog()
+    assert backlog[("md.chain", "analytics")] == 10
+
+
+async def test_status_is_published_with_the_feed(redis: Redis, settings: Settings) -> None:
+    config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    feed = FeedLoop(
+        ListSource(chain_batches(12)),
+        publisher,
+        redis,
+        config,
+        speed=0.0,
+        lockstep=False,
+        lockstep_max_lag=0,
+        mode=events.MarketMode.SIM,
+        source_name="list",
+    )
+    await feed.run()
+    entries = await redis.xrange(config.key("md.status"))
+    statuses = [events.parse_event(fields[b"event"]) for _, fields in entries]
+    assert [s.ts_event for s in statuses] == [
+        DEFAULT_TS_EVENT,
+        DEFAULT_TS_EVENT + timedelta(seconds=5),
+        DEFAULT_TS_EVENT + timedelta(seconds=10),
+    ]
+    assert all(isinstance(s, events.FeedStatus) and s.state is events.FeedState.CONNECTED for s in statuses)
+
+
+async def _async(value: object) -> object:
+    return value
