@@ -90,10 +90,15 @@ class ChainColumns:
         ints = np.array(ints, dtype=np.int64, copy=True, order="C")
         floats.flags.writeable = False
         ints.flags.writeable = False
+        self._init(floats, ints, tuple(call_instrument_key), tuple(put_instrument_key))
+
+    def _init(
+        self, floats: Float64Array, ints: Int64Array, call_keys: tuple[str, ...], put_keys: tuple[str, ...]
+    ) -> None:
         object.__setattr__(self, "_floats", floats)
         object.__setattr__(self, "_ints", ints)
-        object.__setattr__(self, "call_instrument_key", tuple(call_instrument_key))
-        object.__setattr__(self, "put_instrument_key", tuple(put_instrument_key))
+        object.__setattr__(self, "call_instrument_key", call_keys)
+        object.__setattr__(self, "put_instrument_key", put_keys)
         self._check()
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -131,7 +136,10 @@ class ChainColumns:
             raise ValueError(f"ChainSnapshot columns: rows must be a positive integer, got {rows!r}")
         floats = _unpack("f8", wire["f8"], "<f8", (len(CHAIN_FLOAT_COLUMNS), rows))
         ints = _unpack("i8", wire["i8"], "<i8", (len(CHAIN_INT_COLUMNS), rows))
-        return cls(floats, ints, _keys("call_instrument_key", wire), _keys("put_instrument_key", wire))
+        # frombuffer views of immutable bytes are read-only already: no copy on the hot path.
+        columns = cls.__new__(cls)
+        columns._init(floats, ints, _keys("call_instrument_key", wire), _keys("put_instrument_key", wire))
+        return columns
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -170,6 +178,8 @@ class ChainColumns:
 
     # ---- validation ---------------------------------------------------------------------------
     def _check(self) -> None:
+        # Runs on every snapshot on the bus: few, whole-block numpy operations; rows are located only
+        # once something is known to be wrong.
         floats, ints = self._floats, self._ints
         rows = self.rows
         if rows < 1:
@@ -184,6 +194,37 @@ class ChainColumns:
                 raise ValueError(
                     f"ChainSnapshot: column '{name}' has {len(keys)} rows but 'strike' has {rows}"
                 )
+        # A valid float is > 0 and finite; NaN (no quote) fails `> 0` and is allowed except in strike.
+        valid = (floats > 0) & (floats < np.inf)
+        if not valid.all():
+            self._explain_floats(valid)
+        strike = floats[0]
+        if rows > 1 and not (strike[1:] > strike[:-1]).all():
+            i = int(np.flatnonzero(strike[1:] <= strike[:-1])[0]) + 1
+            raise ValueError(
+                f"ChainSnapshot: strike must be strictly increasing; row {i} has {strike[i]} "
+                f"after {strike[i - 1]}"
+            )
+        if ints.min() < 0:
+            name, row = _first(ints < 0, CHAIN_INT_COLUMNS)
+            raise ValueError(f"ChainSnapshot: {name} must be >= 0, row {row}")
+        flags = ints[-2:]
+        if (flags & ~ALL_QUOTE_FLAGS).any():
+            name, row = _first((flags & ~ALL_QUOTE_FLAGS) != 0, CHAIN_INT_COLUMNS[-2:])
+            raise ValueError(f"ChainSnapshot: {name} has unknown quote-flag bits at row {row}")
+        # Rows 1,2 are call bid/ask and 4,5 put bid/ask: both sides in one comparison.
+        crossed = (floats[1::3] > floats[2::3]) & ((flags & QuoteFlag.CROSSED) == 0)
+        if crossed.any():
+            side_index, i = (int(x) for x in np.argwhere(crossed)[0])
+            side = ("call", "put")[side_index]
+            bid, ask = floats[1 + 3 * side_index, i], floats[2 + 3 * side_index, i]
+            raise ValueError(
+                f"ChainSnapshot: {side}_bid {bid} > {side}_ask {ask} at strike {strike[i]} "
+                f"(row {i}) without the CROSSED flag in {side}_flags"
+            )
+
+    def _explain_floats(self, valid: np.ndarray[Any, Any]) -> None:
+        floats = self._floats
         if np.isinf(floats).any():
             name, row = _first(np.isinf(floats), CHAIN_FLOAT_COLUMNS)
             raise ValueError(f"ChainSnapshot: {name} is infinite at row {row}")
@@ -196,32 +237,6 @@ class ChainColumns:
         if non_positive.any():
             name, row = _first(non_positive, CHAIN_FLOAT_COLUMNS)
             raise ValueError(f"ChainSnapshot: {name} must be > 0 (None for no quote), row {row}")
-        if rows > 1:
-            steps = np.diff(strike)
-            if (steps <= 0).any():
-                i = int(np.flatnonzero(steps <= 0)[0]) + 1
-                raise ValueError(
-                    f"ChainSnapshot: strike must be strictly increasing; row {i} has {strike[i]} "
-                    f"after {strike[i - 1]}"
-                )
-        if (ints < 0).any():
-            name, row = _first(ints < 0, CHAIN_INT_COLUMNS)
-            raise ValueError(f"ChainSnapshot: {name} must be >= 0, row {row}")
-        flags = ints[-2:]
-        if (flags & ~ALL_QUOTE_FLAGS).any():
-            name, row = _first((flags & ~ALL_QUOTE_FLAGS) != 0, CHAIN_INT_COLUMNS[-2:])
-            raise ValueError(f"ChainSnapshot: {name} has unknown quote-flag bits at row {row}")
-        for side, bid, ask, flag in (
-            ("call", floats[1], floats[2], flags[0]),
-            ("put", floats[4], floats[5], flags[1]),
-        ):
-            crossed = (bid > ask) & ((flag & QuoteFlag.CROSSED) == 0)
-            if crossed.any():
-                i = int(np.flatnonzero(crossed)[0])
-                raise ValueError(
-                    f"ChainSnapshot: {side}_bid {bid[i]} > {side}_ask {ask[i]} at strike {strike[i]} "
-                    f"(row {i}) without the CROSSED flag in {side}_flags"
-                )
 
     # ---- value semantics ----------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
