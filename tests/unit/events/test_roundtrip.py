@@ -226,6 +226,7 @@ def chain_snapshots(draw: st.DrawFn) -> ChainSnapshot:
         tick_size=draw(st.sampled_from([0.05, 0.1, 1.0])),
         stale=draw(st.booleans()),
         dropped_rows=draw(st.integers(0, 50)),
+        expiries_in_set=draw(optional(st.integers(1, 64))),
         columns={
             "strike": draw(increasing_floats(n)),
             **draw(chain_side(n, "call")),

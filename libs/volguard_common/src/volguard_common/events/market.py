@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from volguard_common import streams
 from volguard_common.events._base import (
@@ -129,6 +129,9 @@ class ChainSnapshot(EventBase):
     stale: bool = False
     # Rows the producer dropped before publishing (e.g. no contract on one side).
     dropped_rows: Quantity = 0
+    # How many ChainSnapshots (one per expiry) the producer publishes for this ts_event, so a consumer
+    # knows when it holds the whole chain without waiting for the next instant; None if it cannot say.
+    expiries_in_set: Annotated[int, Field(ge=1, le=64)] | None = None
     columns: ChainColumns
 
     @property
