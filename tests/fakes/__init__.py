@@ -1,0 +1,1 @@
+"""Hand-written fakes of external systems (STYLE: fakes over mocks)."""
