@@ -1,0 +1,77 @@
+"""Event risk: a 0-5 score and a severity from scheduled events, decaying with time to the event.
+
+Severity (our choice, documented for strategy and risk):
+- A: RBI policy decision, Union Budget, any India event rated "Very High";
+- B: US "Very High" events (Fed decision, payrolls, CPI) and India or US "High" events;
+- C: NIFTY expiry day; "Very High" events elsewhere (ECB, BoE, BoJ); India "Medium" events;
+- not scored: other Medium/low events abroad and holidays.
+Weight: base points A 5, B 3, C 1, times a decay of 1 within a day of the event, halving every
+`event_half_life_days` after that; events beyond `event_horizon_days`, or already past, count zero.
+An event is "in play" when its weight rounds to at least 1. Score = round(max weight), capped at 5;
+severity = the most severe event in play; size multiplier = Settings' multiplier of that severity
+(1.0 when nothing is in play). An all-day event stays in play for its whole date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from volguard_analytics.domain.calendar import EventKind, ScheduledEvent
+from volguard_analytics.domain.config import AnalyticsConfig
+from volguard_common.events.vol import EventRisk, EventSeverity
+
+BASE_POINTS = {EventSeverity.A: 5.0, EventSeverity.B: 3.0, EventSeverity.C: 1.0}
+_RANK = {EventSeverity.A: 0, EventSeverity.B: 1, EventSeverity.C: 2}
+
+
+def severity_of(event: ScheduledEvent) -> EventSeverity | None:
+    importance = event.importance.strip().lower()
+    country = event.country.strip().lower()
+    if event.kind in (EventKind.RBI_POLICY, EventKind.UNION_BUDGET):
+        return EventSeverity.A
+    if event.kind is EventKind.EXPIRY:
+        return EventSeverity.C
+    if event.kind is EventKind.HOLIDAY:
+        return None
+    if country == "india" and importance == "very high":
+        return EventSeverity.A
+    if country in ("us", "united states", "india") and importance in ("very high", "high"):
+        return EventSeverity.B
+    if importance == "very high" or (country == "india" and importance == "medium"):
+        return EventSeverity.C
+    return None
+
+
+def event_weight(event: ScheduledEvent, ts_event: datetime, config: AnalyticsConfig) -> float:
+    severity = severity_of(event)
+    if severity is None:
+        return 0.0
+    end = event.at + timedelta(days=1) if event.all_day else event.at
+    if end <= ts_event:
+        return 0.0
+    days = max(0.0, (event.at - ts_event).total_seconds() / 86_400.0)
+    if days > config.event_horizon_days:
+        return 0.0
+    decay = 1.0 if days <= 1.0 else 0.5 ** ((days - 1.0) / config.event_half_life_days)
+    return BASE_POINTS[severity] * decay
+
+
+def event_risk(events: Iterable[ScheduledEvent], ts_event: datetime, config: AnalyticsConfig) -> EventRisk:
+    in_play: list[tuple[float, EventSeverity, ScheduledEvent]] = []
+    for event in events:
+        weight = event_weight(event, ts_event, config)
+        severity = severity_of(event)
+        if severity is not None and int(weight + 0.5) >= 1:
+            in_play.append((weight, severity, event))
+    if not in_play:
+        return EventRisk(score=0, severity=None, size_multiplier=1.0, events=[])
+    score = min(5, int(max(weight for weight, _, _ in in_play) + 0.5))
+    worst = min((severity for _, severity, _ in in_play), key=_RANK.__getitem__)
+    multiplier = {
+        EventSeverity.A: config.event_multiplier_a,
+        EventSeverity.B: config.event_multiplier_b,
+        EventSeverity.C: config.event_multiplier_c,
+    }[worst]
+    labels = [f"{event.label} [{severity.value}]"[:200] for _, severity, event in in_play]
+    return EventRisk(score=score, severity=worst, size_multiplier=multiplier, events=labels)

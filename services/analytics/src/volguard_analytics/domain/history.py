@@ -1,0 +1,278 @@
+"""Daily history: realised vol (with today's partial bar), the once-a-day GARCH forecast, IV percentiles.
+
+Inputs are what the service loads from Postgres at start and each morning:
+- `index_bars`: NIFTY daily bars, a frame with columns trade_date, open, high, low, close;
+- `vix_close`: India VIX daily closes (index points) by trade date;
+- `atm_iv_close`: NIFTY ATM IV daily closes (fraction) by trade date; often short or missing.
+Rows dated on or after the snapshot's trading day are ignored: history is what was known before today,
+and today enters only through the intraday path (`IntradayBar`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from volguard_analytics.domain.config import AnalyticsConfig
+from volguard_common.events.vol import GarchForecast, RealisedVol, VolPercentiles
+from volguard_common.quant import garch, realized, stats
+from volguard_common.quant._types import Float64Array
+
+CC_SHORT = 7
+CC_LONG = 21
+RANGE_WINDOW = 21  # Parkinson and Yang-Zhang
+
+
+@dataclass(frozen=True, slots=True)
+class IntradayBar:
+    """Today's NIFTY path so far (from index ticks): the partial daily bar."""
+
+    trade_date: date
+    open: float
+    high: float
+    low: float
+    last: float
+
+
+@dataclass(frozen=True)
+class VolHistory:
+    """Daily history known before the snapshot's trading day (see module docstring)."""
+
+    index_bars: pd.DataFrame
+    vix_close: pd.Series | None = None
+    atm_iv_close: pd.Series | None = None
+
+    def __post_init__(self) -> None:
+        missing = {"trade_date", "open", "high", "low", "close"} - set(self.index_bars.columns)
+        if missing:
+            raise ValueError(f"index_bars lacks columns {sorted(missing)}")
+        dates = pd.to_datetime(self.index_bars["trade_date"])
+        if not dates.is_monotonic_increasing or dates.duplicated().any():
+            raise ValueError("index_bars trade_date must be strictly increasing")
+
+    @classmethod
+    def from_daily_frames(
+        cls,
+        index: pd.DataFrame,
+        vix: pd.DataFrame | None = None,
+        atm_iv_percent: pd.DataFrame | None = None,
+    ) -> VolHistory:
+        """From `quant.history.parse_daily_csv` frames (DatetimeIndex `date`, snake_case columns).
+        `atm_iv_percent` holds ATM IV in percent, as the usual downloads do; it is stored as a fraction."""
+        bars = index.loc[:, ["open", "high", "low", "close"]].reset_index(names="trade_date")
+        return cls(
+            index_bars=bars,
+            vix_close=vix["close"] if vix is not None else None,
+            atm_iv_close=atm_iv_percent["close"] / 100.0 if atm_iv_percent is not None else None,
+        )
+
+    def bars_before(self, day: date) -> pd.DataFrame:
+        dates = pd.to_datetime(self.index_bars["trade_date"]).dt.date
+        return self.index_bars.loc[(dates < day).to_numpy()]
+
+    @staticmethod
+    def series_before(
+        series: pd.Series | None, day: date, calendar_days: int
+    ) -> tuple[list[date], Float64Array]:
+        """Dates and values in [day - calendar_days, day), oldest first (empty without a series).
+
+        The window is in calendar days so that a file which ends months ago does not pass for "the
+        last 252 sessions": stale history is thin history, and thin history gives unknown percentiles.
+        """
+        if series is None or series.empty:
+            return [], np.empty(0, dtype=np.float64)
+        index = pd.DatetimeIndex(pd.to_datetime(series.index))
+        ordered = pd.Series(series.to_numpy(dtype=np.float64), index=index).sort_index()
+        keep = (ordered.index < pd.Timestamp(day)) & (
+            ordered.index >= pd.Timestamp(day - timedelta(days=calendar_days))
+        )
+        kept = ordered[keep]
+        return [ts.date() for ts in kept.index], np.asarray(kept.to_numpy(dtype=np.float64), dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class DayInputs:
+    """History arrays for one trading day, cut once per day (not per snapshot)."""
+
+    trade_date: date
+    open: Float64Array
+    high: Float64Array
+    low: Float64Array
+    close: Float64Array
+    vix_dates: list[date]
+    vix: Float64Array
+    atm_iv: Float64Array
+
+
+def day_inputs(history: VolHistory, day: date, lookback_days: int) -> DayInputs:
+    """History cut for `day`: all completed index bars, and VIX / ATM IV closes of the last
+    `lookback_days` sessions (as calendar days: x 365/252, plus a week of holidays)."""
+    bars = history.bars_before(day)
+    window = int(lookback_days * 365 / 252) + 7
+    vix_dates, vix = VolHistory.series_before(history.vix_close, day, window)
+    _, atm_iv = VolHistory.series_before(history.atm_iv_close, day, window)
+    return DayInputs(
+        trade_date=day,
+        open=bars["open"].to_numpy(dtype=np.float64),
+        high=bars["high"].to_numpy(dtype=np.float64),
+        low=bars["low"].to_numpy(dtype=np.float64),
+        close=bars["close"].to_numpy(dtype=np.float64),
+        vix_dates=vix_dates,
+        vix=vix,
+        atm_iv=atm_iv,
+    )
+
+
+def realised_vol(days: DayInputs, today: IntradayBar | None) -> tuple[RealisedVol, list[str]]:
+    """Close-to-close 7d and 21d, Parkinson 21d and Yang-Zhang 21d, with today's partial bar appended.
+
+    The partial bar enters as a day whose close is the last index print: close-to-close then measures
+    the move so far today, which is what a trader watching realised vol intraday wants. Range-based
+    estimators see a range that can still widen, so early in the session they read low; the bar is
+    not rescaled because the intraday variance profile is not uniform enough for a clock-based scale.
+    """
+    o, h, lo, c = days.open, days.high, days.low, days.close
+    if today is not None:
+        o = np.append(o, today.open)
+        h = np.append(h, today.high)
+        lo = np.append(lo, today.low)
+        c = np.append(c, today.last)
+    reasons: list[str] = []
+    n = c.size
+    cc7 = realized.close_to_close(c, CC_SHORT) if n > CC_SHORT else None
+    cc21 = realized.close_to_close(c, CC_LONG) if n > CC_LONG else None
+    park = realized.parkinson(h, lo, RANGE_WINDOW) if n >= RANGE_WINDOW else None
+    yz = realized.yang_zhang(o, h, lo, c, RANGE_WINDOW) if n > RANGE_WINDOW else None
+    for name, value, need in (
+        ("cc7", cc7, CC_SHORT + 1),
+        ("cc21", cc21, CC_LONG + 1),
+        ("parkinson", park, RANGE_WINDOW),
+        ("yang_zhang", yz, RANGE_WINDOW + 1),
+    ):
+        if value is None:
+            reasons.append(f"realised {name} unknown: {n} daily bars, need {need}")
+    # A flat window gives a zero realised vol, which the model (Vol > 0) cannot carry: unknown.
+    values = {"cc7": cc7, "cc21": cc21, "parkinson": park, "yang_zhang": yz}
+    for name, value in list(values.items()):
+        if value is not None and not value > 0.0:
+            reasons.append(f"realised {name} is zero (no price movement in the window)")
+            values[name] = None
+    return RealisedVol(**values), reasons
+
+
+@dataclass
+class GarchCache:
+    """GARCH(1,1) refitted once per trading day; the cache key is the trading day of ts_event.
+
+    The fit uses completed daily closes only (today's partial bar would change it every snapshot).
+    Daily variance forecasts are kept for `max_horizon` days so any expiry's horizon is an average of
+    the cached path, with no refit.
+    """
+
+    max_horizon: int
+    fits: dict[date, garch.GarchForecast | str] = field(default_factory=dict)
+    refits: int = 0
+
+    def fit_for(self, days: DayInputs) -> garch.GarchForecast | str:
+        """The day's fit, or the reason there is none."""
+        cached = self.fits.get(days.trade_date)
+        if cached is not None:
+            return cached
+        returns = realized.log_returns(days.close) if days.close.size >= 2 else np.empty(0)
+        result: garch.GarchForecast | str
+        if returns.size < garch.MIN_OBSERVATIONS:
+            result = f"GARCH unknown: {returns.size} daily returns, need {garch.MIN_OBSERVATIONS}"
+        else:
+            result = garch.forecast(returns, self.max_horizon, "garch")
+            if not result.converged:
+                result = "GARCH unknown: the fit did not converge"
+        self.refits += 1
+        # Only today's fit is ever read again; keep the cache at one entry.
+        self.fits = {days.trade_date: result}
+        return result
+
+    def forecast(self, days: DayInputs, horizon_days: int) -> tuple[GarchForecast | None, str | None]:
+        fit = self.fit_for(days)
+        if isinstance(fit, str):
+            return None, fit
+        h = min(max(horizon_days, 1), self.max_horizon)
+        daily = fit.daily_vols[:h]
+        vol = math.sqrt(float(np.mean(daily * daily)))
+        return GarchForecast(model="GARCH(1,1)", vol=vol, horizon_days=h, persistence=fit.persistence), None
+
+
+def percentiles(
+    days: DayInputs, vix: float | None, atm_iv: float | None, config: AnalyticsConfig
+) -> tuple[VolPercentiles, list[str]]:
+    """IV percentile and rank of India VIX and of ATM IV over the lookback; unknown with thin history."""
+    reasons: list[str] = []
+
+    def pair(name: str, history: Float64Array, current: float | None) -> tuple[float | None, float | None]:
+        if current is None:
+            reasons.append(f"{name} percentile unknown: no current value")
+            return None, None
+        window = history[-config.percentile_lookback_days :]
+        present = int(np.count_nonzero(~np.isnan(window)))
+        if present < config.percentile_min_days:
+            reasons.append(
+                f"{name} percentile unknown: {present} history days, need {config.percentile_min_days}"
+            )
+            return None, None
+        pct = stats.iv_percentile(window, current, config.percentile_lookback_days)
+        low, high = float(np.nanmin(window)), float(np.nanmax(window))
+        if min(low, current) == max(high, current):
+            reasons.append(f"{name} rank unknown: history has no range")
+            return pct, None
+        return pct, stats.iv_rank(window, current, config.percentile_lookback_days)
+
+    vix_pct, vix_rank = pair("VIX", days.vix, vix)
+    iv_pct, iv_rank = pair("ATM IV", days.atm_iv, atm_iv)
+    return (
+        VolPercentiles(
+            lookback_days=config.percentile_lookback_days,
+            vix_percentile=vix_pct,
+            vix_rank=vix_rank,
+            atm_iv_percentile=iv_pct,
+            atm_iv_rank=iv_rank,
+        ),
+        reasons,
+    )
+
+
+def vix_change(days: DayInputs, vix: float | None, sessions: int = 5) -> float | None:
+    """Relative change of VIX now against its close `sessions` sessions ago; None without that close
+    (or when the history's last close is more than a week old: a gap is not a trend)."""
+    if vix is None or days.vix.size < sessions:
+        return None
+    if (days.trade_date - days.vix_dates[-1]).days > 7:
+        return None
+    then = float(days.vix[-sessions])
+    if not (math.isfinite(then) and then > 0.0):
+        return None
+    return vix / then - 1.0
+
+
+def intraday_bar_update(
+    bar: IntradayBar | None,
+    ts: datetime,
+    price: float,
+    day_open: float | None,
+    day_high: float | None,
+    day_low: float | None,
+) -> IntradayBar:
+    """Fold one index print into today's bar; a new trading day starts a new bar.
+
+    The exchange's own session open/high/low (when the tick carries them) win over our sampled path,
+    which can miss prints between ticks.
+    """
+    today = ts.date()
+    if bar is None or bar.trade_date != today:
+        bar = IntradayBar(today, price, price, price, price)
+    open_ = day_open if day_open is not None else bar.open
+    high = max(bar.high, price, day_high if day_high is not None else price)
+    low = min(bar.low, price, day_low if day_low is not None else price)
+    return IntradayBar(today, open_, max(high, open_), min(low, open_), price)

@@ -1,0 +1,89 @@
+"""Across expiries: the ATM term structure and the skew signal.
+
+Sign conventions: `rr25` is call IV minus put IV (NIFTY: normally negative, puts bid), while the skew
+threshold in Settings is quoted as put IV minus call IV, so PUT_SKEWED means -rr25 above the threshold.
+Slopes are vol (fraction) per 30 calendar days; thresholds are in vol points (1 point = 0.01).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from volguard_analytics.domain.config import AnalyticsConfig
+from volguard_common.events.vol import SkewSignal, SkewView, TermPoint, TermSignal, TermStructure
+from volguard_common.quant import stats
+
+TERM_IMPLICATION = {
+    TermSignal.STEEP: "contango: vol-selling opportunity (front IV below the back; carry favours short vol)",
+    TermSignal.FLAT: "flat curve: cautious, sell only with a clear IV-RV premium",
+    TermSignal.INVERTED: "backwardation: avoid selling vol (near-term stress priced above the back)",
+}
+SKEW_RECOMMENDATION = {
+    SkewSignal.PUT_SKEWED: "put skew steep: reduce short puts, keep downside hedged",
+    SkewSignal.CALL_SKEWED: "call skew rich: add call shorts (covered by wings)",
+    SkewSignal.NEUTRAL: "skew balanced: maintain the current mix",
+}
+
+
+def term_structure(
+    points: Sequence[tuple[TermPoint, float]], config: AnalyticsConfig
+) -> tuple[TermStructure, str | None]:
+    """Term structure from (point, years to expiry) pairs, nearest first.
+
+    Expiries without an ATM IV are listed but not fitted. Fractional days (years x 365) are fitted so
+    an expiring contract (0 whole days left) still has a place on the curve. Returns the structure and
+    a reason when no signal could be computed.
+    """
+    usable = [(point, years) for point, years in points if point.atm_iv is not None]
+    terms = [point for point, _ in points]
+    if len(usable) < 2:
+        return (
+            TermStructure(
+                points=terms,
+                slope=None,
+                curvature=None,
+                signal=None,
+                regime_implication="unknown: fewer than two expiries with an ATM IV",
+            ),
+            f"term structure unknown: {len(usable)} expiries with an ATM IV",
+        )
+    days = np.array([years * 365.0 for _, years in usable])
+    ivs = np.array([point.atm_iv for point, _ in usable], dtype=np.float64)
+    fitted = stats.term_structure(days, ivs)
+    slope_pts = 100.0 * fitted.slope
+    if slope_pts > config.term_structure_threshold_pts:
+        signal = TermSignal.STEEP
+    elif slope_pts < -config.term_structure_threshold_pts:
+        signal = TermSignal.INVERTED
+    else:
+        signal = TermSignal.FLAT
+    return (
+        TermStructure(
+            points=terms,
+            slope=fitted.slope,
+            curvature=fitted.curvature,
+            signal=signal,
+            regime_implication=TERM_IMPLICATION[signal],
+        ),
+        None,
+    )
+
+
+def skew_view(rr25: float | None, config: AnalyticsConfig) -> SkewView:
+    """Skew signal of the reference expiry. Unknown rr25 -> NEUTRAL with a recommendation that says so."""
+    if rr25 is None:
+        return SkewView(
+            signal=SkewSignal.NEUTRAL,
+            rr25=None,
+            recommendation="skew unknown (no usable smile on the reference expiry): maintain, do not add",
+        )
+    put_minus_call_pts = -100.0 * rr25
+    if put_minus_call_pts > config.skew_threshold_pts:
+        signal = SkewSignal.PUT_SKEWED
+    elif put_minus_call_pts < -config.skew_threshold_pts:
+        signal = SkewSignal.CALL_SKEWED
+    else:
+        signal = SkewSignal.NEUTRAL
+    return SkewView(signal=signal, rr25=rr25, recommendation=SKEW_RECOMMENDATION[signal])

@@ -1,0 +1,94 @@
+"""Events calendar parsing (the real file), built-in events and event-risk decay."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from tests.unit.analytics.chains import CONFIG, SHARED
+from volguard_analytics.domain.calendar import EventKind, builtin_events, parse_events_calendar
+from volguard_analytics.domain.event_risk import event_risk, event_weight, severity_of
+from volguard_common.clock import IST
+from volguard_common.events.vol import EventSeverity
+
+
+def test_real_calendar_parses_every_row() -> None:
+    calendar = parse_events_calendar(SHARED / "events_calendar.csv")
+    assert len(calendar.events) == 37
+    assert calendar.bad_rows == ()
+    by_name = {(e.name, e.at.date()): e for e in calendar.events}
+    # "12:30 AM (next day)" on 25 Nov is 00:30 on 26 Nov.
+    confidence = by_name[("CB Consumer Confidence", date(2025, 11, 26))]
+    assert confidence.at == datetime(2025, 11, 26, 0, 30, tzinfo=IST)
+    rbi = by_name[("RBI Monetary Policy - Repo Rate", date(2025, 12, 5))]
+    assert rbi.kind is EventKind.RBI_POLICY
+    assert severity_of(rbi) is EventSeverity.A
+    thanksgiving = by_name[("Thanksgiving Holiday", date(2025, 11, 27))]
+    assert thanksgiving.all_day
+    assert thanksgiving.kind is EventKind.HOLIDAY
+    assert severity_of(thanksgiving) is None
+    assert severity_of(by_name[("Nonfarm Payrolls", date(2025, 12, 5))]) is EventSeverity.B
+    assert severity_of(by_name[("CPI Inflation YoY", date(2025, 12, 12))]) is EventSeverity.B
+    assert severity_of(by_name[("ECB Interest Rate Decision", date(2025, 12, 18))]) is EventSeverity.C
+
+
+def test_bad_rows_are_reported_with_line_numbers() -> None:
+    text = (
+        '"Date","Time (IST)","Event","Country","Importance"\n'
+        '"2025-12-01","25:00 PM","X","US","High"\n'
+        '"01/12/2025","10:00 AM","Y","US","High"\n'
+        '"2025-12-02","10:00 AM","Z","India","High"\n'
+    )
+    calendar = parse_events_calendar(text)
+    assert [row.line for row in calendar.bad_rows] == [2, 3]
+    assert [e.name for e in calendar.events] == ["Z"]
+
+
+def test_builtin_events_and_merge_keep_one_rbi_decision_per_day() -> None:
+    builtin = builtin_events(date(2025, 12, 1), date(2025, 12, 31))
+    kinds = {e.kind for e in builtin.events}
+    assert kinds == {EventKind.RBI_POLICY, EventKind.EXPIRY}
+    expiries = [e.at.date() for e in builtin.events if e.kind is EventKind.EXPIRY]
+    assert expiries == [
+        date(2025, 12, 2),
+        date(2025, 12, 9),
+        date(2025, 12, 16),
+        date(2025, 12, 23),
+        date(2025, 12, 30),
+    ]
+    merged = parse_events_calendar(SHARED / "events_calendar.csv").merged(builtin)
+    assert sum(1 for e in merged.events if e.kind is EventKind.RBI_POLICY) == 1
+    budget = builtin_events(date(2026, 1, 1), date(2026, 2, 28))
+    assert any(e.kind is EventKind.UNION_BUDGET and e.at.date() == date(2026, 2, 1) for e in budget.events)
+
+
+def test_event_risk_decays_with_days_to_the_event() -> None:
+    calendar = builtin_events(date(2025, 12, 1), date(2025, 12, 31))
+    rbi = next(e for e in calendar.events if e.kind is EventKind.RBI_POLICY)
+    weights = [event_weight(rbi, rbi.at - timedelta(days=d), CONFIG) for d in (0.5, 1.0, 2.5, 4.0, 8.0)]
+    assert weights[:2] == [5.0, 5.0]
+    assert weights[2] == pytest.approx(2.5)  # one half-life after the first day
+    assert weights[3] == pytest.approx(1.25)
+    assert weights[4] == 0.0  # beyond the horizon
+    assert event_weight(rbi, rbi.at + timedelta(minutes=1), CONFIG) == 0.0  # already announced
+
+    near = event_risk(calendar.events, rbi.at - timedelta(hours=20), CONFIG)
+    assert near.score == 5
+    assert near.severity is EventSeverity.A
+    assert near.size_multiplier == CONFIG.event_multiplier_a
+    assert any("RBI" in name for name in near.events)
+    far = event_risk(calendar.events, rbi.at - timedelta(days=4), CONFIG)
+    assert far.score == 1
+
+
+def test_expiry_day_alone_is_severity_c() -> None:
+    calendar = builtin_events(date(2025, 12, 20), date(2025, 12, 31))
+    risk = event_risk(calendar.events, datetime(2025, 12, 23, 10, 0, tzinfo=IST), CONFIG)
+    assert risk.severity is EventSeverity.C
+    assert risk.score == 1
+    assert risk.size_multiplier == CONFIG.event_multiplier_c
+    quiet = event_risk((), datetime(2025, 12, 23, 10, 0, tzinfo=IST), CONFIG)
+    assert quiet.score == 0
+    assert quiet.severity is None
+    assert quiet.size_multiplier == 1.0

@@ -1,0 +1,153 @@
+"""VolEngine end to end: one VolSnapshot per chain set, determinism, quality, regime scenarios."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from tests.unit.analytics.chains import CONFIG, SHARED, TS, real_history, sabr_chain
+from volguard_analytics.domain.calendar import EventCalendar, builtin_events, parse_events_calendar
+from volguard_analytics.domain.snapshot import VolEngine, deterministic_event_id
+from volguard_common.clock import IST
+from volguard_common.events import Tick
+from volguard_common.events.market import InstrumentKind
+from volguard_common.events.vol import Quality, Regime
+
+EXPIRIES = (date(2025, 12, 23), date(2025, 12, 30), date(2026, 1, 27))
+
+
+def _events() -> EventCalendar:
+    return parse_events_calendar(SHARED / "events_calendar.csv").merged(
+        builtin_events(date(2025, 11, 1), date(2026, 3, 31))
+    )
+
+
+def _chains(ts: datetime, **kwargs: Any) -> list[Any]:
+    return [sabr_chain(ts, expiry, **kwargs)[0] for expiry in EXPIRIES]
+
+
+def _tick(kind: InstrumentKind, ts: datetime, ltp: float) -> Tick:
+    key = "NSE_INDEX|India VIX" if kind is InstrumentKind.VIX else "NSE_INDEX|Nifty 50"
+    return Tick(
+        ts_event=ts, ts_init=ts, source="md/test", instrument_key=key, symbol=key, kind=kind, ltp=ltp,
+        event_id=deterministic_event_id("md/test", ts, [key]),
+    )  # fmt: skip
+
+
+def _run(engine: VolEngine, steps: int = 4) -> list[str]:
+    out = []
+    for i in range(steps):
+        ts = TS + timedelta(seconds=i)
+        engine.observe_index(_tick(InstrumentKind.INDEX, ts, 24_000.0 + 3.0 * i))
+        engine.observe_vix(_tick(InstrumentKind.VIX, ts, 11.0))
+        out.append(engine.snapshot(_chains(ts)).model_dump_json())
+    return out
+
+
+def test_same_inputs_give_identical_snapshots() -> None:
+    first = _run(VolEngine(CONFIG, real_history(), _events()))
+    second = _run(VolEngine(CONFIG, real_history(), _events()))
+    assert first == second
+    assert len(set(first)) == len(first)  # time moves on, so the snapshots differ from each other
+
+
+def test_snapshot_carries_the_whole_picture() -> None:
+    engine = VolEngine(CONFIG, real_history(), _events())
+    engine.observe_index(_tick(InstrumentKind.INDEX, TS, 24_000.0))
+    engine.observe_vix(_tick(InstrumentKind.VIX, TS, 11.0))
+    chains = _chains(TS)
+    snap = engine.snapshot(chains)
+    assert snap.quality is Quality.GOOD, snap.quality_reasons
+    assert [block.expiry for block in snap.expiries] == list(EXPIRIES)
+    assert snap.chain_event_ids == [chain.event_id for chain in chains]
+    assert snap.ts_init == snap.ts_event
+    assert snap.correlation_id == chains[0].correlation_id
+    assert snap.term.signal is not None
+    assert len(snap.term.points) == 3
+    assert snap.realised.cc7 is not None
+    assert snap.realised.yang_zhang is not None
+    assert snap.garch is not None
+    assert snap.garch.horizon_days == 4
+    # The VIX file's last year holds Dec 2024 - May 2025, every close above 11.
+    assert snap.percentiles.vix_percentile == 0.0
+    assert snap.percentiles.vix_rank == 0.0
+    assert snap.percentiles.atm_iv_percentile is not None
+    assert snap.premium.iv_rv_spread is not None
+    assert snap.event_risk.severity is not None
+    assert not snap.is_expiry_day
+    assert not snap.is_last_hour
+    assert snap.vix == 11.0
+
+
+def test_garch_refits_once_per_trading_day() -> None:
+    engine = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    engine.snapshot(_chains(TS))
+    engine.snapshot(_chains(TS + timedelta(minutes=5)))
+    assert engine.garch.refits == 1
+    next_day = TS + timedelta(days=1)
+    engine.snapshot(_chains(next_day))
+    assert engine.garch.refits == 2
+
+
+def test_stale_chain_makes_the_snapshot_bad() -> None:
+    engine = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    chains = _chains(TS)
+    stale, _ = sabr_chain(TS, EXPIRIES[1], stale=True)
+    snap = engine.snapshot([chains[0], stale, chains[2]])
+    assert snap.quality is Quality.BAD
+    assert any("stale" in reason for reason in snap.quality_reasons)
+
+
+def test_missing_history_is_explicitly_unknown() -> None:
+    short = real_history()
+    bars = short.index_bars.iloc[-10:].reset_index(drop=True)
+    engine = VolEngine(CONFIG, type(short)(index_bars=bars), EventCalendar(()))
+    snap = engine.snapshot(_chains(TS))
+    assert snap.garch is None
+    assert snap.realised.cc21 is None
+    assert snap.percentiles.vix_percentile is None
+    assert snap.percentiles.atm_iv_rank is None
+    assert snap.premium.iv_garch_spread is None
+    assert snap.quality is Quality.DEGRADED
+    assert any("GARCH unknown" in reason for reason in snap.quality_reasons)
+
+
+def test_vix_spike_sequence_gives_event_crush() -> None:
+    engine = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    regimes = []
+    for i, vix in enumerate([11.0, 11.0, 11.1, 11.6, 12.2, 12.4]):
+        ts = TS + timedelta(seconds=20 * i)
+        spike = engine.observe_vix(_tick(InstrumentKind.VIX, ts, vix))
+        snap = engine.snapshot(_chains(ts, vix=vix))
+        regimes.append((snap.regime.regime, snap.regime.vix_spike, spike.started))
+    assert regimes[0][0] is Regime.LOW_VOL
+    assert regimes[4] == (Regime.EVENT_CRUSH, True, True)  # 12.2 / 11.0 = +10.9 % in 80 s
+    assert regimes[5][0] is Regime.EVENT_CRUSH
+    # Once the window has passed with no further rise, the flag clears.
+    late = TS + timedelta(seconds=100 + CONFIG.vix_spike_window_s + 1)
+    engine.observe_vix(_tick(InstrumentKind.VIX, late, 12.4))
+    assert not engine.snapshot(_chains(late, vix=12.4)).regime.vix_spike
+
+
+def test_expiry_day_with_oi_near_the_money_is_gamma_pin_and_flags_the_last_hour() -> None:
+    expiry_day = datetime(2025, 12, 23, 14, 45, tzinfo=IST)
+
+    def pinned(strikes: Any) -> Any:
+        return np.where(np.abs(strikes - 24_000.0) <= 100.0, 2_000_000, 20_000).astype(np.int64)
+
+    chains = [sabr_chain(expiry_day, EXPIRIES[0], oi=pinned)[0]] + [
+        sabr_chain(expiry_day, expiry)[0] for expiry in EXPIRIES[1:]
+    ]
+    engine = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    engine.observe_vix(_tick(InstrumentKind.VIX, expiry_day, 11.0))
+    snap = engine.snapshot(chains)
+    assert snap.is_expiry_day
+    assert snap.is_last_hour
+    assert snap.expiries[0].days_to_expiry == 0
+    assert snap.expiries[0].trading_minutes_to_expiry == 45.0
+    assert snap.regime.regime is Regime.GAMMA_PIN
+    # Signals use the nearest expiry that is not expiring today.
+    assert snap.garch is not None
+    assert snap.garch.horizon_days == 4
