@@ -110,51 +110,16 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
             schema=_schema_of(stream),
         )
     state = _State()
-    bus_config = BusConfig.from_settings(settings)
-    source = f"{spec.name}/{settings.instance}"
 
     async def on_startup() -> None:
         configure_logging(spec.name, fmt=settings.log_format, level=settings.log_level)
-        log.info("starting", service=spec.name, instance=settings.instance, mode=settings.mode)
-        await db.ensure_database(settings.database_url)
-        pool = await db.create_pool(settings.database_url)
-        async with pool.acquire() as conn:
-            await db.ensure_core_schema(conn)
-            if spec.schema is not None and spec.migrations_package is not None:
-                await db.apply_migrations(conn, spec.schema, db.load_migrations(spec.migrations_package))
-        state.migrations_ok = True
         redis: Redis = await broker.connect()
-        publisher = Publisher(redis, bus_config, service=spec.name, source=source)
-        consumer = Consumer(
-            redis,
-            bus_config,
-            publisher,
-            service=spec.name,
-            consumer_name=consumer_name(spec.name, settings.instance),
-        )
-        context = ServiceContext(spec, settings, broker, redis, pool, publisher, consumer)
-        if spec.setup is not None:
-            await spec.setup(context)
-        for stream in streams.SUBSCRIPTIONS[spec.name]:
-            if stream not in consumer.streams:
-                consumer.subscribe(stream, log_received)
-        await consumer.start()
-        state.context = context
-        log.info("started", service=spec.name, subscriptions=list(consumer.streams))
+        state.context = await start_service(spec, settings, redis, broker=broker)
+        state.migrations_ok = True
 
     async def on_shutdown() -> None:
-        context = state.context
-        if context is None:
-            return
-        log.info("stopping", service=spec.name)
-        await context.consumer.stop()
-        for task in context.tasks:
-            task.cancel()
-        await asyncio.gather(*context.tasks, return_exceptions=True)
-        if spec.teardown is not None:
-            await spec.teardown(context)
-        await context.pool.close()
-        log.info("stopped", service=spec.name)
+        if state.context is not None:
+            await stop_service(state.context)
 
     @get(include_in_schema=False)
     async def health(scope: Any) -> AsgiResponse:
@@ -178,6 +143,59 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
         asyncapi_path="/docs/asyncapi",
         specification=AsyncAPI(title=f"volguard {spec.name}", description=spec.description),
     )
+
+
+async def start_service(
+    spec: ServiceSpec, settings: Settings, redis: Redis, *, broker: RedisBroker | None = None
+) -> ServiceContext:
+    """Database and migrations, bus, the service's own setup, then the consumer: a running service.
+
+    The ASGI app calls this at startup; integration tests call it directly to run a service in-process
+    against real Redis and Postgres.
+    """
+    log.info(
+        "starting", service=spec.name, instance=settings.instance, mode=settings.mode, feed=settings.feed
+    )
+    await db.ensure_database(settings.database_url)
+    pool = await db.create_pool(settings.database_url)
+    async with pool.acquire() as conn:
+        await db.ensure_core_schema(conn)
+        if spec.schema is not None and spec.migrations_package is not None:
+            await db.apply_migrations(conn, spec.schema, db.load_migrations(spec.migrations_package))
+    bus_config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, bus_config, service=spec.name, source=f"{spec.name}/{settings.instance}")
+    consumer = Consumer(
+        redis,
+        bus_config,
+        publisher,
+        service=spec.name,
+        consumer_name=consumer_name(spec.name, settings.instance),
+    )
+    context = ServiceContext(
+        spec, settings, broker or RedisBroker(settings.redis_url), redis, pool, publisher, consumer
+    )
+    if spec.setup is not None:
+        await spec.setup(context)
+    for stream in streams.SUBSCRIPTIONS[spec.name]:
+        if stream not in consumer.streams:
+            consumer.subscribe(stream, log_received)
+    await consumer.start()
+    log.info("started", service=spec.name, subscriptions=list(consumer.streams))
+    return context
+
+
+async def stop_service(context: ServiceContext) -> None:
+    """Finish and acknowledge in-flight messages, stop the service's tasks, close the pool."""
+    spec = context.spec
+    log.info("stopping", service=spec.name)
+    await context.consumer.stop()
+    for task in context.tasks:
+        task.cancel()
+    await asyncio.gather(*context.tasks, return_exceptions=True)
+    if spec.teardown is not None:
+        await spec.teardown(context)
+    await context.pool.close()
+    log.info("stopped", service=spec.name)
 
 
 async def readiness(state: _State) -> dict[str, bool]:

@@ -122,6 +122,21 @@ def _when(day: date, text: str) -> tuple[datetime, bool] | None:
     return at, False
 
 
+def scheduled_event(day: date, time_text: str, name: str, country: str, importance: str) -> ScheduledEvent:
+    """One calendar row as stored (date, the published time text, name, country, importance)."""
+    when = _when(day, time_text)
+    if when is None:
+        raise ValueError(f"events calendar: unparseable time {time_text.strip()!r} for {name!r} on {day}")
+    return ScheduledEvent(
+        at=when[0],
+        name=name,
+        country=country,
+        importance=importance,
+        kind=_kind(name, importance),
+        all_day=when[1],
+    )
+
+
 def parse_events_calendar(source: Path | str) -> EventCalendar:
     """Parse an events calendar file (a `Path`) or its text (a `str`)."""
     text = (

@@ -1,0 +1,249 @@
+"""The analytics process: every complete set of chain snapshots becomes one VolSnapshot on an.vol.
+
+Event time only. The engine's index and VIX observations come from each chain set's own metadata
+(spot and VIX at that ts_event) rather than from md.ticks, whose interleaving with md.chain differs
+from run to run: so the output depends only on the ordered md.chain stream, and two replays of one
+recorded session give identical an.vol payloads (with deterministic event ids and ts_init = ts_event
+in sim and replay; live runs use fresh ids and wall time).
+
+History (daily NIFTY and VIX bars from market.daily_bars, our own daily ATM IV from
+analytics.vol_snapshots, the events calendar) is loaded at start and again when the trading day
+changes; if market_data has not seeded it yet, it is retried each minute of exchange time.
+Snapshots are persisted to analytics.vol_snapshots at most once per `PERSIST_EVERY` of exchange time.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+
+import asyncpg
+import pandas as pd
+import structlog
+
+from volguard_analytics.chain_sets import ChainSet, ChainSetAssembler
+from volguard_analytics.domain import history as hist
+from volguard_analytics.domain.calendar import EventCalendar, builtin_events, scheduled_event
+from volguard_analytics.domain.config import AnalyticsConfig
+from volguard_analytics.domain.snapshot import VolEngine
+from volguard_common import events, streams
+from volguard_common.bus import Delivery
+from volguard_common.events.vol import Quality, VolSnapshot
+from volguard_common.service import ServiceContext
+
+log = structlog.get_logger("volguard.analytics")
+
+PERSIST_EVERY = timedelta(seconds=60)
+HISTORY_RETRY = timedelta(seconds=60)
+INDEX_KEY = "NSE_INDEX|Nifty 50"
+VIX_KEY = "NSE_INDEX|India VIX"
+
+
+async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | None:
+    """Daily bars known before `before`; None while market.daily_bars holds no NIFTY history."""
+    async with pool.acquire() as conn:
+        has_market = await conn.fetchval("select to_regclass('market.daily_bars') is not null")
+        if not has_market:
+            return None
+        rows = await conn.fetch(
+            "select symbol, trade_date, open, high, low, close from market.daily_bars "
+            "where trade_date < $1 order by symbol, trade_date",
+            before,
+        )
+        atm = await conn.fetch(
+            "select distinct on (ts_event::date) ts_event::date as trade_date, atm_iv_front "
+            "from analytics.vol_snapshots where ts_event::date < $1 and atm_iv_front is not null "
+            "order by ts_event::date, ts_event desc",
+            before,
+        )
+    index = [r for r in rows if r["symbol"] == "NIFTY"]
+    if not index:
+        return None
+    bars = pd.DataFrame(
+        {
+            "trade_date": [r["trade_date"] for r in index],
+            **{col: [float(r[col]) for r in index] for col in ("open", "high", "low", "close")},
+        }
+    )
+    vix_rows = [r for r in rows if r["symbol"] == "INDIAVIX"]
+    vix = (
+        pd.Series(
+            [float(r["close"]) for r in vix_rows], index=pd.to_datetime([r["trade_date"] for r in vix_rows])
+        )
+        if vix_rows
+        else None
+    )
+    atm_iv = (
+        pd.Series(
+            [float(r["atm_iv_front"]) for r in atm], index=pd.to_datetime([r["trade_date"] for r in atm])
+        )
+        if atm
+        else None
+    )
+    return hist.VolHistory(index_bars=bars, vix_close=vix, atm_iv_close=atm_iv)
+
+
+async def load_calendar(pool: asyncpg.Pool, first: date, last: date) -> EventCalendar:
+    """Imported calendar rows merged with the built-in RBI, Budget and expiry dates."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "select event_date, event_time, name, country, importance from analytics.event_calendar "
+            "where event_date between $1 and $2",
+            first,
+            last,
+        )
+    imported = EventCalendar(
+        tuple(
+            scheduled_event(r["event_date"], r["event_time"] or "", r["name"], r["country"], r["importance"])
+            for r in rows
+        )
+    )
+    return imported.merged(builtin_events(first, last))
+
+
+class Analytics:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.config = AnalyticsConfig.from_settings(ctx.settings)
+        # Sim and replay are event-time runs: envelopes are derived, so replays compare byte for byte.
+        self.deterministic = ctx.settings.feed != "upstox"
+        self.assembler = ChainSetAssembler()
+        self.engine: VolEngine | None = None
+        self._engine_day: date | None = None
+        self._history_tried: datetime | None = None
+        self._last_persisted: datetime | None = None
+        self.published = 0
+
+    async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.ChainSnapshot):
+            raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
+        for chain_set in self.assembler.add(event):
+            await self._process(chain_set)
+
+    async def on_tick(self, event: events.Event, delivery: Delivery) -> None:
+        # Ticks are consumed (DESIGN table) but the engine reads spot and VIX from the chain set
+        # itself, so that its output does not depend on how md.ticks and md.chain interleave.
+        if not isinstance(event, events.Tick):
+            raise TypeError(f"md.ticks carries Ticks, got {event.type}")
+
+    async def _engine_for(self, ts: datetime) -> VolEngine:
+        day = ts.date()
+        retry = (
+            self.engine is not None
+            and self.engine.history.index_bars.empty
+            and (self._history_tried is None or ts - self._history_tried >= HISTORY_RETRY)
+        )
+        if self.engine is None or self._engine_day != day or retry:
+            self._history_tried = ts
+            history = await load_history(self.ctx.pool, day)
+            if history is None:
+                log.warning(
+                    "no NIFTY daily history yet: realised vol, GARCH and percentiles unknown", day=str(day)
+                )
+                history = hist.VolHistory(
+                    index_bars=pd.DataFrame(columns=["trade_date", "open", "high", "low", "close"])
+                )
+            calendar = await load_calendar(self.ctx.pool, day - timedelta(days=7), day + timedelta(days=60))
+            previous = self.engine
+            self.engine = VolEngine(self.config, history, calendar, source=self.ctx.source)
+            if previous is not None and previous.history is not history and self._engine_day == day:
+                log.info("history reloaded", day=str(day), bars=len(history.index_bars))
+            self._engine_day = day
+        return self.engine
+
+    async def _process(self, chain_set: ChainSet) -> None:
+        engine = await self._engine_for(chain_set.ts_event)
+        front = chain_set.snapshots[0]
+        engine.observe_index(
+            events.Tick(
+                ts_event=front.ts_event,
+                source=self.ctx.source,
+                instrument_key=INDEX_KEY,
+                symbol="NIFTY",
+                kind=events.InstrumentKind.INDEX,
+                ltp=front.spot,
+                correlation_id=front.correlation_id,
+            )
+        )
+        vix = next((s.vix for s in chain_set.snapshots if s.vix is not None), None)
+        if vix is not None and vix > 0:
+            spike = engine.observe_vix(
+                events.Tick(
+                    ts_event=front.ts_event,
+                    source=self.ctx.source,
+                    instrument_key=VIX_KEY,
+                    symbol="INDIAVIX",
+                    kind=events.InstrumentKind.VIX,
+                    ltp=vix,
+                    correlation_id=front.correlation_id,
+                )
+            )
+            if spike.started:
+                await self.ctx.publisher.alert(
+                    events.Severity.WARNING,
+                    "VIX_SPIKE",
+                    f"India VIX {spike.vix:.2f} is up {spike.change_pct:.1f}% within "
+                    f"{self.config.vix_spike_window_s:.0f}s (from {spike.window_low:.2f})",
+                    correlation_id=front.correlation_id,
+                    details={
+                        "vix": spike.vix,
+                        "change_pct": spike.change_pct,
+                        "ts_event": front.ts_event.isoformat(),
+                    },
+                )
+        if self.deterministic:
+            snapshot = engine.snapshot(chain_set.snapshots)
+        else:
+            snapshot = engine.snapshot(
+                chain_set.snapshots,
+                event_id=events.new_event_id(),
+                ts_init=datetime.now(front.ts_event.tzinfo),
+            )
+        if not chain_set.complete:
+            snapshot = _degraded(
+                snapshot,
+                f"chain set incomplete: {len(chain_set.snapshots)} of "
+                f"{chain_set.expected or 'an unknown number of'} expiries",
+            )
+        await self.ctx.publisher.publish(snapshot)
+        self.published += 1
+        if self._last_persisted is None or snapshot.ts_event - self._last_persisted >= PERSIST_EVERY:
+            await self._persist(snapshot)
+            self._last_persisted = snapshot.ts_event
+
+    async def _persist(self, snapshot: VolSnapshot) -> None:
+        front = snapshot.expiries[0]
+        async with self.ctx.pool.acquire() as conn:
+            # Keyed by ts_event: a redelivered set rewrites the same row instead of adding one.
+            await conn.execute(
+                "insert into analytics.vol_snapshots "
+                "(ts_event, event_id, quality, regime, atm_iv_front, vix, payload) "
+                "values ($1, $2, $3, $4, $5, $6, $7::jsonb) "
+                "on conflict (ts_event) do update set event_id = excluded.event_id, "
+                "quality = excluded.quality, regime = excluded.regime, atm_iv_front = excluded.atm_iv_front, "
+                "vix = excluded.vix, payload = excluded.payload, stored_at = now()",
+                snapshot.ts_event,
+                snapshot.event_id,
+                snapshot.quality.value,
+                snapshot.regime.regime.value,
+                front.atm_iv,
+                snapshot.vix,
+                snapshot.model_dump_json(),
+            )
+
+
+def _degraded(snapshot: VolSnapshot, reason: str) -> VolSnapshot:
+    quality = Quality.DEGRADED if snapshot.quality is Quality.GOOD else snapshot.quality
+    # Re-validated, not model_copy: the snapshot's own rules (reasons for a non-GOOD quality) still apply.
+    data = json.loads(snapshot.model_dump_json())
+    data["quality"] = quality.value
+    data["quality_reasons"] = [*snapshot.quality_reasons, reason]
+    return VolSnapshot.model_validate_json(json.dumps(data))
+
+
+async def setup(ctx: ServiceContext) -> None:
+    analytics = Analytics(ctx)
+    ctx.consumer.subscribe(streams.MD_CHAIN.name, analytics.on_chain)
+    ctx.consumer.subscribe(
+        streams.MD_TICKS.name, analytics.on_tick, conflate_key=lambda e: getattr(e, "instrument_key", "")
+    )
