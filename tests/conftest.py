@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -59,9 +61,16 @@ def database_url(endpoints: infra.InfraEndpoints) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(_create())
+    _run_in_thread(_create())
     yield _with_database(endpoints.database_url, name)
-    asyncio.run(_drop())
+    _run_in_thread(_drop())
+
+
+def _run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
+    # asyncio.run() here would reset the main thread's current event loop and orphan the one
+    # pytest-asyncio set (its self-pipe then leaks as an unclosed socket): use a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture

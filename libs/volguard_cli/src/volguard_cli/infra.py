@@ -557,6 +557,14 @@ def ensure_infra(
     return endpoints
 
 
+def resolved_endpoints(state_dir: Path, redis_url: str, database_url: str) -> tuple[str, str]:
+    """The Redis and Postgres `volguard up` chose (embedded or local), else the configured ones."""
+    recorded = read_endpoints(state_dir)
+    if recorded is not None:
+        return recorded.redis_url, recorded.database_url
+    return redis_url, database_url
+
+
 def read_endpoints(state_dir: Path) -> InfraEndpoints | None:
     """The endpoints recorded by the last `ensure_infra`, or None when none are recorded."""
     path = state_dir / "infra.json"

@@ -14,7 +14,7 @@ import httpx
 import typer
 from redis.asyncio import Redis
 
-from volguard_cli import infra
+from volguard_cli import infra, market_commands
 from volguard_cli.supervisor import SERVICE_ORDER, Supervisor, pid_alive, pid_path, read_state
 from volguard_common import streams
 from volguard_common.bus import BusConfig, StreamReport, stream_report
@@ -45,11 +45,7 @@ def _settings() -> Settings:
 
 
 def _endpoints(settings: Settings) -> tuple[str, str]:
-    """The Redis and Postgres `up` chose (embedded or local), else the configured ones."""
-    recorded = infra.read_endpoints(settings.state_dir)
-    if recorded is not None:
-        return recorded.redis_url, recorded.database_url
-    return settings.redis_url, settings.database_url
+    return infra.resolved_endpoints(settings.state_dir, settings.redis_url, settings.database_url)
 
 
 def _service_env(settings: Settings, endpoints: infra.InfraEndpoints) -> dict[str, str]:
@@ -246,6 +242,8 @@ def streams_command() -> None:
         for line in _format_report(report):
             typer.echo(line)
 
+
+market_commands.register(app)
 
 if __name__ == "__main__":
     app()

@@ -88,6 +88,7 @@ class FeedLoop:
         lockstep_max_lag: int,
         mode: events.MarketMode,
         source_name: str,
+        publish_status: bool = True,
     ) -> None:
         self.source = source
         self.publisher = publisher
@@ -98,6 +99,8 @@ class FeedLoop:
         self.lockstep_max_lag = lockstep_max_lag
         self.mode = mode
         self.source_name = source_name
+        # Off for replay: the recording holds its own md.status, and a replay adds nothing.
+        self.publish_status = publish_status
         self.stats = FeedStats()
         self._last_status_event: datetime | None = None
 
@@ -132,7 +135,7 @@ class FeedLoop:
         if self.lockstep:
             await self.wait_for_consumers()
         publications = [(p.stream, p.payload, p.event_type) for p in batch.publications]
-        if self._status_due(batch):
+        if self.publish_status and self._status_due(batch):
             status = self._status(batch.ts_event)
             publications.append((streams.MD_STATUS.name, status.model_dump_json().encode(), status.type))
         if publications:
