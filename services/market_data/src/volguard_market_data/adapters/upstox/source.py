@@ -25,6 +25,7 @@ from pathlib import Path
 from volguard_common.clock import Clock, LiveClock
 from volguard_common.events import (
     Alert,
+    ChainSnapshot,
     EventBase,
     FeedState,
     FeedStatus,
@@ -232,6 +233,7 @@ class UpstoxSource:
             publications.append(_publication(tick))
         spot = index.ltp if index is not None and index.ltp is not None else self._rest_spot
         vix_level = vix.ltp if vix is not None else None
+        chains: list[ChainSnapshot] = []
         for expiry, contracts in self.contracts.items():
             if spot is None:
                 self.dropped_chains += 1
@@ -262,7 +264,11 @@ class UpstoxSource:
                 stale_ltp_after_s=self.stale_after_s,
             )
             self._snapshot_mono[expiry] = time.monotonic()
-            publications.append(_publication(build.snapshot))
+            chains.append(build.snapshot)
+        # Analytics knows the instant is complete when it holds this many expiries (dropped ones excluded).
+        publications.extend(
+            _publication(chain.model_copy(update={"expiries_in_set": len(chains)})) for chain in chains
+        )
         last_tick_at = self.feed.last_message_at
         lag_ms = None
         if last_tick_at is not None and self.feed.last_server_ts is not None:

@@ -1,0 +1,103 @@
+"""The market_data process: one market (VOLGUARD_FEED=sim|replay|upstox) onto md.*.
+
+On a first simulated start with no NIFTY history it writes two years of consistent daily NIFTY and
+India VIX bars to market.daily_bars, so GARCH and IV percentiles work at once, and the simulator opens
+from the last of them. A feed that fails is reported (Alert) and the process exits so the supervisor
+restarts it with back-off; a replay that reaches its end simply stops publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import datetime
+
+import structlog
+
+from volguard_common import clock, events
+from volguard_common.bus import BusConfig
+from volguard_common.service import ServiceContext
+from volguard_common.settings import Settings
+from volguard_market_data.adapters.replay_source import ReplaySource
+from volguard_market_data.adapters.sim_source import SimSource, sim_config
+from volguard_market_data.domain.sim.daily_bars import DailyBar, daily_bars
+from volguard_market_data.feed import FeedLoop
+from volguard_market_data.history import write_daily_bars
+from volguard_market_data.ports import MarketSource
+
+log = structlog.get_logger("volguard.market_data")
+
+
+async def seed_history(ctx: ServiceContext, start: datetime) -> list[DailyBar] | None:
+    """Two years of daily bars before the simulated session, written once when there is no history."""
+    async with ctx.pool.acquire() as conn:
+        known = await conn.fetchval(
+            "select count(*) from market.daily_bars where symbol = 'NIFTY' and trade_date < $1", start.date()
+        )
+    if known:
+        log.info("daily history present; not seeding", nifty_days=known)
+        return None
+    bars = daily_bars(clock.previous_trading_day(start.date()), ctx.settings.sim_seed)
+    counts = await write_daily_bars(ctx.pool, bars, f"simulator:{ctx.settings.sim_seed}")
+    log.info("seeded daily history for the simulator", bars=len(bars), inserted=counts.inserted)
+    return bars
+
+
+async def build_source(ctx: ServiceContext) -> tuple[MarketSource, events.MarketMode, bool]:
+    """The configured market, its mode, and whether the feed loop publishes md.status for it."""
+    settings = ctx.settings
+    if settings.feed == "sim":
+        start = sim_config(settings).start
+        seeded = await seed_history(ctx, start)
+        # The simulator opens from the seeded history; with history already present it makes its own
+        # consistent two years from the same seed (the table keeps what was imported).
+        return SimSource(settings, start=start, history=seeded), events.MarketMode.SIM, True
+    if settings.feed == "replay":
+        if settings.replay_dir is None:
+            raise ValueError("VOLGUARD_FEED=replay needs VOLGUARD_REPLAY_DIR")
+        return ReplaySource(settings.replay_dir), events.MarketMode.REPLAY, False
+    from volguard_market_data.adapters.upstox.source import UpstoxSource
+
+    source = UpstoxSource(settings)
+    await source.start()
+    return source, events.MarketMode.LIVE, False
+
+
+def feed_loop(ctx: ServiceContext, source: MarketSource, mode: events.MarketMode, status: bool) -> FeedLoop:
+    settings: Settings = ctx.settings
+    return FeedLoop(
+        source,
+        ctx.publisher,
+        ctx.redis,
+        BusConfig.from_settings(settings),
+        speed=settings.speed,
+        lockstep=settings.lockstep,
+        lockstep_max_lag=settings.lockstep_max_lag,
+        mode=mode,
+        source_name=source.name,
+        publish_status=status,
+    )
+
+
+async def run_feed(ctx: ServiceContext, loop: FeedLoop) -> None:
+    try:
+        stats = await loop.run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the feed is this process's purpose: report, then exit for a restart
+        log.exception("market feed failed; exiting so the supervisor restarts market_data")
+        await ctx.publisher.alert(
+            events.Severity.CRITICAL,
+            "FEED_FAILED",
+            f"{loop.source_name} feed failed: {type(exc).__name__}: {exc}",
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+    else:
+        log.info("market feed finished", batches=stats.batches, last_event=str(stats.last_event))
+
+
+async def setup(ctx: ServiceContext) -> None:
+    source, mode, status = await build_source(ctx)
+    loop = feed_loop(ctx, source, mode, status)
+    ctx.tasks.append(asyncio.create_task(run_feed(ctx, loop), name="market-feed"))
