@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from tests.support.services import running_service
 from tests.support.waiting import eventually
-from volguard_common import clock, db, events
+from volguard_common import clock, events
 from volguard_common.bus import BusConfig
 from volguard_common.quant import iv
 from volguard_common.settings import Settings
