@@ -134,3 +134,50 @@ async def test_status_is_published_with_the_feed(redis: Redis, settings: Setting
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_a_stale_source_raises_one_alert_and_one_on_recovery(redis: Redis, settings: Settings) -> None:
+    config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    states = [
+        events.FeedState.CONNECTED,
+        events.FeedState.STALE,
+        events.FeedState.STALE,
+        events.FeedState.CONNECTED,
+        events.FeedState.CONNECTED,
+    ]
+    batches = []
+    for i, state in enumerate(states):
+        ts = DEFAULT_TS_EVENT + timedelta(seconds=i)
+        status = events.FeedStatus(
+            ts_event=ts,
+            source="market_data/test",
+            feed="upstox",
+            mode=events.MarketMode.LIVE,
+            state=state,
+            last_tick_at=DEFAULT_TS_EVENT,
+            subscribed_instruments=250,
+        )
+        batches.append(
+            MarketBatch(ts, (Publication("md.status", status.type, status.model_dump_json().encode()),))
+        )
+    feed = FeedLoop(
+        ListSource(batches),
+        publisher,
+        redis,
+        config,
+        speed=0.0,
+        lockstep=False,
+        lockstep_max_lag=0,
+        mode=events.MarketMode.LIVE,
+        source_name="upstox",
+        publish_status=False,
+    )
+    await feed.run()
+    alerts = [events.parse_event(f[b"event"]) for _, f in await redis.xrange(config.key("sys.alerts"))]
+    assert [(a.code, a.severity) for a in alerts if isinstance(a, events.Alert)] == [
+        ("FEED_STALE", events.Severity.CRITICAL),
+        ("FEED_RECOVERED", events.Severity.INFO),
+    ]
+    # The source's own statuses went out unchanged and the loop added none.
+    assert await redis.xlen(config.key("md.status")) == len(states)

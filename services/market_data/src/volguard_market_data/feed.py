@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -89,6 +90,7 @@ class FeedLoop:
         mode: events.MarketMode,
         source_name: str,
         publish_status: bool = True,
+        token_alert: Callable[[datetime], events.Alert | None] | None = None,
     ) -> None:
         self.source = source
         self.publisher = publisher
@@ -101,6 +103,10 @@ class FeedLoop:
         self.source_name = source_name
         # Off for replay: the recording holds its own md.status, and a replay adds nothing.
         self.publish_status = publish_status
+        # Live sources say when their credentials run out (Upstox: 03:30 IST); alerted on each change.
+        self.token_alert = token_alert
+        self._token_code: str | None = None
+        self._feed_state: events.FeedState | None = None
         self.stats = FeedStats()
         self._last_status_event: datetime | None = None
 
@@ -140,6 +146,7 @@ class FeedLoop:
             publications.append((streams.MD_STATUS.name, status.model_dump_json().encode(), status.type))
         if publications:
             await self.publisher.publish_many(publications)
+        await self._watch_health(batch)
         stats = self.stats
         stats.batches += 1
         stats.publications += len(publications)
@@ -147,6 +154,57 @@ class FeedLoop:
         stats.last_event = batch.ts_event
         for stream, _, _ in publications:
             stats.by_stream[stream] = stats.by_stream.get(stream, 0) + 1
+
+    async def _watch_health(self, batch: MarketBatch) -> None:
+        """Alert once per change: a source's own md.status turning stale/degraded/back, token expiry."""
+        for publication in batch.publications:
+            if publication.stream == streams.MD_STATUS.name:
+                status = events.parse_event(publication.payload)
+                if isinstance(status, events.FeedStatus):
+                    await self._on_feed_state(status)
+        if self.token_alert is not None:
+            alert = self.token_alert(batch.ts_event)
+            code = None if alert is None else alert.code
+            if code != self._token_code:
+                self._token_code = code
+                if alert is not None:
+                    await self.publisher.publish(alert)
+
+    async def _on_feed_state(self, status: events.FeedStatus) -> None:
+        previous, state = self._feed_state, status.state
+        self._feed_state = state
+        if state is previous:
+            return
+        details: dict[str, str | int | float | bool | None] = {
+            "feed": status.feed,
+            "state": state.value,
+            "previous": None if previous is None else previous.value,
+            "last_tick_at": None if status.last_tick_at is None else status.last_tick_at.isoformat(),
+            "lag_ms": status.lag_ms,
+        }
+        bad = (events.FeedState.STALE, events.FeedState.DISCONNECTED)
+        if state in bad:
+            await self.publisher.alert(
+                events.Severity.CRITICAL,
+                f"FEED_{state.value}",
+                f"{status.feed} feed is {state.value.lower()} (last tick {details['last_tick_at']}): "
+                f"risk stops new entries until it recovers. {status.message}".strip(),
+                details=details,
+            )
+        elif state is events.FeedState.DEGRADED:
+            await self.publisher.alert(
+                events.Severity.WARNING,
+                "FEED_DEGRADED",
+                f"{status.feed} feed degraded: {status.message}",
+                details=details,
+            )
+        elif previous is not None:
+            await self.publisher.alert(
+                events.Severity.INFO,
+                "FEED_RECOVERED",
+                f"{status.feed} feed is {state.value.lower()} again",
+                details=details,
+            )
 
     def _status_due(self, batch: MarketBatch) -> bool:
         # Sources that judge their own health (Upstox) publish FeedStatus themselves.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from datetime import datetime
 
 import structlog
@@ -44,7 +45,9 @@ async def seed_history(ctx: ServiceContext, start: datetime) -> list[DailyBar] |
     return bars
 
 
-async def build_source(ctx: ServiceContext) -> tuple[MarketSource, events.MarketMode, bool]:
+async def build_source(
+    ctx: ServiceContext,
+) -> tuple[MarketSource, events.MarketMode, bool, Callable[[datetime], events.Alert | None] | None]:
     """The configured market, its mode, and whether the feed loop publishes md.status for it."""
     settings = ctx.settings
     if settings.feed == "sim":
@@ -52,19 +55,25 @@ async def build_source(ctx: ServiceContext) -> tuple[MarketSource, events.Market
         seeded = await seed_history(ctx, start)
         # The simulator opens from the seeded history; with history already present it makes its own
         # consistent two years from the same seed (the table keeps what was imported).
-        return SimSource(settings, start=start, history=seeded), events.MarketMode.SIM, True
+        return SimSource(settings, start=start, history=seeded), events.MarketMode.SIM, True, None
     if settings.feed == "replay":
         if settings.replay_dir is None:
             raise ValueError("VOLGUARD_FEED=replay needs VOLGUARD_REPLAY_DIR")
-        return ReplaySource(settings.replay_dir), events.MarketMode.REPLAY, False
+        return ReplaySource(settings.replay_dir), events.MarketMode.REPLAY, False, None
     from volguard_market_data.adapters.upstox.source import UpstoxSource
 
     source = UpstoxSource(settings)
     await source.start()
-    return source, events.MarketMode.LIVE, False
+    return source, events.MarketMode.LIVE, False, source.token_alert
 
 
-def feed_loop(ctx: ServiceContext, source: MarketSource, mode: events.MarketMode, status: bool) -> FeedLoop:
+def feed_loop(
+    ctx: ServiceContext,
+    source: MarketSource,
+    mode: events.MarketMode,
+    status: bool,
+    token_alert: Callable[[datetime], events.Alert | None] | None,
+) -> FeedLoop:
     settings: Settings = ctx.settings
     return FeedLoop(
         source,
@@ -77,6 +86,7 @@ def feed_loop(ctx: ServiceContext, source: MarketSource, mode: events.MarketMode
         mode=mode,
         source_name=source.name,
         publish_status=status,
+        token_alert=token_alert,
     )
 
 
@@ -98,6 +108,6 @@ async def run_feed(ctx: ServiceContext, loop: FeedLoop) -> None:
 
 
 async def setup(ctx: ServiceContext) -> None:
-    source, mode, status = await build_source(ctx)
-    loop = feed_loop(ctx, source, mode, status)
+    source, mode, status, token_alert = await build_source(ctx)
+    loop = feed_loop(ctx, source, mode, status, token_alert)
     ctx.tasks.append(asyncio.create_task(run_feed(ctx, loop), name="market-feed"))
