@@ -8,20 +8,29 @@ Nothing outside what the tests create is ever flushed or dropped.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
+from tests.support.threads import run_in_thread
 from volguard_cli import infra
 from volguard_common.settings import Settings
+
+# Shared 2-core machines: generation speed is noise, not a defect. CI runs a fixed example set so a
+# green run is reproducible; locally examples vary, to keep exploring.
+settings_profile = dict(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+hypothesis_settings.register_profile("dev", **settings_profile)  # type: ignore[arg-type]
+hypothesis_settings.register_profile("ci", derandomize=True, **settings_profile)  # type: ignore[arg-type]
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -44,6 +53,16 @@ def _with_database(dsn: str, database: str) -> str:
 @pytest.fixture(scope="session")
 def database_url(endpoints: infra.InfraEndpoints) -> Iterator[str]:
     """A database of this test session's own, dropped at the end."""
+    yield from _own_database(endpoints)
+
+
+@pytest.fixture
+def fresh_database_url(endpoints: infra.InfraEndpoints) -> Iterator[str]:
+    """A database of this test's own, for tests about a first start or otherwise needing a clean slate."""
+    yield from _own_database(endpoints)
+
+
+def _own_database(endpoints: infra.InfraEndpoints) -> Iterator[str]:
     name = f"vg_test_{uuid.uuid4().hex[:12]}"
     admin = _with_database(endpoints.database_url, "postgres")
 
@@ -61,16 +80,9 @@ def database_url(endpoints: infra.InfraEndpoints) -> Iterator[str]:
         finally:
             await conn.close()
 
-    _run_in_thread(_create())
+    run_in_thread(_create())
     yield _with_database(endpoints.database_url, name)
-    _run_in_thread(_drop())
-
-
-def _run_in_thread(coroutine: Coroutine[Any, Any, None]) -> None:
-    # asyncio.run() here would reset the main thread's current event loop and orphan the one
-    # pytest-asyncio set (its self-pipe then leaks as an unclosed socket): use a thread of its own.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coroutine).result()
+    run_in_thread(_drop())
 
 
 @pytest.fixture

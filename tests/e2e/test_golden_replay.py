@@ -74,8 +74,10 @@ async def _at_least(redis: Redis, key: str, count: int) -> list[tuple[bytes, dic
 
 
 async def test_a_recorded_session_replayed_twice_gives_identical_vol_snapshots(
-    redis: Redis, settings: Settings, database_url: str, tmp_path: Path
+    redis: Redis, settings: Settings, fresh_database_url: str, tmp_path: Path
 ) -> None:
+    database_url = fresh_database_url
+    settings = settings.model_copy(update={"database_url": database_url})
     recording = tmp_path / "session"
     await _record_session(redis, settings, recording)
     first = await _replay_through_analytics(redis, settings, recording, "a")

@@ -74,19 +74,25 @@ async def test_every_complete_chain_set_becomes_one_vol_snapshot(redis: Redis, s
     # Persisted once per minute of exchange time: the first of three one-second-apart sets.
     pool = await db.create_pool(settings.database_url)
     try:
-        rows = await pool.fetch("select ts_event, event_id from analytics.vol_snapshots order by ts_event")
+        rows = await pool.fetch(
+            "select ts_event, event_id from analytics.vol_snapshots where ts_event between $1 and $2 "
+            "order by ts_event",
+            snapshots[0].ts_event,
+            snapshots[-1].ts_event,
+        )
     finally:
         await pool.close()
     assert [(r["ts_event"], r["event_id"]) for r in rows] == [(snapshots[0].ts_event, snapshots[0].event_id)]
 
 
 async def test_same_chain_sets_twice_give_identical_payloads(
-    redis: Redis, settings: Settings, database_url: str
+    redis: Redis, settings: Settings, fresh_database_url: str
 ) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
     sets = chain_sets(4)
     first = await run_analytics(redis, settings, sets)
     # A second run from scratch: fresh namespace and an empty vol_snapshots table.
-    await _truncate(database_url)
+    await _truncate(fresh_database_url)
     second_settings = settings.model_copy(update={"stream_namespace": settings.stream_namespace + "again:"})
     second = await run_analytics(redis, second_settings, sets)
     assert first == second

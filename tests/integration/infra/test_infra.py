@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ import asyncpg
 import pytest
 import redis
 
+from tests.support.threads import run_in_thread
 from volguard_cli.infra import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
@@ -83,7 +83,7 @@ def test_embedded_servers_start_answer_are_reused_and_stop(state_dir: Path, tmp_
         assert client.config_get("bind") == {"bind": "127.0.0.1"}
     finally:
         client.close()
-    assert asyncio.run(_postgres_round_trip(endpoints.database_url)) == ["NIFTY24500CE"]
+    assert run_in_thread(_postgres_round_trip(endpoints.database_url)) == ["NIFTY24500CE"]
     # A Redis probe at Postgres's port, and the reverse, must not mistake one for the other.
     assert not redis_answers(endpoints.database_url.replace("postgresql://postgres@", "redis://"))
     assert not postgres_answers(endpoints.redis_url.replace("redis://", "postgresql://postgres@"))
@@ -120,7 +120,7 @@ def test_embedded_servers_start_answer_are_reused_and_stop(state_dir: Path, tmp_
         assert client.xlen("infra:ticks") == 1
     finally:
         client.close()
-    assert asyncio.run(_postgres_probe_rows(restarted.database_url)) == ["NIFTY24500CE"]
+    assert run_in_thread(_postgres_probe_rows(restarted.database_url)) == ["NIFTY24500CE"]
     assert stop_embedded(state_dir) == ["redis", "postgres"]
 
 

@@ -26,9 +26,18 @@ async def _chains(redis: Redis, key: str, want: int) -> list[events.ChainSnapsho
 
 
 async def test_simulated_market_seeds_history_and_publishes_sane_chains(
-    redis: Redis, settings: Settings
+    redis: Redis, settings: Settings, fresh_database_url: str
 ) -> None:
-    sim = settings.model_copy(update={"feed": "sim", "sim_start": START, "speed": 0.0, "sim_seed": 11})
+    # A first start: a database with no history, which the service seeds.
+    sim = settings.model_copy(
+        update={
+            "feed": "sim",
+            "sim_start": START,
+            "speed": 0.0,
+            "sim_seed": 11,
+            "database_url": fresh_database_url,
+        }
+    )
     config = BusConfig.from_settings(sim)
     async with running_service(SPEC, sim, redis) as ctx:
         chains = await eventually(lambda: _chains(redis, config.key("md.chain"), 21), what="three instants")
