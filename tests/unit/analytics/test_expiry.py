@@ -209,3 +209,19 @@ def test_fast_25_delta_matches_the_reference_solver() -> None:
         reference = stats.risk_reversal_butterfly_25d(forward, t, fit)
         assert wings[0] - wings[1] == pytest.approx(reference.rr25, abs=1e-6)
         assert 0.5 * (wings[0] + wings[1]) - wings[2] == pytest.approx(reference.bf25, abs=1e-6)
+
+
+def test_previous_fit_warm_starts_the_smile() -> None:
+    chain, _ = sabr_chain(TS, WEEKLY)
+    first = analyse_expiry(chain, TS, 1000.0, CONFIG)
+    assert first.sabr_fit is not None
+    assert not first.sabr_fit.warm_start
+    moved, _ = sabr_chain(TS, WEEKLY, spot=24_004.0)
+    warm = analyse_expiry(moved, TS, 1000.0, CONFIG, previous_fit=first.sabr_fit)
+    cold = analyse_expiry(moved, TS, 1000.0, CONFIG)
+    assert warm.sabr_fit is not None
+    assert cold.sabr_fit is not None
+    assert warm.sabr_fit.warm_start
+    assert warm.sabr_fit.iterations < cold.sabr_fit.iterations
+    assert warm.sabr_fit.alpha == pytest.approx(cold.sabr_fit.alpha, rel=1e-7)
+    assert warm.vol.rr25 == pytest.approx(cold.vol.rr25, abs=1e-8)

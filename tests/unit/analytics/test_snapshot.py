@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.unit.analytics.chains import CONFIG, SHARED, TS, real_history, sabr_chain
 from volguard_analytics.domain.calendar import EventCalendar, builtin_events, parse_events_calendar
@@ -151,3 +152,20 @@ def test_expiry_day_with_oi_near_the_money_is_gamma_pin_and_flags_the_last_hour(
     # Signals use the nearest expiry that is not expiring today.
     assert snap.garch is not None
     assert snap.garch.horizon_days == 4
+
+
+def test_warm_started_smiles_publish_the_cold_answer() -> None:
+    # A live engine warm-starts each expiry's SABR fit from its previous snapshot; what it publishes
+    # must be what a fresh engine (explicit initial guess) publishes for the same chains.
+    live = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    live.snapshot(_chains(TS))
+    later = TS + timedelta(seconds=1)
+    warm = live.snapshot(_chains(later, spot=24_004.0))
+    cold = VolEngine(CONFIG, real_history(), EventCalendar(())).snapshot(_chains(later, spot=24_004.0))
+    for warm_vol, cold_vol in zip(warm.expiries, cold.expiries, strict=True):
+        assert warm_vol.sabr is not None
+        assert cold_vol.sabr is not None
+        assert warm_vol.sabr.alpha == pytest.approx(cold_vol.sabr.alpha, rel=1e-7)
+        assert warm_vol.sabr.rho == pytest.approx(cold_vol.sabr.rho, abs=1e-7)
+        assert warm_vol.sabr.nu == pytest.approx(cold_vol.sabr.nu, rel=1e-6)
+        assert warm_vol.rr25 == pytest.approx(cold_vol.rr25, abs=1e-8)

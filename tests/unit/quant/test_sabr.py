@@ -327,3 +327,132 @@ def test_fit_rejects_malformed_input() -> None:
         sabr.fit(FORWARD, STRIKES[:3], 0.1, np.array([0.15, 0.0, 0.15]))
     with pytest.raises(ValueError, match="forward and t"):
         sabr.fit(FORWARD, STRIKES[:3], 0.0, np.full(3, 0.15))
+
+
+# --- compiled calibration against its numpy twin, warm starts ---------------------------------------
+
+
+def _noisy_smile(atm: float, rho: float, nu: float, days: int) -> tuple[float, np.ndarray]:
+    alpha, t = _params(atm, rho, nu, days)
+    clean = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, rho, nu)
+    return t, clean + np.random.default_rng(7 * days).normal(0.0, 0.002, len(STRIKES))
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+@pytest.mark.parametrize("with_outliers", [False, True])
+def test_compiled_fit_matches_numpy_twin(
+    atm: float, rho: float, nu: float, days: int, with_outliers: bool
+) -> None:
+    t, quotes = _noisy_smile(atm, rho, nu, days)
+    if with_outliers:
+        quotes[[4, 21, 36]] += np.array([0.05, -0.04, 0.06])
+    weights = np.random.default_rng(days).uniform(0.2, 3.0, len(STRIKES))
+    fast = sabr.fit(FORWARD, STRIKES, t, quotes, weights)
+    slow = sabr._fit_numpy(FORWARD, STRIKES, t, quotes, weights)
+    assert fast.converged
+    assert slow.converged
+    assert fast.n_outliers == slow.n_outliers == (3 if with_outliers else 0)
+    assert fast.alpha == pytest.approx(slow.alpha, rel=1e-7)
+    assert fast.rho == pytest.approx(slow.rho, abs=1e-7)
+    assert fast.nu == pytest.approx(slow.nu, rel=1e-7)
+    assert fast.rmse == pytest.approx(slow.rmse, rel=1e-7)
+    assert abs(fast.iterations - slow.iterations) <= 2
+
+
+@pytest.mark.parametrize(
+    ("alpha", "beta", "rho", "nu", "t"),
+    [(20.0, 0.5, -0.4, 1.5, 0.05), (0.15, 1.0, -0.7, 0.8, 0.5), (500.0, 0.0, 0.3, 3.0, 0.02)],
+)
+def test_analytic_jacobian_matches_central_differences(
+    alpha: float, beta: float, rho: float, nu: float, t: float
+) -> None:
+    from volguard_common.quant import _sabr_kernels as kernels
+
+    # Far left and right wings, near the money (z ~ 1e-6, the series branch) and exactly ATM.
+    strikes = FORWARD * np.array([0.4, 0.8, 0.97, 1.0 - 1e-7, 1.0, 1.0 + 1e-7, 1.05, 1.6, 2.5])
+    terms = np.array([kernels._strike_terms(FORWARD, k, t, beta) for k in strikes]).T.copy()
+    params = np.array([alpha, rho, nu])
+    for i in range(strikes.size):
+        grad = np.empty(3)
+        value = kernels._vol_and_gradient(terms, i, alpha, rho, nu, grad)
+        assert value == pytest.approx(
+            float(sabr.vol(FORWARD, strikes[i], t, alpha, beta, rho, nu)), rel=1e-13
+        )
+        for j in range(3):
+            h = 1e-6 * max(abs(params[j]), 1e-2)
+            up, down = params.copy(), params.copy()
+            up[j] += h
+            down[j] -= h
+            numeric = (kernels._vol(terms, i, *up) - kernels._vol(terms, i, *down)) / (2.0 * h)
+            assert grad[j] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_warm_start_from_last_second_gives_the_cold_answer_in_fewer_iterations(
+    atm: float, rho: float, nu: float, days: int
+) -> None:
+    t, quotes = _noisy_smile(atm, rho, nu, days)
+    previous = sabr.fit(FORWARD, STRIKES, t, quotes)
+    # One second later: spot up 4 points, the whole smile re-marked by a few hundredths of a vol point.
+    later = quotes * 1.0005 + np.random.default_rng(days).normal(0.0, 0.0002, len(STRIKES))
+    forward = FORWARD + 4.0
+    cold = sabr.fit(forward, STRIKES, t, later)
+    for warm in (
+        sabr.fit(forward, STRIKES, t, later, initial=previous),
+        sabr.fit(forward, STRIKES, t, later, initial=(previous.alpha, previous.rho, previous.nu)),
+    ):
+        assert warm.warm_start
+        assert warm.converged
+        assert not cold.warm_start
+        assert warm.alpha == pytest.approx(cold.alpha, rel=1e-7)
+        assert warm.rho == pytest.approx(cold.rho, abs=1e-7)
+        assert warm.nu == pytest.approx(cold.nu, rel=1e-6)
+        assert warm.iterations < cold.iterations
+    twin = sabr._fit_numpy(forward, STRIKES, t, later, initial=previous)
+    assert twin.warm_start
+    assert twin.alpha == pytest.approx(cold.alpha, rel=1e-7)
+
+
+def test_a_hopeless_warm_start_falls_back_to_the_explicit_guess() -> None:
+    t, quotes = _noisy_smile(0.15, -0.35, 0.9, 30)
+    cold = sabr.fit(FORWARD, STRIKES, t, quotes)
+    # Nowhere near the smile: LM from here needs far more than the warm-start budget.
+    fallback = sabr.fit(FORWARD, STRIKES, t, quotes, initial=(1.0, 0.99, 24.0))
+    assert not fallback.warm_start
+    assert fallback.converged
+    assert (fallback.alpha, fallback.rho, fallback.nu) == (cold.alpha, cold.rho, cold.nu)
+    assert fallback.iterations > cold.iterations  # the abandoned warm start is counted
+
+
+def test_warm_start_must_be_a_valid_parameter_set_of_the_same_beta() -> None:
+    t, quotes = _noisy_smile(0.15, -0.35, 0.9, 30)
+    other_beta = sabr.fit(FORWARD, STRIKES, t, quotes, beta=0.7)
+    with pytest.raises(ValueError, match="beta"):
+        sabr.fit(FORWARD, STRIKES, t, quotes, initial=other_beta)
+    for bad in ((0.0, -0.3, 1.0), (20.0, 1.0, 1.0), (20.0, -0.3, math.nan), (20.0, -0.3, -1.0)):
+        with pytest.raises(ValueError, match="warm start"):
+            sabr.fit(FORWARD, STRIKES, t, quotes, initial=bad)
+    with pytest.raises(ValueError, match="tuple"):
+        sabr.fit(FORWARD, STRIKES, t, quotes, initial=(20.0, -0.3))  # type: ignore[arg-type]
+
+
+def test_compiled_scalar_smile_and_delta_vols_match_the_references() -> None:
+    from volguard_common.quant import stats
+
+    for forward, t, alpha, rho, nu in ((24_000.0, 0.02, 20.0, -0.4, 3.0), (24_000.0, 0.3, 20.0, -0.6, 1.0)):
+        smile = sabr.SabrFit(alpha, 0.5, rho, nu, 0.0, True, 0, 0, 0)
+        for strike in (0.7 * forward, forward, 1.2 * forward):
+            expected = float(sabr.vol(forward, strike, t, alpha, 0.5, rho, nu))
+            assert sabr.smile_vol(forward, strike, t, smile) == pytest.approx(expected, rel=1e-13)
+        call_vol, put_vol = sabr.vols_at_call_deltas(
+            forward, t, smile, [0.25, 0.75], np.linspace(-6.0, 6.0, 241)
+        ).tolist()
+        reference = stats.risk_reversal_butterfly_25d(forward, t, smile)
+        assert call_vol == pytest.approx(reference.call_vol, abs=1e-6)
+        assert put_vol == pytest.approx(reference.put_vol, abs=1e-6)
+        # A grid that stops short of the 25-delta call crossing finds only the put side.
+        short = sabr.vols_at_call_deltas(forward, t, smile, [0.25, 0.75], np.linspace(-6.0, 0.0, 121))
+        assert math.isnan(float(short[0]))
+        assert short[1] == pytest.approx(put_vol, abs=1e-7)
+    with pytest.raises(ValueError, match="rho"):
+        sabr.smile_vol(24_000.0, 24_000.0, 0.1, sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0))

@@ -19,7 +19,9 @@ Plain Hagan replaces the exact `(F^(1-b) - K^(1-b)) / ((1-b) ln(F/K))` by its fo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -39,7 +41,7 @@ class SabrFit:
 
     `rmse` is the unweighted vol RMSE over all `n_points` usable quotes (outliers included);
     `n_outliers` of them were left out of the final least-squares stage; `iterations` counts
-    Levenberg-Marquardt iterations over both stages.
+    Levenberg-Marquardt iterations over both stages (and over an abandoned warm start).
     """
 
     alpha: float
@@ -51,6 +53,8 @@ class SabrFit:
     iterations: int
     n_points: int
     n_outliers: int
+    # True when the fit started from the caller's `initial` (a warm start) and converged from there.
+    warm_start: bool = False
 
 
 def _as_float(x: ArrayLike) -> Float64Array:
@@ -67,6 +71,15 @@ def _check_params(alpha: Float64Array, beta: Float64Array, rho: Float64Array, nu
         raise ValueError("SABR rho must lie strictly inside (-1, 1)")
     if not np.all(nu >= 0.0):
         raise ValueError("SABR nu must be >= 0")
+
+
+def _check_smile(smile: SabrFit) -> None:
+    """_check_params for one fitted smile, without numpy's per-call cost on four scalars."""
+    if not (smile.alpha > 0.0 and 0.0 <= smile.beta <= 1.0 and abs(smile.rho) < 1.0 and smile.nu >= 0.0):
+        _check_params(
+            *(np.asarray(x, dtype=np.float64) for x in (smile.alpha, smile.beta, smile.rho, smile.nu))
+        )
+        raise ValueError("SABR parameters must be finite")  # unreachable: _check_params raised
 
 
 def _z_over_x(z: Float64Array, rho: Float64Array) -> Float64Array:
@@ -278,6 +291,9 @@ def initial_guess(
     return alpha, rho, nu
 
 
+Initial = SabrFit | tuple[float, float, float] | None
+
+
 def fit(
     forward: float,
     strikes: ArrayLike,
@@ -287,16 +303,126 @@ def fit(
     beta: float = 0.5,
     *,
     robust_scale: float = 0.005,
+    initial: Initial = None,
 ) -> SabrFit:
     """Calibrate alpha, rho and nu (beta fixed) to one expiry's smile.
 
-    Residuals are `sqrt(w_i) * (sigma_model - sigma_market)`. Two Levenberg-Marquardt stages from
-    the explicit `initial_guess`: first the soft-L1 loss, under which residuals beyond
-    `robust_scale` (0.5 vol points by default) count linearly so a few stale or fat-fingered quotes
-    cannot drag the smile; then plain least squares on the quotes consistent with that robust fit,
-    so a clean smile gets the true least-squares answer. NaN vols (and zero weights) are skipped;
-    fewer than three usable points raise ValueError.
+    Residuals are `sqrt(w_i) * (sigma_model - sigma_market)`. Two Levenberg-Marquardt stages: first
+    the soft-L1 loss, under which residuals beyond `robust_scale` (0.5 vol points by default) count
+    linearly so a few stale or fat-fingered quotes cannot drag the smile; then plain least squares on
+    the quotes consistent with that robust fit, so a clean smile gets the true least-squares answer.
+    NaN vols (and zero weights) are skipped; fewer than three usable points raise ValueError.
+
+    The start is the explicit `initial_guess` unless `initial` gives one: the previous fit of the
+    same expiry (a SabrFit of the same beta) or an (alpha, rho, nu) tuple, clipped into the bounds.
+    A smile a second later has barely moved, so from there LM needs a few iterations. A warm start
+    whose stages have not both converged within `_WARM_MAX_ITERATIONS` each (the smile jumped, or the start
+    is stale) is abandoned for the explicit guess; `warm_start` on the result says which start
+    produced it.
+
+    Runs the compiled kernel (``_sabr_kernels``); `_fit_numpy` is its numpy twin for the tests.
     """
+    points = _usable_points(forward, strikes, t, vols, weights, beta, initial)
+    kernels = _kernels()
+
+    def solve(guess: Float64Array, warm: bool, spent: int) -> SabrFit:
+        start, lower, upper = _start_and_bounds(guess)
+        budget = _WARM_MAX_ITERATIONS if warm else _MAX_ITERATIONS
+        params, iterations, converged, robust_converged, n_outliers, rmse = kernels.fit(
+            forward, points.strikes, t, points.vols, points.sqrt_w, beta, start, lower, upper,
+            robust_scale, budget,
+        )  # fmt: skip
+        # From a warm start the robust stage must converge too: its fit decides the outliers.
+        converged = converged and (robust_converged or not warm)
+        return _result(params, beta, rmse, converged, spent + iterations, points.n_points, n_outliers, warm)
+
+    if points.warm is not None:
+        warm = solve(points.warm, True, 0)
+        if warm.converged:
+            return warm
+        return solve(_cold_start(forward, t, beta, points), False, warm.iterations)
+    return solve(_cold_start(forward, t, beta, points), False, 0)
+
+
+def _fit_numpy(
+    forward: float,
+    strikes: ArrayLike,
+    t: float,
+    vols: ArrayLike,
+    weights: ArrayLike | None = None,
+    beta: float = 0.5,
+    *,
+    robust_scale: float = 0.005,
+    initial: Initial = None,
+) -> SabrFit:
+    """The numpy twin of :func:`fit`, used only as the tests' reference (central-difference
+    Jacobian, numpy normal equations): same checks, stages, outlier cut, stopping rules and warm
+    start."""
+    points = _usable_points(forward, strikes, t, vols, weights, beta, initial)
+    smile = _Strikes.prepare(
+        np.full_like(points.strikes, forward),
+        points.strikes,
+        np.asarray(t, dtype=np.float64),
+        np.asarray(beta, dtype=np.float64),
+    )
+    v, sqrt_w = points.vols, points.sqrt_w
+
+    def solve(guess: Float64Array, warm: bool, spent: int) -> SabrFit:
+        start, lower, upper = _start_and_bounds(guess)
+        budget = _WARM_MAX_ITERATIONS if warm else _MAX_ITERATIONS
+        # Stage 1: soft-L1 to find the smile the bulk of the quotes agree on. It only has to get
+        # close: stage 2 polishes, so its stopping tolerance is loose.
+        robust = _levenberg_marquardt(smile, v, sqrt_w, start, lower, upper, robust_scale, 1e-4, 1e-6, budget)
+        # Stage 2: plain least squares on the quotes that agree with it. With clean or merely noisy
+        # quotes nothing is excluded and this is the least-squares fit (lowest RMSE). A quote is left
+        # out only when it is off by more than 6 robust sigmas of the others' residuals (1.4826 x
+        # MAD) and more than 3 x `robust_scale` (1.5 vol points by default): a 4-sigma draw of honest
+        # noise stays.
+        resid = sqrt_w * (smile.vol(robust.params[0], robust.params[1], robust.params[2]) - v)
+        spread = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+        inlier = np.abs(resid) <= max(6.0 * spread, 3.0 * robust_scale)
+        n_outliers = int(np.count_nonzero(~inlier))
+        final = robust
+        if points.n_points - n_outliers >= 3:
+            polish = _levenberg_marquardt(
+                smile.subset(inlier), v[inlier], sqrt_w[inlier], robust.params, lower, upper, None,
+                1e-8, 1e-12, budget,
+            )  # fmt: skip
+            final = _Solve(polish.params, robust.iterations + polish.iterations, polish.converged)
+        # From a warm start the robust stage must converge too: its fit decides the outliers.
+        final = final._replace(converged=final.converged and (robust.converged or not warm))
+        alpha, rho, nu = (float(x) for x in final.params)
+        rmse = float(np.sqrt(np.mean((smile.vol(alpha, rho, nu) - v) ** 2)))
+        return _result(
+            final.params, beta, rmse, final.converged, spent + final.iterations, points.n_points,
+            n_outliers, warm,
+        )  # fmt: skip
+
+    if points.warm is not None:
+        warm = solve(points.warm, True, 0)
+        if warm.converged:
+            return warm
+        return solve(_cold_start(forward, t, beta, points), False, warm.iterations)
+    return solve(_cold_start(forward, t, beta, points), False, 0)
+
+
+class _Points(NamedTuple):
+    strikes: Float64Array
+    vols: Float64Array
+    sqrt_w: Float64Array
+    n_points: int
+    warm: Float64Array | None
+
+
+def _usable_points(
+    forward: float,
+    strikes: ArrayLike,
+    t: float,
+    vols: ArrayLike,
+    weights: ArrayLike | None,
+    beta: float,
+    initial: Initial,
+) -> _Points:
     k_all = _as_float(strikes).ravel()
     v_all = _as_float(vols).ravel()
     if k_all.shape != v_all.shape:
@@ -304,61 +430,113 @@ def fit(
     w_all = np.ones_like(k_all) if weights is None else _as_float(weights).ravel()
     if w_all.shape != k_all.shape:
         raise ValueError("weights must have the same length as strikes")
-    if not (np.isfinite(forward) and forward > 0.0 and np.isfinite(t) and t > 0.0):
+    if not (math.isfinite(forward) and forward > 0.0 and math.isfinite(t) and t > 0.0):
         raise ValueError("forward and t must be finite and > 0")
     if not 0.0 <= beta <= 1.0:
         raise ValueError("beta must lie in [0, 1]")
-    if not np.all(np.isfinite(k_all) & (k_all > 0.0)):
+    # Whole-array reductions first (this runs once per expiry per snapshot); the specific complaint
+    # is worked out only when something is wrong.
+    if not (k_all.min(initial=1.0) > 0.0 and k_all.max(initial=1.0) < np.inf):
         raise ValueError("strikes must be finite and > 0")
-    if not np.all(np.isfinite(w_all) & (w_all >= 0.0)):
+    if not (w_all.min(initial=0.0) >= 0.0 and w_all.max(initial=0.0) < np.inf):
         raise ValueError("weights must be finite and >= 0")
-    if np.any(np.isinf(v_all)) or np.any(v_all <= 0.0):
+    if not (np.fmin.reduce(v_all, initial=1.0) > 0.0 and np.fmax.reduce(v_all, initial=1.0) < np.inf):
         raise ValueError("vols must be > 0 (use NaN for a missing quote)")
     usable = ~np.isnan(v_all) & (w_all > 0.0)
     n_points = int(np.count_nonzero(usable))
     if n_points < 3:
         raise ValueError(f"SABR fit needs at least 3 usable (non-NaN, weighted) points, got {n_points}")
-    k = k_all[usable]
-    v = v_all[usable]
-    sqrt_w = np.sqrt(w_all[usable])
-
-    alpha0, rho0, nu0 = initial_guess(forward, k, t, v, beta)
-    smile = _Strikes.prepare(
-        np.full_like(k, forward), k, np.asarray(t, dtype=np.float64), np.asarray(beta, dtype=np.float64)
+    if n_points < usable.size:
+        k_all, v_all, w_all = k_all[usable], v_all[usable], w_all[usable]
+    warm: Float64Array | None = None
+    if initial is not None:
+        if isinstance(initial, SabrFit):
+            if initial.beta != beta:
+                raise ValueError(f"warm start has beta {initial.beta}, this fit beta {beta}")
+            warm = np.array([initial.alpha, initial.rho, initial.nu])
+        else:
+            warm = np.array(initial, dtype=np.float64)
+            if warm.shape != (3,):
+                raise ValueError("initial must be a SabrFit or an (alpha, rho, nu) tuple")
+        if not (np.all(np.isfinite(warm)) and warm[0] > 0.0 and abs(warm[1]) < 1.0 and warm[2] >= 0.0):
+            raise ValueError(f"warm start {tuple(warm.tolist())} is not a valid SABR parameter set")
+    return _Points(
+        strikes=np.ascontiguousarray(k_all),
+        vols=np.ascontiguousarray(v_all),
+        sqrt_w=np.sqrt(w_all),
+        n_points=n_points,
+        warm=warm,
     )
-    lower = np.array([1e-8 * alpha0, -_RHO_BOUND, _NU_MIN])
+
+
+def _cold_start(forward: float, t: float, beta: float, points: _Points) -> Float64Array:
+    return np.array(initial_guess(forward, points.strikes, t, points.vols, beta))
+
+
+def _start_and_bounds(guess: Float64Array) -> tuple[Float64Array, Float64Array, Float64Array]:
+    # The alpha floor only keeps the optimiser off zero; it scales with the start (alpha > 0) so
+    # that it binds nowhere near a real smile.
+    lower = np.array([1e-8 * guess[0], -_RHO_BOUND, _NU_MIN])
     upper = np.array([np.inf, _RHO_BOUND, _NU_MAX])
-    start = np.clip(np.array([alpha0, rho0, nu0]), lower, upper)
-    # Stage 1: soft-L1 to find the smile the bulk of the quotes agree on. It only has to get close:
-    # stage 2 polishes, so its stopping tolerance is loose.
-    robust = _levenberg_marquardt(smile, v, sqrt_w, start, lower, upper, robust_scale, 1e-4, 1e-6)
-    # Stage 2: plain least squares on the quotes that agree with it. With clean or merely noisy
-    # quotes nothing is excluded and this is the least-squares fit (lowest RMSE). A quote is left out
-    # only when it is off by more than 6 robust sigmas of the others' residuals (1.4826 x MAD) and
-    # more than 3 x `robust_scale` (1.5 vol points by default): a 4-sigma draw of honest noise stays.
-    resid = sqrt_w * (smile.vol(robust.params[0], robust.params[1], robust.params[2]) - v)
-    spread = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
-    inlier = np.abs(resid) <= max(6.0 * spread, 3.0 * robust_scale)
-    n_outliers = int(np.count_nonzero(~inlier))
-    final = robust
-    if n_points - n_outliers >= 3:
-        polish = _levenberg_marquardt(
-            smile.subset(inlier), v[inlier], sqrt_w[inlier], robust.params, lower, upper, None, 1e-8, 1e-12
-        )
-        final = _Solve(polish.params, robust.iterations + polish.iterations, polish.converged)
-    alpha, rho, nu = (float(x) for x in final.params)
-    rmse = float(np.sqrt(np.mean((smile.vol(alpha, rho, nu) - v) ** 2)))
+    return np.clip(guess, lower, upper), lower, upper
+
+
+def _result(
+    params: Float64Array,
+    beta: float,
+    rmse: float,
+    converged: bool,
+    iterations: int,
+    n_points: int,
+    n_outliers: int,
+    warm: bool,
+) -> SabrFit:
+    alpha, rho, nu = (float(x) for x in params)
     return SabrFit(
         alpha=alpha,
         beta=float(beta),
         rho=rho,
         nu=nu,
-        rmse=rmse,
-        converged=final.converged and bool(np.all(np.isfinite(final.params))),
-        iterations=final.iterations,
+        rmse=float(rmse),
+        converged=bool(converged) and math.isfinite(alpha + rho + nu),
+        iterations=int(iterations),
         n_points=n_points,
-        n_outliers=n_outliers,
+        n_outliers=int(n_outliers),
+        warm_start=warm,
     )
+
+
+def smile_vol(forward: float, strike: float, t: float, smile: SabrFit) -> float:
+    """`vol` at one strike of a fitted smile, compiled: for the few scalar look-ups per snapshot
+    (ATM vol) where numpy's per-call overhead would dwarf the arithmetic."""
+    if not (forward > 0.0 and strike > 0.0 and math.isfinite(forward * strike) and t >= 0.0):
+        raise ValueError("forward and strike must be finite and > 0, t >= 0")
+    _check_smile(smile)
+    return float(_kernels().smile_vol(forward, strike, t, smile.alpha, smile.beta, smile.rho, smile.nu))
+
+
+def vols_at_call_deltas(
+    forward: float, t: float, smile: SabrFit, call_deltas: ArrayLike, grid: ArrayLike
+) -> Float64Array:
+    """Smile vols where the forward call delta N(d1) (with the smile's own vol) first falls through
+    each of `call_deltas`, scanning `grid` (log-moneyness in units of the ATM total vol) from left
+    to right; NaN where the grid brackets no crossing. Compiled; each bracket is refined by Illinois
+    regula falsi."""
+    if not (math.isfinite(forward) and forward > 0.0 and math.isfinite(t) and t > 0.0):
+        raise ValueError("forward and t must be finite and > 0")
+    _check_smile(smile)
+    out: Float64Array = _kernels().vols_at_call_deltas(
+        forward, t, smile.alpha, smile.beta, smile.rho, smile.nu,
+        np.ascontiguousarray(grid, dtype=np.float64), np.ascontiguousarray(call_deltas, dtype=np.float64),
+    )  # fmt: skip
+    return out
+
+
+def _kernels() -> ModuleType:
+    # Imported on first use so that importing this module neither imports numba nor compiles.
+    from volguard_common.quant import _sabr_kernels
+
+    return _sabr_kernels
 
 
 class _Solve(NamedTuple):
@@ -368,6 +546,9 @@ class _Solve(NamedTuple):
 
 
 _MAX_ITERATIONS = 100
+# Per stage. From last second's smile both stages take a handful; needing more means the start is
+# not close, and the explicit guess is the better bet.
+_WARM_MAX_ITERATIONS = 20
 _MAX_DAMPING = 1e10
 
 
@@ -381,6 +562,7 @@ def _levenberg_marquardt(
     robust_scale: float | None,
     step_tolerance: float,
     cost_tolerance: float,
+    max_iterations: int = _MAX_ITERATIONS,
 ) -> _Solve:
     """Levenberg-Marquardt on (alpha, rho, nu), projected onto the bounds.
 
@@ -421,7 +603,7 @@ def _levenberg_marquardt(
     r, jac = evaluate(p)
     c = cost(r)
     damping = 1e-3
-    for iteration in range(1, _MAX_ITERATIONS + 1):
+    for iteration in range(1, max_iterations + 1):
         weighted = jac if robust_scale is None else jac / np.sqrt(1.0 + (r / robust_scale) ** 2)[:, None]
         normal = weighted.T @ jac
         gradient = weighted.T @ r
@@ -444,4 +626,4 @@ def _levenberg_marquardt(
         damping = max(damping / 3.0, 1e-12)
         if float(moved.max()) < step_tolerance or improvement <= cost_tolerance * c or c < 1e-28:
             return _Solve(p, iteration, True)
-    return _Solve(p, _MAX_ITERATIONS, False)
+    return _Solve(p, max_iterations, False)

@@ -45,8 +45,12 @@ def severity_of(event: ScheduledEvent) -> EventSeverity | None:
 
 def event_weight(event: ScheduledEvent, ts_event: datetime, config: AnalyticsConfig) -> float:
     severity = severity_of(event)
-    if severity is None:
-        return 0.0
+    return 0.0 if severity is None else _weight(event, severity, ts_event, config)
+
+
+def _weight(
+    event: ScheduledEvent, severity: EventSeverity, ts_event: datetime, config: AnalyticsConfig
+) -> float:
     end = event.at + timedelta(days=1) if event.all_day else event.at
     if end <= ts_event:
         return 0.0
@@ -57,12 +61,26 @@ def event_weight(event: ScheduledEvent, ts_event: datetime, config: AnalyticsCon
     return BASE_POINTS[severity] * decay
 
 
+ScoredEvents = tuple[tuple[ScheduledEvent, EventSeverity], ...]
+
+
+def scored_events(events: Iterable[ScheduledEvent]) -> ScoredEvents:
+    """The events that can score, with their severity: classified once per calendar, not per
+    snapshot (the engine evaluates event risk every second)."""
+    pairs = ((event, severity_of(event)) for event in events)
+    return tuple((event, severity) for event, severity in pairs if severity is not None)
+
+
 def event_risk(events: Iterable[ScheduledEvent], ts_event: datetime, config: AnalyticsConfig) -> EventRisk:
+    return scored_event_risk(scored_events(events), ts_event, config)
+
+
+def scored_event_risk(events: ScoredEvents, ts_event: datetime, config: AnalyticsConfig) -> EventRisk:
+    """`event_risk` over events already classified by `scored_events`."""
     in_play: list[tuple[float, EventSeverity, ScheduledEvent]] = []
-    for event in events:
-        weight = event_weight(event, ts_event, config)
-        severity = severity_of(event)
-        if severity is not None and int(weight + 0.5) >= 1:
+    for event, severity in events:
+        weight = _weight(event, severity, ts_event, config)
+        if int(weight + 0.5) >= 1:
             in_play.append((weight, severity, event))
     if not in_play:
         return EventRisk(score=0, severity=None, size_multiplier=1.0, events=[])

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from scipy import special
 
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common import clock
@@ -38,6 +37,7 @@ _DIRTY = int(IvFlag.WIDE_SPREAD | IvFlag.CROSSED)
 # 25-delta search grid: log-moneyness in units of the ATM total vol. +-6 total vols reaches deltas far
 # below 0.25 on any index smile; 241 points leave a grid step of 0.05 total vols.
 _DELTA_GRID = np.linspace(-6.0, 6.0, 241)
+_DELTA_TARGETS = np.array([0.25, 0.75])
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,39 +170,14 @@ def delta_25_vols(forward: float, t: float, fit: sabr.SabrFit) -> tuple[float, f
     """(25-delta call vol, 25-delta put vol, ATM-forward vol) on the SABR smile.
 
     Same convention as `quant.stats.risk_reversal_butterfly_25d` (forward, undiscounted,
-    premium-unadjusted delta with the smile's own vol), vectorised for speed: the call delta is
-    evaluated on a grid of log-moneyness, both crossings (call delta 0.25, and 0.75 which is put delta
-    -0.25) are bracketed on it and refined together by five regula-falsi steps (Illinois variant).
+    premium-unadjusted delta with the smile's own vol), compiled for speed: the call delta is
+    evaluated on a grid of log-moneyness, the first crossings of call delta 0.25 and 0.75 (put delta
+    -0.25) are bracketed on it and refined by regula falsi.
     """
-    sqrt_t = math.sqrt(t)
-    atm = float(sabr.vol(forward, forward, t, fit.alpha, fit.beta, fit.rho, fit.nu))
-    x = _DELTA_GRID * (atm * sqrt_t)
-
-    def call_delta(log_m: Float64Array) -> tuple[Float64Array, Float64Array]:
-        vols = sabr.vol(forward, forward * np.exp(log_m), t, fit.alpha, fit.beta, fit.rho, fit.nu)
-        s = vols * sqrt_t
-        return special.ndtr((-log_m + 0.5 * s * s) / s), vols
-
-    deltas, _ = call_delta(x)
-    targets = np.array([0.25, 0.75])
-    gap = deltas[None, :] - targets[:, None]
-    crossing = (gap[:, :-1] > 0.0) & (gap[:, 1:] <= 0.0)
-    if not crossing.any(axis=1).all():
+    call_vol, put_vol = sabr.vols_at_call_deltas(forward, t, fit, _DELTA_TARGETS, _DELTA_GRID).tolist()
+    if call_vol != call_vol or put_vol != put_vol:
         return None
-    i = crossing.argmax(axis=1)
-    lo, hi = x[i], x[i + 1]
-    g_lo = np.array([gap[0, i[0]], gap[1, i[1]]])
-    g_hi = np.array([gap[0, i[0] + 1], gap[1, i[1] + 1]])
-    root = lo
-    for _ in range(5):
-        root = lo - g_lo * (hi - lo) / (g_hi - g_lo)
-        g_root = call_delta(root)[0] - targets
-        left = g_root > 0.0
-        lo, g_lo = np.where(left, root, lo), np.where(left, g_root, g_lo * 0.5)
-        hi, g_hi = np.where(left, hi, root), np.where(left, g_hi * 0.5, g_root)
-    root = lo - g_lo * (hi - lo) / (g_hi - g_lo)
-    vols = call_delta(root)[1]
-    return float(vols[0]), float(vols[1]), atm
+    return call_vol, put_vol, sabr.smile_vol(forward, forward, t, fit)
 
 
 def analyse_expiry(
@@ -210,8 +185,10 @@ def analyse_expiry(
     ts_event: datetime,
     trading_minutes_to_expiry: float,
     config: AnalyticsConfig,
+    previous_fit: sabr.SabrFit | None = None,
 ) -> ExpiryAnalysis:
-    """Everything about one expiry at `ts_event` (the chain's own time)."""
+    """Everything about one expiry at `ts_event` (the chain's own time). `previous_fit`, the last
+    converged SABR fit of this expiry, is the smile's warm start (see `sabr.fit`)."""
     reasons: list[str] = []
     quality = Quality.GOOD
     label = chain.expiry.isoformat()
@@ -273,7 +250,8 @@ def analyse_expiry(
         fit_k, fit_v, half, vega = fit_k[order], fit_v[order], half[order], vega[order]
         vol_error = (half + 0.5 * chain.tick_size) / np.maximum(vega, 1e-12)
         weights = (float(np.median(vol_error)) / vol_error) ** 2
-        sabr_fit = sabr.fit(forward, fit_k, t, fit_v, weights, beta=config.sabr_beta)
+        warm = previous_fit if previous_fit is not None and previous_fit.beta == config.sabr_beta else None
+        sabr_fit = sabr.fit(forward, fit_k, t, fit_v, weights, beta=config.sabr_beta, initial=warm)
         if not sabr_fit.converged:
             degrade("SABR fit did not converge")
         if sabr_fit.rmse > config.sabr_max_rmse:
@@ -411,5 +389,5 @@ def _atm_iv(
             w = (forward - k_lo) / (k_hi - k_lo)
             return (1.0 - w) * v_lo + w * v_hi
     if smile is not None:
-        return float(sabr.vol(forward, forward, t, smile.alpha, smile.beta, smile.rho, smile.nu))
+        return sabr.smile_vol(forward, forward, t, smile)
     return None

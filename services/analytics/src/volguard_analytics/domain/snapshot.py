@@ -23,7 +23,7 @@ from datetime import date, datetime, time, timedelta
 from volguard_analytics.domain import history as hist
 from volguard_analytics.domain.calendar import EventCalendar
 from volguard_analytics.domain.config import AnalyticsConfig
-from volguard_analytics.domain.event_risk import event_risk
+from volguard_analytics.domain.event_risk import scored_event_risk, scored_events
 from volguard_analytics.domain.expiry import ExpiryAnalysis, analyse_expiry
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
@@ -33,6 +33,7 @@ from volguard_common import clock
 from volguard_common.events import ChainSnapshot, Tick
 from volguard_common.events.market import InstrumentKind
 from volguard_common.events.vol import Quality, TermPoint, VolSnapshot
+from volguard_common.quant import sabr
 
 LAST_HOUR_FROM = time(14, 30)
 _SEVERITY = {Quality.GOOD: 0, Quality.DEGRADED: 1, Quality.BAD: 2}
@@ -62,6 +63,7 @@ class VolEngine:
         self.config = config
         self.history = history
         self.events = events.events
+        self._scored_events = scored_events(self.events)
         self.source = source
         self.garch = hist.GarchCache(max_horizon=config.garch_max_horizon_days)
         self._regime = RegimeTracker(config)
@@ -71,6 +73,8 @@ class VolEngine:
         self._bar: hist.IntradayBar | None = None
         self._day: hist.DayInputs | None = None
         self._tail_minutes: dict[tuple[date, date], float] = {}
+        # Last converged SABR fit per expiry: the warm start of the next snapshot's calibration.
+        self._smiles: dict[date, sabr.SabrFit] = {}
 
     # ---- ticks ------------------------------------------------------------------------------------
     def observe_index(self, tick: Tick) -> None:
@@ -109,11 +113,18 @@ class VolEngine:
                 quality = to
 
         analyses: list[ExpiryAnalysis] = []
+        smiles: dict[date, sabr.SabrFit] = {}
         for chain in ordered:
-            analysis = analyse_expiry(chain, ts, self._trading_minutes(ts, chain.expiry), config)
+            analysis = analyse_expiry(
+                chain, ts, self._trading_minutes(ts, chain.expiry), config, self._smiles.get(chain.expiry)
+            )
             analyses.append(analysis)
             reasons.extend(analysis.reasons)
             worsen(analysis.quality)
+            if analysis.sabr_fit is not None and analysis.sabr_fit.converged:
+                smiles[chain.expiry] = analysis.sabr_fit
+        # Expiries absent from this set (or whose fit failed) start cold next time.
+        self._smiles = smiles
 
         reference = _reference(analyses)
         ref_vol = reference.vol
@@ -156,7 +167,7 @@ class VolEngine:
         premium = self._premium.evaluate(
             ts, ref_vol.atm_iv, reference_rv, garch_view.vol if garch_view is not None else None
         )
-        risk = event_risk(self.events, ts, config)
+        risk = scored_event_risk(self._scored_events, ts, config)
 
         expiry_day = clock.is_expiry_day(day)
         expiring = next((a for a in analyses if a.vol.expiry == day), None)
