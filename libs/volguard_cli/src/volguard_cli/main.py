@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import typer
@@ -48,11 +49,14 @@ def _endpoints(settings: Settings) -> tuple[str, str]:
     return infra.resolved_endpoints(settings.state_dir, settings.redis_url, settings.database_url)
 
 
-def _service_env(settings: Settings, endpoints: infra.InfraEndpoints) -> dict[str, str]:
+def _service_env(
+    settings: Settings, endpoints: infra.InfraEndpoints, overrides: dict[str, str | None]
+) -> dict[str, str]:
     env = dict(os.environ)
     env["VOLGUARD_REDIS_URL"] = endpoints.redis_url
     env["VOLGUARD_DATABASE_URL"] = endpoints.database_url
     env.setdefault("VOLGUARD_LOG_FORMAT", "json")
+    env.update({f"VOLGUARD_{name.upper()}": value for name, value in overrides.items() if value is not None})
     return env
 
 
@@ -86,9 +90,32 @@ def up(
     detach: bool = typer.Option(
         False, "--detach", "-d", help="Run in the background; stop with `volguard down`."
     ),
+    feed: str | None = typer.Option(None, help="sim (default), replay or upstox."),
+    speed: float | None = typer.Option(
+        None, min=0.0, help="Market time per wall time: 1 is real time, 0 as fast as possible."
+    ),
+    lockstep: bool | None = typer.Option(
+        None, "--lockstep/--no-lockstep", help="Publish each snapshot only when every service has caught up."
+    ),
+    scenario: str | None = typer.Option(
+        None, help="Simulator scenario, e.g. gap_down_3, vix_spike, expiry_pin."
+    ),
+    seed: int | None = typer.Option(None, help="Simulator seed: same seed, same market."),
+    replay_dir: Path | None = typer.Option(
+        None, "--replay", help="A recording to play back (implies --feed replay)."
+    ),
 ) -> None:
     """Start the whole stack: Redis and Postgres (local or embedded) and the six services."""
-    settings = _settings()
+    overrides: dict[str, str | None] = {
+        "feed": "replay" if replay_dir is not None and feed is None else feed,
+        "speed": None if speed is None else repr(speed),
+        "lockstep": None if lockstep is None else str(lockstep).lower(),
+        "sim_scenario": scenario,
+        "sim_seed": None if seed is None else str(seed),
+        "replay_dir": None if replay_dir is None else str(replay_dir.resolve()),
+    }
+    # Check the combination now, by the same rules the services apply when they start.
+    settings = load_settings_or_exit(**{k: v for k, v in overrides.items() if v is not None})
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(state_dir)
@@ -98,7 +125,7 @@ def up(
         )
         raise typer.Exit(1)
     endpoints = infra.ensure_infra(state_dir, settings.redis_url, settings.database_url)
-    env = _service_env(settings, endpoints)
+    env = _service_env(settings, endpoints, overrides)
     if detach:
         log_path = state_dir / "logs" / "supervisor.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
