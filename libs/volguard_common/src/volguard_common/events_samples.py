@@ -1,4 +1,4 @@
-"""Deterministic, realistic sample events for tests and benchmarks (not used by services).
+"""Deterministic, realistic sample events for tests, benchmarks and warming up compiled kernels.
 
 `sample_chain_snapshot()` builds one NIFTY weekly chain priced with Black-76 off a skewed smile:
 50-point strikes centred on the forward, prices on the 0.05 tick, spreads widening into the wings,

@@ -14,6 +14,7 @@ Snapshots are persisted to analytics.vol_snapshots at most once per `PERSIST_EVE
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date, datetime, timedelta
 
@@ -241,8 +242,32 @@ def _degraded(snapshot: VolSnapshot, reason: str) -> VolSnapshot:
     return VolSnapshot.model_validate_json(json.dumps(data))
 
 
+def warm_up(config: AnalyticsConfig) -> None:
+    """Run a throwaway engine over a small synthetic chain set so numba compiles (or loads from its
+    cache) every kernel now, before the service says it is ready: on a fresh install that is seconds,
+    and on the first live snapshot it would stall the event loop, health checks included."""
+    from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
+
+    expiries = (date(2026, 2, 10), date(2026, 2, 17))
+    chains = [
+        sample_chain_snapshot(21, expiry=expiry, ts_event=DEFAULT_TS_EVENT).model_copy(
+            update={"expiries_in_set": len(expiries)}
+        )
+        for expiry in expiries
+    ]
+    empty = pd.DataFrame(columns=["trade_date", "open", "high", "low", "close"])
+    engine = VolEngine(
+        config, hist.VolHistory(index_bars=empty), EventCalendar(()), source="analytics/warm-up"
+    )
+    engine.snapshot(chains)
+
+
 async def setup(ctx: ServiceContext) -> None:
     analytics = Analytics(ctx)
+    started = datetime.now().astimezone()
+    # Off the event loop: compiling takes seconds on a fresh install and health checks must answer.
+    await asyncio.to_thread(warm_up, analytics.config)
+    log.info("kernels ready", seconds=round((datetime.now().astimezone() - started).total_seconds(), 2))
     ctx.consumer.subscribe(streams.MD_CHAIN.name, analytics.on_chain)
     ctx.consumer.subscribe(
         streams.MD_TICKS.name, analytics.on_tick, conflate_key=lambda e: getattr(e, "instrument_key", "")
