@@ -34,6 +34,31 @@ class ListSource:
         self.closed = True
 
 
+def make_feed(
+    source: ListSource,
+    redis: Redis,
+    settings: Settings,
+    *,
+    lockstep: bool = False,
+    mode: events.MarketMode = events.MarketMode.SIM,
+    publish_status: bool = True,
+) -> FeedLoop:
+    config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    return FeedLoop(
+        source,
+        publisher,
+        redis,
+        config,
+        speed=0.0,
+        lockstep=lockstep,
+        lockstep_max_lag=0,
+        mode=mode,
+        source_name="list",
+        publish_status=publish_status,
+    )
+
+
 def chain_batches(count: int) -> list[MarketBatch]:
     out = []
     for i in range(count):
@@ -49,7 +74,6 @@ async def test_lockstep_publishes_the_next_snapshot_only_after_every_group_caugh
     redis: Redis, settings: Settings
 ) -> None:
     config = BusConfig.from_settings(settings)
-    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
     analytics_pub = Publisher(redis, config, service="analytics", source="analytics/test")
     consumer = Consumer(redis, config, analytics_pub, service="analytics", consumer_name="analytics-test")
     chain_key = config.key("md.chain")
@@ -63,17 +87,7 @@ async def test_lockstep_publishes_the_next_snapshot_only_after_every_group_caugh
     consumer.subscribe("md.chain", slow_analytics)
     await consumer._ensure_group(consumer._subs["md.chain"])
     source = ListSource(chain_batches(15))
-    feed = FeedLoop(
-        source,
-        publisher,
-        redis,
-        config,
-        speed=0.0,
-        lockstep=True,
-        lockstep_max_lag=0,
-        mode=events.MarketMode.SIM,
-        source_name="list",
-    )
+    feed = make_feed(source, redis, settings, lockstep=True)
     await consumer.start()
     try:
         stats = await asyncio.wait_for(feed.run(), timeout=120)
@@ -89,19 +103,8 @@ async def test_without_lockstep_the_feed_runs_ahead_of_a_slow_consumer(
     redis: Redis, settings: Settings
 ) -> None:
     config = BusConfig.from_settings(settings)
-    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
     await redis.xgroup_create(config.key("md.chain"), "analytics", id="$", mkstream=True)
-    feed = FeedLoop(
-        ListSource(chain_batches(10)),
-        publisher,
-        redis,
-        config,
-        speed=0.0,
-        lockstep=False,
-        lockstep_max_lag=0,
-        mode=events.MarketMode.SIM,
-        source_name="list",
-    )
+    feed = make_feed(ListSource(chain_batches(10)), redis, settings)
     await feed.run()
     backlog = await feed.consumer_backlog()
     assert backlog[("md.chain", "analytics")] == 10
@@ -109,18 +112,7 @@ async def test_without_lockstep_the_feed_runs_ahead_of_a_slow_consumer(
 
 async def test_status_is_published_with_the_feed(redis: Redis, settings: Settings) -> None:
     config = BusConfig.from_settings(settings)
-    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
-    feed = FeedLoop(
-        ListSource(chain_batches(12)),
-        publisher,
-        redis,
-        config,
-        speed=0.0,
-        lockstep=False,
-        lockstep_max_lag=0,
-        mode=events.MarketMode.SIM,
-        source_name="list",
-    )
+    feed = make_feed(ListSource(chain_batches(12)), redis, settings)
     await feed.run()
     entries = await redis.xrange(config.key("md.status"))
     statuses = [events.parse_event(fields[b"event"]) for _, fields in entries]
@@ -138,7 +130,6 @@ async def _async(value: object) -> object:
 
 async def test_a_stale_source_raises_one_alert_and_one_on_recovery(redis: Redis, settings: Settings) -> None:
     config = BusConfig.from_settings(settings)
-    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
     states = [
         events.FeedState.CONNECTED,
         events.FeedState.STALE,
@@ -161,18 +152,7 @@ async def test_a_stale_source_raises_one_alert_and_one_on_recovery(redis: Redis,
         batches.append(
             MarketBatch(ts, (Publication("md.status", status.type, status.model_dump_json().encode()),))
         )
-    feed = FeedLoop(
-        ListSource(batches),
-        publisher,
-        redis,
-        config,
-        speed=0.0,
-        lockstep=False,
-        lockstep_max_lag=0,
-        mode=events.MarketMode.LIVE,
-        source_name="upstox",
-        publish_status=False,
-    )
+    feed = make_feed(ListSource(batches), redis, settings, mode=events.MarketMode.LIVE, publish_status=False)
     await feed.run()
     alerts = [events.parse_event(f[b"event"]) for _, f in await redis.xrange(config.key("sys.alerts"))]
     assert [(a.code, a.severity) for a in alerts if isinstance(a, events.Alert)] == [
