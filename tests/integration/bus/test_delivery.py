@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from tests.support.samples import alert_codes, sample_intent, sample_tick
 from tests.support.waiting import eventually
-from volguard_common import db, events
+from volguard_common import db, events, metrics
 from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher, stream_report
 from volguard_common.settings import Settings
 
@@ -351,3 +351,60 @@ async def _held(redis: Redis, settings: Settings) -> str | None:
 async def _command_calls(redis: Redis, command: str) -> int:
     stats = await redis.info("commandstats")
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_entries_queued_behind_a_slow_handler_are_not_claimed_back(
+    redis: Redis, settings: Settings
+) -> None:
+    publisher, consumer = make_bus(redis, settings)
+    release = asyncio.Event()
+    seen: list[tuple[str, int]] = []
+
+    async def slow_first(event: events.Event, delivery: Delivery) -> None:
+        seen.append((event.event_id, delivery.deliveries))
+        if len(seen) == 1:
+            await release.wait()
+
+    consumer.subscribe("st.intents", slow_first)
+    intents = [sample_intent() for _ in range(3)]
+    for intent in intents:
+        await publisher.publish(intent)
+    await consumer.start()
+    try:
+        await eventually(lambda: _async(len(seen) == 1), what="first handler running")
+        # Several claimer passes, each long after the queued entries' claim idle time (300 ms).
+        cycles = consumer.claim_cycles
+        await eventually(lambda: _async(consumer.claim_cycles >= cycles + 5), what="claimer passes")
+        release.set()
+        await eventually(lambda: _pending(redis, settings, "st.intents", "risk", want=0), what="all acked")
+    finally:
+        await consumer.stop()
+    assert seen == [(intent.event_id, 1) for intent in intents]
+
+
+async def test_consumer_reports_its_backlog_as_metrics(redis: Redis, settings: Settings) -> None:
+    publisher, consumer = make_bus(redis, settings, name="risk-metrics")
+    release = asyncio.Event()
+
+    async def held(event: events.Event, delivery: Delivery) -> None:
+        await release.wait()
+
+    consumer.subscribe("st.intents", held)
+    for _ in range(3):
+        await publisher.publish(sample_intent())
+    await consumer.start()
+    try:
+        # A log stream's new group starts at 0: one read takes all three; one sits in the handler and two
+        # wait behind it, all pending, none left undelivered.
+        await eventually(
+            lambda: _async(_gauge("consumer_pending", stream="st.intents") == 3.0), what="pending gauge"
+        )
+        assert _gauge("consumer_lag", stream="st.intents") == 0.0
+    finally:
+        release.set()
+        await consumer.stop()
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    value = metrics.REGISTRY.get_sample_value(name, {"service": "risk", "group": "risk", **labels})
+    return value

@@ -226,6 +226,7 @@ class Consumer:
         self._stopping = False
         self._started = False
         self.group_recoveries = 0
+        self.claim_cycles = 0
         # Called with (stream, entry ids) after each acknowledgement: instrumentation and benchmarks.
         self.ack_listeners: list[Callable[[str, Sequence[str]], None]] = []
 
@@ -437,6 +438,10 @@ class Consumer:
                 await self._redis.xack(sub.key, self.group, *skip)
                 metrics.conflated(self.service, sub.stream, len(skip))
 
+        # The whole batch is held from now until acknowledged: kept fresh against XAUTOCLAIM, so entries
+        # waiting behind a slow handler are not claimed back and handled twice.
+        held = [entry_id for entry_id, _, _, _ in parsed if entry_id not in skip]
+        sub.in_flight.update(held)
         handled: list[tuple[str, int]] = []
         try:
             for entry_id, fields, event, problem in parsed:
@@ -454,9 +459,12 @@ class Consumer:
                 elif await self._handle(sub, entry_id, fields, event, count):
                     handled.append((entry_id, count))
         finally:
-            # Every entry is acknowledged only after its own handler returned; one round trip per batch.
-            if handled:
-                await self._ack(sub, handled)
+            try:
+                # Every entry is acknowledged only after its own handler returned; one round trip a batch.
+                if handled:
+                    await self._ack(sub, handled)
+            finally:
+                sub.in_flight.difference_update(held)
 
     async def _handle(
         self,
@@ -468,31 +476,27 @@ class Consumer:
     ) -> bool:
         """Run the handler; True when it succeeded and the entry may be acknowledged."""
         delivery = Delivery(sub.stream, entry_id, deliveries, self.name)
-        sub.in_flight.add(entry_id)
         started = time.perf_counter()
         metrics.event_in(self.service, sub.stream, event.type, redelivered=deliveries > 1)
-        try:
-            with bind_message_context(
-                correlation_id=event.correlation_id, event_id=event.event_id, stream=sub.stream
-            ):
-                try:
-                    await sub.handler(event, delivery)
-                except Exception as exc:
-                    metrics.handler_error(self.service, sub.stream, type(exc).__name__)
-                    log.exception(
-                        "handler failed; entry stays pending",
-                        entry_id=entry_id,
-                        deliveries=deliveries,
-                        max_deliveries=self._config.max_deliveries,
-                    )
-                    await self._record_error(sub, entry_id, exc)
-                    if deliveries >= self._config.max_deliveries:
-                        await self._dead_letter(sub, entry_id, fields, _describe(exc), deliveries)
-                    return False
-            metrics.handler_latency(self.service, sub.stream, event.type, time.perf_counter() - started)
-            return True
-        finally:
-            sub.in_flight.discard(entry_id)
+        with bind_message_context(
+            correlation_id=event.correlation_id, event_id=event.event_id, stream=sub.stream
+        ):
+            try:
+                await sub.handler(event, delivery)
+            except Exception as exc:  # any handler failure leaves the entry pending (no default returned)
+                metrics.handler_error(self.service, sub.stream, type(exc).__name__)
+                log.exception(
+                    "handler failed; entry stays pending",
+                    entry_id=entry_id,
+                    deliveries=deliveries,
+                    max_deliveries=self._config.max_deliveries,
+                )
+                await self._record_error(sub, entry_id, exc)
+                if deliveries >= self._config.max_deliveries:
+                    await self._dead_letter(sub, entry_id, fields, _describe(exc), deliveries)
+                return False
+        metrics.handler_latency(self.service, sub.stream, event.type, time.perf_counter() - started)
+        return True
 
     async def _ack(self, sub: _Subscription, handled: Sequence[tuple[str, int]]) -> None:
         ids = [entry_id for entry_id, _ in handled]
@@ -559,7 +563,9 @@ class Consumer:
                     if self._stopping:
                         return
                     await self._keep_in_flight_fresh(sub)
+                    await self._record_backlog(sub)
                     await self._claim_idle(sub)
+                self.claim_cycles += 1
                 failures = 0
             except asyncio.CancelledError:
                 if self._stopping:
@@ -575,6 +581,19 @@ class Consumer:
                 failures += 1
                 log.warning("claimer: redis unavailable; backing off", error=repr(exc))
                 await self._backoff(failures)
+
+    async def _record_backlog(self, sub: _Subscription) -> None:
+        """consumer_lag / consumer_pending for this service's group (dashboards, alerts, lockstep views)."""
+        for group in await self._redis.xinfo_groups(sub.key):
+            if _text(group["name"]) == self.group:
+                lag = group.get("lag")
+                metrics.consumer_backlog(
+                    self.service,
+                    sub.stream,
+                    self.group,
+                    lag=None if lag is None else int(lag),
+                    pending=int(group["pending"]),
+                )
 
     async def _keep_in_flight_fresh(self, sub: _Subscription) -> None:
         if sub.in_flight:

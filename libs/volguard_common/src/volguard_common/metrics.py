@@ -15,6 +15,7 @@ label order lives here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -158,7 +159,9 @@ def consumer_backlog(service: str, stream: str, group: str, *, lag: int | None, 
     zero would tell the dashboard the group is keeping up.
     """
     if lag is None:
-        CONSUMER_LAG.remove(service, stream, group)
+        # remove() raises for a series never set; absent is exactly the state we want.
+        with contextlib.suppress(KeyError):
+            CONSUMER_LAG.remove(service, stream, group)
     else:
         CONSUMER_LAG.labels(service, stream, group).set(lag)
     CONSUMER_PENDING.labels(service, stream, group).set(pending)
