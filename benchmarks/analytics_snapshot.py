@@ -2,8 +2,11 @@
 
 Run: .venv/bin/python benchmarks/analytics_snapshot.py
 
-Bare pass: `iv.implied_vol_and_status` + `black76.greeks` over all 6 x 121 x 2 quotes from the mids,
-per expiry (what any consumer of the chain would have to do anyway). Whole snapshot: VolEngine.snapshot
+Bare pass: `iv.implied_vol_and_status` + `black76.greeks` over all 6 x 121 x 2 quotes from the mids
+(what any consumer of the chain would have to do anyway), timed two ways: per expiry (two calls per
+expiry) and batched (one IV call and one Greeks call over all quotes of the set). The engine batches
+its quotes the same way, so the ratio is taken against the batched pass: like with like.
+Whole snapshot: VolEngine.snapshot
 on the same chains (forward, flags, IV, Greeks, 6 SABR fits, 25-delta, term, skew, realised vol, GARCH,
 percentiles, premium, regime, event risk, pydantic validation of the VolSnapshot).
 
@@ -88,6 +91,23 @@ def main() -> int:
             vol, _ = iv.implied_vol_and_status(mid, forward, strike, t, is_call, discount)
             black76.greeks(forward, strike, t, vol, is_call, discount)
 
+    def bare_batched(chains: list[ChainSnapshot]) -> None:
+        ts = chains[0].ts_event
+        sizes = [2 * chain.n_strikes for chain in chains]
+        mid = np.concatenate(
+            [0.5 * (c.call_bid + c.call_ask) for c in chains]
+            + [0.5 * (c.put_bid + c.put_ask) for c in chains]
+        )
+        strike = np.concatenate([c.strike for c in chains] * 2)
+        is_call = np.zeros(mid.size, dtype=np.bool_)
+        is_call[: mid.size // 2] = True
+        t = [(clock.expiry_cutoff(c.expiry) - ts).total_seconds() / (365 * 86400) for c in chains]
+        forward = [c.forward if c.forward is not None else c.spot for c in chains]
+        per_quote = np.repeat(np.array([forward * 2, t * 2, [math.exp(-RATE * x) for x in t] * 2]),
+                              [size // 2 for size in sizes] * 2, axis=1)  # fmt: skip
+        vol, _ = iv.implied_vol_and_status(mid, per_quote[0], strike, per_quote[1], is_call, per_quote[2])
+        black76.greeks(per_quote[0], strike, per_quote[1], vol, is_call, per_quote[2])
+
     history = VolHistory.from_daily_frames(
         parse_daily_csv(DATA / "nifty50_daily_nse.csv").frame,
         parse_daily_csv(DATA / "india_vix_daily_nse.csv").frame,
@@ -98,6 +118,7 @@ def main() -> int:
     )
     # Compile / load every numba kernel (IV, SABR) outside all timings, on a throwaway engine.
     bare(sets[0])
+    bare_batched(sets[0])
     VolEngine(AnalyticsConfig(), history, events).snapshot(sets[0])
 
     engine = VolEngine(AnalyticsConfig(), history, events)
@@ -110,11 +131,13 @@ def main() -> int:
     snapshots: list[VolSnapshot] = []
     whole = [timed(lambda chains=chains: snapshots.append(engine.snapshot(chains))) for chains in steady]
     bare_times = [timed(lambda chains=chains: bare(chains)) for chains in steady]
+    batched_times = [timed(lambda chains=chains: bare_batched(chains)) for chains in steady]
     assert engine.garch.refits == 1, "steady state must not refit GARCH"
     assert all(s.quality is first[0].quality for s in snapshots)
 
     whole_s = float(np.median(whole))
-    bare_s = float(np.median(bare_times))
+    per_expiry_s = float(np.median(bare_times))
+    bare_s = float(np.median(batched_times))
     ratio = whole_s / bare_s
     cycle_pct = 100.0 * whole_s
     n_quotes = sum(2 * c.n_strikes for c in sets[0])
@@ -124,10 +147,12 @@ def main() -> int:
         f"spot {min(spots):.0f}..{max(spots):.0f}; quality {first[0].quality.value}"
     )
     print(f"first snapshot, cold (GARCH refit, SABR from the guess): {first_s * 1e3:8.2f} ms")
-    print(f"bare IV + Greeks pass, median:                  {bare_s * 1e3:8.3f} ms")
+    print(f"bare IV + Greeks pass per expiry (12 calls), median: {per_expiry_s * 1e3:8.3f} ms")
+    print(f"bare IV + Greeks pass batched (2 calls), median:     {bare_s * 1e3:8.3f} ms  <- ratio base")
     print(f"whole snapshot, steady state, median of {len(whole)}:   {whole_s * 1e3:8.3f} ms "
           f"(p90 {np.percentile(whole, 90) * 1e3:.3f} ms)")  # fmt: skip
-    print(f"ratio whole / bare: {ratio:.1f}x (target <= {TARGET_RATIO:g}x) "
+    print(f"ratio whole / per-expiry bare: {whole_s / per_expiry_s:.1f}x (for reference)")
+    print(f"ratio whole / batched bare: {ratio:.1f}x (target <= {TARGET_RATIO:g}x) "
           f"{'MET' if ratio <= TARGET_RATIO else 'NOT MET'}")  # fmt: skip
     print(f"per snapshot as % of a 1 s cycle: {cycle_pct:.2f} % (target <= {TARGET_CYCLE_PCT:g} %) "
           f"{'MET' if cycle_pct <= TARGET_CYCLE_PCT else 'NOT MET'}")  # fmt: skip

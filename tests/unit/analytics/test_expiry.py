@@ -8,6 +8,7 @@ quotes correspondingly less say. The tolerances below are ~5-10x what that noise
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.unit.analytics.chains import CONFIG, TS, sabr_chain
-from volguard_analytics.domain.expiry import analyse_expiry, classify_quotes, delta_25_vols
+from volguard_analytics.domain.expiry import analyse_expiries, analyse_expiry, classify_quotes, delta_25_vols
 from volguard_common.events import QuoteFlag
 from volguard_common.events.vol import ForwardSource, IvFlag, Quality
 from volguard_common.quant import black76, sabr, stats
@@ -81,8 +82,8 @@ def test_greeks_per_strike_match_black76_at_the_solved_vol() -> None:
     analysis = analyse_expiry(chain, TS, 1000.0, CONFIG)
     surface = analysis.vol.surface
     i = len(surface.strike) // 2 + 3
-    iv_call = surface.iv_call[i]
-    assert iv_call is not None
+    iv_call = float(surface.iv_call[i])
+    assert not math.isnan(iv_call)
     g = black76.greeks(
         analysis.vol.forward, surface.strike[i], analysis.t_years, iv_call, True, analysis.discount
     )
@@ -131,14 +132,14 @@ def test_each_bad_quote_type_is_flagged_and_kept_out_of_the_fit() -> None:
     flags = vol.surface.call_flags
     assert flags[rows["crossed"]] & IvFlag.CROSSED
     assert flags[rows["crossed"]] & IvFlag.EXCLUDED_FROM_FIT
-    assert vol.surface.iv_call[rows["crossed"]] is not None  # solved despite the crossed quote
+    assert not math.isnan(vol.surface.iv_call[rows["crossed"]])  # solved despite the crossed quote
     assert flags[rows["zero_bid"]] == IvFlag.NO_QUOTE
-    assert vol.surface.iv_call[rows["zero_bid"]] is None
+    assert math.isnan(vol.surface.iv_call[rows["zero_bid"]])  # unknown is NaN in the packed surface
     assert flags[rows["stale"]] == IvFlag.EXCLUDED_FROM_FIT
     assert flags[rows["wide"]] == IvFlag.WIDE_SPREAD | IvFlag.EXCLUDED_FROM_FIT
     assert flags[rows["below_intrinsic"]] == IvFlag.BELOW_INTRINSIC
-    assert vol.surface.iv_call[rows["below_intrinsic"]] is None
-    assert vol.surface.call_delta[rows["below_intrinsic"]] is None
+    assert math.isnan(vol.surface.iv_call[rows["below_intrinsic"]])
+    assert math.isnan(vol.surface.call_delta[rows["below_intrinsic"]])
     assert flags[rows["missing"]] == IvFlag.NO_QUOTE
     # Clean OTM calls stay unflagged; ITM calls are solved but never fitted.
     assert flags[rows["crossed"] - 1] == 0
@@ -225,3 +226,27 @@ def test_previous_fit_warm_starts_the_smile() -> None:
     assert warm.sabr_fit.iterations < cold.sabr_fit.iterations
     assert warm.sabr_fit.alpha == pytest.approx(cold.sabr_fit.alpha, rel=1e-7)
     assert warm.vol.rr25 == pytest.approx(cold.vol.rr25, abs=1e-8)
+
+
+def test_a_chain_set_analysed_at_once_equals_each_expiry_alone() -> None:
+    def spoil(columns: dict[str, Any]) -> None:
+        # Different tick sizes, OI and a missing quote per expiry, so a mixed-up row would show.
+        columns["call_bid"][3] = None
+        columns["call_flags"][3] = int(QuoteFlag.ZERO_BID)
+        columns["put_oi"] = [x * 3 for x in columns["put_oi"]]
+
+    chains = [
+        sabr_chain(TS, WEEKLY)[0],
+        sabr_chain(TS, date(2025, 12, 30), atm_vol=0.15, rho=-0.5, edit=spoil)[0],
+        sabr_chain(TS, MONTHLY, atm_vol=0.13, nu=0.8)[0],
+    ]
+    minutes = [1000.0, 3000.0, 9000.0]
+    alone = [analyse_expiry(chain, TS, m, CONFIG) for chain, m in zip(chains, minutes, strict=True)]
+    together = analyse_expiries(chains, TS, minutes, CONFIG, [None, None, None])
+    assert [a.vol for a in together] == [a.vol for a in alone]
+    assert [(a.quality, a.reasons, a.pin_oi_share) for a in together] == [
+        (a.quality, a.reasons, a.pin_oi_share) for a in alone
+    ]
+    # Warm starts are per expiry too.
+    warm = analyse_expiries(chains, TS, minutes, CONFIG, [a.sabr_fit for a in alone])
+    assert [a.sabr_fit.warm_start for a in warm if a.sabr_fit is not None] == [True, True, True]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
@@ -63,6 +64,7 @@ from volguard_common.events import (
     parse_event,
 )
 from volguard_common.events import _base as base
+from volguard_common.events.surface_columns import SURFACE_FLOAT_COLUMNS, IvFlag
 from volguard_common.events_samples import STRIKES_FOR_20KB, sample_chain_snapshot
 
 T0 = datetime(2026, 2, 5, 10, 30, tzinfo=IST)
@@ -515,6 +517,84 @@ def test_strike_surface_columns_must_match() -> None:
             put_vega=[12.0],
             put_theta=[],
         )
+
+
+def _surface_columns(**override: Any) -> dict[str, Any]:
+    columns: dict[str, Any] = {
+        "strike": [24_000.0, 24_050.0, 24_100.0],
+        "iv_call": [0.13, None, 0.12],
+        "iv_put": [0.14, 0.135, None],
+        "call_flags": [0, int(IvFlag.NO_QUOTE), 0],
+        "put_flags": [0, 0, int(IvFlag.BELOW_INTRINSIC)],
+        "call_delta": [0.5, None, 0.4],
+        "call_gamma": [0.001, None, 0.001],
+        "call_vega": [12.0, None, 11.0],
+        "call_theta": [-20.0, None, -19.0],
+        "put_delta": [-0.5, -0.45, None],
+        "put_gamma": [0.001, 0.001, None],
+        "put_vega": [12.0, 12.5, None],
+        "put_theta": [-20.0, -21.0, None],
+    }
+    return columns | override
+
+
+def test_strike_surface_is_packed_with_nan_for_unknown() -> None:
+    surface = StrikeSurface(**_surface_columns())
+    assert isinstance(surface.iv_call, np.ndarray)
+    assert math.isnan(surface.iv_call[1])
+    assert math.isnan(surface.put_theta[2])
+    assert surface.call_flags.tolist() == [0, int(IvFlag.NO_QUOTE), 0]
+    with pytest.raises(ValueError, match="read-only"):
+        surface.iv_put[0] = 0.2  # views of an immutable block
+    payload = surface.model_dump_json()
+    assert set(json.loads(payload)["columns"]) == {"rows", "f8", "i8"}
+    again = StrikeSurface.model_validate_json(payload)
+    assert again == surface
+    assert again.columns.as_lists() == _surface_columns()
+    # Arrays (NaN for unknown) give the same surface as lists (None for unknown).
+    arrays = {
+        name: np.array([np.nan if v is None else v for v in column])
+        for name, column in _surface_columns().items()
+        if name not in ("call_flags", "put_flags")
+    }
+    flags = {name: np.array(_surface_columns()[name]) for name in ("call_flags", "put_flags")}
+    assert StrikeSurface(**arrays, **flags) == surface
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"strike": [24_000.0, 24_000.0, 24_100.0]}, "strictly increasing"),
+        ({"strike": [24_000.0, None, 24_100.0]}, "strike is missing"),
+        ({"iv_call": [0.13, 0.0, 0.12]}, "iv_call must be > 0"),
+        ({"iv_put": [0.13, math.inf, 0.12]}, "iv_put must be > 0 and finite"),
+        ({"put_vega": [1.0, -math.inf, 1.0]}, "put_vega is infinite"),
+        ({"call_gamma": [1.0, math.nan, 1.0]}, "an unknown value is None"),
+        ({"put_flags": [0, 128, 0]}, "bits outside IvFlag"),
+        ({"call_flags": [0, -1, 0]}, "bits outside IvFlag"),
+        ({"call_flags": [0, True, 0]}, "must be an integer"),
+    ],
+)
+def test_strike_surface_rejects_bad_columns(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        StrikeSurface(**_surface_columns(**override))
+
+
+def test_strike_surface_wire_form_is_checked() -> None:
+    wire = json.loads(StrikeSurface(**_surface_columns()).model_dump_json())
+    floats = np.full((len(SURFACE_FLOAT_COLUMNS), 2), 0.1)
+    floats[0] = [24_000.0, 24_050.0]
+    floats[1, 1] = -0.1  # iv_call
+    poisoned = {
+        "rows": 2,
+        "f8": base64.b64encode(floats.astype("<f8").tobytes()).decode(),
+        "i8": base64.b64encode(np.zeros((2, 2), dtype="<i8").tobytes()).decode(),
+    }
+    with pytest.raises(ValidationError, match="iv_call must be > 0"):
+        StrikeSurface.model_validate_json(json.dumps({"columns": poisoned}))
+    wire["columns"]["rows"] = 2
+    with pytest.raises(ValidationError, match="bytes"):
+        StrikeSurface.model_validate_json(json.dumps(wire))
 
 
 # ---------------------------------------------------------------------------------------------------

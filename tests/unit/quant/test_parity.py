@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from volguard_common.quant import _reference, black76
+from volguard_common.quant import _reference, black76, parity
 from volguard_common.quant.parity import forward_from_parity
 
 STRIKES = np.arange(22_000.0, 26_050.0, 50.0)
@@ -120,3 +120,59 @@ def test_matches_scalar_twin(forward: float, noise: float, seed: int, n_strikes:
     assert fast == pytest.approx(slow, rel=1e-13)
     assert quality.n_used == n_used
     assert 0.0 <= quality.score <= 1.0
+
+
+# --- several expiries in one compiled pass ----------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_expiries=st.integers(1, 6))
+def test_forwards_from_parity_matches_the_single_expiry_function(seed: int, n_expiries: int) -> None:
+    rng = np.random.default_rng(seed)
+    strikes, calls, puts, bounds, discounts = [], [], [], [0], []
+    for _ in range(n_expiries):
+        forward = float(rng.uniform(22_500.0, 25_500.0))
+        t = float(rng.uniform(0.002, 0.3))
+        discount = math.exp(-0.065 * t)
+        k = STRIKES[rng.integers(0, 10) : STRIKES.size - rng.integers(0, 10)]
+        vol = 0.13 + 0.5 * np.log(k / forward) ** 2
+        c = black76.price(forward, k, t, vol, True, discount) + rng.normal(0.0, 0.5, k.size)
+        p = black76.price(forward, k, t, vol, False, discount) + rng.normal(0.0, 0.5, k.size)
+        # Missing and non-positive quotes (skipped), stale ones (outliers), and now and then an expiry
+        # with no two-sided strike at all.
+        c[rng.random(k.size) < 0.1] = np.nan
+        p[rng.random(k.size) < 0.1] = -1.0
+        c[rng.random(k.size) < 0.05] += 40.0
+        if rng.random() < 0.15:
+            c[:] = np.nan
+        strikes.append(k)
+        calls.append(c)
+        puts.append(p)
+        bounds.append(bounds[-1] + k.size)
+        discounts.append(discount)
+    n_strikes = int(rng.integers(1, 8))
+    batch = parity.forwards_from_parity(
+        np.concatenate(strikes), np.concatenate(calls), np.concatenate(puts), bounds, discounts, n_strikes
+    )
+    assert len(batch) == n_expiries
+    for e, result in enumerate(batch):
+        try:
+            expected = forward_from_parity(strikes[e], calls[e], puts[e], discounts[e], n_strikes)
+        except ValueError:
+            assert result is None
+            continue
+        assert result is not None
+        forward, quality = result
+        assert forward == pytest.approx(expected[0], rel=1e-14)
+        assert quality.n_used == expected[1].n_used
+        assert quality.n_rejected == expected[1].n_rejected
+        assert quality.dispersion == pytest.approx(expected[1].dispersion, rel=1e-9, abs=1e-9)
+        assert quality.score == pytest.approx(expected[1].score, rel=1e-12)
+
+
+def test_forwards_from_parity_rejects_inconsistent_segments() -> None:
+    calls, puts = _mids()
+    with pytest.raises(ValueError, match="bounds"):
+        parity.forwards_from_parity(STRIKES, calls, puts, [0, 10], [DISCOUNT])
+    with pytest.raises(ValueError, match="discount"):
+        parity.forwards_from_parity(STRIKES, calls, puts, [0, 10, STRIKES.size], [DISCOUNT])

@@ -222,3 +222,55 @@ def test_straddle_and_expected_move() -> None:
     assert move.one_sd_points == pytest.approx(forward * s, rel=1e-3)
     with pytest.raises(ValueError, match="spot"):
         stats.expected_move(straddle, 0.0)
+
+
+# --- open interest of several expiries in one compiled pass -----------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_expiries=st.integers(1, 6))
+def test_open_interest_by_expiry_matches_the_single_expiry_reference(seed: int, n_expiries: int) -> None:
+    rng = np.random.default_rng(seed)
+    strikes, call_oi, put_oi, call_vol, put_vol, bounds = [], [], [], [], [], [0]
+    for _ in range(n_expiries):
+        n = int(rng.integers(1, 60))
+        k = 20_000.0 + 50.0 * np.sort(rng.choice(200, n, replace=False))
+        # Integer OI with ties (max-pain and wall ties go to the lowest strike) and empty sides.
+        c = rng.integers(0, 4, n) * 1_000.0 * (rng.random() > 0.15)
+        p = rng.integers(0, 4, n) * 1_000.0 * (rng.random() > 0.15)
+        strikes.append(k)
+        call_oi.append(c)
+        put_oi.append(p)
+        call_vol.append(rng.integers(0, 100, n).astype(float))
+        put_vol.append(rng.integers(0, 100, n).astype(float))
+        bounds.append(bounds[-1] + n)
+    centre = rng.uniform(20_000.0, 30_000.0, n_expiries)
+    half_width = rng.uniform(0.0, 500.0, n_expiries)
+    batch = stats.open_interest_by_expiry(
+        *(np.concatenate(a) for a in (strikes, call_oi, put_oi, call_vol, put_vol)),
+        bounds,
+        centre,
+        half_width,
+    )
+    for e, summary in enumerate(batch):
+        k, c, p = strikes[e], call_oi[e], put_oi[e]
+        assert summary.call_oi == c.sum()
+        assert summary.put_oi == p.sum()
+        assert summary.call_volume == call_vol[e].sum()
+        assert summary.put_volume == put_vol[e].sum()
+        expected_pain = stats.max_pain(k, c, p).strike if c.sum() + p.sum() > 0 else None
+        assert summary.max_pain == expected_pain
+        assert summary.call_wall == (float(k[np.argmax(c)]) if c.sum() > 0 else None)
+        assert summary.put_wall == (float(k[np.argmax(p)]) if p.sum() > 0 else None)
+        near = np.abs(k - centre[e]) <= half_width[e]
+        assert summary.pin_oi == c[near].sum() + p[near].sum()
+
+
+def test_open_interest_by_expiry_needs_rising_strikes_within_each_expiry() -> None:
+    k = np.array([100.0, 200.0, 150.0, 50.0, 60.0])
+    ones = np.ones(5)
+    # Falling between expiries is fine (rows 0:2 and 2:5 ...) but not inside one (150 -> 50).
+    with pytest.raises(ValueError, match="strictly increasing"):
+        stats.open_interest_by_expiry(k, ones, ones, ones, ones, [0, 2, 5], [100.0, 100.0], [10.0, 10.0])
+    batch = stats.open_interest_by_expiry(k, ones, ones, ones, ones, [0, 2, 3, 5], [0.0] * 3, [1.0] * 3)
+    assert [s.max_pain for s in batch] == [100.0, 150.0, 50.0]

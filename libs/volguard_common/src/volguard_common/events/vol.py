@@ -5,14 +5,15 @@ published (14.2); spreads between vols are in vol points of the same fraction (0
 percentiles and ranks are 0–100; money-like figures (straddle, expected move) are index points.
 
 A figure analytics could not compute is None, never a default number: strategy must be able to tell
-"IV rank 0" from "no IV history yet".
+"IV rank 0" from "no IV history yet". The one exception is the per-strike surface, packed as arrays:
+there an unknown IV or Greek is NaN (see `events.surface_columns`).
 """
 
 from __future__ import annotations
 
 from datetime import date
-from enum import IntFlag, StrEnum
-from typing import Annotated, ClassVar, Literal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -29,8 +30,11 @@ from volguard_common.events._base import (
     Text,
     Underlying,
     UnitInterval,
-    check_equal_lengths,
 )
+from volguard_common.events.surface_columns import ALL_IV_FLAGS as ALL_IV_FLAGS
+from volguard_common.events.surface_columns import SURFACE_COLUMNS, SurfaceColumns
+from volguard_common.events.surface_columns import IvFlag as IvFlag
+from volguard_common.quant._types import Float64Array, Int64Array
 
 
 class Quality(StrEnum):
@@ -45,76 +49,83 @@ class ForwardSource(StrEnum):
     SPOT_CARRY = "SPOT_CARRY"  # spot carried at the risk-free rate: the fallback
 
 
-class IvFlag(IntFlag):
-    """Per-strike, per-side outcome of the implied-vol solve (`call_flags`, `put_flags` of a surface)."""
-
-    NO_QUOTE = 1  # no usable price on this side
-    BELOW_INTRINSIC = 2  # price below the no-arbitrage lower bound
-    ABOVE_UPPER_BOUND = 4  # price above the no-arbitrage upper bound
-    SOLVER_FAILED = 8
-    WIDE_SPREAD = 16  # solved from a mid with a wide spread
-    CROSSED = 32  # solved despite a crossed quote
-    EXCLUDED_FROM_FIT = 64  # solved but left out of the SABR fit
-
-
-ALL_IV_FLAGS = int(
-    IvFlag.NO_QUOTE
-    | IvFlag.BELOW_INTRINSIC
-    | IvFlag.ABOVE_UPPER_BOUND
-    | IvFlag.SOLVER_FAILED
-    | IvFlag.WIDE_SPREAD
-    | IvFlag.CROSSED
-    | IvFlag.EXCLUDED_FROM_FIT
-)
-IvFlagBits = Annotated[int, Field(ge=0, le=ALL_IV_FLAGS)]
 Vol = Annotated[float, Field(gt=0)]
-OptFloat = float | None
-
-SURFACE_COLUMNS = (
-    "strike",
-    "iv_call",
-    "iv_put",
-    "call_flags",
-    "put_flags",
-    "call_delta",
-    "call_gamma",
-    "call_vega",
-    "call_theta",
-    "put_delta",
-    "put_gamma",
-    "put_vega",
-    "put_theta",
-)
 
 
 class StrikeSurface(Part):
     """Per-strike IVs and Black-76 Greeks of one expiry, columnar like the chain it came from.
 
     Greeks are per unit of the underlying: delta per 1 (fraction), gamma per index point, vega in
-    rupees per vol point (1 %), theta in rupees per calendar day. None where the IV is unknown.
+    rupees per vol point (1 %), theta in rupees per calendar day. NaN where the IV is unknown.
+
+    The columns live in `columns` (see `events.surface_columns`: validated once, immutable, packed on
+    the wire); each is also a read-only numpy property here (`surface.iv_call`). Construct with
+    `columns=SurfaceColumns(...)`, or with every column as a keyword (lists with None for unknown, or
+    arrays with NaN), as fixtures do.
     """
 
-    strike: list[PositiveFloat]
-    iv_call: list[Vol | None]
-    iv_put: list[Vol | None]
-    call_flags: list[IvFlagBits]
-    put_flags: list[IvFlagBits]
-    call_delta: list[OptFloat]
-    call_gamma: list[OptFloat]
-    call_vega: list[OptFloat]
-    call_theta: list[OptFloat]
-    put_delta: list[OptFloat]
-    put_gamma: list[OptFloat]
-    put_vega: list[OptFloat]
-    put_theta: list[OptFloat]
+    columns: SurfaceColumns
 
-    @model_validator(mode="after")
-    def _consistent(self) -> StrikeSurface:
-        check_equal_lengths("StrikeSurface", {name: getattr(self, name) for name in SURFACE_COLUMNS})
-        for i in range(1, len(self.strike)):
-            if self.strike[i] <= self.strike[i - 1]:
-                raise ValueError(f"StrikeSurface: strike must be strictly increasing at row {i}")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _columns_as_keywords(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "columns" not in data and "strike" in data:
+            named = {name: data[name] for name in SURFACE_COLUMNS if name in data}
+            rest = {key: value for key, value in data.items() if key not in named}
+            return {**rest, "columns": named}
+        return data
+
+    @property
+    def strike(self) -> Float64Array:
+        return self.columns.floats("strike")
+
+    @property
+    def iv_call(self) -> Float64Array:
+        return self.columns.floats("iv_call")
+
+    @property
+    def iv_put(self) -> Float64Array:
+        return self.columns.floats("iv_put")
+
+    @property
+    def call_flags(self) -> Int64Array:
+        return self.columns.ints("call_flags")
+
+    @property
+    def put_flags(self) -> Int64Array:
+        return self.columns.ints("put_flags")
+
+    @property
+    def call_delta(self) -> Float64Array:
+        return self.columns.floats("call_delta")
+
+    @property
+    def call_gamma(self) -> Float64Array:
+        return self.columns.floats("call_gamma")
+
+    @property
+    def call_vega(self) -> Float64Array:
+        return self.columns.floats("call_vega")
+
+    @property
+    def call_theta(self) -> Float64Array:
+        return self.columns.floats("call_theta")
+
+    @property
+    def put_delta(self) -> Float64Array:
+        return self.columns.floats("put_delta")
+
+    @property
+    def put_gamma(self) -> Float64Array:
+        return self.columns.floats("put_gamma")
+
+    @property
+    def put_vega(self) -> Float64Array:
+        return self.columns.floats("put_vega")
+
+    @property
+    def put_theta(self) -> Float64Array:
+        return self.columns.floats("put_theta")
 
 
 class SabrFit(Part):

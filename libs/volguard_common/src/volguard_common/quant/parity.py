@@ -8,12 +8,13 @@ strikes with stale or crossed quotes, and the forward is the mean of the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from volguard_common.quant._types import ArrayLike
 
-__all__ = ["ParityQuality", "forward_from_parity"]
+__all__ = ["ParityQuality", "forward_from_parity", "forwards_from_parity"]
 
 # 1.4826·MAD estimates the standard deviation of normal noise.
 _MAD_TO_SIGMA = 1.4826
@@ -94,3 +95,56 @@ def forward_from_parity(
     return forward, ParityQuality(
         score=score, n_used=n_used, n_rejected=int(candidates.size - n_used), dispersion=dispersion
     )
+
+
+def forwards_from_parity(
+    strikes: ArrayLike,
+    call_mid: ArrayLike,
+    put_mid: ArrayLike,
+    bounds: ArrayLike,
+    discounts: ArrayLike,
+    n_strikes: int = 5,
+    mad_cut: float = 3.5,
+) -> list[tuple[float, ParityQuality] | None]:
+    """:func:`forward_from_parity` for several expiries in one compiled pass.
+
+    The columns of all expiries are concatenated; expiry e owns rows ``bounds[e]:bounds[e + 1]`` and
+    has discount factor ``discounts[e]``. Returns one (forward, quality) per expiry, or None for an
+    expiry where no strike has both a call and a put quote (where the single-expiry function raises).
+    """
+    k = np.ascontiguousarray(strikes, dtype=np.float64).ravel()
+    c = np.ascontiguousarray(call_mid, dtype=np.float64).ravel()
+    p = np.ascontiguousarray(put_mid, dtype=np.float64).ravel()
+    edges = np.ascontiguousarray(bounds, dtype=np.int64).ravel()
+    d = np.ascontiguousarray(discounts, dtype=np.float64).ravel()
+    if not (k.shape == c.shape == p.shape):
+        raise ValueError(f"strikes, call_mid and put_mid differ in length: {k.size}, {c.size}, {p.size}")
+    if edges.size < 1 or edges[0] != 0 or edges[-1] != k.size or (np.diff(edges) < 0).any():
+        raise ValueError(f"bounds must rise from 0 to {k.size}, got {edges.tolist()}")
+    if d.size != edges.size - 1 or not (np.isfinite(d) & (d > 0.0)).all():
+        raise ValueError("one positive, finite discount factor per expiry is required")
+    if n_strikes < 1:
+        raise ValueError(f"n_strikes must be at least 1, got {n_strikes}")
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(k) & (k > 0.0) & np.isfinite(c) & np.isfinite(p) & (c > 0.0) & (p > 0.0)
+    rows = _kernels().parity_segments(
+        k, c, p, usable, edges, d, n_strikes, mad_cut, _MAD_TO_SIGMA, _SCALE_FLOOR,
+        _DISPERSION_HALF_SCORE, _STRIKES_FOR_FULL_SCORE,
+    )  # fmt: skip
+    out: list[tuple[float, ParityQuality] | None] = []
+    for forward, score, n_used, n_rejected, dispersion in rows.tolist():
+        if forward != forward:
+            out.append(None)
+            continue
+        quality = ParityQuality(
+            score=score, n_used=int(n_used), n_rejected=int(n_rejected), dispersion=dispersion
+        )
+        out.append((forward, quality))
+    return out
+
+
+def _kernels() -> ModuleType:
+    # Imported on first use so that importing this module neither imports numba nor compiles.
+    from volguard_common.quant import _chain_kernels
+
+    return _chain_kernels

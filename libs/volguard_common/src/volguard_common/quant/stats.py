@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -275,6 +276,84 @@ def max_pain(strikes: ArrayLike, call_oi: ArrayLike, put_oi: ArrayLike) -> MaxPa
     pain = kc * call_count - call_weighted + put_weighted - kc * put_count
     best = int(np.argmin(pain))
     return MaxPain(strike=float(k[best]), strikes=k, pain=pain)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInterest:
+    """One expiry's open interest and volume in brief. `max_pain` is None without any OI; a wall (the
+    first strike with the largest OI of its side) is None when that side has no OI; `pin_oi` is the
+    call plus put OI of the strikes within the pin band."""
+
+    call_oi: float
+    put_oi: float
+    call_volume: float
+    put_volume: float
+    max_pain: float | None
+    call_wall: float | None
+    put_wall: float | None
+    pin_oi: float
+
+
+def open_interest_by_expiry(
+    strikes: ArrayLike,
+    call_oi: ArrayLike,
+    put_oi: ArrayLike,
+    call_volume: ArrayLike,
+    put_volume: ArrayLike,
+    bounds: ArrayLike,
+    pin_centre: ArrayLike,
+    pin_half_width: ArrayLike,
+) -> list[OpenInterest]:
+    """:class:`OpenInterest` of several expiries in one compiled pass (max pain as :func:`max_pain`).
+
+    Columns of all expiries are concatenated; expiry e owns rows ``bounds[e]:bounds[e + 1]``, with
+    strikes strictly increasing inside it, and its pin band is ``|strike - pin_centre[e]| <=
+    pin_half_width[e]``.
+    """
+    k = np.ascontiguousarray(strikes, dtype=np.float64).ravel()
+    columns = [
+        np.ascontiguousarray(a, dtype=np.float64).ravel() for a in (call_oi, put_oi, call_volume, put_volume)
+    ]
+    edges = np.ascontiguousarray(bounds, dtype=np.int64).ravel()
+    centre = np.ascontiguousarray(pin_centre, dtype=np.float64).ravel()
+    half_width = np.ascontiguousarray(pin_half_width, dtype=np.float64).ravel()
+    if any(column.shape != k.shape for column in columns):
+        raise ValueError("strikes, open interest and volume columns must have equal length")
+    if edges.size < 1 or edges[0] != 0 or edges[-1] != k.size or (np.diff(edges) < 1).any():
+        raise ValueError(f"bounds must rise strictly from 0 to {k.size}, got {edges.tolist()}")
+    if centre.size != edges.size - 1 or half_width.size != edges.size - 1:
+        raise ValueError("one pin band per expiry is required")
+    if not (np.isfinite(k) & (k > 0.0)).all():
+        raise ValueError("strikes must be finite and > 0")
+    rising = k[1:] > k[:-1]
+    # Only rows inside one expiry must rise; the first row of each later expiry starts afresh.
+    rising[edges[1:-1] - 1] = True
+    if not rising.all():
+        raise ValueError("strikes must be strictly increasing within each expiry")
+    for column in columns:
+        if not (np.isfinite(column) & (column >= 0.0)).all():
+            raise ValueError("open interest and volume must be finite and >= 0")
+    rows = _kernels().open_interest_segments(k, *columns, edges, centre, half_width)
+    return [
+        OpenInterest(
+            call_oi=row[0],
+            put_oi=row[1],
+            call_volume=row[2],
+            put_volume=row[3],
+            max_pain=None if row[4] != row[4] else row[4],
+            call_wall=None if row[5] != row[5] else row[5],
+            put_wall=None if row[6] != row[6] else row[6],
+            pin_oi=row[7],
+        )
+        for row in rows.tolist()
+    ]
+
+
+def _kernels() -> ModuleType:
+    # Imported on first use so that importing this module neither imports numba nor compiles.
+    from volguard_common.quant import _chain_kernels
+
+    return _chain_kernels
 
 
 # --- straddle and expected move -------------------------------------------------------------------

@@ -10,6 +10,7 @@ so their mids pin the vol best, and ITM quotes add only the (wider) spread of th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,7 @@ import numpy as np
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, QuoteFlag
+from volguard_common.events.surface_columns import SURFACE_FLOAT_COLUMNS, SurfaceColumns
 from volguard_common.events.vol import (
     ExpectedMove,
     ExpiryVol,
@@ -27,7 +29,7 @@ from volguard_common.events.vol import (
     SabrFit,
     StrikeSurface,
 )
-from volguard_common.quant import black76, iv, parity, sabr, stats
+from volguard_common.quant import _greeks_kernels, iv, parity, sabr, stats
 from volguard_common.quant._types import BoolArray, Float64Array, Int64Array
 
 SECONDS_PER_YEAR = 365.0 * 86_400.0
@@ -75,9 +77,14 @@ def year_fraction(ts_event: datetime, expiry_cutoff: datetime) -> float:
 
 
 def classify_quotes(
-    bid: Float64Array, ask: Float64Array, quote_flags: Int64Array, tick_size: float, config: AnalyticsConfig
+    bid: Float64Array,
+    ask: Float64Array,
+    quote_flags: Int64Array,
+    tick_size: float | Float64Array,
+    config: AnalyticsConfig,
 ) -> tuple[Float64Array, Float64Array, Int64Array, BoolArray]:
-    """Mid, half-spread, IvFlag bits known before solving, and the stale mask of one side.
+    """Mid, half-spread, IvFlag bits known before solving, and the stale mask of quotes (one side of
+    a chain, or any quotes with their tick sizes as an array).
 
     - no ask, no bid, or a producer flag MISSING / ZERO_BID -> NO_QUOTE: an offer with no bid has no
       fair value to solve from (the mid of 0 and the ask is not a price anyone trades at);
@@ -122,25 +129,16 @@ def _status_flags(status: Int64Array) -> Int64Array:
     return out
 
 
-def _optional(values: Float64Array) -> list[float | None]:
-    return [None if v != v else v for v in values.tolist()]
-
-
-def forward_for_expiry(
+def _choose_forward(
     chain: ChainSnapshot,
-    call_mid: Float64Array,
-    put_mid: Float64Array,
-    clean_pair: BoolArray,
+    parity_fit: tuple[float, parity.ParityQuality] | None,
     t: float,
-    discount: float,
     config: AnalyticsConfig,
 ) -> tuple[float, ForwardSource, Quality, str | None]:
-    """Parity forward from strikes with clean two-sided call and put quotes; else the snapshot's
+    """The parity forward from strikes with clean two-sided call and put quotes; else the snapshot's
     forward (the producer's future), else spot carried at the risk-free rate."""
-    if clean_pair.any():
-        forward, quality = parity.forward_from_parity(
-            chain.strike[clean_pair], call_mid[clean_pair], put_mid[clean_pair], discount
-        )
+    if parity_fit is not None:
+        forward, quality = parity_fit
         if quality.score >= config.parity_good_score:
             return forward, ForwardSource.PARITY, Quality.GOOD, None
         return (
@@ -189,6 +187,165 @@ def analyse_expiry(
 ) -> ExpiryAnalysis:
     """Everything about one expiry at `ts_event` (the chain's own time). `previous_fit`, the last
     converged SABR fit of this expiry, is the smile's warm start (see `sabr.fit`)."""
+    return analyse_expiries([chain], ts_event, [trading_minutes_to_expiry], config, [previous_fit])[0]
+
+
+# Divisors taking black76 units to the published ones: vega per vol point, theta per calendar day.
+_GREEK_UNITS = np.array([[1.0], [1.0], [100.0], [365.0]])
+
+
+def analyse_expiries(
+    chains: Sequence[ChainSnapshot],
+    ts_event: datetime,
+    trading_minutes_to_expiry: Sequence[float],
+    config: AnalyticsConfig,
+    previous_fits: Sequence[sabr.SabrFit | None],
+) -> list[ExpiryAnalysis]:
+    """`analyse_expiry` of every chain of one set, with the same results, but the per-quote work done
+    once for the whole set: one classification, one implied-vol solve and one Greeks pass over the
+    quotes of all expiries, and the parity forwards and OI statistics in one compiled pass each.
+
+    Quote arrays are side-major: the calls of every expiry (in chain order), then the puts; expiry e
+    owns strike rows `bounds[e]:bounds[e + 1]`, its calls are those rows and its puts `n + rows`.
+    """
+    times = [year_fraction(ts_event, clock.expiry_cutoff(chain.expiry)) for chain in chains]
+    discounts = [math.exp(-config.risk_free_rate * t) for t in times]
+    sizes = np.array([chain.n_strikes for chain in chains], dtype=np.int64)
+    bounds = np.zeros(len(chains) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    n = int(bounds[-1])
+    quote_sizes = np.concatenate([sizes, sizes])
+
+    strike = np.concatenate([chain.strike for chain in chains])
+    bid = np.concatenate([chain.call_bid for chain in chains] + [chain.put_bid for chain in chains])
+    ask = np.concatenate([chain.call_ask for chain in chains] + [chain.put_ask for chain in chains])
+    quote_flags = np.concatenate(
+        [chain.call_flags for chain in chains] + [chain.put_flags for chain in chains]
+    )
+    ticks = np.array([chain.tick_size for chain in chains])
+    tick = np.repeat(np.concatenate([ticks, ticks]), quote_sizes)
+    mid, half_spread, flags, stale = classify_quotes(bid, ask, quote_flags, tick, config)
+
+    clean_pair = ((flags[:n] | flags[n:]) == 0) & ~stale[:n] & ~stale[n:]
+    parity_fits = parity.forwards_from_parity(
+        strike,
+        np.where(clean_pair, mid[:n], np.nan),
+        np.where(clean_pair, mid[n:], np.nan),
+        bounds,
+        discounts,
+    )
+    choices = [
+        _choose_forward(chain, fit, t, config)
+        for chain, fit, t in zip(chains, parity_fits, times, strict=True)
+    ]
+    forwards = [choice[0] for choice in choices]
+    # Forward, years and discount of every quote, in the quote layout.
+    per_quote = np.repeat(np.array([forwards * 2, times * 2, discounts * 2]), quote_sizes, axis=1)
+    forward_q, t_q, discount_q = per_quote[0], per_quote[1], per_quote[2]
+
+    strikes2 = np.concatenate([strike, strike])
+    is_call = np.zeros(2 * n, dtype=np.bool_)
+    is_call[:n] = True
+    quoted = ~np.isnan(mid)
+    vols, status = iv.implied_vol_and_status(
+        np.where(quoted, mid, 1.0), forward_q, strikes2, t_q, is_call, discount_q
+    )
+    vols = np.where(quoted, vols, np.nan)
+    flags |= np.where(quoted, _status_flags(status), 0)
+    greeks = _greeks_kernels.delta_gamma_vega_theta(forward_q, strikes2, t_q, vols, is_call, discount_q)
+
+    solved = ~np.isnan(vols)
+    otm = np.concatenate([strike >= forward_q[:n], strike < forward_q[:n]])
+    fit_mask = solved & otm & ((flags & (_UNUSABLE | _DIRTY)) == 0) & ~stale
+    flags[solved & ~fit_mask] |= int(IvFlag.EXCLUDED_FROM_FIT)
+    # A quote's mid is uncertain by its half-spread plus half a tick of rounding: in vol, by
+    # (half_spread + tick/2)/vega. The SABR fit weighs each quote by the inverse square of that.
+    with np.errstate(invalid="ignore"):
+        vol_error = (half_spread + 0.5 * tick) / np.maximum(greeks[2], 1e-12)
+
+    # Every expiry's surface in one block (columns in SURFACE_FLOAT_COLUMNS order), cut per expiry.
+    surface = np.empty((len(SURFACE_FLOAT_COLUMNS), n))
+    surface[0] = strike
+    surface[1:3] = vols.reshape(2, n)
+    surface[3:7] = greeks[:, :n] / _GREEK_UNITS
+    surface[7:11] = greeks[:, n:] / _GREEK_UNITS
+    flag_block = flags.reshape(2, n)
+
+    spots = np.array([chain.spot for chain in chains])
+    open_interest = stats.open_interest_by_expiry(
+        strike,
+        np.concatenate([chain.call_oi for chain in chains]),
+        np.concatenate([chain.put_oi for chain in chains]),
+        np.concatenate([chain.call_volume for chain in chains]),
+        np.concatenate([chain.put_volume for chain in chains]),
+        bounds,
+        spots,
+        config.pin_band_pct / 100.0 * spots,
+    )
+
+    out: list[ExpiryAnalysis] = []
+    for e, chain in enumerate(chains):
+        lo, hi = int(bounds[e]), int(bounds[e + 1])
+        # OTM fit points in strike order: the puts (below the forward), then the calls.
+        fit_rows = np.concatenate(
+            [np.flatnonzero(fit_mask[n + lo : n + hi]) + (n + lo), np.flatnonzero(fit_mask[lo:hi]) + lo]
+        )
+        out.append(
+            _expiry_analysis(
+                chain,
+                ts_event,
+                trading_minutes_to_expiry[e],
+                config,
+                previous_fits[e],
+                choices[e],
+                times[e],
+                discounts[e],
+                _ExpiryQuotes(
+                    strike=strike[lo:hi],
+                    call_mid=mid[lo:hi],
+                    put_mid=mid[n + lo : n + hi],
+                    call_flags=flag_block[0, lo:hi],
+                    put_flags=flag_block[1, lo:hi],
+                    fit_strike=strikes2[fit_rows],
+                    fit_vol=vols[fit_rows],
+                    fit_vol_error=vol_error[fit_rows],
+                ),
+                SurfaceColumns.adopt(
+                    np.ascontiguousarray(surface[:, lo:hi]), np.ascontiguousarray(flag_block[:, lo:hi])
+                ),
+                open_interest[e],
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpiryQuotes:
+    """One expiry's rows of the set-wide arrays, and its SABR fit points in strike order."""
+
+    strike: Float64Array
+    call_mid: Float64Array
+    put_mid: Float64Array
+    call_flags: Int64Array
+    put_flags: Int64Array
+    fit_strike: Float64Array
+    fit_vol: Float64Array
+    fit_vol_error: Float64Array
+
+
+def _expiry_analysis(
+    chain: ChainSnapshot,
+    ts_event: datetime,
+    trading_minutes_to_expiry: float,
+    config: AnalyticsConfig,
+    previous_fit: sabr.SabrFit | None,
+    forward_choice: tuple[float, ForwardSource, Quality, str | None],
+    t: float,
+    discount: float,
+    quotes: _ExpiryQuotes,
+    surface: SurfaceColumns,
+    open_interest: stats.OpenInterest,
+) -> ExpiryAnalysis:
     reasons: list[str] = []
     quality = Quality.GOOD
     label = chain.expiry.isoformat()
@@ -201,54 +358,14 @@ def analyse_expiry(
 
     if chain.stale:
         degrade("chain snapshot is stale (feed not updating)", Quality.BAD)
-
-    t = year_fraction(ts_event, clock.expiry_cutoff(chain.expiry))
-    discount = math.exp(-config.risk_free_rate * t)
-    strike = chain.strike
-    n = strike.size
-    call_mid, call_half, call_pre, call_stale = classify_quotes(
-        chain.call_bid, chain.call_ask, chain.call_flags, chain.tick_size, config
-    )
-    put_mid, put_half, put_pre, put_stale = classify_quotes(
-        chain.put_bid, chain.put_ask, chain.put_flags, chain.tick_size, config
-    )
-    clean_pair = ((call_pre | put_pre) == 0) & ~call_stale & ~put_stale
-    forward, forward_source, forward_quality, forward_reason = forward_for_expiry(
-        chain, call_mid, put_mid, clean_pair, t, discount, config
-    )
+    forward, forward_source, forward_quality, forward_reason = forward_choice
     if forward_reason is not None:
         degrade(forward_reason)
 
-    # One solve and one Greeks pass over both sides.
-    prices = np.concatenate([call_mid, put_mid])
-    strikes2 = np.concatenate([strike, strike])
-    is_call = np.concatenate([np.ones(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)])
-    quoted = ~np.isnan(prices)
-    vols, status = iv.implied_vol_and_status(
-        np.where(quoted, prices, 1.0), forward, strikes2, t, is_call, discount
-    )
-    vols = np.where(quoted, vols, np.nan)
-    solve_flags = np.where(quoted, _status_flags(status), 0)
-    greeks = black76.greeks(forward, strikes2, t, vols, is_call, discount)
-
-    flags = np.concatenate([call_pre, put_pre]) | solve_flags
-    stale = np.concatenate([call_stale, put_stale])
-    solved = ~np.isnan(vols)
-    otm = np.concatenate([strike >= forward, strike < forward])
-    fit_mask = solved & otm & ((flags & (_UNUSABLE | _DIRTY)) == 0) & ~stale
-    flags = np.where(solved & ~fit_mask, flags | int(IvFlag.EXCLUDED_FROM_FIT), flags)
-
-    # SABR on the clean OTM smile, weighted by inverse vol uncertainty: a quote's mid is uncertain by
-    # its half-spread plus half a tick of rounding, i.e. by (half_spread + tick/2)/vega in vol.
-    fit_k = strikes2[fit_mask]
-    fit_v = vols[fit_mask]
-    half = np.concatenate([call_half, put_half])[fit_mask]
-    vega = greeks.vega[fit_mask]
+    fit_k, fit_v = quotes.fit_strike, quotes.fit_vol
     sabr_fit: sabr.SabrFit | None = None
     if fit_k.size >= config.sabr_min_points:
-        order = np.argsort(fit_k, kind="stable")
-        fit_k, fit_v, half, vega = fit_k[order], fit_v[order], half[order], vega[order]
-        vol_error = (half + 0.5 * chain.tick_size) / np.maximum(vega, 1e-12)
+        vol_error = quotes.fit_vol_error
         weights = (float(np.median(vol_error)) / vol_error) ** 2
         warm = previous_fit if previous_fit is not None and previous_fit.beta == config.sabr_beta else None
         sabr_fit = sabr.fit(forward, fit_k, t, fit_v, weights, beta=config.sabr_beta, initial=warm)
@@ -260,7 +377,9 @@ def analyse_expiry(
         degrade(f"only {fit_k.size} clean OTM quotes: no SABR fit")
     smile_ok = sabr_fit is not None and sabr_fit.converged and sabr_fit.rmse <= config.sabr_max_rmse
 
-    atm_strike = float(strike[int(np.argmin(np.abs(strike - forward)))])
+    strike = quotes.strike
+    j = int(np.argmin(np.abs(strike - forward)))
+    atm_strike = float(strike[j])
     atm_iv = _atm_iv(forward, fit_k, fit_v, strike, t, sabr_fit if smile_ok else None)
     if atm_iv is None:
         degrade("no ATM IV: no clean quotes around the forward and no usable smile", Quality.BAD)
@@ -277,9 +396,8 @@ def analyse_expiry(
 
     straddle = None
     expected: ExpectedMove | None = None
-    j = int(np.flatnonzero(strike == atm_strike)[0])
-    if ((flags[j] | flags[n + j]) & (_UNUSABLE | _DIRTY)) == 0:
-        straddle = float(call_mid[j] + put_mid[j])
+    if ((int(quotes.call_flags[j]) | int(quotes.put_flags[j])) & (_UNUSABLE | _DIRTY)) == 0:
+        straddle = float(quotes.call_mid[j] + quotes.put_mid[j])
         if atm_strike - straddle > 0.0:
             expected = ExpectedMove(
                 points=straddle,
@@ -290,37 +408,8 @@ def analyse_expiry(
     else:
         degrade(f"ATM strike {atm_strike:g} has no clean two-sided call and put: no straddle")
 
-    call_oi = chain.call_oi.astype(np.float64)
-    put_oi = chain.put_oi.astype(np.float64)
-    total_oi = float(call_oi.sum() + put_oi.sum())
-    call_vol_total = float(chain.call_volume.sum())
-    pcr_oi = float(put_oi.sum()) / float(call_oi.sum()) if call_oi.sum() > 0 else None
-    pcr_volume = float(chain.put_volume.sum()) / call_vol_total if call_vol_total > 0 else None
-    max_pain = stats.max_pain(strike, call_oi, put_oi).strike if total_oi > 0 else None
-    call_wall = float(strike[int(np.argmax(call_oi))]) if call_oi.sum() > 0 else None
-    put_wall = float(strike[int(np.argmax(put_oi))]) if put_oi.sum() > 0 else None
-    pin_share = None
-    if total_oi > 0:
-        near = np.abs(strike - chain.spot) <= config.pin_band_pct / 100.0 * chain.spot
-        pin_share = float(call_oi[near].sum() + put_oi[near].sum()) / total_oi
-
-    per_vega = greeks.vega / 100.0
-    per_theta = greeks.theta / 365.0
-    surface = StrikeSurface(
-        strike=strike.tolist(),
-        iv_call=_optional(vols[:n]),
-        iv_put=_optional(vols[n:]),
-        call_flags=flags[:n].tolist(),
-        put_flags=flags[n:].tolist(),
-        call_delta=_optional(np.where(solved[:n], greeks.delta[:n], np.nan)),
-        call_gamma=_optional(np.where(solved[:n], greeks.gamma[:n], np.nan)),
-        call_vega=_optional(np.where(solved[:n], per_vega[:n], np.nan)),
-        call_theta=_optional(np.where(solved[:n], per_theta[:n], np.nan)),
-        put_delta=_optional(np.where(solved[n:], greeks.delta[n:], np.nan)),
-        put_gamma=_optional(np.where(solved[n:], greeks.gamma[n:], np.nan)),
-        put_vega=_optional(np.where(solved[n:], per_vega[n:], np.nan)),
-        put_theta=_optional(np.where(solved[n:], per_theta[n:], np.nan)),
-    )
+    oi = open_interest
+    total_oi = oi.call_oi + oi.put_oi
     expiry_vol = ExpiryVol(
         expiry=chain.expiry,
         days_to_expiry=(chain.expiry - ts_event.date()).days,
@@ -330,7 +419,7 @@ def analyse_expiry(
         forward_quality=forward_quality,
         atm_strike=atm_strike,
         atm_iv=atm_iv,
-        surface=surface,
+        surface=StrikeSurface(columns=surface),
         sabr=(
             SabrFit(
                 alpha=sabr_fit.alpha,
@@ -348,18 +437,18 @@ def analyse_expiry(
         bf25=bf25,
         straddle_price=straddle,
         expected_move=expected,
-        pcr_oi=pcr_oi,
-        pcr_volume=pcr_volume,
-        max_pain=max_pain,
-        call_oi_wall=call_wall,
-        put_oi_wall=put_wall,
+        pcr_oi=oi.put_oi / oi.call_oi if oi.call_oi > 0 else None,
+        pcr_volume=oi.put_volume / oi.call_volume if oi.call_volume > 0 else None,
+        max_pain=oi.max_pain,
+        call_oi_wall=oi.call_wall,
+        put_oi_wall=oi.put_wall,
     )
     return ExpiryAnalysis(
         vol=expiry_vol,
         t_years=t,
         discount=discount,
         sabr_fit=sabr_fit,
-        pin_oi_share=pin_share,
+        pin_oi_share=oi.pin_oi / total_oi if total_oi > 0 else None,
         quality=quality,
         reasons=tuple(reasons),
     )

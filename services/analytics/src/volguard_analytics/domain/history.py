@@ -143,6 +143,9 @@ def realised_vol(days: DayInputs, today: IntradayBar | None) -> tuple[RealisedVo
         c = np.append(c, today.last)
     reasons: list[str] = []
     n = c.size
+    # The estimators read only the last window (+1 bar): cut the years of history before them.
+    tail = max(CC_LONG, RANGE_WINDOW) + 1
+    o, h, lo, c = o[-tail:], h[-tail:], lo[-tail:], c[-tail:]
     cc7 = realized.close_to_close(c, CC_SHORT) if n > CC_SHORT else None
     cc21 = realized.close_to_close(c, CC_LONG) if n > CC_LONG else None
     park = realized.parkinson(h, lo, RANGE_WINDOW) if n >= RANGE_WINDOW else None

@@ -23,8 +23,8 @@ from datetime import date, datetime, time, timedelta
 from volguard_analytics.domain import history as hist
 from volguard_analytics.domain.calendar import EventCalendar
 from volguard_analytics.domain.config import AnalyticsConfig
-from volguard_analytics.domain.event_risk import scored_event_risk, scored_events
-from volguard_analytics.domain.expiry import ExpiryAnalysis, analyse_expiry
+from volguard_analytics.domain.event_risk import ScoredEvents, scored_event_risk, scored_events
+from volguard_analytics.domain.expiry import ExpiryAnalysis, analyse_expiries
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
 from volguard_analytics.domain.surface import skew_view, term_structure
@@ -32,7 +32,7 @@ from volguard_analytics.domain.vix_spike import VixSpike, VixSpikeDetector
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, Tick
 from volguard_common.events.market import InstrumentKind
-from volguard_common.events.vol import Quality, TermPoint, VolSnapshot
+from volguard_common.events.vol import Quality, RealisedVol, TermPoint, VolSnapshot
 from volguard_common.quant import sabr
 
 LAST_HOUR_FROM = time(14, 30)
@@ -73,6 +73,9 @@ class VolEngine:
         self._bar: hist.IntradayBar | None = None
         self._day: hist.DayInputs | None = None
         self._tail_minutes: dict[tuple[date, date], float] = {}
+        self._calendar = _DayCalendar(None, self._scored_events, config)
+        # (today's bar, realised vol, reasons) of the last snapshot: reused until the bar moves.
+        self._realised: tuple[hist.IntradayBar | None, RealisedVol, list[str]] | None = None
         # Last converged SABR fit per expiry: the warm start of the next snapshot's calibration.
         self._smiles: dict[date, sabr.SabrFit] = {}
 
@@ -112,13 +115,15 @@ class VolEngine:
             if _SEVERITY[to] > _SEVERITY[quality]:
                 quality = to
 
-        analyses: list[ExpiryAnalysis] = []
+        analyses = analyse_expiries(
+            ordered,
+            ts,
+            [self._trading_minutes(ts, chain.expiry) for chain in ordered],
+            config,
+            [self._smiles.get(chain.expiry) for chain in ordered],
+        )
         smiles: dict[date, sabr.SabrFit] = {}
-        for chain in ordered:
-            analysis = analyse_expiry(
-                chain, ts, self._trading_minutes(ts, chain.expiry), config, self._smiles.get(chain.expiry)
-            )
-            analyses.append(analysis)
+        for chain, analysis in zip(ordered, analyses, strict=True):
             reasons.extend(analysis.reasons)
             worsen(analysis.quality)
             if analysis.sabr_fit is not None and analysis.sabr_fit.converged:
@@ -153,8 +158,8 @@ class VolEngine:
 
         days = self._day_inputs(day)
         bar = self._bar if self._bar is not None and self._bar.trade_date == day else None
-        realised, rv_reasons = hist.realised_vol(days, bar)
-        horizon = max(1, clock.trading_days_between(day, ref_vol.expiry))
+        realised, rv_reasons = self._realised_vol(days, bar)
+        horizon = max(1, self._calendar.trading_days_to(ref_vol.expiry))
         garch_view, garch_reason = self.garch.forecast(days, horizon)
         percentiles, pct_reasons = hist.percentiles(days, vix, ref_vol.atm_iv, config)
         reasons.extend(rv_reasons + pct_reasons)
@@ -167,9 +172,9 @@ class VolEngine:
         premium = self._premium.evaluate(
             ts, ref_vol.atm_iv, reference_rv, garch_view.vol if garch_view is not None else None
         )
-        risk = scored_event_risk(self._scored_events, ts, config)
+        risk = scored_event_risk(self._calendar.events, ts, config)
 
-        expiry_day = clock.is_expiry_day(day)
+        expiry_day = self._calendar.is_expiry_day
         expiring = next((a for a in analyses if a.vol.expiry == day), None)
         move_sigmas = None
         if bar is not None and ref_vol.atm_iv is not None:
@@ -214,7 +219,7 @@ class VolEngine:
             regime=regime,
             event_risk=risk,
             is_expiry_day=expiry_day,
-            is_last_hour=_is_last_hour(ts),
+            is_last_hour=self._calendar.is_last_hour(ts),
             quality=quality,
             quality_reasons=reasons,
         )
@@ -223,7 +228,20 @@ class VolEngine:
     def _day_inputs(self, day: date) -> hist.DayInputs:
         if self._day is None or self._day.trade_date != day:
             self._day = hist.day_inputs(self.history, day, self.config.percentile_lookback_days)
+            self._realised = None
+        if self._calendar.day != day:
+            self._calendar = _DayCalendar(day, self._scored_events, self.config)
         return self._day
+
+    def _realised_vol(
+        self, days: hist.DayInputs, bar: hist.IntradayBar | None
+    ) -> tuple[RealisedVol, list[str]]:
+        # Daily history changes once a day and the partial bar only with index ticks: without a new
+        # tick the last answer stands.
+        if self._realised is None or self._realised[0] != bar:
+            self._realised = (bar, *hist.realised_vol(days, bar))
+        _, realised, reasons = self._realised
+        return realised, list(reasons)
 
     def _vix_at(self, ts: datetime, chains: Sequence[ChainSnapshot]) -> float | None:
         if self._vix_last is not None and self._vix_last[0] <= ts:
@@ -259,11 +277,40 @@ class VolEngine:
         return today + tail
 
 
-def _is_last_hour(ts: datetime) -> bool:
-    if not clock.is_trading_day(ts.date()):
-        return False
-    _, close = clock.session_bounds(ts.date())
-    return ts.time() >= LAST_HOUR_FROM and ts < close
+class _DayCalendar:
+    """What the calendar says about one trading day, worked out once for the day's snapshots."""
+
+    def __init__(self, day: date | None, events: ScoredEvents, config: AnalyticsConfig) -> None:
+        self.day = day
+        self.is_expiry_day = day is not None and clock.is_expiry_day(day)
+        self._trading_days: dict[date, int] = {}
+        self._close: datetime | None = None
+        if day is not None and clock.is_trading_day(day):
+            self._close = clock.session_bounds(day)[1]
+        # Only events that can weigh at some instant of this day: ended before it starts, or further
+        # than the horizon after it ends, they score 0 all day (event_risk._weight).
+        if day is None:
+            self.events: ScoredEvents = events
+        else:
+            start = datetime.combine(day, time(0, 0), tzinfo=clock.IST)
+            last = start + timedelta(days=1) + timedelta(days=config.event_horizon_days)
+            self.events = tuple(
+                (event, severity)
+                for event, severity in events
+                if (event.at + timedelta(days=1) if event.all_day else event.at) > start and event.at <= last
+            )
+
+    def trading_days_to(self, expiry: date) -> int:
+        if self.day is None:
+            raise ValueError("no trading day set")
+        days = self._trading_days.get(expiry)
+        if days is None:
+            days = clock.trading_days_between(self.day, expiry)
+            self._trading_days[expiry] = days
+        return days
+
+    def is_last_hour(self, ts: datetime) -> bool:
+        return self._close is not None and ts.time() >= LAST_HOUR_FROM and ts < self._close
 
 
 def _reference(analyses: Sequence[ExpiryAnalysis]) -> ExpiryAnalysis:
