@@ -10,34 +10,13 @@ operations per expiry. The public single-expiry functions (``parity.forward_from
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 import numpy as np
-from numba import njit
 
+from volguard_common.quant._jit import jit
 from volguard_common.quant._types import BoolArray, Float64Array, Int64Array
 
 __all__ = ["OI_FIELDS", "PARITY_FIELDS", "open_interest_segments", "parity_segments"]
-
-_Fn = TypeVar("_Fn", bound=Callable[..., Any])
-
-
-def _jit(fn: _Fn) -> _Fn:
-    options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
-    try:
-        return cast(_Fn, njit(cache=True, **options)(fn))
-    except RuntimeError as exc:
-        # No writable cache directory: compile per process rather than fail the import.
-        if "no locator available" not in str(exc):
-            raise
-        warnings.warn(
-            f"numba cache unavailable ({exc}); chain kernels compile on every start",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return cast(_Fn, njit(cache=False, **options)(fn))
 
 
 # Columns of the parity_segments result, one row per segment.
@@ -46,7 +25,7 @@ PARITY_FIELDS = ("forward", "score", "n_used", "n_rejected", "dispersion")
 OI_FIELDS = ("call_oi", "put_oi", "call_volume", "put_volume", "max_pain", "call_wall", "put_wall", "pin_oi")
 
 
-@_jit
+@jit
 def parity_segments(
     strike: Float64Array,
     call_mid: Float64Array,
@@ -109,7 +88,7 @@ def parity_segments(
     return out
 
 
-@_jit
+@jit
 def open_interest_segments(
     strike: Float64Array,
     call_oi: Float64Array,
@@ -154,7 +133,7 @@ def open_interest_segments(
     return out
 
 
-@_jit
+@jit
 def _max_pain(k: Float64Array, c: Float64Array, p: Float64Array) -> float:
     # stats.max_pain's prefix sums, in its order of operations, so ties resolve the same way.
     n = k.size

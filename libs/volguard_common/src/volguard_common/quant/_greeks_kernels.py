@@ -9,34 +9,13 @@ A NaN vol (no implied vol) gives NaN Greeks: unknown, not the zero-vol limit bla
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 import numpy as np
-from numba import njit
 
+from volguard_common.quant._jit import jit
 from volguard_common.quant._types import BoolArray, Float64Array
 
 __all__ = ["GREEK_ROWS", "delta_gamma_vega_theta"]
-
-_Fn = TypeVar("_Fn", bound=Callable[..., Any])
-
-
-def _jit(fn: _Fn) -> _Fn:
-    options: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
-    try:
-        return cast(_Fn, njit(cache=True, **options)(fn))
-    except RuntimeError as exc:
-        # No writable cache directory: compile per process rather than fail the import.
-        if "no locator available" not in str(exc):
-            raise
-        warnings.warn(
-            f"numba cache unavailable ({exc}); Greeks kernels compile on every start",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return cast(_Fn, njit(cache=False, **options)(fn))
 
 
 GREEK_ROWS = ("delta", "gamma", "vega", "theta")
@@ -47,12 +26,12 @@ _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 _ERFCX_SERIES_FROM = 25.0
 
 
-@_jit
+@jit
 def _ndtr(z: float) -> float:
     return 0.5 * math.erfc(-_SQRT_HALF * z)
 
 
-@_jit
+@jit
 def _erfcx(z: float) -> float:
     """exp(z^2) erfc(z) for z >= 0 (relative error ~1e-13: the rounding of z^2 inside exp)."""
     if z < _ERFCX_SERIES_FROM:
@@ -67,7 +46,7 @@ def _erfcx(z: float) -> float:
     return total * _INV_SQRT_PI / z
 
 
-@_jit
+@jit
 def _greeks(
     f: float, k: float, t: float, v: float, is_call: bool, d: float
 ) -> tuple[float, float, float, float]:
@@ -113,7 +92,7 @@ def _greeks(
     return delta, dirac, dirac, rate * value
 
 
-@_jit
+@jit
 def delta_gamma_vega_theta(
     forward: Float64Array,
     strike: Float64Array,

@@ -17,54 +17,24 @@ normal CDF is Wichura's AS241 (Applied Statistics 37(3), 1988), as used in Jäck
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 import numpy as np
-from numba import njit
 
+from volguard_common.quant._jit import Fn, jit
 from volguard_common.quant._types import Float64Array, Int64Array
 
 __all__ = ["STATUS_CODES", "implied_vol_and_status"]
 
-_Fn = TypeVar("_Fn", bound=Callable[..., Any])
 
-
-def _compiled(fn: _Fn) -> _Fn:
+def _compiled(fn: Fn) -> Fn:
     """numba-compile on first call, cached on disk; without a writable cache, compile per process."""
-    return _jit(fn, inline="never")
+    return jit(fn, inline="never")
 
 
-def _inlined(fn: _Fn) -> _Fn:
+def _inlined(fn: Fn) -> Fn:
     """Like _compiled, but inlined into its callers at numba-IR level: for the hot helpers of the
     Householder steps, about 10 % faster than leaving them to LLVM's inliner, for a longer compile."""
-    return _jit(fn, inline="always")
-
-
-def _jit(fn: _Fn, inline: str) -> _Fn:
-    options: dict[str, Any] = {
-        "nogil": True,
-        # x/0 gives ±inf/NaN as in the numpy twin instead of raising ZeroDivisionError.
-        "error_model": "numpy",
-        "inline": inline,
-        # Fused multiply-add only; no reassociation, no finite-math assumptions (NaN/inf are inputs
-        # this code must see through).
-        "fastmath": {"contract"},
-    }
-    try:
-        return cast(_Fn, njit(cache=True, **options)(fn))
-    except RuntimeError as exc:
-        # numba raises this when neither __pycache__ nor the user-wide cache dir is writable. Slow
-        # starts are a deployment problem to fix (set NUMBA_CACHE_DIR), not a reason to fail imports.
-        if "no locator available" not in str(exc):
-            raise
-        warnings.warn(
-            f"numba cache unavailable ({exc}); implied-vol kernels compile on every start",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return cast(_Fn, njit(cache=False, **options)(fn))
+    return jit(fn, inline="always")
 
 
 # Status codes as plain ints: they are frozen into the compiled cache, which is keyed on this file

@@ -14,34 +14,14 @@ user-wide numba cache; importing ``sabr`` does not import this module.
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
-from numba import njit
 
+from volguard_common.quant._jit import jit
 from volguard_common.quant._types import Float64Array
 
 __all__ = ["fit", "smile_vol", "vols_at_call_deltas"]
-
-_Fn = TypeVar("_Fn", bound=Callable[..., Any])
-
-
-def _jit(fn: _Fn) -> _Fn:
-    options: dict[str, Any] = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
-    try:
-        return cast(_Fn, njit(cache=True, **options)(fn))
-    except RuntimeError as exc:
-        # No writable cache directory: compile per process rather than fail the import.
-        if "no locator available" not in str(exc):
-            raise
-        warnings.warn(
-            f"numba cache unavailable ({exc}); SABR kernels compile on every start",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return cast(_Fn, njit(cache=False, **options)(fn))
 
 
 # Below this |z| the derivatives of z/x(z) come from their Taylor series: the closed forms subtract
@@ -52,7 +32,7 @@ _DAMPING_START = 1e-3
 _DAMPING_FLOOR = 1e-12
 
 
-@_jit
+@jit
 def _strike_terms(
     forward: float, strike: float, t: float, beta: float
 ) -> tuple[float, float, float, float, float]:
@@ -72,7 +52,7 @@ def _strike_terms(
     )
 
 
-@_jit
+@jit
 def _z_over_x(z: float, rho: float) -> tuple[float, float, float]:
     """z/x(z) and its derivatives in z and rho; the value exactly as sabr._z_over_x computes it."""
     if z == 0.0:
@@ -94,7 +74,7 @@ def _z_over_x(z: float, rho: float) -> tuple[float, float, float]:
     return ratio, (x - z / root) / (x * x), -z * x_rho / (x * x)
 
 
-@_jit
+@jit
 def _vol_and_gradient(
     terms: Float64Array, i: int, alpha: float, rho: float, nu: float, grad: Float64Array
 ) -> float:
@@ -117,7 +97,7 @@ def _vol_and_gradient(
     return lead * zx * first_order
 
 
-@_jit
+@jit
 def _vol_at(
     zc: float, inv_pref: float, a2: float, cross: float, n2: float, alpha: float, rho: float, nu: float
 ) -> float:
@@ -126,12 +106,12 @@ def _vol_at(
     return alpha * inv_pref * zx * first_order
 
 
-@_jit
+@jit
 def _vol(terms: Float64Array, i: int, alpha: float, rho: float, nu: float) -> float:
     return _vol_at(terms[0, i], terms[1, i], terms[2, i], terms[3, i], terms[4, i], alpha, rho, nu)
 
 
-@_jit
+@jit
 def smile_vol(
     forward: float, strike: float, t: float, alpha: float, beta: float, rho: float, nu: float
 ) -> float:
@@ -140,7 +120,7 @@ def smile_vol(
     return _vol_at(zc, inv_pref, a2, cross, n2, alpha, rho, nu)
 
 
-@_jit
+@jit
 def _evaluate(
     terms: Float64Array,
     vols: Float64Array,
@@ -175,7 +155,7 @@ def _evaluate(
     return cost
 
 
-@_jit
+@jit
 def _solve3(a: Float64Array, b: Float64Array) -> Float64Array:
     """Gaussian elimination with partial pivoting on a 3x3 system (a, b are overwritten)."""
     for col in range(3):
@@ -201,7 +181,7 @@ def _solve3(a: Float64Array, b: Float64Array) -> Float64Array:
     return x
 
 
-@_jit
+@jit
 def _levenberg_marquardt(
     terms: Float64Array,
     vols: Float64Array,
@@ -275,7 +255,7 @@ def _levenberg_marquardt(
     return p, max_iterations, False
 
 
-@_jit
+@jit
 def fit(
     forward: float,
     strikes: Float64Array,
@@ -330,7 +310,7 @@ def fit(
     return params, iterations, converged, robust_converged, n_outliers, math.sqrt(square / n)
 
 
-@_jit
+@jit
 def _call_delta(
     forward: float, t: float, alpha: float, beta: float, rho: float, nu: float, log_m: float
 ) -> tuple[float, float]:
@@ -341,7 +321,7 @@ def _call_delta(
     return 0.5 * math.erfc(-d1 / math.sqrt(2.0)), vol
 
 
-@_jit
+@jit
 def vols_at_call_deltas(
     forward: float,
     t: float,
