@@ -458,7 +458,7 @@ class SimulatedMarket:
                     expiry=expiry,
                     forward=round(float(forward[i]), 2),
                     lot_size=session.lot_sizes[i],
-                    columns=ChainColumns(floats[i], ints[i], call_keys, put_keys),
+                    columns=ChainColumns(floats[i], ints[i], (call_keys, put_keys)),
                 )
             )
 
