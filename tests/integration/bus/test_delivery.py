@@ -311,7 +311,7 @@ async def test_lost_group_after_flushall_recovers_without_a_hot_loop(
         calls = await _command_calls(redis, "xreadgroup")
     finally:
         await consumer.stop()
-    assert 1 <= consumer.group_recoveries <= 3
+    assert consumer.group_recoveries in (1, 2, 3)
     assert "BUS_GROUP_RECREATED" in await alert_codes(redis, settings.stream_namespace)
     # A hot loop would issue thousands of reads; a healthy loop a handful per block interval.
     assert calls < 200

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,8 +15,6 @@ from volguard_common import db
 
 # The server's maintenance database; tests only ever create and drop `vg_test_*` databases through it.
 ADMIN_DSN = os.environ.get("VOLGUARD_TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-Eventually = Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]
 
 
 class PgServer:
@@ -81,18 +78,3 @@ async def conn(pg_dsn: str) -> AsyncIterator[asyncpg.Connection[Any]]:
     connection = await asyncpg.connect(pg_dsn)
     yield connection
     await connection.close()
-
-
-@pytest.fixture
-def eventually() -> Eventually:
-    """`await eventually(predicate)`: poll an async predicate until it holds, fail after 10 s."""
-
-    async def wait(predicate: Callable[[], Awaitable[bool]]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10.0
-        while not await predicate():
-            if loop.time() > deadline:
-                pytest.fail(f"condition {predicate.__name__} not met within 10 s")
-            await asyncio.sleep(0.02)
-
-    return wait

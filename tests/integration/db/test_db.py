@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.support.waiting import eventually
 from volguard_common import db
 
 ACCOUNTS_V1 = db.Migration(
@@ -247,7 +248,7 @@ async def test_reserved_or_invalid_schema_names_are_refused(pool: db.Pool, schem
         await db.apply_migrations(pool, schema, [ACCOUNTS_V1])
 
 
-async def test_concurrent_appliers_apply_each_migration_exactly_once(pg_dsn: str, eventually: Any) -> None:
+async def test_concurrent_appliers_apply_each_migration_exactly_once(pg_dsn: str) -> None:
     """Four processes' worth of pools start at once; one applies, three wait on the lock, then see it done."""
     setup = await asyncpg.connect(pg_dsn)
     try:
@@ -283,7 +284,9 @@ async def test_concurrent_appliers_apply_each_migration_exactly_once(pg_dsn: str
                 kinds = sorted(row["locktype"] for row in waiting)
                 return kinds == ["advisory", "advisory", "advisory", "relation"]
 
-            await eventually(one_in_migration_three_queued)
+            await eventually(
+                one_in_migration_three_queued, what="one applier inside migration 3, three queued"
+            )
             await gate.rollback()
             results = await asyncio.gather(*appliers)
         finally:
@@ -425,7 +428,7 @@ async def test_once_yields_a_transaction_the_first_time_and_none_after(pool: db.
         assert tx is None
 
 
-async def test_concurrent_delivery_waits_for_the_first_and_then_skips(pool: db.Pool, eventually: Any) -> None:
+async def test_concurrent_delivery_waits_for_the_first_and_then_skips(pool: db.Pool) -> None:
     """A claimer redelivers while the original consumer is still mid-transaction: exactly one effect."""
     await db.ensure_core_schema(pool)
     first_inside = asyncio.Event()
@@ -451,7 +454,7 @@ async def test_concurrent_delivery_waits_for_the_first_and_then_skips(pool: db.P
         )
         return waiting == 1
 
-    await eventually(second_blocked_on_first)
+    await eventually(second_blocked_on_first, what="the second delivery waits on the first's lock")
     release_first.set()
     assert await first_task
     assert not await second_task
