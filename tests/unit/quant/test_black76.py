@@ -248,3 +248,25 @@ def test_call_put_symmetry_and_homogeneity(
     base = float(black76.price(FORWARD, strike, t, vol, call, discount))
     scaled = float(black76.price(scale * FORWARD, scale * strike, t, vol, call, discount))
     assert scaled == pytest.approx(scale * base, rel=1e-12, abs=1e-12 * scale * FORWARD)
+
+
+def test_chain_greeks_are_greeks_per_option_and_unknown_without_a_vol() -> None:
+    rng = np.random.default_rng(11)
+    n = 64
+    forward = np.full(n, 24_000.0)
+    strike = 24_000.0 * rng.uniform(0.8, 1.2, n)
+    t = rng.uniform(1.0, 90.0, n) / 365.0
+    vol = rng.uniform(0.08, 0.4, n)
+    vol[5] = np.nan
+    is_call = rng.uniform(size=n) < 0.5
+    discount = np.exp(-0.065 * t)
+    block = black76.chain_greeks(forward, strike, t, vol, is_call, discount)
+    reference = black76.greeks(forward, strike, t, vol, is_call, discount)
+    assert block.shape == (4, n)
+    for row, name in enumerate(black76.CHAIN_GREEK_ROWS):
+        expected = getattr(reference, name)
+        keep = ~np.isnan(vol)
+        np.testing.assert_allclose(block[row][keep], expected[keep], rtol=1e-9, atol=1e-12)
+        assert np.isnan(block[row][5])
+    with pytest.raises(ValueError, match="one length"):
+        black76.chain_greeks(forward, strike[:-1], t, vol, is_call, discount)

@@ -456,3 +456,20 @@ def test_compiled_scalar_smile_and_delta_vols_match_the_references() -> None:
         assert short[1] == pytest.approx(put_vol, abs=1e-7)
     with pytest.raises(ValueError, match="rho"):
         sabr.smile_vol(24_000.0, 24_000.0, 0.1, sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0))
+
+
+# --- the engine's unchecked entry ------------------------------------------------------------------
+
+
+def test_fit_prepared_is_fit_without_the_checks() -> None:
+    # Same points, sqrt of fit's weights: the very same calibration, cold and from a warm start.
+    alpha, t = _params(0.14, -0.4, 1.1, 21)
+    rng = np.random.default_rng(7)
+    vols = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, -0.4, 1.1) + 0.001 * rng.standard_normal(STRIKES.size)
+    sqrt_w = rng.uniform(0.5, 2.0, STRIKES.size)
+    cold = sabr.fit(FORWARD, STRIKES, t, vols, sqrt_w * sqrt_w)
+    assert sabr.fit_prepared(FORWARD, STRIKES, t, vols, sqrt_w) == cold
+    moved = vols * (1.0 + 0.002 * rng.standard_normal(STRIKES.size))
+    warm = sabr.fit(FORWARD, STRIKES, t, moved, sqrt_w * sqrt_w, initial=cold)
+    assert warm.warm_start
+    assert sabr.fit_prepared(FORWARD, STRIKES, t, moved, sqrt_w, initial=cold) == warm

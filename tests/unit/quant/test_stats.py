@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
@@ -274,3 +274,24 @@ def test_open_interest_by_expiry_needs_rising_strikes_within_each_expiry() -> No
         stats.open_interest_by_expiry(k, ones, ones, ones, ones, [0, 2, 5], [100.0, 100.0], [10.0, 10.0])
     batch = stats.open_interest_by_expiry(k, ones, ones, ones, ones, [0, 2, 3, 5], [0.0] * 3, [1.0] * 3)
     assert [s.max_pain for s in batch] == [100.0, 150.0, 50.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.05, 400.0), min_size=2, max_size=8, unique=True),
+    st.lists(st.floats(0.05, 0.9), min_size=8, max_size=8),
+)
+def test_term_structure_is_the_least_squares_polynomials(days: list[float], ivs: list[float]) -> None:
+    # The closed form against numpy's own least squares, on any distinct, unordered expiries.
+    assume(min(abs(a - b) for a in days for b in days if a != b) > 0.01)
+    y = np.array(ivs[: len(days)])
+    result = stats.term_structure(days, y)
+    x = np.array(days) / 30.0
+    scale = float(np.ptp(y)) + 1e-3
+    assert result.slope == pytest.approx(float(np.polyfit(x, y, 1)[0]), abs=1e-9 * scale / np.ptp(x))
+    if len(days) >= 3:
+        assert result.curvature is not None
+        expected = 2.0 * float(np.polyfit(x, y, 2)[0])
+        assert result.curvature == pytest.approx(expected, rel=1e-7, abs=1e-9 * scale / np.ptp(x) ** 2)
+    else:
+        assert result.curvature is None

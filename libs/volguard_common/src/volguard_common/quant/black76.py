@@ -199,6 +199,39 @@ def greeks(
     return Greeks(delta=delta, gamma=gamma, vega=vega, theta=theta, vanna=vanna, volga=volga, charm=charm)
 
 
+CHAIN_GREEK_ROWS = ("delta", "gamma", "vega", "theta")
+
+
+def chain_greeks(
+    forward: Float64Array,
+    strike: Float64Array,
+    t: Float64Array,
+    vol: Float64Array,
+    is_call: BoolArray,
+    discount: Float64Array,
+) -> Float64Array:
+    """Delta, gamma, vega and theta of a whole chain at its solved vols, compiled: a (4, n) block,
+    rows in `CHAIN_GREEK_ROWS` order, in the units and signs of :class:`Greeks`.
+
+    One option per element: all six arguments are 1-d and of one length (forward, t and discount
+    repeated per option). Unlike `greeks`, a NaN vol (no implied vol) gives NaN Greeks: unknown, not
+    the zero-vol limit. At chain size this is several times faster than `greeks`, which evaluates
+    all seven Greeks through a dozen numpy temporaries; `greeks` is its reference in the tests.
+    """
+    # Imported on first use so that importing this module neither imports numba nor compiles.
+    from volguard_common.quant import _greeks_kernels
+
+    arrays = (forward, strike, t, vol, is_call, discount)
+    if any(a.ndim != 1 or a.shape != vol.shape for a in arrays):
+        raise ValueError("chain_greeks takes 1-d arrays of one length, one element per option")
+    out: Float64Array = _greeks_kernels.delta_gamma_vega_theta(
+        np.ascontiguousarray(forward, dtype=np.float64), np.ascontiguousarray(strike, dtype=np.float64),
+        np.ascontiguousarray(t, dtype=np.float64), np.ascontiguousarray(vol, dtype=np.float64),
+        np.ascontiguousarray(is_call, dtype=np.bool_), np.ascontiguousarray(discount, dtype=np.float64),
+    )  # fmt: skip
+    return out
+
+
 def theta_per_day(greeks_or_theta: Greeks | ArrayLike, days_per_year: float = 365.0) -> Float64Array:
     """Theta per calendar day: annual theta / ``days_per_year`` (same sign convention)."""
     annual = greeks_or_theta.theta if isinstance(greeks_or_theta, Greeks) else greeks_or_theta

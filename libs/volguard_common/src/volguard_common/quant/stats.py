@@ -104,24 +104,48 @@ class TermStructure:
 
 
 def term_structure(days_to_expiry: ArrayLike, atm_ivs: ArrayLike) -> TermStructure:
-    days = np.asarray(days_to_expiry, dtype=np.float64).ravel()
-    ivs = np.asarray(atm_ivs, dtype=np.float64).ravel()
-    if days.shape != ivs.shape:
+    # A handful of expiries: plain floats, no numpy per-call overhead.
+    days: list[float] = np.asarray(days_to_expiry, dtype=np.float64).ravel().tolist()
+    ivs: list[float] = np.asarray(atm_ivs, dtype=np.float64).ravel().tolist()
+    if len(days) != len(ivs):
         raise ValueError("days_to_expiry and atm_ivs must have the same length")
-    if not (np.all(np.isfinite(days) & (days > 0.0)) and np.all(np.isfinite(ivs) & (ivs > 0.0))):
+    if not all(math.isfinite(d) and d > 0.0 for d in days) or not all(
+        math.isfinite(v) and v > 0.0 for v in ivs
+    ):
         raise ValueError("days and IVs must be finite and > 0")
-    if len(np.unique(days)) != len(days):
+    if len(set(days)) != len(days):
         raise ValueError("days_to_expiry must be distinct (one ATM IV per expiry)")
     if len(days) < 2:
         raise ValueError("term structure needs at least two expiries")
-    order = np.argsort(days)
-    x = days[order] / _TERM_UNIT_DAYS
-    y = ivs[order]
-    slope = float(np.polyfit(x, y, 1)[0])
-    curvature = 2.0 * float(np.polyfit(x, y, 2)[0]) if len(x) >= 3 else None
-    return TermStructure(
-        slope=slope, curvature=curvature, front_iv=float(y[0]), back_iv=float(y[-1]), n_expiries=len(x)
-    )
+    points = sorted(zip(days, ivs, strict=True))
+    x = [d / _TERM_UNIT_DAYS for d, _ in points]
+    y = [v for _, v in points]
+    slope, curvature = _line_and_parabola(x, y)
+    return TermStructure(slope=slope, curvature=curvature, front_iv=y[0], back_iv=y[-1], n_expiries=len(x))
+
+
+def _line_and_parabola(x: list[float], y: list[float]) -> tuple[float, float | None]:
+    """The least-squares line's slope and twice the least-squares parabola's leading coefficient
+    (None below three points): what `np.polyfit(x, y, 1)[0]` and `2 * np.polyfit(x, y, 2)[0]` give.
+
+    Closed form on polynomials orthogonal over the points (Forsythe): 1, u = x - mean(x) and
+    q = u^2 - (S3/S2) u - S2/n with Sk = sum(u^k). The coefficient of u^2 is that of q alone, sum(q y)
+    / sum(q^2), with no normal equations to cancel in; a flat curve gives 0 to rounding. x distinct.
+    """
+    n = len(x)
+    centre = sum(x) / n
+    level = sum(y) / n
+    u = [xi - centre for xi in x]
+    w = [yi - level for yi in y]
+    s_uu = sum(ui * ui for ui in u)
+    slope = sum(ui * wi for ui, wi in zip(u, w, strict=True)) / s_uu
+    if n < 3:
+        return slope, None
+    tilt = sum(ui * ui * ui for ui in u) / s_uu
+    mean_uu = s_uu / n
+    q = [ui * ui - tilt * ui - mean_uu for ui in u]
+    leading = sum(qi * wi for qi, wi in zip(q, w, strict=True)) / sum(qi * qi for qi in q)
+    return slope, 2.0 * leading
 
 
 # --- 25-delta risk reversal and butterfly ---------------------------------------------------------

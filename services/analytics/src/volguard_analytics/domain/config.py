@@ -82,6 +82,15 @@ class AnalyticsConfig:
     event_horizon_days: float = 7.0
     event_half_life_days: float = 1.5
 
+    def __post_init__(self) -> None:
+        # The engine hands its smiles to `sabr.fit_prepared`, which trusts these and checks nothing.
+        if self.sabr_min_points < 3:
+            raise ValueError(
+                f"sabr_min_points must be >= 3 (three SABR parameters), got {self.sabr_min_points}"
+            )
+        if not 0.0 <= self.sabr_beta <= 1.0:
+            raise ValueError(f"sabr_beta must lie in [0, 1], got {self.sabr_beta}")
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> AnalyticsConfig:
         """The service's configuration: thresholds from `settings`, modelling choices from defaults."""

@@ -9,6 +9,7 @@ so their mids pin the vol best, and ITM quotes add only the (wider) spread of th
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from volguard_common.events.vol import (
     SabrFit,
     StrikeSurface,
 )
-from volguard_common.quant import _greeks_kernels, iv, parity, sabr, stats
+from volguard_common.quant import black76, iv, parity, sabr, stats
 from volguard_common.quant._types import BoolArray, Float64Array, Int64Array
 
 SECONDS_PER_YEAR = 365.0 * 86_400.0
@@ -114,18 +115,25 @@ def classify_quotes(
     return mid, half_spread, flags, stale
 
 
-def _status_flags(status: Int64Array) -> Int64Array:
-    out = np.zeros(status.shape, dtype=np.int64)
-    out[status == iv.IVStatus.BELOW_INTRINSIC] = int(IvFlag.BELOW_INTRINSIC)
-    out[status == iv.IVStatus.ABOVE_UPPER_BOUND] = int(IvFlag.ABOVE_UPPER_BOUND)
+def _status_flag(status: iv.IVStatus) -> int:
+    if status is iv.IVStatus.BELOW_INTRINSIC:
+        return int(IvFlag.BELOW_INTRINSIC)
+    if status is iv.IVStatus.ABOVE_UPPER_BOUND:
+        return int(IvFlag.ABOVE_UPPER_BOUND)
+    if status in (iv.IVStatus.OK, iv.IVStatus.NON_POSITIVE_PRICE):
+        return 0
     # Price exactly at intrinsic, zero time, non-convergence: no single vol can be named.
-    other = (
-        (status != iv.IVStatus.OK)
-        & (status != iv.IVStatus.BELOW_INTRINSIC)
-        & (status != iv.IVStatus.ABOVE_UPPER_BOUND)
-        & (status != iv.IVStatus.NON_POSITIVE_PRICE)
-    )
-    out[other] = int(IvFlag.SOLVER_FAILED)
+    return int(IvFlag.SOLVER_FAILED)
+
+
+# IvFlag bits of every IVStatus code, indexed by the code: one gather per chain set.
+_STATUS_FLAGS = np.array(
+    [_status_flag(iv.IVStatus(code)) for code in range(max(iv.IVStatus) + 1)], dtype=np.int64
+)
+
+
+def _status_flags(status: Int64Array) -> Int64Array:
+    out: Int64Array = _STATUS_FLAGS[status]
     return out
 
 
@@ -252,7 +260,7 @@ def analyse_expiries(
     )
     vols = np.where(quoted, vols, np.nan)
     flags |= np.where(quoted, _status_flags(status), 0)
-    greeks = _greeks_kernels.delta_gamma_vega_theta(forward_q, strikes2, t_q, vols, is_call, discount_q)
+    greeks = black76.chain_greeks(forward_q, strikes2, t_q, vols, is_call, discount_q)
 
     solved = ~np.isnan(vols)
     otm = np.concatenate([strike >= forward_q[:n], strike < forward_q[:n]])
@@ -283,13 +291,21 @@ def analyse_expiries(
         config.pin_band_pct / 100.0 * spots,
     )
 
+    # Every expiry's SABR fit points in strike order (its OTM puts, below the forward, then its
+    # calls), expiry after expiry: one gather for the set, a slice per expiry. The stable sort keeps
+    # each (expiry, side) group in row order.
+    fit_quotes = np.flatnonzero(fit_mask)
+    is_put = fit_quotes >= n
+    group = 2 * (np.searchsorted(bounds, fit_quotes - n * is_put, side="right") - 1) + ~is_put
+    by_group = np.argsort(group, kind="stable")
+    fit_rows = fit_quotes[by_group]
+    fit_bounds = np.searchsorted(group[by_group], 2 * np.arange(len(chains) + 1)).tolist()
+    fit_strike, fit_vol, fit_vol_error = strikes2[fit_rows], vols[fit_rows], vol_error[fit_rows]
+
     out: list[ExpiryAnalysis] = []
     for e, chain in enumerate(chains):
         lo, hi = int(bounds[e]), int(bounds[e + 1])
-        # OTM fit points in strike order: the puts (below the forward), then the calls.
-        fit_rows = np.concatenate(
-            [np.flatnonzero(fit_mask[n + lo : n + hi]) + (n + lo), np.flatnonzero(fit_mask[lo:hi]) + lo]
-        )
+        fit_lo, fit_hi = fit_bounds[e], fit_bounds[e + 1]
         out.append(
             _expiry_analysis(
                 chain,
@@ -306,9 +322,9 @@ def analyse_expiries(
                     put_mid=mid[n + lo : n + hi],
                     call_flags=flag_block[0, lo:hi],
                     put_flags=flag_block[1, lo:hi],
-                    fit_strike=strikes2[fit_rows],
-                    fit_vol=vols[fit_rows],
-                    fit_vol_error=vol_error[fit_rows],
+                    fit_strike=fit_strike[fit_lo:fit_hi],
+                    fit_vol=fit_vol[fit_lo:fit_hi],
+                    fit_vol_error=fit_vol_error[fit_lo:fit_hi],
                 ),
                 SurfaceColumns.adopt(
                     np.ascontiguousarray(surface[:, lo:hi]), np.ascontiguousarray(flag_block[:, lo:hi])
@@ -366,9 +382,12 @@ def _expiry_analysis(
     sabr_fit: sabr.SabrFit | None = None
     if fit_k.size >= config.sabr_min_points:
         vol_error = quotes.fit_vol_error
-        weights = (float(np.median(vol_error)) / vol_error) ** 2
         warm = previous_fit if previous_fit is not None and previous_fit.beta == config.sabr_beta else None
-        sabr_fit = sabr.fit(forward, fit_k, t, fit_v, weights, beta=config.sabr_beta, initial=warm)
+        # The fit points are this engine's own: solved vols (finite, > 0), listed strikes and vol
+        # errors > 0 (half a tick at least, over a floored vega), so `sabr.fit`'s checks are skipped.
+        sabr_fit = sabr.fit_prepared(
+            forward, fit_k, t, fit_v, _median(vol_error) / vol_error, config.sabr_beta, initial=warm
+        )
         if not sabr_fit.converged:
             degrade("SABR fit did not converge")
         if sabr_fit.rmse > config.sabr_max_rmse:
@@ -454,6 +473,15 @@ def _expiry_analysis(
     )
 
 
+def _median(values: Float64Array) -> float:
+    """`np.median` of a NaN-free array, the same number without its per-call overhead."""
+    ordered = np.sort(values)
+    middle = ordered.size // 2
+    if ordered.size % 2:
+        return float(ordered[middle])
+    return 0.5 * (float(ordered[middle - 1]) + float(ordered[middle]))
+
+
 def _atm_iv(
     forward: float,
     fit_k: Float64Array,
@@ -464,19 +492,18 @@ def _atm_iv(
 ) -> float | None:
     """ATM-forward IV: linear in strike between the clean OTM quotes either side of the forward (the
     most liquid quotes, model-free) when they are adjacent listed strikes; else the SABR smile at the
-    forward; else unknown."""
-    below = fit_k[fit_k <= forward]
-    above = fit_k[fit_k >= forward]
-    if below.size and above.size:
-        k_lo, k_hi = float(below.max()), float(above.min())
-        listed_between = np.count_nonzero((strike > k_lo) & (strike < k_hi))
-        if listed_between == 0:
-            v_lo = float(fit_v[fit_k == k_lo][0])
-            v_hi = float(fit_v[fit_k == k_hi][0])
-            if k_hi == k_lo:
-                return v_lo
+    forward; else unknown. `fit_k` and `strike` are strictly increasing (fit points in strike order,
+    listed strikes as the chain has them), so the neighbours are found by bisection."""
+    n_below = bisect.bisect_right(fit_k, forward)  # fit points <= forward
+    first_above = bisect.bisect_left(fit_k, forward)  # first fit point >= forward
+    if n_below > 0 and first_above < fit_k.size:
+        k_lo, k_hi = float(fit_k[n_below - 1]), float(fit_k[first_above])
+        v_lo = float(fit_v[n_below - 1])
+        if k_hi == k_lo:
+            return v_lo
+        if bisect.bisect_left(strike, k_hi) == bisect.bisect_right(strike, k_lo):  # none listed between
             w = (forward - k_lo) / (k_hi - k_lo)
-            return (1.0 - w) * v_lo + w * v_hi
+            return (1.0 - w) * v_lo + w * float(fit_v[first_above])
     if smile is not None:
         return sabr.smile_vol(forward, forward, t, smile)
     return None

@@ -19,7 +19,7 @@ import pandas as pd
 
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common.events.vol import GarchForecast, RealisedVol, VolPercentiles
-from volguard_common.quant import garch, realized, stats
+from volguard_common.quant import garch, realized
 from volguard_common.quant._types import Float64Array
 
 CC_SHORT = 7
@@ -95,6 +95,34 @@ class VolHistory:
 
 
 @dataclass(frozen=True, slots=True)
+class LookbackWindow:
+    """One series' last `lookback` closes with the NaN days (feed gaps) dropped, sorted once per
+    trading day, so each snapshot's percentile is a bisection, not a pass over the history."""
+
+    lookback: int
+    # True when the window holds an inf: `stats.iv_percentile` refuses such a history, and so does this.
+    has_inf: bool
+    ordered: Float64Array
+
+    @staticmethod
+    def of(series: Float64Array, lookback: int) -> LookbackWindow:
+        window = series[-lookback:]
+        present = window[~np.isnan(window)]
+        return LookbackWindow(lookback, bool(np.isinf(present).any()), np.sort(present))
+
+    def percentile(self, current: float) -> float:
+        """`stats.iv_percentile(series, current, lookback)`: percent of the days strictly below."""
+        if not math.isfinite(current):
+            raise ValueError("current IV must be finite")
+        if self.has_inf:
+            raise ValueError("IV history contains inf")
+        if self.ordered.size == 0:
+            raise ValueError("no IV history in the lookback window")
+        below = int(np.searchsorted(self.ordered, current, side="left"))
+        return 100.0 * below / self.ordered.size
+
+
+@dataclass(frozen=True, slots=True)
 class DayInputs:
     """History arrays for one trading day, cut once per day (not per snapshot)."""
 
@@ -106,6 +134,9 @@ class DayInputs:
     vix_dates: list[date]
     vix: Float64Array
     atm_iv: Float64Array
+    # The percentile windows of `vix` and `atm_iv` over the `lookback_days` day_inputs was given.
+    vix_window: LookbackWindow
+    atm_iv_window: LookbackWindow
 
 
 def day_inputs(history: VolHistory, day: date, lookback_days: int) -> DayInputs:
@@ -124,6 +155,8 @@ def day_inputs(history: VolHistory, day: date, lookback_days: int) -> DayInputs:
         vix_dates=vix_dates,
         vix=vix,
         atm_iv=atm_iv,
+        vix_window=LookbackWindow.of(vix, lookback_days),
+        atm_iv_window=LookbackWindow.of(atm_iv, lookback_days),
     )
 
 
@@ -214,26 +247,31 @@ def percentiles(
     """IV percentile and rank of India VIX and of ATM IV over the lookback; unknown with thin history."""
     reasons: list[str] = []
 
-    def pair(name: str, history: Float64Array, current: float | None) -> tuple[float | None, float | None]:
+    lookback = config.percentile_lookback_days
+
+    def pair(name: str, window: LookbackWindow, current: float | None) -> tuple[float | None, float | None]:
         if current is None:
             reasons.append(f"{name} percentile unknown: no current value")
             return None, None
-        window = history[-config.percentile_lookback_days :]
-        present = int(np.count_nonzero(~np.isnan(window)))
+        present = window.ordered.size
         if present < config.percentile_min_days:
             reasons.append(
                 f"{name} percentile unknown: {present} history days, need {config.percentile_min_days}"
             )
             return None, None
-        pct = stats.iv_percentile(window, current, config.percentile_lookback_days)
-        low, high = float(np.nanmin(window)), float(np.nanmax(window))
-        if min(low, current) == max(high, current):
+        pct = window.percentile(current)
+        low = min(float(window.ordered[0]), current)
+        high = max(float(window.ordered[-1]), current)
+        if low == high:
             reasons.append(f"{name} rank unknown: history has no range")
             return pct, None
-        return pct, stats.iv_rank(window, current, config.percentile_lookback_days)
+        return pct, 100.0 * (current - low) / (high - low)
 
-    vix_pct, vix_rank = pair("VIX", days.vix, vix)
-    iv_pct, iv_rank = pair("ATM IV", days.atm_iv, atm_iv)
+    def window(cut: LookbackWindow, series: Float64Array) -> LookbackWindow:
+        return cut if cut.lookback == lookback else LookbackWindow.of(series, lookback)
+
+    vix_pct, vix_rank = pair("VIX", window(days.vix_window, days.vix), vix)
+    iv_pct, iv_rank = pair("ATM IV", window(days.atm_iv_window, days.atm_iv), atm_iv)
     return (
         VolPercentiles(
             lookback_days=config.percentile_lookback_days,

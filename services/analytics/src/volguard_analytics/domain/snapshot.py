@@ -73,6 +73,8 @@ class VolEngine:
         self._bar: hist.IntradayBar | None = None
         self._day: hist.DayInputs | None = None
         self._tail_minutes: dict[tuple[date, date], float] = {}
+        # (ts, minutes left today and today's close) of the last snapshot: see _minutes_left_today.
+        self._today: tuple[datetime, tuple[float, datetime] | None] | None = None
         self._calendar = _DayCalendar(None, self._scored_events, config)
         # (today's bar, realised vol, reasons) of the last snapshot: reused until the bar moves.
         self._realised: tuple[hist.IntradayBar | None, RealisedVol, list[str]] | None = None
@@ -263,18 +265,32 @@ class VolEngine:
         """Trading minutes to the expiry cutoff; the part after today's close is cached per day."""
         cutoff = clock.expiry_cutoff(expiry)
         day = ts.date()
-        if expiry <= day or not clock.is_trading_day(day):
+        if expiry <= day:
             return clock.trading_minutes_between(ts, cutoff)
+        today = self._minutes_left_today(ts)
+        if today is None:
+            return clock.trading_minutes_between(ts, cutoff)
+        left, close = today
         key = (day, expiry)
-        _, close = clock.session_bounds(day)
         tail = self._tail_minutes.get(key)
         if tail is None:
             if len(self._tail_minutes) > 64:
                 self._tail_minutes = {k: v for k, v in self._tail_minutes.items() if k[0] == day}
             tail = clock.trading_minutes_between(close, cutoff)
             self._tail_minutes[key] = tail
-        today = clock.trading_minutes_between(ts, close) if ts < close else 0.0
-        return today + tail
+        return left + tail
+
+    def _minutes_left_today(self, ts: datetime) -> tuple[float, datetime] | None:
+        """(trading minutes from ts to today's close, the close); None on a non-trading day. The same
+        for every expiry of a snapshot, so worked out once per ts."""
+        if self._today is None or self._today[0] != ts:
+            day = ts.date()
+            today: tuple[float, datetime] | None = None
+            if clock.is_trading_day(day):
+                _, close = clock.session_bounds(day)
+                today = (clock.trading_minutes_between(ts, close) if ts < close else 0.0, close)
+            self._today = (ts, today)
+        return self._today[1]
 
 
 class _DayCalendar:
