@@ -61,3 +61,27 @@ def test_up_status_streams_crash_restart_and_down(settings: Settings, tmp_path: 
     pids = [record["pid"] for record in _processes(state_dir).values()]
     assert pids == [None] * len(streams.SERVICES)
     assert _volguard(["status"], env, tmp_path).returncode == 1
+
+
+def test_foreground_up_announces_the_dashboard_once_ready_and_ctrl_c_stops_everything(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    env = service_env(settings, dashboard_port=free_port(), port_base=free_port_block(5), state_dir=state_dir)
+    output = tmp_path / "up.out"
+    with open(output, "w") as out:
+        up = subprocess.Popen(
+            [*VOLGUARD, "up"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        eventually_sync(
+            lambda: "Dashboard: http://127.0.0.1:" in output.read_text(), what="dashboard announced"
+        )
+        status = _volguard(["status"], env, tmp_path)
+        assert status.returncode == 0, status.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(timeout=120)
+    assert code == 0, output.read_text()[-2000:]
+    pids = [record["pid"] for record in _processes(state_dir).values()]
+    assert pids == [None] * len(streams.SERVICES)

@@ -69,16 +69,17 @@ def _probe(url: str) -> tuple[bool, str]:
 
 
 def _wait_ready(settings: Settings, deadline_s: float) -> list[str]:
-    """Poll every service's /ready until all answer 200 or the deadline passes; returns the laggards."""
+    """Poll every service's /ready until all answer 200 or the deadline passes (at least one round);
+    returns the services not ready yet."""
     deadline = time.monotonic() + deadline_s
     waiting = list(SERVICE_ORDER)
-    while waiting and time.monotonic() < deadline:
+    while True:
         waiting = [
             s for s in waiting if not _probe(f"http://{settings.http_host}:{settings.port_for(s)}/ready")[0]
         ]
-        if waiting:
-            time.sleep(0.5)
-    return waiting
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(0.5)
 
 
 def _dashboard_url(settings: Settings) -> str:
