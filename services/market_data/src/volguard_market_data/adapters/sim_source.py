@@ -26,6 +26,7 @@ from volguard_common.events import ChainSnapshot, InstrumentKind, Tick
 from volguard_common.settings import Settings
 from volguard_market_data.domain.sim.daily_bars import DailyBar
 from volguard_market_data.domain.sim.market import (
+    DayRange,
     MarketFrame,
     SimConfig,
     SimulatedMarket,
@@ -160,58 +161,64 @@ class SimSource:
             self._remaining -= 1
         return MarketBatch(ts_event=frame.ts_event, publications=self.publications(frame))
 
+    def _tick(
+        self,
+        ts: datetime,
+        key: str,
+        symbol: str,
+        kind: InstrumentKind,
+        ltp: float,
+        day: DayRange,
+        *,
+        bid: float | None = None,
+        ask: float | None = None,
+        bid_qty: int | None = None,
+        ask_qty: int | None = None,
+        volume: int | None = None,
+        oi: int | None = None,
+    ) -> Tick:
+        """One tick with the session's OHLC; ids are drawn in call order, so the bytes stay seeded."""
+        return Tick(
+            event_id=self._ids.next(ts),
+            ts_event=ts,
+            ts_init=ts,
+            source=SOURCE,
+            instrument_key=key,
+            symbol=symbol,
+            kind=kind,
+            ltp=ltp,
+            bid=bid,
+            ask=ask,
+            bid_qty=bid_qty,
+            ask_qty=ask_qty,
+            volume=volume,
+            oi=oi,
+            day_open=day.open,
+            day_high=day.high,
+            day_low=day.low,
+            prev_close=day.prev_close,
+        )
+
     def publications(self, frame: MarketFrame) -> tuple[Publication, ...]:
         ts = frame.ts_event
         ids = self._ids
         future = frame.future
         ticks = (
-            Tick(
-                event_id=ids.next(ts),
-                ts_event=ts,
-                ts_init=ts,
-                source=SOURCE,
-                instrument_key=INDEX_KEY,
-                symbol=INDEX_SYMBOL,
-                kind=InstrumentKind.INDEX,
-                ltp=frame.spot,
-                day_open=frame.spot_day.open,
-                day_high=frame.spot_day.high,
-                day_low=frame.spot_day.low,
-                prev_close=frame.spot_day.prev_close,
-            ),
-            Tick(
-                event_id=ids.next(ts),
-                ts_event=ts,
-                ts_init=ts,
-                source=SOURCE,
-                instrument_key=VIX_KEY,
-                symbol=VIX_SYMBOL,
-                kind=InstrumentKind.VIX,
-                ltp=frame.vix,
-                day_open=frame.vix_day.open,
-                day_high=frame.vix_day.high,
-                day_low=frame.vix_day.low,
-                prev_close=frame.vix_day.prev_close,
-            ),
-            Tick(
-                event_id=ids.next(ts),
-                ts_event=ts,
-                ts_init=ts,
-                source=SOURCE,
-                instrument_key=future_instrument_key(future.expiry),
-                symbol=future_symbol(future.expiry),
-                kind=InstrumentKind.FUTURE,
-                ltp=future.ltp,
+            self._tick(ts, INDEX_KEY, INDEX_SYMBOL, InstrumentKind.INDEX, frame.spot, frame.spot_day),
+            self._tick(ts, VIX_KEY, VIX_SYMBOL, InstrumentKind.VIX, frame.vix, frame.vix_day),
+            self._tick(
+                ts,
+                future_instrument_key(future.expiry),
+                future_symbol(future.expiry),
+                InstrumentKind.FUTURE,
+                future.ltp,
+                future.day,
                 bid=future.bid,
                 ask=future.ask,
                 bid_qty=future.bid_qty,
                 ask_qty=future.ask_qty,
                 volume=future.volume,
                 oi=future.oi,
-                day_open=future.day.open,
-                day_high=future.day.high,
-                day_low=future.day.low,
-                prev_close=future.day.prev_close,
             ),
         )
         publications = [Publication(_TICK_STREAM, "Tick", tick.model_dump_json().encode()) for tick in ticks]
