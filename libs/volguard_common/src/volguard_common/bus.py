@@ -25,7 +25,6 @@ Idempotent side effects are the handler's job, with `volguard_common.db.once` re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -630,20 +629,6 @@ class Consumer:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-async def stream_key_exists(redis: Redis, config: BusConfig, stream: str) -> bool:
-    return bool(await redis.exists(config.key(stream)))
-
-
-@contextlib.asynccontextmanager
-async def running(consumer: Consumer) -> Any:
-    """Start a consumer for the duration of a block (tests and tools)."""
-    await consumer.start()
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
 
 
 @dataclass(frozen=True, slots=True)
