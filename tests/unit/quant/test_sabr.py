@@ -450,6 +450,9 @@ def test_compiled_scalar_smile_and_delta_vols_match_the_references() -> None:
         reference = stats.risk_reversal_butterfly_25d(forward, t, smile)
         assert call_vol == pytest.approx(reference.call_vol, abs=1e-6)
         assert put_vol == pytest.approx(reference.put_vol, abs=1e-6)
+        # The grid only brackets: a coarse one finds the same roots, refined the same way.
+        coarse = sabr.vols_at_call_deltas(forward, t, smile, [0.25, 0.75], np.linspace(-6.0, 6.0, 49))
+        np.testing.assert_allclose(coarse, [call_vol, put_vol], rtol=0.0, atol=1e-10)
         # A grid that stops short of the 25-delta call crossing finds only the put side.
         short = sabr.vols_at_call_deltas(forward, t, smile, [0.25, 0.75], np.linspace(-6.0, 0.0, 121))
         assert math.isnan(float(short[0]))
@@ -473,3 +476,60 @@ def test_fit_prepared_is_fit_without_the_checks() -> None:
     warm = sabr.fit(FORWARD, STRIKES, t, moved, sqrt_w * sqrt_w, initial=cold)
     assert warm.warm_start
     assert sabr.fit_prepared(FORWARD, STRIKES, t, moved, sqrt_w, initial=cold) == warm
+
+
+def test_fit_prepared_many_is_fit_prepared_smile_by_smile() -> None:
+    # Four smiles of one chain set: cold, warm from last second, warm from a start so far off that it
+    # is abandoned for the explicit guess, and cold again. One compiled call, the same four fits.
+    rng = np.random.default_rng(11)
+    cases = [(0.13, -0.45, 2.0, 5), (0.14, -0.40, 1.1, 21), (0.15, -0.30, 0.8, 49), (0.16, -0.25, 0.6, 90)]
+    forwards, ts, strikes, vols, sqrt_w, bounds = [], [], [], [], [], [0]
+    for atm, rho, nu, days in cases:
+        alpha, t = _params(atm, rho, nu, days)
+        smile = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, rho, nu)
+        forwards.append(FORWARD * (1.0 + 0.001 * len(forwards)))
+        ts.append(t)
+        strikes.append(STRIKES)
+        vols.append(smile + 0.001 * rng.standard_normal(STRIKES.size))
+        sqrt_w.append(rng.uniform(0.5, 2.0, STRIKES.size))
+        bounds.append(bounds[-1] + STRIKES.size)
+    last_second = sabr.fit_prepared(forwards[1], strikes[1], ts[1], vols[1] * 1.002, sqrt_w[1])
+    far_off = sabr.SabrFit(0.05, 0.5, 0.9, 20.0, 0.0, True, 0, 0, 0)
+    initial = [None, last_second, far_off, None]
+    joined = [np.concatenate(parts) for parts in (strikes, vols, sqrt_w)]
+    many = sabr.fit_prepared_many(forwards, ts, *joined, bounds, initial=initial)
+    one_by_one = [
+        sabr.fit_prepared(f, k, t, v, w, initial=start)
+        for f, k, t, v, w, start in zip(forwards, strikes, ts, vols, sqrt_w, initial, strict=True)
+    ]
+    assert many == one_by_one
+    assert [fit.warm_start for fit in many] == [False, True, False, False]
+    assert many[2].converged
+    assert many[2].iterations > sabr._WARM_MAX_ITERATIONS  # spent on the abandoned warm start too
+    with pytest.raises(ValueError, match="bounds"):
+        sabr.fit_prepared_many(forwards, ts, *joined, bounds[:-1], initial=initial)
+
+
+def test_batched_atm_and_delta_vols_match_the_single_smile_calls() -> None:
+    grid, targets = np.linspace(-6.0, 6.0, 241), [0.25, 0.75]
+    smiles = [
+        sabr.SabrFit(20.0, 0.5, -0.4, 3.0, 0.0, True, 0, 0, 0),
+        sabr.SabrFit(21.0, 0.5, -0.6, 1.0, 0.0, True, 0, 0, 0),
+        sabr.SabrFit(0.15, 1.0, -0.2, 0.7, 0.0, True, 0, 0, 0),
+    ]
+    forwards, ts = [24_000.0, 24_050.0, 24_100.0], [0.02, 0.3, 0.1]
+    atm = sabr.atm_vols(forwards, ts, smiles)
+    wings = sabr.vols_at_call_deltas_many(forwards, ts, smiles, targets, grid)
+    assert wings.shape == (3, 2)
+    for e, smile in enumerate(smiles):
+        assert atm[e] == sabr.smile_vol(forwards[e], forwards[e], ts[e], smile)
+        np.testing.assert_array_equal(
+            wings[e], sabr.vols_at_call_deltas(forwards[e], ts[e], smile, targets, grid)
+        )
+    assert sabr.atm_vols([], [], []).shape == (0,)
+    with pytest.raises(ValueError, match="one forward"):
+        sabr.atm_vols(forwards[:2], ts, smiles)
+    with pytest.raises(ValueError, match="finite"):
+        sabr.vols_at_call_deltas_many([24_000.0, math.nan, 1.0], ts, smiles, targets, grid)
+    with pytest.raises(ValueError, match="rho"):
+        sabr.atm_vols([24_000.0], [0.1], [sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0)])

@@ -21,7 +21,14 @@ import numpy as np
 from volguard_common.quant._jit import jit
 from volguard_common.quant._types import Float64Array
 
-__all__ = ["fit", "smile_vol", "vols_at_call_deltas"]
+__all__ = [
+    "fit",
+    "fit_many",
+    "smile_vol",
+    "smile_vols_many",
+    "vols_at_call_deltas",
+    "vols_at_call_deltas_many",
+]
 
 
 # Below this |z| the derivatives of z/x(z) come from their Taylor series: the closed forms subtract
@@ -30,6 +37,10 @@ _SERIES_Z = 1e-5
 _MAX_DAMPING = 1e10
 _DAMPING_START = 1e-3
 _DAMPING_FLOOR = 1e-12
+# 25-delta search: a call delta within 1e-12 of its target pins the strike far below any vol that
+# matters (d delta / d log K ~ 0.3-ish near 25 delta); the step cap only guards a degenerate bracket.
+_DELTA_TOLERANCE = 1e-12
+_DELTA_MAX_STEPS = 40
 
 
 @jit
@@ -54,24 +65,34 @@ def _strike_terms(
 
 @jit
 def _z_over_x(z: float, rho: float) -> tuple[float, float, float]:
-    """z/x(z) and its derivatives in z and rho; the value exactly as sabr._z_over_x computes it."""
+    """z/x(z) and its derivatives in z and rho; the value as sabr._z_over_x computes it."""
+    return _z_over_x_given(z, rho, 1.0 / (1.0 - rho), 1.0 / (1.0 + rho))
+
+
+@jit
+def _z_over_x_given(z: float, rho: float, inv_1m_rho: float, inv_1p_rho: float) -> tuple[float, float, float]:
+    """_z_over_x with 1/(1 - rho) and 1/(1 + rho) worked out by the caller: a calibration evaluates
+    thousands of strikes at one rho, and divisions are the slow part of this function."""
     if z == 0.0:
         return 1.0, -0.5 * rho, 0.0
     root = math.sqrt(1.0 - 2.0 * rho * z + z * z)
+    z_over_root = z / root
     left = z < -0.5 and z < rho
     if left:
         # Far left wing: the conjugate form, free of the cancellation in root + z - rho.
-        conj = root - z + rho
-        x = math.log((1.0 + rho) / conj)
-        x_rho = 1.0 / (1.0 + rho) - (1.0 - z / root) / conj
+        inv_conj = 1.0 / (root - z + rho)
+        x = math.log((1.0 + rho) * inv_conj)
+        x_rho = inv_1p_rho - (1.0 - z_over_root) * inv_conj
     else:
-        x = math.log1p(((z * z - 2.0 * rho * z) / (root + 1.0) + z) / (1.0 - rho))
-        x_rho = 1.0 / (1.0 - rho) - (1.0 + z / root) / (root + z - rho)
-    ratio = z / x
+        x = math.log1p(((z * z - 2.0 * rho * z) / (root + 1.0) + z) * inv_1m_rho)
+        x_rho = inv_1m_rho - (1.0 + z_over_root) / (root + z - rho)
+    inv_x = 1.0 / x
+    ratio = z * inv_x
     if abs(z) < _SERIES_Z:
         # z/x = 1 - rho z/2 + (2 - 3 rho^2) z^2/12 + O(z^3)
         return ratio, -0.5 * rho + (2.0 - 3.0 * rho * rho) * z / 6.0, -0.5 * z - 0.5 * rho * z * z
-    return ratio, (x - z / root) / (x * x), -z * x_rho / (x * x)
+    inv_x2 = inv_x * inv_x
+    return ratio, (x - z_over_root) * inv_x2, -z * x_rho * inv_x2
 
 
 @jit
@@ -79,13 +100,33 @@ def _vol_and_gradient(
     terms: Float64Array, i: int, alpha: float, rho: float, nu: float, grad: Float64Array
 ) -> float:
     """Obłój vol at strike row i of `terms` (5 x n); writes d vol / d(alpha, rho, nu) into grad."""
+    inv_alpha = 1.0 / alpha
+    return _vol_and_gradient_given(
+        terms, i, alpha, rho, nu, inv_alpha, nu * inv_alpha, 1.0 / (1.0 - rho), 1.0 / (1.0 + rho), grad
+    )
+
+
+@jit
+def _vol_and_gradient_given(
+    terms: Float64Array,
+    i: int,
+    alpha: float,
+    rho: float,
+    nu: float,
+    inv_alpha: float,
+    nu_over_alpha: float,
+    inv_1m_rho: float,
+    inv_1p_rho: float,
+    grad: Float64Array,
+) -> float:
+    """_vol_and_gradient with the per-parameter-set reciprocals worked out once by the caller."""
     zc: float = terms[0, i]
     inv_pref: float = terms[1, i]
     a2: float = terms[2, i]
     cross: float = terms[3, i]
     n2: float = terms[4, i]
-    z = nu / alpha * zc
-    zx, dzx_dz, dzx_drho = _z_over_x(z, rho)
+    z = nu_over_alpha * zc
+    zx, dzx_dz, dzx_drho = _z_over_x_given(z, rho, inv_1m_rho, inv_1p_rho)
     curv = 2.0 - 3.0 * rho * rho
     first_order = 1.0 + alpha * alpha * a2 + rho * nu * alpha * cross + curv * nu * nu * n2
     lead = alpha * inv_pref
@@ -93,7 +134,9 @@ def _vol_and_gradient(
         first_order * (zx - z * dzx_dz) + alpha * zx * (2.0 * alpha * a2 + rho * nu * cross)
     )
     grad[1] = lead * (dzx_drho * first_order + zx * (nu * alpha * cross - 6.0 * rho * nu * nu * n2))
-    grad[2] = lead * (dzx_dz * zc / alpha * first_order + zx * (rho * alpha * cross + 2.0 * curv * nu * n2))
+    grad[2] = lead * (
+        dzx_dz * zc * inv_alpha * first_order + zx * (rho * alpha * cross + 2.0 * curv * nu * n2)
+    )
     return lead * zx * first_order
 
 
@@ -130,10 +173,17 @@ def _evaluate(
     robust_scale: float,
     resid: Float64Array,
     jac: Float64Array,
+    err: Float64Array,
 ) -> float:
-    """Residuals, Jacobian (rows of unused points zeroed) and the cost at p."""
+    """Residuals, Jacobian (rows of unused points zeroed), vol errors (model - market, of used
+    points) and the cost at p."""
     grad = np.empty(3)
     f2 = robust_scale * robust_scale
+    alpha, rho, nu = p[0], p[1], p[2]
+    inv_alpha = 1.0 / alpha
+    nu_over_alpha = nu * inv_alpha
+    inv_1m_rho = 1.0 / (1.0 - rho)
+    inv_1p_rho = 1.0 / (1.0 + rho)
     cost = 0.0
     for i in range(vols.size):
         if not use[i]:
@@ -142,17 +192,26 @@ def _evaluate(
             jac[i, 1] = 0.0
             jac[i, 2] = 0.0
             continue
-        model = _vol_and_gradient(terms, i, p[0], p[1], p[2], grad)
-        r = sqrt_w[i] * (model - vols[i])
+        model = _vol_and_gradient_given(
+            terms, i, alpha, rho, nu, inv_alpha, nu_over_alpha, inv_1m_rho, inv_1p_rho, grad
+        )
+        error = model - vols[i]
+        err[i] = error
+        r = sqrt_w[i] * error
         resid[i] = r
         jac[i, 0] = sqrt_w[i] * grad[0]
         jac[i, 1] = sqrt_w[i] * grad[1]
         jac[i, 2] = sqrt_w[i] * grad[2]
-        if robust_scale > 0.0:
-            cost += 2.0 * f2 * (math.sqrt(1.0 + r * r / f2) - 1.0)
-        else:
-            cost += r * r
+        cost += _loss(r, robust_scale, f2)
     return cost
+
+
+@jit
+def _loss(r: float, robust_scale: float, f2: float) -> float:
+    """One residual's share of the cost: soft-L1 with scale robust_scale (f2 its square), or r^2."""
+    if robust_scale > 0.0:
+        return 2.0 * f2 * (math.sqrt(1.0 + r * r / f2) - 1.0)
+    return r * r
 
 
 @jit
@@ -194,21 +253,35 @@ def _levenberg_marquardt(
     step_tolerance: float,
     cost_tolerance: float,
     max_iterations: int,
-) -> tuple[Float64Array, int, bool]:
-    """sabr._levenberg_marquardt point for point; robust_scale <= 0 means plain least squares."""
+    resid: Float64Array,
+    jac: Float64Array,
+    err: Float64Array,
+    primed: bool,
+) -> tuple[Float64Array, int, bool, Float64Array, Float64Array, Float64Array]:
+    """sabr._levenberg_marquardt point for point; robust_scale <= 0 means plain least squares.
+
+    `resid`, `jac`, `err` are work arrays; `primed` says they already hold `_evaluate` at `start`
+    with this `use` (the previous stage ended there), which saves one pass over the points. Returns
+    (params, iterations, converged) and the arrays that hold `_evaluate` at those params."""
     n = vols.size
     typical = np.array([1e-3 * start[0], 1e-3, 1e-3])
     p = start.copy()
-    resid = np.empty(n)
-    jac = np.empty((n, 3))
     resid_trial = np.empty(n)
     jac_trial = np.empty((n, 3))
+    err_trial = np.empty(n)
     normal = np.empty((3, 3))
     gradient = np.empty(3)
     system = np.empty((3, 3))
     rhs = np.empty(3)
     trial = np.empty(3)
-    c = _evaluate(terms, vols, sqrt_w, use, p, robust_scale, resid, jac)
+    if primed:
+        f2 = robust_scale * robust_scale
+        c = 0.0
+        for i in range(n):
+            if use[i]:
+                c += _loss(resid[i], robust_scale, f2)
+    else:
+        c = _evaluate(terms, vols, sqrt_w, use, p, robust_scale, resid, jac, err)
     damping = _DAMPING_START
     for iteration in range(1, max_iterations + 1):
         normal[:, :] = 0.0
@@ -234,13 +307,15 @@ def _levenberg_marquardt(
             step = _solve3(system, rhs)
             for a in range(3):
                 trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
-            c_trial = _evaluate(terms, vols, sqrt_w, use, trial, robust_scale, resid_trial, jac_trial)
+            c_trial = _evaluate(
+                terms, vols, sqrt_w, use, trial, robust_scale, resid_trial, jac_trial, err_trial
+            )
             if c_trial < c:
                 break
             damping *= 4.0
             if damping > _MAX_DAMPING:
                 # Not even a tiny steepest-descent step lowers the cost: p is a minimum.
-                return p, iteration, True
+                return p, iteration, True, resid, jac, err
         moved = 0.0
         for a in range(3):
             moved = max(moved, abs(trial[a] - p[a]) / max(abs(p[a]), typical[a]))
@@ -248,11 +323,12 @@ def _levenberg_marquardt(
         p[:] = trial
         resid, resid_trial = resid_trial, resid
         jac, jac_trial = jac_trial, jac
+        err, err_trial = err_trial, err
         c = c_trial
         damping = max(damping / 3.0, _DAMPING_FLOOR)
         if moved < step_tolerance or improvement <= cost_tolerance * c or c < 1e-28:
-            return p, iteration, True
-    return p, max_iterations, False
+            return p, iteration, True, resid, jac, err
+    return p, max_iterations, False, resid, jac, err
 
 
 @jit
@@ -281,12 +357,14 @@ def fit(
         terms[3, i] = cross
         terms[4, i] = n2
     use = np.ones(n, dtype=np.bool_)
-    robust, robust_iterations, robust_converged = _levenberg_marquardt(
-        terms, vols, sqrt_w, use, start, lower, upper, robust_scale, 1e-4, 1e-6, max_iterations
-    )
     resid = np.empty(n)
-    for i in range(n):
-        resid[i] = sqrt_w[i] * (_vol(terms, i, robust[0], robust[1], robust[2]) - vols[i])
+    jac = np.empty((n, 3))
+    err = np.empty(n)
+    robust, robust_iterations, robust_converged, resid, jac, err = _levenberg_marquardt(
+        terms, vols, sqrt_w, use, start, lower, upper, robust_scale, 1e-4, 1e-6, max_iterations,
+        resid, jac, err, False,
+    )  # fmt: skip
+    # resid holds every point's weighted residual at the robust fit: the outlier cut reads it.
     centre = np.median(resid)
     spread = 1.4826 * np.median(np.abs(resid - centre))
     cut = max(6.0 * spread, 3.0 * robust_scale)
@@ -299,15 +377,80 @@ def fit(
     iterations = robust_iterations
     converged = robust_converged
     if n - n_outliers >= 3:
-        params, polish_iterations, converged = _levenberg_marquardt(
-            terms, vols, sqrt_w, use, robust, lower, upper, -1.0, 1e-8, 1e-12, max_iterations
-        )
+        # With nothing cut, the least-squares stage starts where the robust one ended, on the same
+        # points: its residuals and Jacobian are already there.
+        params, polish_iterations, converged, resid, jac, err = _levenberg_marquardt(
+            terms, vols, sqrt_w, use, robust, lower, upper, -1.0, 1e-8, 1e-12, max_iterations,
+            resid, jac, err, n_outliers == 0,
+        )  # fmt: skip
         iterations += polish_iterations
     square = 0.0
     for i in range(n):
-        error = _vol(terms, i, params[0], params[1], params[2]) - vols[i]
+        # err covers every point only when none was left out; outliers are re-evaluated.
+        error = err[i] if use[i] else _vol(terms, i, params[0], params[1], params[2]) - vols[i]
         square += error * error
     return params, iterations, converged, robust_converged, n_outliers, math.sqrt(square / n)
+
+
+@jit
+def fit_many(
+    forwards: Float64Array,
+    ts: Float64Array,
+    strikes: Float64Array,
+    vols: Float64Array,
+    sqrt_w: Float64Array,
+    bounds: np.ndarray[Any, Any],
+    beta: float,
+    starts: Float64Array,
+    lowers: Float64Array,
+    uppers: Float64Array,
+    robust_scale: float,
+    budgets: np.ndarray[Any, Any],
+) -> tuple[
+    Float64Array,
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    Float64Array,
+]:
+    """`fit` of smile e on rows bounds[e]:bounds[e + 1] of the point arrays, from starts[e] within
+    lowers[e]..uppers[e] and budgets[e] iterations per stage, for every e: one call for a chain set.
+    Returns (params k x 3, iterations, converged, robust stage converged, n_outliers, rmse)."""
+    k = forwards.size
+    params = np.empty((k, 3))
+    iterations = np.empty(k, dtype=np.int64)
+    converged = np.empty(k, dtype=np.bool_)
+    robust_converged = np.empty(k, dtype=np.bool_)
+    n_outliers = np.empty(k, dtype=np.int64)
+    rmse = np.empty(k)
+    for e in range(k):
+        lo = bounds[e]
+        hi = bounds[e + 1]
+        p, it, ok, robust_ok, outliers, error = fit(
+            forwards[e], strikes[lo:hi], ts[e], vols[lo:hi], sqrt_w[lo:hi], beta,
+            starts[e], lowers[e], uppers[e], robust_scale, budgets[e],
+        )  # fmt: skip
+        params[e, :] = p
+        iterations[e] = it
+        converged[e] = ok
+        robust_converged[e] = robust_ok
+        n_outliers[e] = outliers
+        rmse[e] = error
+    return params, iterations, converged, robust_converged, n_outliers, rmse
+
+
+@jit
+def smile_vols_many(
+    forwards: Float64Array, strikes: Float64Array, ts: Float64Array, params: Float64Array
+) -> Float64Array:
+    """Obłój vol of smile e (params[e] = alpha, beta, rho, nu) at strikes[e], for every e."""
+    out = np.empty(forwards.size)
+    for e in range(forwards.size):
+        out[e] = smile_vol(
+            forwards[e], strikes[e], ts[e], params[e, 0], params[e, 1], params[e, 2], params[e, 3]
+        )
+    return out
 
 
 @jit
@@ -335,8 +478,11 @@ def vols_at_call_deltas(
     """Smile vol where the call delta first crosses each target (NaN where the grid has no crossing).
 
     grid is log-moneyness in units of the ATM total vol, scanned left to right and only as far as
-    the last target's first crossing; each bracket is refined by five Illinois steps and a final
-    regula-falsi step. `stats.risk_reversal_butterfly_25d` is the reference the tests hold it to.
+    the last target's first crossing; each bracket is refined by Illinois steps until the delta is
+    within _DELTA_TOLERANCE of the target (at most _DELTA_MAX_STEPS), then one regula-falsi step.
+    Illinois converges superlinearly, so a coarse grid (a few dozen points) costs a few more steps
+    here and far fewer smile evaluations in the scan. `stats.risk_reversal_butterfly_25d` is the
+    reference the tests hold it to.
     """
     scale = smile_vol(forward, forward, t, alpha, beta, rho, nu) * math.sqrt(t)
     n_targets = targets.size
@@ -365,9 +511,11 @@ def vols_at_call_deltas(
         hi = grid[found[q] + 1] * scale
         g_lo = g_left[q]
         g_hi = g_right[q]
-        for _ in range(5):
+        for _ in range(_DELTA_MAX_STEPS):
             root = lo - g_lo * (hi - lo) / (g_hi - g_lo)
             g_root = _call_delta(forward, t, alpha, beta, rho, nu, root)[0] - target
+            if abs(g_root) < _DELTA_TOLERANCE:
+                break
             if g_root > 0.0:
                 lo, g_lo = root, g_root
                 g_hi *= 0.5
@@ -376,4 +524,21 @@ def vols_at_call_deltas(
                 g_lo *= 0.5
         root = lo - g_lo * (hi - lo) / (g_hi - g_lo)
         out[q] = _call_delta(forward, t, alpha, beta, rho, nu, root)[1]
+    return out
+
+
+@jit
+def vols_at_call_deltas_many(
+    forwards: Float64Array,
+    ts: Float64Array,
+    params: Float64Array,
+    grid: Float64Array,
+    targets: Float64Array,
+) -> Float64Array:
+    """`vols_at_call_deltas` of smile e (params[e] = alpha, beta, rho, nu) for every e: k x n_targets."""
+    out = np.empty((forwards.size, targets.size))
+    for e in range(forwards.size):
+        out[e, :] = vols_at_call_deltas(
+            forwards[e], ts[e], params[e, 0], params[e, 1], params[e, 2], params[e, 3], grid, targets
+        )
     return out

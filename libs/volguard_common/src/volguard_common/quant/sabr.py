@@ -20,6 +20,7 @@ Plain Hagan replaces the exact `(F^(1-b) - K^(1-b)) / ((1-b) ln(F/K))` by its fo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
@@ -350,25 +351,93 @@ def fit_prepared(
 
 
 def _fit_points(forward: float, t: float, beta: float, robust_scale: float, points: _Points) -> SabrFit:
-    kernels = _kernels()
-
-    def solve(guess: Float64Array, warm: bool, spent: int) -> SabrFit:
-        start, lower, upper = _start_and_bounds(guess)
-        budget = _WARM_MAX_ITERATIONS if warm else _MAX_ITERATIONS
-        params, iterations, converged, robust_converged, n_outliers, rmse = kernels.fit(
-            forward, points.strikes, t, points.vols, points.sqrt_w, beta, start, lower, upper,
-            robust_scale, budget,
-        )  # fmt: skip
-        # From a warm start the robust stage must converge too: its fit decides the outliers.
-        converged = converged and (robust_converged or not warm)
-        return _result(params, beta, rmse, converged, spent + iterations, points.n_points, n_outliers, warm)
-
     if points.warm is not None:
-        warm = solve(points.warm, True, 0)
+        warm = _solve(forward, t, beta, robust_scale, points, points.warm, True, 0)
         if warm.converged:
             return warm
-        return solve(_cold_start(forward, t, beta, points), False, warm.iterations)
-    return solve(_cold_start(forward, t, beta, points), False, 0)
+        return _solve_cold(forward, t, beta, robust_scale, points, warm.iterations)
+    return _solve_cold(forward, t, beta, robust_scale, points, 0)
+
+
+def _solve_cold(
+    forward: float, t: float, beta: float, robust_scale: float, points: _Points, spent: int
+) -> SabrFit:
+    guess = _cold_start(forward, t, beta, points)
+    return _solve(forward, t, beta, robust_scale, points, guess, False, spent)
+
+
+def _solve(
+    forward: float,
+    t: float,
+    beta: float,
+    robust_scale: float,
+    points: _Points,
+    guess: Float64Array,
+    warm: bool,
+    spent: int,
+) -> SabrFit:
+    start, lower, upper = _start_and_bounds(guess)
+    budget = _WARM_MAX_ITERATIONS if warm else _MAX_ITERATIONS
+    params, iterations, converged, robust_converged, n_outliers, rmse = _kernels().fit(
+        forward, points.strikes, t, points.vols, points.sqrt_w, beta, start, lower, upper,
+        robust_scale, budget,
+    )  # fmt: skip
+    # From a warm start the robust stage must converge too: its fit decides the outliers.
+    converged = converged and (robust_converged or not warm)
+    return _result(params, beta, rmse, converged, spent + iterations, points.n_points, n_outliers, warm)
+
+
+def fit_prepared_many(
+    forwards: Sequence[float],
+    ts: Sequence[float],
+    strikes: Float64Array,
+    vols: Float64Array,
+    sqrt_weights: Float64Array,
+    bounds: Sequence[int],
+    beta: float = 0.5,
+    *,
+    robust_scale: float = 0.005,
+    initial: Sequence[SabrFit | None],
+) -> list[SabrFit]:
+    """:func:`fit_prepared` of several smiles (the expiries of one chain set) in one compiled call:
+    smile e has forward `forwards[e]`, time `ts[e]`, its points in rows `bounds[e]:bounds[e + 1]` of
+    the point arrays and warm start `initial[e]`. The same fits as calling `fit_prepared` smile by
+    smile (a warm start that does not converge is abandoned for the explicit guess in the same way);
+    one call saves the per-call overhead, which at smile size is a good part of a warm fit. Every
+    smile must satisfy `fit_prepared`'s contract; `bounds` has one more entry than `forwards`."""
+    k = len(forwards)
+    if not (len(ts) == len(initial) == k and len(bounds) == k + 1):
+        raise ValueError("fit_prepared_many needs one t and one initial per forward, and k + 1 bounds")
+    cuts = [(int(bounds[e]), int(bounds[e + 1])) for e in range(k)]
+    points = [
+        _Points(
+            strikes=strikes[lo:hi], vols=vols[lo:hi], sqrt_w=sqrt_weights[lo:hi], n_points=hi - lo, warm=None
+        )
+        for lo, hi in cuts
+    ]
+    guesses = np.empty((k, 3))
+    for e, smile in enumerate(initial):
+        if smile is None:
+            guesses[e] = _cold_start(forwards[e], ts[e], beta, points[e])
+        else:
+            guesses[e] = (smile.alpha, smile.rho, smile.nu)
+    warm = np.array([smile is not None for smile in initial], dtype=np.bool_)
+    starts, lowers, uppers = _start_and_bounds(guesses)
+    params, iterations, converged, robust_converged, n_outliers, rmse = _kernels().fit_many(
+        np.asarray(forwards, dtype=np.float64), np.asarray(ts, dtype=np.float64), strikes, vols,
+        sqrt_weights, np.asarray(bounds, dtype=np.int64), beta, starts, lowers, uppers, robust_scale,
+        np.where(warm, _WARM_MAX_ITERATIONS, _MAX_ITERATIONS),
+    )  # fmt: skip
+    out: list[SabrFit] = []
+    for e in range(k):
+        ok = bool(converged[e]) and (bool(robust_converged[e]) or not warm[e])
+        fit = _result(
+            params[e], beta, rmse[e], ok, int(iterations[e]), points[e].n_points, n_outliers[e], bool(warm[e])
+        )
+        if warm[e] and not fit.converged:
+            fit = _solve_cold(forwards[e], ts[e], beta, robust_scale, points[e], fit.iterations)
+        out.append(fit)
+    return out
 
 
 def _fit_numpy(
@@ -501,11 +570,18 @@ def _cold_start(forward: float, t: float, beta: float, points: _Points) -> Float
 
 
 def _start_and_bounds(guess: Float64Array) -> tuple[Float64Array, Float64Array, Float64Array]:
+    """(start, lower, upper) of one guess (alpha, rho, nu), or row by row of a k x 3 block of them."""
     # The alpha floor only keeps the optimiser off zero; it scales with the start (alpha > 0) so
     # that it binds nowhere near a real smile.
-    lower = np.array([1e-8 * guess[0], -_RHO_BOUND, _NU_MIN])
-    upper = np.array([np.inf, _RHO_BOUND, _NU_MAX])
-    # np.clip's values, without its per-call overhead (this runs six times a snapshot).
+    lower = np.empty_like(guess)
+    lower[..., 0] = 1e-8 * guess[..., 0]
+    lower[..., 1] = -_RHO_BOUND
+    lower[..., 2] = _NU_MIN
+    upper = np.empty_like(guess)
+    upper[..., 0] = np.inf
+    upper[..., 1] = _RHO_BOUND
+    upper[..., 2] = _NU_MAX
+    # np.clip's values, without its per-call overhead (this runs for every snapshot).
     return np.minimum(np.maximum(guess, lower), upper), lower, upper
 
 
@@ -556,6 +632,41 @@ def vols_at_call_deltas(
     out: Float64Array = _kernels().vols_at_call_deltas(
         forward, t, smile.alpha, smile.beta, smile.rho, smile.nu,
         np.ascontiguousarray(grid, dtype=np.float64), np.ascontiguousarray(call_deltas, dtype=np.float64),
+    )  # fmt: skip
+    return out
+
+
+def _smile_block(smiles: Sequence[SabrFit]) -> Float64Array:
+    for smile in smiles:
+        _check_smile(smile)
+    return np.array([(s.alpha, s.beta, s.rho, s.nu) for s in smiles], dtype=np.float64).reshape(-1, 4)
+
+
+def _check_forwards(forwards: Float64Array, ts: Float64Array, k: int) -> None:
+    if forwards.shape != (k,) or ts.shape != (k,):
+        raise ValueError(f"need one forward and one t per smile ({k}), got {forwards.shape} and {ts.shape}")
+    if k and not (forwards.min() > 0.0 and forwards.max() < np.inf and ts.min() > 0.0 and ts.max() < np.inf):
+        raise ValueError("forwards and t must be finite and > 0")
+
+
+def atm_vols(forwards: ArrayLike, ts: ArrayLike, smiles: Sequence[SabrFit]) -> Float64Array:
+    """`smile_vol` of smile e at its own forward (the ATM-forward vol), for every e, in one call."""
+    f, t = _as_float(forwards).ravel(), _as_float(ts).ravel()
+    _check_forwards(f, t, len(smiles))
+    out: Float64Array = _kernels().smile_vols_many(f, f, t, _smile_block(smiles))
+    return out
+
+
+def vols_at_call_deltas_many(
+    forwards: ArrayLike, ts: ArrayLike, smiles: Sequence[SabrFit], call_deltas: ArrayLike, grid: ArrayLike
+) -> Float64Array:
+    """`vols_at_call_deltas` of smile e with forward `forwards[e]` and time `ts[e]`, for every e, in one
+    compiled call: a k x len(call_deltas) block, NaN where the grid brackets no crossing."""
+    f, t = _as_float(forwards).ravel(), _as_float(ts).ravel()
+    _check_forwards(f, t, len(smiles))
+    out: Float64Array = _kernels().vols_at_call_deltas_many(
+        f, t, _smile_block(smiles), np.ascontiguousarray(grid, dtype=np.float64),
+        np.ascontiguousarray(call_deltas, dtype=np.float64),
     )  # fmt: skip
     return out
 
