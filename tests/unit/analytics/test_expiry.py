@@ -203,13 +203,15 @@ def test_expired_contract_is_rejected() -> None:
 
 
 def test_fast_25_delta_matches_the_reference_solver() -> None:
-    for forward, t, alpha, rho, nu in ((24_000.0, 0.02, 20.0, -0.4, 3.0), (24_000.0, 0.3, 20.0, -0.6, 1.0)):
-        fit = sabr.SabrFit(alpha, 0.5, rho, nu, 0.0, True, 0, 0, 0)
-        wings = delta_25_vols(forward, t, fit)
+    cases = ((24_000.0, 0.02, 20.0, -0.4, 3.0), (24_000.0, 0.3, 20.0, -0.6, 1.0))
+    fits = [sabr.SabrFit(alpha, 0.5, rho, nu, 0.0, True, 0, 0, 0) for _, _, alpha, rho, nu in cases]
+    all_wings = delta_25_vols([case[0] for case in cases], [case[1] for case in cases], fits)
+    for (forward, t, *_), fit, wings in zip(cases, fits, all_wings, strict=True):
         assert wings is not None
         reference = stats.risk_reversal_butterfly_25d(forward, t, fit)
         assert wings[0] - wings[1] == pytest.approx(reference.rr25, abs=1e-6)
         assert 0.5 * (wings[0] + wings[1]) - wings[2] == pytest.approx(reference.bf25, abs=1e-6)
+    assert delta_25_vols([], [], []) == []
 
 
 def test_previous_fit_warm_starts_the_smile() -> None:

@@ -10,6 +10,7 @@ so their mids pin the vol best, and ITM quotes add only the (wider) spread of th
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +39,10 @@ SECONDS_PER_YEAR = 365.0 * 86_400.0
 _UNUSABLE = int(IvFlag.NO_QUOTE | IvFlag.BELOW_INTRINSIC | IvFlag.ABOVE_UPPER_BOUND | IvFlag.SOLVER_FAILED)
 _DIRTY = int(IvFlag.WIDE_SPREAD | IvFlag.CROSSED)
 # 25-delta search grid: log-moneyness in units of the ATM total vol. +-6 total vols reaches deltas far
-# below 0.25 on any index smile; 241 points leave a grid step of 0.05 total vols.
-_DELTA_GRID = np.linspace(-6.0, 6.0, 241)
+# below 0.25 on any index smile. The grid only brackets the first crossing (the root is refined
+# inside the bracket), so its step of 0.25 total vols only needs to be finer than any wiggle of an
+# arbitrage-free smile's delta; 49 points scan to the 25-delta call in about 28 smile evaluations.
+_DELTA_GRID = np.linspace(-6.0, 6.0, 49)
 _DELTA_TARGETS = np.array([0.25, 0.75])
 
 
@@ -172,18 +175,25 @@ def _choose_forward(
     )
 
 
-def delta_25_vols(forward: float, t: float, fit: sabr.SabrFit) -> tuple[float, float, float] | None:
-    """(25-delta call vol, 25-delta put vol, ATM-forward vol) on the SABR smile.
+def delta_25_vols(
+    forwards: Sequence[float], times: Sequence[float], fits: Sequence[sabr.SabrFit]
+) -> list[tuple[float, float, float] | None]:
+    """(25-delta call vol, 25-delta put vol, ATM-forward vol) on each SABR smile; None for a smile
+    whose 25-delta strikes the search grid does not bracket.
 
     Same convention as `quant.stats.risk_reversal_butterfly_25d` (forward, undiscounted,
-    premium-unadjusted delta with the smile's own vol), compiled for speed: the call delta is
-    evaluated on a grid of log-moneyness, the first crossings of call delta 0.25 and 0.75 (put delta
-    -0.25) are bracketed on it and refined by regula falsi.
+    premium-unadjusted delta with the smile's own vol), compiled for speed and one call for all
+    smiles: the call delta is evaluated on a grid of log-moneyness, the first crossings of call delta
+    0.25 and 0.75 (put delta -0.25) are bracketed on it and refined by regula falsi.
     """
-    call_vol, put_vol = sabr.vols_at_call_deltas(forward, t, fit, _DELTA_TARGETS, _DELTA_GRID).tolist()
-    if call_vol != call_vol or put_vol != put_vol:
-        return None
-    return call_vol, put_vol, sabr.smile_vol(forward, forward, t, fit)
+    if not fits:
+        return []
+    wings = sabr.vols_at_call_deltas_many(forwards, times, fits, _DELTA_TARGETS, _DELTA_GRID).tolist()
+    atm = sabr.atm_vols(forwards, times, fits).tolist()
+    return [
+        None if call_vol != call_vol or put_vol != put_vol else (call_vol, put_vol, atm_vol)
+        for (call_vol, put_vol), atm_vol in zip(wings, atm, strict=True)
+    ]
 
 
 def analyse_expiry(
@@ -302,6 +312,9 @@ def analyse_expiries(
     fit_bounds = np.searchsorted(group[by_group], 2 * np.arange(len(chains) + 1)).tolist()
     fit_strike, fit_vol, fit_vol_error = strikes2[fit_rows], vols[fit_rows], vol_error[fit_rows]
 
+    smiles = _fit_smiles(chains, forwards, times, fit_strike, fit_vol, fit_vol_error, fit_bounds, config,
+                         previous_fits)  # fmt: skip
+
     out: list[ExpiryAnalysis] = []
     for e, chain in enumerate(chains):
         lo, hi = int(bounds[e]), int(bounds[e + 1])
@@ -312,7 +325,6 @@ def analyse_expiries(
                 ts_event,
                 trading_minutes_to_expiry[e],
                 config,
-                previous_fits[e],
                 choices[e],
                 times[e],
                 discounts[e],
@@ -324,8 +336,8 @@ def analyse_expiries(
                     put_flags=flag_block[1, lo:hi],
                     fit_strike=fit_strike[fit_lo:fit_hi],
                     fit_vol=fit_vol[fit_lo:fit_hi],
-                    fit_vol_error=fit_vol_error[fit_lo:fit_hi],
                 ),
+                smiles[e],
                 SurfaceColumns.adopt(
                     np.ascontiguousarray(surface[:, lo:hi]), np.ascontiguousarray(flag_block[:, lo:hi])
                 ),
@@ -333,6 +345,67 @@ def analyse_expiries(
             )
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Smile:
+    """One expiry's SABR calibration (None: too few clean quotes) and, when the smile is usable, its
+    25-delta call and put vols and ATM-forward vol (None: the 25-delta strikes were not found)."""
+
+    fit: sabr.SabrFit | None
+    usable: bool
+    wings: tuple[float, float, float] | None
+
+
+def _fit_smiles(
+    chains: Sequence[ChainSnapshot],
+    forwards: Sequence[float],
+    times: Sequence[float],
+    fit_strike: Float64Array,
+    fit_vol: Float64Array,
+    fit_vol_error: Float64Array,
+    fit_bounds: Sequence[int],
+    config: AnalyticsConfig,
+    previous_fits: Sequence[sabr.SabrFit | None],
+) -> list[_Smile]:
+    """Every expiry's smile of the set with at least `sabr_min_points` fit points, in one compiled
+    calibration call and one 25-delta search, warm-started from that expiry's previous fit."""
+    fitted = [e for e in range(len(chains)) if fit_bounds[e + 1] - fit_bounds[e] >= config.sabr_min_points]
+    cuts = [(fit_bounds[e], fit_bounds[e + 1]) for e in fitted]
+    if len(fitted) == len(chains):
+        strikes, vols, errors = fit_strike, fit_vol, fit_vol_error
+    else:
+        strikes, vols, errors = (
+            np.concatenate([column[lo:hi] for lo, hi in cuts]) if cuts else column[:0]
+            for column in (fit_strike, fit_vol, fit_vol_error)
+        )
+    point_bounds = [0]
+    for lo, hi in cuts:
+        point_bounds.append(point_bounds[-1] + hi - lo)
+    # A quote's weight is the inverse square of its vol error relative to the expiry's median error:
+    # sqrt-weights median/error. The points are this engine's own - solved vols (finite, > 0), listed
+    # strikes, errors > 0 (half a tick at least, over a floored vega) - so `sabr.fit`'s checks are
+    # skipped.
+    sqrt_w = np.empty_like(errors)
+    for lo, hi in itertools.pairwise(point_bounds):
+        sqrt_w[lo:hi] = _median(errors[lo:hi]) / errors[lo:hi]
+    beta = config.sabr_beta
+    warm = [previous_fits[e] for e in fitted]
+    fits = sabr.fit_prepared_many(
+        [forwards[e] for e in fitted], [times[e] for e in fitted], strikes, vols, sqrt_w, point_bounds, beta,
+        initial=[fit if fit is not None and fit.beta == beta else None for fit in warm],
+    )  # fmt: skip
+    usable = [fit.converged and fit.rmse <= config.sabr_max_rmse for fit in fits]
+    good = [i for i, ok in enumerate(usable) if ok]
+    wings = delta_25_vols(
+        [forwards[fitted[i]] for i in good], [times[fitted[i]] for i in good], [fits[i] for i in good]
+    )
+    by_expiry = {
+        fitted[i]: _Smile(fit, ok, None) for i, (fit, ok) in enumerate(zip(fits, usable, strict=True))
+    }
+    for i, found in zip(good, wings, strict=True):
+        by_expiry[fitted[i]] = _Smile(fits[i], True, found)
+    return [by_expiry.get(e, _Smile(None, False, None)) for e in range(len(chains))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +419,6 @@ class _ExpiryQuotes:
     put_flags: Int64Array
     fit_strike: Float64Array
     fit_vol: Float64Array
-    fit_vol_error: Float64Array
 
 
 def _expiry_analysis(
@@ -354,11 +426,11 @@ def _expiry_analysis(
     ts_event: datetime,
     trading_minutes_to_expiry: float,
     config: AnalyticsConfig,
-    previous_fit: sabr.SabrFit | None,
     forward_choice: tuple[float, ForwardSource, Quality, str | None],
     t: float,
     discount: float,
     quotes: _ExpiryQuotes,
+    smile: _Smile,
     surface: SurfaceColumns,
     open_interest: stats.OpenInterest,
 ) -> ExpiryAnalysis:
@@ -379,39 +451,31 @@ def _expiry_analysis(
         degrade(forward_reason)
 
     fit_k, fit_v = quotes.fit_strike, quotes.fit_vol
-    sabr_fit: sabr.SabrFit | None = None
-    if fit_k.size >= config.sabr_min_points:
-        vol_error = quotes.fit_vol_error
-        warm = previous_fit if previous_fit is not None and previous_fit.beta == config.sabr_beta else None
-        # The fit points are this engine's own: solved vols (finite, > 0), listed strikes and vol
-        # errors > 0 (half a tick at least, over a floored vega), so `sabr.fit`'s checks are skipped.
-        sabr_fit = sabr.fit_prepared(
-            forward, fit_k, t, fit_v, _median(vol_error) / vol_error, config.sabr_beta, initial=warm
-        )
+    sabr_fit = smile.fit
+    if sabr_fit is None:
+        degrade(f"only {fit_k.size} clean OTM quotes: no SABR fit")
+    else:
         if not sabr_fit.converged:
             degrade("SABR fit did not converge")
         if sabr_fit.rmse > config.sabr_max_rmse:
             degrade(f"SABR fit RMSE {sabr_fit.rmse:.4f} above {config.sabr_max_rmse}")
-    else:
-        degrade(f"only {fit_k.size} clean OTM quotes: no SABR fit")
-    smile_ok = sabr_fit is not None and sabr_fit.converged and sabr_fit.rmse <= config.sabr_max_rmse
 
     strike = quotes.strike
     j = int(np.argmin(np.abs(strike - forward)))
     atm_strike = float(strike[j])
-    atm_iv = _atm_iv(forward, fit_k, fit_v, strike, t, sabr_fit if smile_ok else None)
+    atm_smile = smile.wings[2] if smile.wings is not None else None
+    atm_iv = _atm_iv(forward, fit_k, fit_v, strike, t, sabr_fit if smile.usable else None, atm_smile)
     if atm_iv is None:
         degrade("no ATM IV: no clean quotes around the forward and no usable smile", Quality.BAD)
 
     rr25 = bf25 = None
-    if smile_ok and sabr_fit is not None:
-        wings = delta_25_vols(forward, t, sabr_fit)
-        if wings is None:
+    if smile.usable:
+        if smile.wings is None:
             degrade("25-delta strikes not found on the smile")
         else:
-            call_vol, put_vol, atm_smile = wings
+            call_vol, put_vol, atm_vol = smile.wings
             rr25 = call_vol - put_vol
-            bf25 = 0.5 * (call_vol + put_vol) - atm_smile
+            bf25 = 0.5 * (call_vol + put_vol) - atm_vol
 
     straddle = None
     expected: ExpectedMove | None = None
@@ -489,11 +553,13 @@ def _atm_iv(
     strike: Float64Array,
     t: float,
     smile: sabr.SabrFit | None,
+    smile_atm: float | None = None,
 ) -> float | None:
     """ATM-forward IV: linear in strike between the clean OTM quotes either side of the forward (the
     most liquid quotes, model-free) when they are adjacent listed strikes; else the SABR smile at the
-    forward; else unknown. `fit_k` and `strike` are strictly increasing (fit points in strike order,
-    listed strikes as the chain has them), so the neighbours are found by bisection."""
+    forward (`smile_atm` when already known); else unknown. `fit_k` and `strike` are strictly
+    increasing (fit points in strike order, listed strikes as the chain has them), so the neighbours
+    are found by bisection."""
     n_below = bisect.bisect_right(fit_k, forward)  # fit points <= forward
     first_above = bisect.bisect_left(fit_k, forward)  # first fit point >= forward
     if n_below > 0 and first_above < fit_k.size:
@@ -505,5 +571,5 @@ def _atm_iv(
             w = (forward - k_lo) / (k_hi - k_lo)
             return (1.0 - w) * v_lo + w * float(fit_v[first_above])
     if smile is not None:
-        return sabr.smile_vol(forward, forward, t, smile)
+        return smile_atm if smile_atm is not None else sabr.smile_vol(forward, forward, t, smile)
     return None
