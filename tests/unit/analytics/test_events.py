@@ -7,8 +7,21 @@ from datetime import date, datetime, timedelta
 import pytest
 
 from tests.unit.analytics.chains import CONFIG, SHARED
-from volguard_analytics.domain.calendar import EventKind, builtin_events, parse_events_calendar
-from volguard_analytics.domain.event_risk import event_risk, event_weight, severity_of
+from volguard_analytics.domain.calendar import (
+    EventKind,
+    ScheduledEvent,
+    builtin_events,
+    parse_events_calendar,
+)
+from volguard_analytics.domain.config import AnalyticsConfig
+from volguard_analytics.domain.event_risk import (
+    DayEventRisk,
+    event_risk,
+    event_weight,
+    scored_event_risk,
+    scored_events,
+    severity_of,
+)
 from volguard_common.clock import IST
 from volguard_common.events.vol import EventSeverity
 
@@ -92,3 +105,42 @@ def test_expiry_day_alone_is_severity_c() -> None:
     assert quiet.score == 0
     assert quiet.severity is None
     assert quiet.size_multiplier == 1.0
+
+
+def _instants(events: tuple[ScheduledEvent, ...], config: AnalyticsConfig) -> list[datetime]:
+    """Every 7 minutes from 1 to 27 Dec 2025, plus each event's edges to the microsecond: its time, the
+    end of an all-day event, the one-day and horizon marks before it."""
+    start = datetime(2025, 12, 1, tzinfo=IST)
+    out = [start + timedelta(minutes=7 * k) for k in range(26 * 24 * 60 // 7)]
+    tiny = timedelta(microseconds=1)
+    for event in events:
+        end = event.at + timedelta(days=1) if event.all_day else event.at
+        for mark in (
+            event.at,
+            end,
+            event.at - timedelta(days=1),
+            event.at - timedelta(days=config.event_horizon_days),
+        ):
+            out += [mark - tiny, mark, mark + tiny]
+    return out
+
+
+def test_day_event_risk_is_scored_event_risk_at_every_instant() -> None:
+    # An all-day India "Very High" event (A) exercises the end-of-day edge the file's events lack.
+    all_day = ScheduledEvent(
+        at=datetime(2025, 12, 12, tzinfo=IST), name="State election results", country="India",
+        importance="Very High", kind=EventKind.MACRO, all_day=True,
+    )  # fmt: skip
+    calendar = parse_events_calendar(SHARED / "events_calendar.csv").merged(
+        builtin_events(date(2025, 11, 1), date(2026, 3, 31))
+    )
+    events = (*calendar.events, all_day)
+    scored = scored_events(events)
+    for config in (CONFIG, CONFIG.replace(event_half_life_days=0.4, event_horizon_days=3.0)):
+        instants = _instants(events, config)
+        expected = [scored_event_risk(scored, ts, config) for ts in instants]
+        assert {risk.score for risk in expected} == {0, 1, 2, 3, 4, 5}
+        day_risk = DayEventRisk(scored, config)
+        # Forwards, then backwards on the same instance: the outcomes it keeps depend on nothing else.
+        assert [day_risk.at(ts) for ts in instants] == expected
+        assert [day_risk.at(ts) for ts in reversed(instants)] == expected[::-1]

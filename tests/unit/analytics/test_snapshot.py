@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tests.unit.analytics.chains import CONFIG, SHARED, TS, real_history, sabr_chain
-from volguard_analytics.domain.calendar import EventCalendar, builtin_events, parse_events_calendar
+from volguard_analytics.domain.calendar import EventCalendar, EventKind, builtin_events, parse_events_calendar
 from volguard_analytics.domain.snapshot import VolEngine, deterministic_event_id
+from volguard_common import clock
 from volguard_common.clock import IST
 from volguard_common.events import Tick
 from volguard_common.events.market import InstrumentKind
@@ -169,3 +170,55 @@ def test_warm_started_smiles_publish_the_cold_answer() -> None:
         assert warm_vol.sabr.rho == pytest.approx(cold_vol.sabr.rho, abs=1e-7)
         assert warm_vol.sabr.nu == pytest.approx(cold_vol.sabr.nu, rel=1e-6)
         assert warm_vol.rr25 == pytest.approx(cold_vol.rr25, abs=1e-8)
+
+
+def _minutes_to_expiry(ts: datetime, expiry: date) -> float:
+    """What the engine publishes: minutes to today's close plus the close-to-cutoff tail it keeps per
+    day (the split is part of the answer: a sum over one span can round differently)."""
+    cutoff = clock.expiry_cutoff(expiry)
+    day = ts.date()
+    if expiry <= day or not clock.is_trading_day(day):
+        return clock.trading_minutes_between(ts, cutoff)
+    close = clock.session_bounds(day)[1]
+    return clock.trading_minutes_between(ts, max(ts, close)) + clock.trading_minutes_between(close, cutoff)
+
+
+def test_day_caches_answer_for_the_day_asked_forwards_and_back() -> None:
+    # One engine runs across days and is then rewound, as a replay can be: whatever depends only on the
+    # time, the calendar and the history must equal a fresh engine's answer for the same chains.
+    history = real_history()
+    rbi = next(event.at for event in _events().events if event.kind is EventKind.RBI_POLICY)
+    odd = timedelta(microseconds=123_457)
+    times = [
+        TS + odd,
+        TS + timedelta(seconds=1) + odd,
+        datetime(2025, 12, 18, 9, 0, tzinfo=IST),  # before the open
+        datetime(2025, 12, 18, 15, 45, tzinfo=IST) + odd,  # after the close
+        datetime(2025, 12, 20, 11, 0, tzinfo=IST),  # a Saturday
+        datetime(2025, 12, 23, 14, 45, tzinfo=IST) + odd,  # expiry day, last hour
+        TS + timedelta(seconds=2) + odd,  # rewound to the first day
+        rbi - timedelta(seconds=1),  # the RBI decision in play...
+        rbi + timedelta(seconds=1),  # ...and announced
+        datetime(2025, 12, 23, 14, 45, 1, tzinfo=IST),
+    ]
+    engine = VolEngine(CONFIG, history, _events())
+    scores: set[int] = set()
+    flags: set[tuple[bool, bool]] = set()
+    for ts in times:
+        chains = _chains(ts)
+        got = engine.snapshot(chains)
+        fresh = VolEngine(CONFIG, history, _events()).snapshot(chains)
+        assert got.event_risk == fresh.event_risk
+        assert got.garch == fresh.garch
+        assert got.percentiles == fresh.percentiles
+        assert (got.is_expiry_day, got.is_last_hour) == (fresh.is_expiry_day, fresh.is_last_hour)
+        minutes = [block.trading_minutes_to_expiry for block in got.expiries]
+        assert minutes == [block.trading_minutes_to_expiry for block in fresh.expiries]
+        assert minutes == [_minutes_to_expiry(ts, expiry) for expiry in EXPIRIES]
+        scores.add(got.event_risk.score)
+        flags.add((got.is_expiry_day, got.is_last_hour))
+    # The path crosses the situations the caches distinguish.
+    assert 5 in scores
+    assert len(scores) >= 3
+    assert (True, True) in flags
+    assert (False, False) in flags

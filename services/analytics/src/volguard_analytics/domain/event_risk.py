@@ -14,8 +14,8 @@ severity = the most severe event in play; size multiplier = Settings' multiplier
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from volguard_analytics.domain.calendar import EventKind, ScheduledEvent
 from volguard_analytics.domain.config import AnalyticsConfig
@@ -83,13 +83,85 @@ def scored_event_risk(events: ScoredEvents, ts_event: datetime, config: Analytic
         if int(weight + 0.5) >= 1:
             in_play.append((weight, severity, event))
     if not in_play:
-        return EventRisk(score=0, severity=None, size_multiplier=1.0, events=[])
+        return _risk(0, (), config)
     score = min(5, int(max(weight for weight, _, _ in in_play) + 0.5))
-    worst = min((severity for _, severity, _ in in_play), key=_RANK.__getitem__)
+    return _risk(score, [(event, severity) for _, severity, event in in_play], config)
+
+
+def _risk(
+    score: int, in_play: Sequence[tuple[ScheduledEvent, EventSeverity]], config: AnalyticsConfig
+) -> EventRisk:
+    """The message for a score and the events in play (in calendar order)."""
+    if not in_play:
+        return EventRisk(score=0, severity=None, size_multiplier=1.0, events=[])
+    worst = min((severity for _, severity in in_play), key=_RANK.__getitem__)
     multiplier = {
         EventSeverity.A: config.event_multiplier_a,
         EventSeverity.B: config.event_multiplier_b,
         EventSeverity.C: config.event_multiplier_c,
     }[worst]
-    labels = [f"{event.label} [{severity.value}]"[:200] for _, severity, event in in_play]
+    labels = [f"{event.label} [{severity.value}]"[:200] for event, severity in in_play]
     return EventRisk(score=score, severity=worst, size_multiplier=multiplier, events=labels)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Distinct outcomes kept per DayEventRisk: a day sees a handful, this only bounds a pathological feed.
+_MAX_OUTCOMES = 64
+
+
+def _epoch_us(ts: datetime) -> int:
+    """Whole microseconds since the epoch. `(a - b).total_seconds()` is exactly `(a_us - b_us) / 10**6`
+    (CPython divides the integer microseconds), so weights from these equal `_weight`'s to the bit; IST
+    has no DST, so the wall-clock difference `_weight` takes is this UTC one."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class DayEventRisk:
+    """`scored_event_risk` over a fixed set of events (one trading day's), asked every second.
+
+    Event times are turned into integers once, and the EventRisk of each distinct outcome (score and
+    events in play) is built once: the weights move every second, but the message only changes when an
+    event enters or leaves play or the rounded score steps. `scored_event_risk` is the reference.
+    """
+
+    def __init__(self, events: ScoredEvents, config: AnalyticsConfig) -> None:
+        self.events = events
+        self._config = config
+        # (event time, end of its weight, base points); ends as `_weight` computes them (an all-day
+        # event weighs until the next midnight).
+        self._timed = tuple(
+            (
+                _epoch_us(event.at),
+                _epoch_us(event.at + timedelta(days=1) if event.all_day else event.at),
+                BASE_POINTS[severity],
+            )
+            for event, severity in events
+        )
+        self._outcomes: dict[tuple[int, tuple[int, ...]], EventRisk] = {}
+
+    def at(self, ts_event: datetime) -> EventRisk:
+        now = _epoch_us(ts_event)
+        horizon = self._config.event_horizon_days
+        half_life = self._config.event_half_life_days
+        in_play: list[int] = []
+        weights: list[float] = []
+        for i, (at, end, base) in enumerate(self._timed):
+            if end <= now:
+                continue
+            days = max(0.0, (at - now) / 1_000_000 / 86_400.0)
+            if days > horizon:
+                continue
+            weight = base * (1.0 if days <= 1.0 else 0.5 ** ((days - 1.0) / half_life))
+            if int(weight + 0.5) >= 1:
+                in_play.append(i)
+                weights.append(weight)
+        score = min(5, int(max(weights) + 0.5)) if weights else 0
+        key = (score, tuple(in_play))
+        risk = self._outcomes.get(key)
+        if risk is None:
+            if len(self._outcomes) >= _MAX_OUTCOMES:
+                self._outcomes.clear()
+            risk = _risk(score, [self.events[i] for i in in_play], self._config)
+            self._outcomes[key] = risk
+        return risk

@@ -10,6 +10,7 @@ and today enters only through the intraday path (`IntradayBar`).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -103,6 +104,12 @@ class LookbackWindow:
     # True when the window holds an inf: `stats.iv_percentile` refuses such a history, and so does this.
     has_inf: bool
     ordered: Float64Array
+    # `ordered` as Python floats: bisecting them for one float beats a numpy call per snapshot, and
+    # gives the same index as `np.searchsorted(ordered, x, side="left")` (no NaN is left in it).
+    values: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", tuple(self.ordered.tolist()))
 
     @staticmethod
     def of(series: Float64Array, lookback: int) -> LookbackWindow:
@@ -116,10 +123,9 @@ class LookbackWindow:
             raise ValueError("current IV must be finite")
         if self.has_inf:
             raise ValueError("IV history contains inf")
-        if self.ordered.size == 0:
+        if not self.values:
             raise ValueError("no IV history in the lookback window")
-        below = int(np.searchsorted(self.ordered, current, side="left"))
-        return 100.0 * below / self.ordered.size
+        return 100.0 * bisect.bisect_left(self.values, current) / len(self.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +218,10 @@ class GarchCache:
     max_horizon: int
     fits: dict[date, garch.GarchForecast | str] = field(default_factory=dict)
     refits: int = 0
+    # The GarchForecast per horizon of one fit (`_views_of`): the reference expiry, hence the horizon,
+    # changes a few times a day at most, so the average over the cached path is worked out once.
+    _views_of: garch.GarchForecast | None = field(default=None, init=False, repr=False)
+    _views: dict[int, GarchForecast] = field(default_factory=dict, init=False, repr=False)
 
     def fit_for(self, days: DayInputs) -> garch.GarchForecast | str:
         """The day's fit, or the reason there is none."""
@@ -236,9 +246,15 @@ class GarchCache:
         if isinstance(fit, str):
             return None, fit
         h = min(max(horizon_days, 1), self.max_horizon)
-        daily = fit.daily_vols[:h]
-        vol = math.sqrt(float(np.mean(daily * daily)))
-        return GarchForecast(model="GARCH(1,1)", vol=vol, horizon_days=h, persistence=fit.persistence), None
+        if fit is not self._views_of:
+            self._views_of, self._views = fit, {}
+        view = self._views.get(h)
+        if view is None:
+            daily = fit.daily_vols[:h]
+            vol = math.sqrt(float(np.mean(daily * daily)))
+            view = GarchForecast(model="GARCH(1,1)", vol=vol, horizon_days=h, persistence=fit.persistence)
+            self._views[h] = view
+        return view, None
 
 
 def percentiles(
@@ -253,19 +269,22 @@ def percentiles(
         if current is None:
             reasons.append(f"{name} percentile unknown: no current value")
             return None, None
-        present = window.ordered.size
+        present = len(window.values)
         if present < config.percentile_min_days:
             reasons.append(
                 f"{name} percentile unknown: {present} history days, need {config.percentile_min_days}"
             )
             return None, None
         pct = window.percentile(current)
-        low = min(float(window.ordered[0]), current)
-        high = max(float(window.ordered[-1]), current)
+        low = min(window.values[0], current)
+        high = max(window.values[-1], current)
         if low == high:
             reasons.append(f"{name} rank unknown: history has no range")
             return pct, None
-        return pct, 100.0 * (current - low) / (high - low)
+        # Divide first: (current - low) / (high - low) is at most 1 exactly, while 100 * (high - low)
+        # / (high - low) can round to 100.00000000000001, which VolPercentiles refuses (a new high of
+        # IV or VIX would fail the whole snapshot).
+        return pct, 100.0 * ((current - low) / (high - low))
 
     def window(cut: LookbackWindow, series: Float64Array) -> LookbackWindow:
         return cut if cut.lookback == lookback else LookbackWindow.of(series, lookback)

@@ -39,8 +39,11 @@ def band(spread_pts: float, config: AnalyticsConfig) -> PremiumSignal:
 
 
 def _boundary_distance(spread_pts: float, config: AnalyticsConfig) -> float:
-    edges = (config.iv_rv_sell_big_pts, config.iv_rv_sell_small_pts, config.iv_rv_avoid_pts)
-    return min(abs(spread_pts - edge) for edge in edges)
+    return min(
+        abs(spread_pts - config.iv_rv_sell_big_pts),
+        abs(spread_pts - config.iv_rv_sell_small_pts),
+        abs(spread_pts - config.iv_rv_avoid_pts),
+    )
 
 
 class PremiumTracker:
@@ -48,6 +51,7 @@ class PremiumTracker:
 
     def __init__(self, config: AnalyticsConfig) -> None:
         self._config = config
+        self._trend_window = timedelta(seconds=config.premium_trend_window_s)
         self._history: deque[tuple[datetime, float]] = deque()
 
     def evaluate(
@@ -69,7 +73,7 @@ class PremiumTracker:
         elif band(known[0], config) is not band(known[1], config):
             confidence *= 0.8
 
-        horizon = ts_event - timedelta(seconds=config.premium_trend_window_s)
+        horizon = ts_event - self._trend_window
         while self._history and self._history[0][0] < horizon:
             self._history.popleft()
         if self._history:

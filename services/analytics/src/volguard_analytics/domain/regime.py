@@ -119,8 +119,11 @@ def scores(inputs: RegimeInputs, config: AnalyticsConfig) -> dict[Regime, float]
     }
 
 
+_PRIORITY_RANK = {regime: rank for rank, regime in enumerate(PRIORITY)}
+
+
 def _ranked(score: dict[Regime, float]) -> list[Regime]:
-    return sorted(PRIORITY, key=lambda regime: (-score[regime], PRIORITY.index(regime)))
+    return sorted(PRIORITY, key=lambda regime: (-score[regime], _PRIORITY_RANK[regime]))
 
 
 class RegimeTracker:

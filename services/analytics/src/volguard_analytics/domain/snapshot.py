@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 
 from volguard_analytics.domain import history as hist
 from volguard_analytics.domain.calendar import EventCalendar
 from volguard_analytics.domain.config import AnalyticsConfig
-from volguard_analytics.domain.event_risk import ScoredEvents, scored_event_risk, scored_events
+from volguard_analytics.domain.event_risk import DayEventRisk, ScoredEvents, scored_events
 from volguard_analytics.domain.expiry import ExpiryAnalysis, analyse_expiries
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
@@ -46,7 +45,9 @@ def deterministic_event_id(source: str, ts_event: datetime, chain_event_ids: Seq
     rand_a = int.from_bytes(digest[:2], "big") & 0xFFF
     rand_b = int.from_bytes(digest[2:10], "big") & ((1 << 62) - 1)
     value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    # str(uuid.UUID(int=value)) spelled out: the same 8-4-4-4-12 lower-case hex without building a UUID.
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 class VolEngine:
@@ -73,6 +74,8 @@ class VolEngine:
         self._bar: hist.IntradayBar | None = None
         self._day: hist.DayInputs | None = None
         self._tail_minutes: dict[tuple[date, date], float] = {}
+        # (day, its session's open and close, None when it does not trade) of the last snapshot.
+        self._session: tuple[date, tuple[datetime, datetime] | None] | None = None
         # (ts, minutes left today and today's close) of the last snapshot: see _minutes_left_today.
         self._today: tuple[datetime, tuple[float, datetime] | None] | None = None
         self._calendar = _DayCalendar(None, self._scored_events, config)
@@ -174,7 +177,7 @@ class VolEngine:
         premium = self._premium.evaluate(
             ts, ref_vol.atm_iv, reference_rv, garch_view.vol if garch_view is not None else None
         )
-        risk = scored_event_risk(self._calendar.events, ts, config)
+        risk = self._calendar.event_risk.at(ts)
 
         expiry_day = self._calendar.is_expiry_day
         expiring = next((a for a in analyses if a.vol.expiry == day), None)
@@ -263,20 +266,19 @@ class VolEngine:
 
     def _trading_minutes(self, ts: datetime, expiry: date) -> float:
         """Trading minutes to the expiry cutoff; the part after today's close is cached per day."""
-        cutoff = clock.expiry_cutoff(expiry)
         day = ts.date()
         if expiry <= day:
-            return clock.trading_minutes_between(ts, cutoff)
+            return clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry))
         today = self._minutes_left_today(ts)
         if today is None:
-            return clock.trading_minutes_between(ts, cutoff)
+            return clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry))
         left, close = today
         key = (day, expiry)
         tail = self._tail_minutes.get(key)
         if tail is None:
             if len(self._tail_minutes) > 64:
                 self._tail_minutes = {k: v for k, v in self._tail_minutes.items() if k[0] == day}
-            tail = clock.trading_minutes_between(close, cutoff)
+            tail = clock.trading_minutes_between(close, clock.expiry_cutoff(expiry))
             self._tail_minutes[key] = tail
         return left + tail
 
@@ -285,12 +287,26 @@ class VolEngine:
         for every expiry of a snapshot, so worked out once per ts."""
         if self._today is None or self._today[0] != ts:
             day = ts.date()
+            session = self._session_on(day)
             today: tuple[float, datetime] | None = None
-            if clock.is_trading_day(day):
-                _, close = clock.session_bounds(day)
-                today = (clock.trading_minutes_between(ts, close) if ts < close else 0.0, close)
+            if session is not None:
+                open_, close = session
+                if ts >= close:
+                    left = 0.0
+                elif clock.to_ist(ts).date() == day:
+                    # [ts, close] lies in this one session: the one term trading_minutes_between sums.
+                    left = (close - max(ts, open_)).total_seconds() / 60.0
+                else:
+                    left = clock.trading_minutes_between(ts, close)
+                today = (left, close)
             self._today = (ts, today)
         return self._today[1]
+
+    def _session_on(self, day: date) -> tuple[datetime, datetime] | None:
+        """The day's session (open, close), None when the exchange does not trade; kept for the day."""
+        if self._session is None or self._session[0] != day:
+            self._session = (day, clock.session_bounds(day) if clock.is_trading_day(day) else None)
+        return self._session[1]
 
 
 class _DayCalendar:
@@ -305,16 +321,15 @@ class _DayCalendar:
             self._close = clock.session_bounds(day)[1]
         # Only events that can weigh at some instant of this day: ended before it starts, or further
         # than the horizon after it ends, they score 0 all day (event_risk._weight).
-        if day is None:
-            self.events: ScoredEvents = events
-        else:
+        if day is not None:
             start = datetime.combine(day, time(0, 0), tzinfo=clock.IST)
             last = start + timedelta(days=1) + timedelta(days=config.event_horizon_days)
-            self.events = tuple(
+            events = tuple(
                 (event, severity)
                 for event, severity in events
                 if (event.at + timedelta(days=1) if event.all_day else event.at) > start and event.at <= last
             )
+        self.event_risk = DayEventRisk(events, config)
 
     def trading_days_to(self, expiry: date) -> int:
         if self.day is None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common.events.vol import SkewSignal, SkewView, TermPoint, TermSignal, TermStructure
 from volguard_common.quant import stats
@@ -36,7 +34,7 @@ def term_structure(
     an expiring contract (0 whole days left) still has a place on the curve. Returns the structure and
     a reason when no signal could be computed.
     """
-    usable = [(point, years) for point, years in points if point.atm_iv is not None]
+    usable = [(years, point.atm_iv) for point, years in points if point.atm_iv is not None]
     terms = [point for point, _ in points]
     if len(usable) < 2:
         return (
@@ -49,8 +47,9 @@ def term_structure(
             ),
             f"term structure unknown: {len(usable)} expiries with an ATM IV",
         )
-    days = np.array([years * 365.0 for _, years in usable])
-    ivs = np.array([point.atm_iv for point, _ in usable], dtype=np.float64)
+    # Plain lists: stats.term_structure turns its inputs into float lists itself.
+    days = [years * 365.0 for years, _ in usable]
+    ivs = [atm_iv for _, atm_iv in usable]
     fitted = stats.term_structure(days, ivs)
     slope_pts = 100.0 * fitted.slope
     if slope_pts > config.term_structure_threshold_pts:
