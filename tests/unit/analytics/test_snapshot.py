@@ -222,3 +222,21 @@ def test_day_caches_answer_for_the_day_asked_forwards_and_back() -> None:
     assert len(scores) >= 3
     assert (True, True) in flags
     assert (False, False) in flags
+
+
+def test_a_chain_set_feeds_its_own_spot_and_vix_like_the_ticks_would() -> None:
+    # What the service does with every set: the front chain's spot as the index print, the set's VIX
+    # as the VIX print. Same snapshots as feeding the two ticks by hand.
+    by_ticks = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    by_set = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    for i, vix in enumerate([11.0, 11.0, 11.6, 12.2]):
+        ts = TS + timedelta(seconds=20 * i)
+        chains = _chains(ts, spot=24_000.0 + 5.0 * i, vix=vix)
+        by_ticks.observe_index(_tick(InstrumentKind.INDEX, ts, chains[0].spot))
+        expected = by_ticks.observe_vix(_tick(InstrumentKind.VIX, ts, vix))
+        # Chains arrive in any order; the front expiry's spot is the index.
+        assert by_set.observe_chain_set(list(reversed(chains))) == expected
+        assert by_set.snapshot(chains) == by_ticks.snapshot(chains)
+    assert by_set.snapshot(chains).realised.cc7 is not None
+    no_vix = _chains(TS + timedelta(seconds=100), vix=None)
+    assert by_set.observe_chain_set(no_vix) is None

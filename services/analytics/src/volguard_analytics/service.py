@@ -36,8 +36,6 @@ log = structlog.get_logger("volguard.analytics")
 
 PERSIST_EVERY = timedelta(seconds=60)
 HISTORY_RETRY = timedelta(seconds=60)
-INDEX_KEY = "NSE_INDEX|Nifty 50"
-VIX_KEY = "NSE_INDEX|India VIX"
 
 
 async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | None:
@@ -155,43 +153,20 @@ class Analytics:
     async def _process(self, chain_set: ChainSet) -> None:
         engine = await self._engine_for(chain_set.ts_event)
         front = chain_set.snapshots[0]
-        engine.observe_index(
-            events.Tick(
-                ts_event=front.ts_event,
-                source=self.ctx.source,
-                instrument_key=INDEX_KEY,
-                symbol="NIFTY",
-                kind=events.InstrumentKind.INDEX,
-                ltp=front.spot,
+        spike = engine.observe_chain_set(chain_set.snapshots)
+        if spike is not None and spike.started:
+            await self.ctx.publisher.alert(
+                events.Severity.WARNING,
+                "VIX_SPIKE",
+                f"India VIX {spike.vix:.2f} is up {spike.change_pct:.1f}% within "
+                f"{self.config.vix_spike_window_s:.0f}s (from {spike.window_low:.2f})",
                 correlation_id=front.correlation_id,
+                details={
+                    "vix": spike.vix,
+                    "change_pct": spike.change_pct,
+                    "ts_event": front.ts_event.isoformat(),
+                },
             )
-        )
-        vix = next((s.vix for s in chain_set.snapshots if s.vix is not None), None)
-        if vix is not None and vix > 0:
-            spike = engine.observe_vix(
-                events.Tick(
-                    ts_event=front.ts_event,
-                    source=self.ctx.source,
-                    instrument_key=VIX_KEY,
-                    symbol="INDIAVIX",
-                    kind=events.InstrumentKind.VIX,
-                    ltp=vix,
-                    correlation_id=front.correlation_id,
-                )
-            )
-            if spike.started:
-                await self.ctx.publisher.alert(
-                    events.Severity.WARNING,
-                    "VIX_SPIKE",
-                    f"India VIX {spike.vix:.2f} is up {spike.change_pct:.1f}% within "
-                    f"{self.config.vix_spike_window_s:.0f}s (from {spike.window_low:.2f})",
-                    correlation_id=front.correlation_id,
-                    details={
-                        "vix": spike.vix,
-                        "change_pct": spike.change_pct,
-                        "ts_event": front.ts_event.isoformat(),
-                    },
-                )
         if self.deterministic:
             snapshot = engine.snapshot(chain_set.snapshots)
         else:

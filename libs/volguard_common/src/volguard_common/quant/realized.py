@@ -28,9 +28,17 @@ def _prices(name: str, x: ArrayLike) -> Float64Array:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional")
-    if not np.all(np.isfinite(arr) & (arr > 0.0)):
+    # Two reductions instead of three elementwise passes (analytics asks every second): a NaN makes
+    # min() NaN, which fails the comparison like a non-positive price does.
+    if arr.size and not (arr.min() > 0.0 and arr.max() < np.inf):
         raise ValueError(f"{name} must be finite and > 0")
     return arr
+
+
+def _sample_variance(x: Float64Array) -> float:
+    """np.var(x, ddof=1), mean-adjusted, without np.var's per-call overhead on a 7-21 day window."""
+    deviation = x - x.mean()
+    return float(np.dot(deviation, deviation)) / (x.size - 1)
 
 
 def _check_window(window: int, minimum: int = 2) -> None:
@@ -87,7 +95,7 @@ def close_to_close(closes: ArrayLike, window: int) -> float:
     _check_window(window)
     r = log_returns(closes)
     _need(len(r) + 1, window + 1)
-    return float(np.sqrt(np.var(r[-window:], ddof=1) * TRADING_DAYS))
+    return math.sqrt(_sample_variance(r[-window:]) * TRADING_DAYS)
 
 
 # --- Parkinson ------------------------------------------------------------------------------------
@@ -113,7 +121,7 @@ def parkinson(high: ArrayLike, low: ArrayLike, window: int) -> float:
     _check_window(window, 1)
     terms = _parkinson_terms(high, low)
     _need(len(terms), window)
-    return float(np.sqrt(np.mean(terms[-window:]) * TRADING_DAYS))
+    return math.sqrt(float(terms[-window:].mean()) * TRADING_DAYS)
 
 
 # --- Garman-Klass ---------------------------------------------------------------------------------
@@ -190,8 +198,8 @@ def yang_zhang(open: ArrayLike, high: ArrayLike, low: ArrayLike, close: ArrayLik
     _need(len(rs) + 1, window + 1)
     k = _yang_zhang_k(window)
     var = (
-        np.var(overnight[-window:], ddof=1)
-        + k * np.var(open_close[-window:], ddof=1)
-        + (1.0 - k) * np.mean(rs[-window:])
+        _sample_variance(overnight[-window:])
+        + k * _sample_variance(open_close[-window:])
+        + (1.0 - k) * float(rs[-window:].mean())
     )
-    return float(np.sqrt(var * TRADING_DAYS))
+    return math.sqrt(var * TRADING_DAYS)

@@ -174,17 +174,20 @@ def realised_vol(days: DayInputs, today: IntradayBar | None) -> tuple[RealisedVo
     estimators see a range that can still widen, so early in the session they read low; the bar is
     not rescaled because the intraday variance profile is not uniform enough for a clock-based scale.
     """
-    o, h, lo, c = days.open, days.high, days.low, days.close
-    if today is not None:
-        o = np.append(o, today.open)
-        h = np.append(h, today.high)
-        lo = np.append(lo, today.low)
-        c = np.append(c, today.last)
-    reasons: list[str] = []
-    n = c.size
-    # The estimators read only the last window (+1 bar): cut the years of history before them.
+    # The estimators read only the last window (+1 bar): cut the years of history before them first,
+    # then append today's bar to those few.
     tail = max(CC_LONG, RANGE_WINDOW) + 1
-    o, h, lo, c = o[-tail:], h[-tail:], lo[-tail:], c[-tail:]
+    o, h, lo, c = days.open, days.high, days.low, days.close
+    n = c.size
+    if today is not None:
+        n += 1
+        o = np.append(o[-(tail - 1) :], today.open)
+        h = np.append(h[-(tail - 1) :], today.high)
+        lo = np.append(lo[-(tail - 1) :], today.low)
+        c = np.append(c[-(tail - 1) :], today.last)
+    else:
+        o, h, lo, c = o[-tail:], h[-tail:], lo[-tail:], c[-tail:]
+    reasons: list[str] = []
     cc7 = realized.close_to_close(c, CC_SHORT) if n > CC_SHORT else None
     cc21 = realized.close_to_close(c, CC_LONG) if n > CC_LONG else None
     park = realized.parkinson(h, lo, RANGE_WINDOW) if n >= RANGE_WINDOW else None

@@ -100,6 +100,18 @@ class VolEngine:
         self._vix_last = (tick.ts_event, tick.ltp)
         return self._vix.update(tick.ts_event, tick.ltp)
 
+    def observe_chain_set(self, chains: Sequence[ChainSnapshot]) -> VixSpike | None:
+        """The index level and India VIX a chain set carries (the front chain's spot, the first VIX on
+        any chain), fed as prints at the set's time: what the service does with every set, so that a
+        replay needs nothing but the chains. Returns the VIX spike state, None when no chain has VIX."""
+        front = min(chains, key=lambda chain: chain.expiry)
+        self._bar = hist.intraday_bar_update(self._bar, front.ts_event, front.spot, None, None, None)
+        vix = next((chain.vix for chain in chains if chain.vix is not None), None)
+        if vix is None or not vix > 0:
+            return None
+        self._vix_last = (front.ts_event, vix)
+        return self._vix.update(front.ts_event, vix)
+
     # ---- snapshot ---------------------------------------------------------------------------------
     def snapshot(
         self,
