@@ -8,11 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 from redis.asyncio import Redis
 
 from tests.support.samples import alert_codes, sample_intent, sample_tick
@@ -328,6 +329,44 @@ async def test_stream_report_shows_lag_pending_and_dlq(redis: Redis, settings: S
     assert report.dlq_length == 0
     (group,) = report.groups
     assert (group.group, group.pending, group.lag) == ("risk", 0, 4)
+
+
+async def test_handler_runs_with_the_message_ids_bound_and_the_outer_context_comes_back(
+    redis: Redis, settings: Settings
+) -> None:
+    publisher, consumer = make_bus(redis, settings, name="risk-context")
+    message_keys = ("correlation_id", "event_id", "stream")
+    inside: list[dict[str, object]] = []
+    after_ack: list[dict[str, object]] = []
+
+    async def fails_once(event: events.Event, delivery: Delivery) -> None:
+        inside.append(structlog.contextvars.get_contextvars())
+        if len(inside) == 1:
+            # The failure path logs inside the same context; the ids must still be bound after it.
+            raise RuntimeError("broker timed out")
+
+    def on_ack(stream: str, ids: Sequence[str]) -> None:
+        # Runs in the reader task right after the handler: the message's ids must be gone again.
+        after_ack.append(structlog.contextvars.get_contextvars())
+
+    consumer.subscribe("st.intents", fails_once)
+    consumer.ack_listeners.append(on_ack)
+    # Bound before start: the reader task inherits it, so this is what must come back.
+    tokens = structlog.contextvars.bind_contextvars(stream="outer", request="bench-7")
+    try:
+        await consumer.start()
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+    try:
+        intent = sample_intent()
+        await publisher.publish(intent)
+        await eventually(lambda: _async(after_ack), what="redelivered and acknowledged")
+    finally:
+        await consumer.stop()
+    expected = {"correlation_id": intent.correlation_id, "event_id": intent.event_id, "stream": "st.intents"}
+    assert [{k: seen[k] for k in message_keys} for seen in inside[:2]] == [expected, expected]
+    assert inside[0]["request"] == "bench-7"
+    assert after_ack[0] == {"stream": "outer", "request": "bench-7"}
 
 
 async def _never_called(event: events.Event, delivery: Delivery) -> None:

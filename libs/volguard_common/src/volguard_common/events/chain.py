@@ -23,6 +23,7 @@ from enum import IntFlag
 import numpy as np
 
 from volguard_common.events._packed import PackedColumns, first_bad
+from volguard_common.quant._types import Float64Array, Int64Array
 
 
 class QuoteFlag(IntFlag):
@@ -77,8 +78,48 @@ class ChainColumns(PackedColumns):
         return self._keys[1]
 
     def _check(self) -> None:
-        # Runs on every snapshot on the bus: few, whole-block numpy operations; rows are located only
-        # once something is known to be wrong.
+        # Runs on every snapshot on the bus, and the wings routinely lack quotes (NaN), so a clean
+        # snapshot must not pay for locating anything: a few whole-block reductions decide that every
+        # rule holds; only when one of them fails are the rules walked in order to name the first bad
+        # row (`_locate_broken_rule`, the same checks and messages as ever).
+        floats, ints = self._floats, self._ints
+        if not self._plainly_valid(floats, ints):
+            self._locate_broken_rule()
+        # Rows 1,2 are call bid/ask and 4,5 put bid/ask: both sides in one comparison. A crossed
+        # quote is legal when flagged, so the flags are read only once some bid is above its ask.
+        bid_above_ask = floats[1::3] > floats[2::3]
+        if bid_above_ask.any():
+            crossed = bid_above_ask & ((ints[-2:] & QuoteFlag.CROSSED) == 0)
+            if crossed.any():
+                side_index, i = (int(x) for x in np.argwhere(crossed)[0])
+                side = ("call", "put")[side_index]
+                bid, ask = floats[1 + 3 * side_index, i], floats[2 + 3 * side_index, i]
+                strike = floats[0]
+                raise ValueError(
+                    f"ChainSnapshot: {side}_bid {bid} > {side}_ask {ask} at strike {strike[i]} "
+                    f"(row {i}) without the CROSSED flag in {side}_flags"
+                )
+
+    @staticmethod
+    def _plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:
+        """True only if prices, strikes, quantities and flags all pass (crossing aside)."""
+        # fmin/fmax skip NaN (a missing quote): they give the smallest and largest real price, so
+        # "> 0 and finite" is two reductions. They return NaN only when every value is NaN, which fails
+        # `> 0`.
+        if not (np.fmin.reduce(floats, axis=None) > 0.0 and np.fmax.reduce(floats, axis=None) < np.inf):
+            return False
+        strike = floats[0]
+        # A NaN strike compares False with its neighbours, so "strictly increasing" also rules it out;
+        # a lone strike is checked by itself.
+        if not ((strike[1:] > strike[:-1]).all() if len(strike) > 1 else strike[0] == strike[0]):
+            return False
+        if np.minimum.reduce(ints, axis=None) < 0:
+            return False
+        # The union of every flag bit in one reduction: no row has an unknown bit iff the union has none.
+        return bool((np.bitwise_or.reduce(ints[-2:], axis=None) & ~ALL_QUOTE_FLAGS) == 0)
+
+    def _locate_broken_rule(self) -> None:
+        """The rules in order, on whole blocks, raising for the first broken one with its row."""
         floats, ints = self._floats, self._ints
         # A valid float is > 0 and finite; NaN (no quote) fails `> 0` and is allowed except in strike.
         valid = (floats > 0) & (floats < np.inf)
@@ -98,16 +139,6 @@ class ChainColumns(PackedColumns):
         if (flags & ~ALL_QUOTE_FLAGS).any():
             name, row = first_bad((flags & ~ALL_QUOTE_FLAGS) != 0, CHAIN_INT_COLUMNS[-2:])
             raise ValueError(f"ChainSnapshot: {name} has unknown quote-flag bits at row {row}")
-        # Rows 1,2 are call bid/ask and 4,5 put bid/ask: both sides in one comparison.
-        crossed = (floats[1::3] > floats[2::3]) & ((flags & QuoteFlag.CROSSED) == 0)
-        if crossed.any():
-            side_index, i = (int(x) for x in np.argwhere(crossed)[0])
-            side = ("call", "put")[side_index]
-            bid, ask = floats[1 + 3 * side_index, i], floats[2 + 3 * side_index, i]
-            raise ValueError(
-                f"ChainSnapshot: {side}_bid {bid} > {side}_ask {ask} at strike {strike[i]} "
-                f"(row {i}) without the CROSSED flag in {side}_flags"
-            )
 
     def _explain_floats(self) -> None:
         floats = self._floats

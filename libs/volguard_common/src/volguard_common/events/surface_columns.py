@@ -21,6 +21,7 @@ from enum import IntFlag
 import numpy as np
 
 from volguard_common.events._packed import PackedColumns, first_bad
+from volguard_common.quant._types import Float64Array, Int64Array
 
 
 class IvFlag(IntFlag):
@@ -73,9 +74,36 @@ class SurfaceColumns(PackedColumns):
     __slots__ = ()
 
     def _check(self) -> None:
-        floats, ints = self._floats, self._ints
+        # Analytics builds six of these a second and a consumer reads them all, with NaN routinely in
+        # the wings: a few whole-block reductions decide that every rule holds, and only when one of
+        # them fails are the rules walked in order to name the first bad row (same messages as ever).
         if self.rows == 0:
             return
+        if not self._plainly_valid(self._floats, self._ints):
+            self._locate_broken_rule()
+
+    @staticmethod
+    def _plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:
+        """True only if strikes, IVs, Greeks and flags all pass."""
+        strike = floats[0]
+        # Strictly increasing (a NaN compares False, so it fails too) from a first strike > 0 to a
+        # last one < inf: every strike is then finite and > 0 with no per-row test.
+        if not (strike[0] > 0.0 and strike[-1] < np.inf and (strike[1:] > strike[:-1]).all()):
+            return False
+        # fmin/fmax skip NaN (unknown, allowed): they give the smallest and largest known value, and
+        # NaN only when every value is unknown, which fails none of the comparisons below.
+        values = floats[1:]
+        if np.fmax.reduce(values, axis=None) == np.inf or np.fmin.reduce(values, axis=None) == -np.inf:
+            return False
+        if np.fmin.reduce(floats[1:3], axis=None) <= 0.0:
+            return False
+        # The union of every flag bit in one reduction: no row has a bit outside IvFlag iff the union
+        # has none (a negative value has them all).
+        return bool((np.bitwise_or.reduce(ints, axis=None) & ~ALL_IV_FLAGS) == 0)
+
+    def _locate_broken_rule(self) -> None:
+        """The rules in order, on whole blocks, raising for the first broken one with its row."""
+        floats, ints = self._floats, self._ints
         strike = floats[0]
         if not ((strike > 0.0) & (strike < np.inf)).all():
             row = int(np.flatnonzero(~((strike > 0.0) & (strike < np.inf)))[0])
