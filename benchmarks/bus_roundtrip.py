@@ -4,8 +4,10 @@ Both sides move the same ~20 KB ChainSnapshot through the same Redis, in one run
 - raw: XADD the pre-serialised bytes → XREADGROUP → XACK, nothing parsed;
 - bus: `Publisher.publish(snapshot)` (serialises) → `Consumer` reads, validates the event, calls the
   handler, acknowledges.
-Latency is measured one message in flight (publish until acknowledged). Throughput: a producer
-publishes N messages while the consumer handles and acknowledges them, timed until the last ack. In
+Latency is measured one message in flight (publish until acknowledged), the raw hop, a raw hop with
+a parked reader and the bus hop taken in turn, message by message, so machine noise lands on all
+alike. Throughput: a producer publishes N messages while the consumer handles and acknowledges
+them, timed until the last ack. In
 VolGuard the producer and the consumer are different processes (market_data publishes, analytics
 consumes), so the headline throughput runs the producer in a process of its own, for raw and bus
 alike; the same figure with both in one Python thread (their CPU costs then add up) is printed too.
@@ -42,19 +44,6 @@ def percentile(samples: Sequence[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
-
-
-async def raw_latency(redis: Redis, key: str, payload: bytes, n: int) -> list[float]:
-    await redis.xgroup_create(key, GROUP, id="$", mkstream=True)
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await redis.xadd(key, {b"event": payload})
-        response = await redis.xreadgroup(GROUP, "raw", {key: ">"}, count=1, block=1000)
-        entry_id = response[0][1][0][0]
-        await redis.xack(key, GROUP, entry_id)
-        samples.append(time.perf_counter() - start)
-    return samples
 
 
 def _producer(kind: str, redis_url: str, target: str, n: int, go: Any, ready: Any) -> None:
@@ -134,32 +123,59 @@ async def bus_throughput_2p(redis: Redis, redis_url: str, namespace: str, n: int
         await consumer.stop()
 
 
-async def raw_blocked_latency(redis: Redis, key: str, payload: bytes, n: int) -> list[float]:
-    """Raw hop shaped like a service: a consumer task parked in XREADGROUP BLOCK, woken by the XADD.
+async def latencies_interleaved(
+    redis: Redis, prefix: str, payload: bytes, snapshot: events.ChainSnapshot, n: int
+) -> dict[str, list[float]]:
+    """n hops of each kind, taken in turn - raw, raw with a parked reader, bus, raw, ... - so that
+    whatever the machine does during the run (another process, a frequency step, an interrupt storm)
+    lands on all three alike; tails are where that matters most. Each kind has its own stream and
+    connection; the parked reader and the bus consumer wait on their own streams meanwhile."""
+    raw_key, parked_key = f"{prefix}raw", f"{prefix}parked"
+    await redis.xgroup_create(raw_key, GROUP, id="$", mkstream=True)
+    await redis.xgroup_create(parked_key, GROUP, id="$", mkstream=True)
+    parked_acked: asyncio.Queue[None] = asyncio.Queue()
 
-    Not the anchor (the issue names the one-task loop); printed beside it because the bus necessarily
-    has this shape, so the difference shows what the wake-up path costs and what the bus adds."""
-    await redis.xgroup_create(key, GROUP, id="$", mkstream=True)
-    acked: asyncio.Queue[None] = asyncio.Queue()
-
-    async def consume() -> None:
+    async def parked_reader() -> None:
         while True:
-            response = await redis.xreadgroup(GROUP, "raw", {key: ">"}, count=32, block=1000)
+            response = await redis.xreadgroup(GROUP, "raw", {parked_key: ">"}, count=32, block=1000)
             if response:
-                await redis.xack(key, GROUP, *[entry_id for entry_id, _ in response[0][1]])
-                acked.put_nowait(None)
+                await redis.xack(parked_key, GROUP, *[entry_id for entry_id, _ in response[0][1]])
+                parked_acked.put_nowait(None)
 
-    task = asyncio.create_task(consume())
-    samples = []
+    config = BusConfig(namespace=f"{prefix}bus:", block_ms=1000)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/bench")
+    consumer = Consumer(redis, config, publisher, service=GROUP, consumer_name="bus")
+    bus_acked: asyncio.Queue[None] = asyncio.Queue()
+    consumer.ack_listeners.append(lambda stream, ids: bus_acked.put_nowait(None))
+
+    async def handle(event: events.Event, delivery: Delivery) -> None:
+        assert isinstance(event, events.ChainSnapshot)
+
+    consumer.subscribe(STREAM, handle)
+    await consumer.start()
+    reader = asyncio.create_task(parked_reader())
+    samples: dict[str, list[float]] = {"raw": [], "raw_blocked": [], "bus": []}
     try:
         for _ in range(n):
             start = time.perf_counter()
-            await redis.xadd(key, {b"event": payload})
-            await acked.get()
-            samples.append(time.perf_counter() - start)
+            await redis.xadd(raw_key, {b"event": payload})
+            response = await redis.xreadgroup(GROUP, "raw", {raw_key: ">"}, count=1, block=1000)
+            await redis.xack(raw_key, GROUP, response[0][1][0][0])
+            samples["raw"].append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            await redis.xadd(parked_key, {b"event": payload})
+            await parked_acked.get()
+            samples["raw_blocked"].append(time.perf_counter() - start)
+
+            start = time.perf_counter()
+            await publisher.publish(snapshot)
+            await bus_acked.get()
+            samples["bus"].append(time.perf_counter() - start)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await consumer.stop()
     return samples
 
 
@@ -186,30 +202,6 @@ async def raw_throughput(redis: Redis, key: str, payload: bytes, n: int, batch: 
     await done.wait()
     await consumer
     return n / (time.perf_counter() - start)
-
-
-async def bus_latency(redis: Redis, namespace: str, snapshot: events.ChainSnapshot, n: int) -> list[float]:
-    config = BusConfig(namespace=namespace, block_ms=1000)
-    publisher = Publisher(redis, config, service="market_data", source="market_data/bench")
-    consumer = Consumer(redis, config, publisher, service=GROUP, consumer_name="bus")
-    acked: asyncio.Queue[None] = asyncio.Queue()
-    consumer.ack_listeners.append(lambda stream, ids: acked.put_nowait(None))
-
-    async def handle(event: events.Event, delivery: Delivery) -> None:
-        assert isinstance(event, events.ChainSnapshot)
-
-    consumer.subscribe(STREAM, handle)
-    await consumer.start()
-    samples = []
-    try:
-        for _ in range(n):
-            start = time.perf_counter()
-            await publisher.publish(snapshot)
-            await acked.get()
-            samples.append(time.perf_counter() - start)
-    finally:
-        await consumer.stop()
-    return samples
 
 
 async def bus_throughput(
@@ -262,16 +254,15 @@ async def main(messages: int, rounds: int) -> None:
         "bus": {"lat": [], "tput": [], "tput1": []},
     }
     try:
-        # Interleave rounds so machine noise hits both sides alike.
+        # Latency hop by hop in turn (see latencies_interleaved); throughput in rounds, side by side.
         for r in range(rounds):
+            lat = await latencies_interleaved(redis, f"{prefix}lat{r}:", payload, snapshot, messages)
+            for side, samples in lat.items():
+                results[side]["lat"] += samples
             for side in ("raw", "bus"):
                 ns = f"{prefix}{side}{r}:"
                 url = endpoints.redis_url
                 if side == "raw":
-                    results[side]["lat"] += await raw_latency(redis, f"{ns}lat", payload, messages)
-                    results["raw_blocked"]["lat"] += await raw_blocked_latency(
-                        redis, f"{ns}blk", payload, messages
-                    )
                     results[side]["tput"].append(
                         await raw_throughput_2p(redis, url, f"{ns}tput2", messages, batch)
                     )
@@ -279,7 +270,6 @@ async def main(messages: int, rounds: int) -> None:
                         await raw_throughput(redis, f"{ns}tput", payload, messages, batch)
                     )
                 else:
-                    results[side]["lat"] += await bus_latency(redis, f"{ns}lat:", snapshot, messages)
                     results[side]["tput"].append(
                         await bus_throughput_2p(redis, url, f"{ns}tput2:", messages, batch)
                     )
@@ -293,7 +283,8 @@ async def main(messages: int, rounds: int) -> None:
         await redis.aclose()
 
     print(f"payload: ChainSnapshot with {len(snapshot.strike)} strikes, {len(payload):,} bytes of JSON")
-    print(f"{rounds} rounds x {messages} messages per side, interleaved; Redis at {endpoints.redis_url}")
+    print(f"{rounds} rounds x {messages} messages per side (latency hop by hop in turn, throughput "
+          f"round by round); Redis at {endpoints.redis_url}")  # fmt: skip
     print(f"{'':6}{'p50 µs':>10}{'p99 µs':>10}{'msg/s':>10}{'msg/s, 1 thread':>17}")
     summary = {}
     for side in ("raw", "bus"):
