@@ -144,6 +144,17 @@ class PackedColumns:
     def rows(self) -> int:
         return int(self._floats.shape[1])
 
+    @property
+    def float_block(self) -> Float64Array:
+        """The whole read-only float64 block, row i being FLOAT_COLUMNS[i]: for work over many events
+        at once (one concatenation of blocks instead of one per column)."""
+        return self._floats
+
+    @property
+    def int_block(self) -> Int64Array:
+        """The whole read-only int64 block, row i being INT_COLUMNS[i]."""
+        return self._ints
+
     def floats(self, name: str) -> Float64Array:
         """A read-only view of a float column (NaN = missing)."""
         column: Float64Array = self._floats[self._FLOAT_INDEX[name]]

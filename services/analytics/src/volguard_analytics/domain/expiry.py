@@ -21,6 +21,7 @@ import numpy as np
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, QuoteFlag
+from volguard_common.events.chain import CHAIN_FLOAT_COLUMNS, CHAIN_INT_COLUMNS
 from volguard_common.events.surface_columns import SURFACE_FLOAT_COLUMNS, SurfaceColumns
 from volguard_common.events.vol import (
     ExpectedMove,
@@ -208,6 +209,15 @@ def analyse_expiry(
     return analyse_expiries([chain], ts_event, [trading_minutes_to_expiry], config, [previous_fit])[0]
 
 
+# Rows of a ChainSnapshot's column blocks (`events.chain`) that the set-wide pass reads.
+_STRIKE = CHAIN_FLOAT_COLUMNS.index("strike")
+_BIDS = [CHAIN_FLOAT_COLUMNS.index("call_bid"), CHAIN_FLOAT_COLUMNS.index("put_bid")]
+_ASKS = [CHAIN_FLOAT_COLUMNS.index("call_ask"), CHAIN_FLOAT_COLUMNS.index("put_ask")]
+_QUOTE_FLAGS = [CHAIN_INT_COLUMNS.index("call_flags"), CHAIN_INT_COLUMNS.index("put_flags")]
+_OI_AND_VOLUME = [
+    CHAIN_INT_COLUMNS.index(name) for name in ("call_oi", "put_oi", "call_volume", "put_volume")
+]
+
 # Divisors taking black76 units to the published ones: vega per vol point, theta per calendar day.
 _GREEK_UNITS = np.array([[1.0], [1.0], [100.0], [365.0]])
 
@@ -234,12 +244,13 @@ def analyse_expiries(
     n = int(bounds[-1])
     quote_sizes = np.concatenate([sizes, sizes])
 
-    strike = np.concatenate([chain.strike for chain in chains])
-    bid = np.concatenate([chain.call_bid for chain in chains] + [chain.put_bid for chain in chains])
-    ask = np.concatenate([chain.call_ask for chain in chains] + [chain.put_ask for chain in chains])
-    quote_flags = np.concatenate(
-        [chain.call_flags for chain in chains] + [chain.put_flags for chain in chains]
-    )
+    # Every chain's column blocks side by side: one concatenation per block, then rows by name.
+    floats = np.concatenate([chain.columns.float_block for chain in chains], axis=1)
+    ints = np.concatenate([chain.columns.int_block for chain in chains], axis=1)
+    strike = floats[_STRIKE]
+    bid = floats[_BIDS].ravel()  # calls of every expiry, then puts: the quote layout
+    ask = floats[_ASKS].ravel()
+    quote_flags = ints[_QUOTE_FLAGS].ravel()
     ticks = np.array([chain.tick_size for chain in chains])
     tick = np.repeat(np.concatenate([ticks, ticks]), quote_sizes)
     mid, half_spread, flags, stale = classify_quotes(bid, ask, quote_flags, tick, config)
@@ -290,12 +301,14 @@ def analyse_expiries(
     flag_block = flags.reshape(2, n)
 
     spots = np.array([chain.spot for chain in chains])
+    # The statistics take float64 columns: convert the four in one go (rows stay contiguous).
+    call_oi, put_oi, call_volume, put_volume = ints[_OI_AND_VOLUME].astype(np.float64)
     open_interest = stats.open_interest_by_expiry(
         strike,
-        np.concatenate([chain.call_oi for chain in chains]),
-        np.concatenate([chain.put_oi for chain in chains]),
-        np.concatenate([chain.call_volume for chain in chains]),
-        np.concatenate([chain.put_volume for chain in chains]),
+        call_oi,
+        put_oi,
+        call_volume,
+        put_volume,
         bounds,
         spots,
         config.pin_band_pct / 100.0 * spots,
