@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 import pytest
 
@@ -70,8 +70,18 @@ def test_builtin_events_and_merge_keep_one_rbi_decision_per_day() -> None:
         date(2025, 12, 23),
         date(2025, 12, 30),
     ]
-    merged = parse_events_calendar(SHARED / "events_calendar.csv").merged(builtin)
-    assert sum(1 for e in merged.events if e.kind is EventKind.RBI_POLICY) == 1
+    imported = parse_events_calendar(SHARED / "events_calendar.csv")
+    merged = imported.merged(builtin)
+    rbi = [e for e in merged.events if e.kind is EventKind.RBI_POLICY]
+    assert len(rbi) == 1
+    # The file's row (its name) at the later of the two times: the file says 04:30 "IST" for a
+    # decision announced at 10:00 IST, and risk must not lapse before the announcement.
+    file_row = next(e for e in imported.events if e.kind is EventKind.RBI_POLICY)
+    assert file_row.at.time() == time(4, 30)
+    assert rbi[0].name == file_row.name
+    assert rbi[0].at == datetime(2025, 12, 5, 10, 0, tzinfo=IST)
+    # Either way round, the later time stands.
+    assert next(e for e in builtin.merged(imported).events if e.kind is EventKind.RBI_POLICY).at == rbi[0].at
     budget = builtin_events(date(2026, 1, 1), date(2026, 2, 28))
     assert any(e.kind is EventKind.UNION_BUDGET and e.at.date() == date(2026, 2, 1) for e in budget.events)
 

@@ -16,6 +16,7 @@ schedules:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 from dataclasses import dataclass
@@ -73,17 +74,28 @@ class EventCalendar:
     bad_rows: tuple[BadRow, ...] = ()
 
     def merged(self, other: EventCalendar) -> EventCalendar:
-        """Both calendars; one RBI decision, budget or expiry per date (this calendar's row wins)."""
-        seen: set[tuple[EventKind, date]] = set()
+        """Both calendars; one RBI decision, budget or expiry per date. This calendar's row wins, but
+        at the later of the two times when they disagree: an imported row can carry the wrong time
+        (the shared sample file has the 10:00 IST RBI decision at "04:30 AM", its UTC time), and for
+        a vol seller the costly mistake is letting event risk lapse before the announcement."""
+        kept: dict[tuple[EventKind, date], int] = {}
         events: list[ScheduledEvent] = []
         for event in (*self.events, *other.events):
             if event.kind in (EventKind.RBI_POLICY, EventKind.UNION_BUDGET, EventKind.EXPIRY):
                 key = (event.kind, event.at.date())
-                if key in seen:
+                i = kept.get(key)
+                if i is not None:
+                    if _ends(event) > _ends(events[i]):
+                        events[i] = dataclasses.replace(events[i], at=event.at, all_day=event.all_day)
                     continue
-                seen.add(key)
+                kept[key] = len(events)
             events.append(event)
         return EventCalendar(tuple(sorted(events, key=_order)), (*self.bad_rows, *other.bad_rows))
+
+
+def _ends(event: ScheduledEvent) -> datetime:
+    """When an event stops weighing (event_risk): its time, or the next midnight for an all-day one."""
+    return event.at + timedelta(days=1) if event.all_day else event.at
 
 
 def _order(event: ScheduledEvent) -> tuple[datetime, str, str]:
