@@ -240,11 +240,15 @@ def test_a_chain_set_analysed_at_once_equals_each_expiry_alone() -> None:
     chains = [
         sabr_chain(TS, WEEKLY)[0],
         sabr_chain(TS, date(2025, 12, 30), atm_vol=0.15, rho=-0.5, edit=spoil)[0],
+        # Too few strikes for a smile, between two that have one: the set's fit points are regathered
+        # around it.
+        sabr_chain(TS, date(2026, 1, 6), n_strikes=3)[0],
         sabr_chain(TS, MONTHLY, atm_vol=0.13, nu=0.8)[0],
     ]
-    minutes = [1000.0, 3000.0, 9000.0]
+    minutes = [1000.0, 3000.0, 5000.0, 9000.0]
     alone = [analyse_expiry(chain, TS, m, CONFIG) for chain, m in zip(chains, minutes, strict=True)]
-    together = analyse_expiries(chains, TS, minutes, CONFIG, [None, None, None])
+    assert [a.sabr_fit is None for a in alone] == [False, False, True, False]
+    together = analyse_expiries(chains, TS, minutes, CONFIG, [None] * 4)
     assert [a.vol for a in together] == [a.vol for a in alone]
     assert [(a.quality, a.reasons, a.pin_oi_share) for a in together] == [
         (a.quality, a.reasons, a.pin_oi_share) for a in alone

@@ -229,14 +229,22 @@ def test_a_chain_set_feeds_its_own_spot_and_vix_like_the_ticks_would() -> None:
     # as the VIX print. Same snapshots as feeding the two ticks by hand.
     by_ticks = VolEngine(CONFIG, real_history(), EventCalendar(()))
     by_set = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    realised = []
     for i, vix in enumerate([11.0, 11.0, 11.6, 12.2]):
         ts = TS + timedelta(seconds=20 * i)
-        chains = _chains(ts, spot=24_000.0 + 5.0 * i, vix=vix)
+        # Each expiry a different spot, so only the front one's can match the ticks.
+        chains = [
+            sabr_chain(ts, expiry, spot=24_000.0 + 40.0 * i + k, vix=vix)[0]
+            for k, expiry in enumerate(EXPIRIES)
+        ]
         by_ticks.observe_index(_tick(InstrumentKind.INDEX, ts, chains[0].spot))
         expected = by_ticks.observe_vix(_tick(InstrumentKind.VIX, ts, vix))
         # Chains arrive in any order; the front expiry's spot is the index.
         assert by_set.observe_chain_set(list(reversed(chains))) == expected
-        assert by_set.snapshot(chains) == by_ticks.snapshot(chains)
-    assert by_set.snapshot(chains).realised.cc7 is not None
+        snapshot = by_set.snapshot(chains)
+        assert snapshot == by_ticks.snapshot(chains)
+        realised.append(snapshot.realised.cc7)
+    # Today's bar moved with the spots: realised vol saw it.
+    assert len(set(realised)) == len(realised)
     no_vix = _chains(TS + timedelta(seconds=100), vix=None)
     assert by_set.observe_chain_set(no_vix) is None

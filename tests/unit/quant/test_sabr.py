@@ -533,3 +533,12 @@ def test_batched_atm_and_delta_vols_match_the_single_smile_calls() -> None:
         sabr.vols_at_call_deltas_many([24_000.0, math.nan, 1.0], ts, smiles, targets, grid)
     with pytest.raises(ValueError, match="rho"):
         sabr.atm_vols([24_000.0], [0.1], [sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0)])
+
+
+def test_compiled_z_over_x_keeps_its_limit_at_subnormal_z() -> None:
+    from volguard_common.quant import _sabr_kernels as kernels
+
+    # nu -> 0 on a valid smile: z is tiny, 1/x overflows, z/x must still be its limit 1.
+    for z in (1e-310, -1e-310, 5e-324):
+        ratio, _, _ = kernels._z_over_x(z, -0.3)
+        assert ratio == pytest.approx(1.0, abs=1e-12)

@@ -38,7 +38,8 @@ _MAX_DAMPING = 1e10
 _DAMPING_START = 1e-3
 _DAMPING_FLOOR = 1e-12
 # 25-delta search: a call delta within 1e-12 of its target pins the strike far below any vol that
-# matters (d delta / d log K ~ 0.3-ish near 25 delta); the step cap only guards a degenerate bracket.
+# matters (d delta / d log K = n(d1)/(vol sqrt t) is large, not small, near 25 delta); the step cap
+# only guards a degenerate bracket.
 _DELTA_TOLERANCE = 1e-12
 _DELTA_MAX_STEPS = 40
 
@@ -86,8 +87,8 @@ def _z_over_x_given(z: float, rho: float, inv_1m_rho: float, inv_1p_rho: float) 
     else:
         x = math.log1p(((z * z - 2.0 * rho * z) / (root + 1.0) + z) * inv_1m_rho)
         x_rho = inv_1m_rho - (1.0 + z_over_root) / (root + z - rho)
+    ratio = z / x  # not z * (1/x): for |z| below ~1e-308, 1/x overflows while z/x is ~1
     inv_x = 1.0 / x
-    ratio = z * inv_x
     if abs(z) < _SERIES_Z:
         # z/x = 1 - rho z/2 + (2 - 3 rho^2) z^2/12 + O(z^3)
         return ratio, -0.5 * rho + (2.0 - 3.0 * rho * rho) * z / 6.0, -0.5 * z - 0.5 * rho * z * z

@@ -41,8 +41,10 @@ _UNUSABLE = int(IvFlag.NO_QUOTE | IvFlag.BELOW_INTRINSIC | IvFlag.ABOVE_UPPER_BO
 _DIRTY = int(IvFlag.WIDE_SPREAD | IvFlag.CROSSED)
 # 25-delta search grid: log-moneyness in units of the ATM total vol. +-6 total vols reaches deltas far
 # below 0.25 on any index smile. The grid only brackets the first crossing (the root is refined
-# inside the bracket), so its step of 0.25 total vols only needs to be finer than any wiggle of an
-# arbitrage-free smile's delta; 49 points scan to the 25-delta call in about 28 smile evaluations.
+# inside the bracket), so its step of 0.25 total vols only needs to be finer than any wiggle in the
+# delta of an index smile (SABR wings are not arbitrage-free in general, but a fitted NIFTY smile's
+# delta falls monotonically through 0.75 and 0.25); 49 points reach the 25-delta call in about 28
+# smile evaluations.
 _DELTA_GRID = np.linspace(-6.0, 6.0, 49)
 _DELTA_TARGETS = np.array([0.25, 0.75])
 
