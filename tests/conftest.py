@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from tests.support.threads import run_in_thread
@@ -86,9 +87,19 @@ def _own_database(endpoints: infra.InfraEndpoints) -> Iterator[str]:
 
 
 @pytest.fixture
-def namespace() -> str:
-    """A Redis key prefix unique to this test."""
-    return f"vgtest:{uuid.uuid4().hex[:10]}:"
+def namespace(endpoints: infra.InfraEndpoints) -> Iterator[str]:
+    """A Redis key prefix unique to this test; every key under it is deleted afterwards, whoever
+    wrote it - the test's own client or the service processes it started (they stop first: their
+    fixtures depend on this one) - so a test leaves Redis as it found it."""
+    prefix = f"vgtest:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = SyncRedis.from_url(endpoints.redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture
@@ -97,9 +108,6 @@ async def redis(endpoints: infra.InfraEndpoints, namespace: str) -> AsyncIterato
     try:
         yield client
     finally:
-        keys = [key async for key in client.scan_iter(match=f"{namespace}*", count=500)]
-        if keys:
-            await client.delete(*keys)
         await client.aclose()
 
 
