@@ -4,9 +4,9 @@ Both sides move the same ~20 KB ChainSnapshot through the same Redis, in one run
 - raw: XADD the pre-serialised bytes → XREADGROUP → XACK, nothing parsed;
 - bus: `Publisher.publish(snapshot)` (serialises) → `Consumer` reads, validates the event, calls the
   handler, acknowledges.
-Latency is measured one message in flight (publish until acknowledged), the raw hop, a raw hop with
-a parked reader and the bus hop taken in turn, message by message, so machine noise lands on all
-alike. Throughput: a producer publishes N messages while the consumer handles and acknowledges
+Latency is measured one message in flight (publish until the XACK reply is in), the raw hop, a raw
+hop with a parked reader and the bus hop taken in turn, message by message, so machine noise lands on
+all alike. Throughput: a producer publishes N messages while the consumer handles and acknowledges
 them, timed until the last ack. In
 VolGuard the producer and the consumer are different processes (market_data publishes, analytics
 consumes), so the headline throughput runs the producer in a process of its own, for raw and bus
@@ -129,24 +129,30 @@ async def latencies_interleaved(
     """n hops of each kind, taken in turn - raw, raw with a parked reader, bus, raw, ... - so that
     whatever the machine does during the run (another process, a frequency step, an interrupt storm)
     lands on all three alike; tails are where that matters most. Each kind has its own stream and
-    connection; the parked reader and the bus consumer wait on their own streams meanwhile."""
+    connection; the parked reader and the bus consumer wait on their own streams meanwhile.
+
+    A hop ends when its XACK reply is in, timestamped right there for all three kinds: the loop
+    raw hop reads the clock after its own XACK; the parked reader and the bus consumer (through
+    its ack listener) pass the time of theirs to the timing task. What the event loop runs before it
+    resumes the timing task - the reader re-arming its XREADGROUP - is the next read's cost, not
+    this hop's; in VolGuard the producer is another process and nothing waits on the ack."""
     raw_key, parked_key = f"{prefix}raw", f"{prefix}parked"
     await redis.xgroup_create(raw_key, GROUP, id="$", mkstream=True)
     await redis.xgroup_create(parked_key, GROUP, id="$", mkstream=True)
-    parked_acked: asyncio.Queue[None] = asyncio.Queue()
+    parked_acked: asyncio.Queue[float] = asyncio.Queue()
 
     async def parked_reader() -> None:
         while True:
             response = await redis.xreadgroup(GROUP, "raw", {parked_key: ">"}, count=32, block=1000)
             if response:
                 await redis.xack(parked_key, GROUP, *[entry_id for entry_id, _ in response[0][1]])
-                parked_acked.put_nowait(None)
+                parked_acked.put_nowait(time.perf_counter())
 
     config = BusConfig(namespace=f"{prefix}bus:", block_ms=1000)
     publisher = Publisher(redis, config, service="market_data", source="market_data/bench")
     consumer = Consumer(redis, config, publisher, service=GROUP, consumer_name="bus")
-    bus_acked: asyncio.Queue[None] = asyncio.Queue()
-    consumer.ack_listeners.append(lambda stream, ids: bus_acked.put_nowait(None))
+    bus_acked: asyncio.Queue[float] = asyncio.Queue()
+    consumer.ack_listeners.append(lambda stream, ids: bus_acked.put_nowait(time.perf_counter()))
 
     async def handle(event: events.Event, delivery: Delivery) -> None:
         assert isinstance(event, events.ChainSnapshot)
@@ -165,13 +171,11 @@ async def latencies_interleaved(
 
             start = time.perf_counter()
             await redis.xadd(parked_key, {b"event": payload})
-            await parked_acked.get()
-            samples["raw_blocked"].append(time.perf_counter() - start)
+            samples["raw_blocked"].append(await parked_acked.get() - start)
 
             start = time.perf_counter()
             await publisher.publish(snapshot)
-            await bus_acked.get()
-            samples["bus"].append(time.perf_counter() - start)
+            samples["bus"].append(await bus_acked.get() - start)
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
