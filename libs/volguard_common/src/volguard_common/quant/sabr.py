@@ -382,9 +382,28 @@ def _solve(
         forward, points.strikes, t, points.vols, points.sqrt_w, beta, start, lower, upper,
         robust_scale, budget,
     )  # fmt: skip
+    return _kernel_result(
+        beta, params, iterations, converged, robust_converged, n_outliers, rmse, points.n_points, warm, spent
+    )
+
+
+def _kernel_result(
+    beta: float,
+    params: Float64Array,
+    iterations: int,
+    converged: bool,
+    robust_converged: bool,
+    n_outliers: int,
+    rmse: float,
+    n_points: int,
+    warm: bool,
+    spent: int,
+) -> SabrFit:
+    """The SabrFit of one kernel calibration (`_sabr_kernels.fit`'s outputs, or one smile's of
+    `fit_many`), after `spent` iterations on an abandoned start."""
     # From a warm start the robust stage must converge too: its fit decides the outliers.
-    converged = converged and (robust_converged or not warm)
-    return _result(params, beta, rmse, converged, spent + iterations, points.n_points, n_outliers, warm)
+    ok = bool(converged) and (bool(robust_converged) or not warm)
+    return _result(params, beta, float(rmse), ok, spent + int(iterations), n_points, int(n_outliers), warm)
 
 
 def fit_prepared_many(
@@ -430,10 +449,10 @@ def fit_prepared_many(
     )  # fmt: skip
     out: list[SabrFit] = []
     for e in range(k):
-        ok = bool(converged[e]) and (bool(robust_converged[e]) or not warm[e])
-        fit = _result(
-            params[e], beta, rmse[e], ok, int(iterations[e]), points[e].n_points, n_outliers[e], bool(warm[e])
-        )
+        fit = _kernel_result(
+            beta, params[e], iterations[e], converged[e], robust_converged[e], n_outliers[e], rmse[e],
+            points[e].n_points, bool(warm[e]), 0,
+        )  # fmt: skip
         if warm[e] and not fit.converged:
             fit = _solve_cold(forwards[e], ts[e], beta, robust_scale, points[e], fit.iterations)
         out.append(fit)

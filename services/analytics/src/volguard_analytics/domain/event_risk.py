@@ -54,11 +54,15 @@ def _weight(
     end = event.at + timedelta(days=1) if event.all_day else event.at
     if end <= ts_event:
         return 0.0
-    days = max(0.0, (event.at - ts_event).total_seconds() / 86_400.0)
+    return _points(BASE_POINTS[severity], max(0.0, (event.at - ts_event).total_seconds() / 86_400.0), config)
+
+
+def _points(base: float, days: float, config: AnalyticsConfig) -> float:
+    """An event's weight `days` before it: full inside the last day, halving every half-life before
+    that, nothing beyond the horizon."""
     if days > config.event_horizon_days:
         return 0.0
-    decay = 1.0 if days <= 1.0 else 0.5 ** ((days - 1.0) / config.event_half_life_days)
-    return BASE_POINTS[severity] * decay
+    return base * (1.0 if days <= 1.0 else 0.5 ** ((days - 1.0) / config.event_half_life_days))
 
 
 ScoredEvents = tuple[tuple[ScheduledEvent, EventSeverity], ...]
@@ -142,17 +146,12 @@ class DayEventRisk:
 
     def at(self, ts_event: datetime) -> EventRisk:
         now = _epoch_us(ts_event)
-        horizon = self._config.event_horizon_days
-        half_life = self._config.event_half_life_days
         in_play: list[int] = []
         weights: list[float] = []
         for i, (at, end, base) in enumerate(self._timed):
             if end <= now:
                 continue
-            days = max(0.0, (at - now) / 1_000_000 / 86_400.0)
-            if days > horizon:
-                continue
-            weight = base * (1.0 if days <= 1.0 else 0.5 ** ((days - 1.0) / half_life))
+            weight = _points(base, max(0.0, (at - now) / 1_000_000 / 86_400.0), self._config)
             if int(weight + 0.5) >= 1:
                 in_play.append(i)
                 weights.append(weight)

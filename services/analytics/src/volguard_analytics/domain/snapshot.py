@@ -302,15 +302,8 @@ class VolEngine:
             session = self._session_on(day)
             today: tuple[float, datetime] | None = None
             if session is not None:
-                open_, close = session
-                if ts >= close:
-                    left = 0.0
-                elif clock.to_ist(ts).date() == day:
-                    # [ts, close] lies in this one session: the one term trading_minutes_between sums.
-                    left = (close - max(ts, open_)).total_seconds() / 60.0
-                else:
-                    left = clock.trading_minutes_between(ts, close)
-                today = (left, close)
+                _, close = session
+                today = (clock.trading_minutes_between(ts, close) if ts < close else 0.0, close)
             self._today = (ts, today)
         return self._today[1]
 
