@@ -268,3 +268,34 @@ def test_instrument_keys_are_checked_row_by_row_on_failure(
     wire = ChainColumns.adopt(floats, ints, [["A", "B"], ["C", "D"]]).to_wire()
     got = outcome(lambda: ChainColumns.from_wire(wire | {"call_instrument_key": call_keys}))
     assert got == expected
+
+
+@PROPERTY
+@given(
+    st.lists(
+        blocks(len(SURFACE_FLOAT_COLUMNS), len(SURFACE_INT_COLUMNS), ALL_IV_FLAGS, 0), min_size=1, max_size=4
+    )
+)
+def test_surface_segments_are_adopted_as_each_segment_alone(segments: Any) -> None:
+    """Several expiries' surfaces side by side (strikes restart at each segment): the same surfaces, or
+    the same error as the first bad segment adopted alone."""
+    floats = np.concatenate([f for f, _ in segments], axis=1)
+    ints = np.concatenate([i for _, i in segments], axis=1)
+    bounds = [0, *itertools.accumulate(f.shape[1] for f, _ in segments)]
+    errors = [surface_error(f, i) for f, i in segments]
+    expected = next((error for error in errors if error is not None), None)
+    got = outcome(lambda: SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds))
+    assert got == expected
+    if expected is None:
+        surfaces = SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds)
+        for surface, (f, i) in zip(surfaces, segments, strict=True):
+            np.testing.assert_array_equal(surface.float_block, f)
+            np.testing.assert_array_equal(surface.int_block, i)
+            assert not surface.float_block.flags.writeable
+
+
+def test_surface_segments_need_bounds_from_zero_to_the_rows() -> None:
+    floats, ints = _clean_surface()
+    for bounds in ([], [1, 3], [0, 2], [0, 2, 1, 3]):
+        with pytest.raises(ValueError, match="segment bounds must rise from 0 to 3"):
+            SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds)

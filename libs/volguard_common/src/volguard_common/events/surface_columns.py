@@ -16,7 +16,10 @@ column name to a list (None for unknown) or a numpy array (NaN for unknown).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from enum import IntFlag
+from typing import Self
 
 import numpy as np
 
@@ -82,14 +85,73 @@ class SurfaceColumns(PackedColumns):
         if not self._plainly_valid(self._floats, self._ints):
             self._locate_broken_rule()
 
-    @staticmethod
-    def _plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:
+    @classmethod
+    def adopt_segments(cls, floats: Float64Array, ints: Int64Array, bounds: Sequence[int]) -> list[Self]:
+        """`adopt` of rows bounds[e]:bounds[e + 1] of one pair of blocks, for every e: the surfaces of
+        several expiries built side by side (the analytics engine builds a chain set's at once).
+
+        The rules are checked once over the whole blocks, strikes rising within each segment, and each
+        segment gets its own contiguous rows. Only when that check fails is each segment adopted on
+        its own, which names the first bad row exactly as `adopt` does."""
+        if floats.dtype != np.float64 or ints.dtype != np.int64:
+            raise ValueError(
+                f"{cls.OWNER}: blocks must be float64 and int64, got {floats.dtype}, {ints.dtype}"
+            )
+        rows = floats.shape[1]
+        edges = list(bounds)
+        if (
+            not edges
+            or edges[0] != 0
+            or edges[-1] != rows
+            or any(b < a for a, b in itertools.pairwise(edges))
+        ):
+            raise ValueError(f"{cls.OWNER}: segment bounds must rise from 0 to {rows}, got {edges}")
+        cuts = [
+            (np.ascontiguousarray(floats[:, lo:hi]), np.ascontiguousarray(ints[:, lo:hi]))
+            for lo, hi in itertools.pairwise(edges)
+        ]
+        if not cls._segments_plainly_valid(floats, ints, edges):
+            return [cls.adopt(f, i) for f, i in cuts]
+        out = []
+        for f, i in cuts:
+            f.flags.writeable = False
+            i.flags.writeable = False
+            columns = cls.__new__(cls)
+            object.__setattr__(columns, "_floats", f)
+            object.__setattr__(columns, "_ints", i)
+            object.__setattr__(columns, "_keys", ())
+            columns._check_shapes()
+            out.append(columns)
+        return out
+
+    @classmethod
+    def _segments_plainly_valid(cls, floats: Float64Array, ints: Int64Array, edges: list[int]) -> bool:
+        """`_plainly_valid` of every segment at once: strikes strictly increasing within each."""
+        strike = floats[0]
+        firsts = [lo for lo, hi in itertools.pairwise(edges) if hi > lo]
+        lasts = [hi - 1 for lo, hi in itertools.pairwise(edges) if hi > lo]
+        if not firsts:
+            return True
+        if not ((strike[firsts] > 0.0).all() and (strike[lasts] < np.inf).all()):
+            return False
+        rising = strike[1:] > strike[:-1]
+        # A segment's first strike need not exceed the previous segment's last.
+        rising[[lo - 1 for lo in firsts if lo > 0]] = True
+        return bool(rising.all()) and cls._values_plainly_valid(floats, ints)
+
+    @classmethod
+    def _plainly_valid(cls, floats: Float64Array, ints: Int64Array) -> bool:
         """True only if strikes, IVs, Greeks and flags all pass."""
         strike = floats[0]
         # Strictly increasing (a NaN compares False, so it fails too) from a first strike > 0 to a
         # last one < inf: every strike is then finite and > 0 with no per-row test.
         if not (strike[0] > 0.0 and strike[-1] < np.inf and (strike[1:] > strike[:-1]).all()):
             return False
+        return cls._values_plainly_valid(floats, ints)
+
+    @staticmethod
+    def _values_plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:
+        """True only if IVs, Greeks and flags all pass (the strike row aside)."""
         # fmin/fmax skip NaN (unknown, allowed): they give the smallest and largest known value, and
         # NaN only when every value is unknown, which fails none of the comparisons below.
         values = floats[1:]

@@ -33,7 +33,13 @@ from scipy import special
 
 from volguard_common.quant._types import ArrayLike, BoolArray, Float64Array, Int64Array
 
-__all__ = ["IVStatus", "implied_vol", "implied_vol_and_status", "implied_vol_status"]
+__all__ = [
+    "IVStatus",
+    "implied_vol",
+    "implied_vol_and_status",
+    "implied_vol_and_status_block",
+    "implied_vol_status",
+]
 
 
 class IVStatus(IntEnum):
@@ -124,8 +130,27 @@ def implied_vol_and_status(
     inputs = np.empty((len(columns), *shape))
     for row, column in enumerate(columns):
         inputs[row, ...] = column
-    vol, status = _kernels().implied_vol_and_status(inputs.reshape(len(columns), math.prod(shape)))
+    vol, status = implied_vol_and_status_block(inputs.reshape(len(columns), math.prod(shape)))
     return vol.reshape(shape), status.reshape(shape)
+
+
+def implied_vol_and_status_block(inputs: Float64Array) -> tuple[Float64Array, Int64Array]:
+    """:func:`implied_vol_and_status` of options given as one C-contiguous float64 block of six rows -
+    price, forward, strike, t, is_call (1.0 or 0.0), discount - one column per option: for a caller
+    that builds its inputs in that form anyway (the analytics engine, a chain set at a time), which
+    saves the copy into it."""
+    if (
+        inputs.dtype != np.float64
+        or inputs.ndim != 2
+        or inputs.shape[0] != 6
+        or not inputs.flags.c_contiguous
+    ):
+        raise ValueError(
+            f"implied_vol_and_status_block takes a C-contiguous float64 (6, n) block, got {inputs.dtype} "
+            f"{inputs.shape}"
+        )
+    vol, status = _kernels().implied_vol_and_status(inputs)
+    return vol, status
 
 
 def _kernels() -> ModuleType:

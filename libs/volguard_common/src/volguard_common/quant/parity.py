@@ -12,9 +12,9 @@ from types import ModuleType
 
 import numpy as np
 
-from volguard_common.quant._types import ArrayLike
+from volguard_common.quant._types import ArrayLike, BoolArray, Float64Array, Int64Array
 
-__all__ = ["ParityQuality", "forward_from_parity", "forwards_from_parity"]
+__all__ = ["ParityQuality", "forward_from_parity", "forwards_from_parity", "forwards_from_parity_prepared"]
 
 # 1.4826·MAD estimates the standard deviation of normal noise.
 _MAD_TO_SIGMA = 1.4826
@@ -127,9 +127,27 @@ def forwards_from_parity(
         raise ValueError(f"n_strikes must be at least 1, got {n_strikes}")
     with np.errstate(invalid="ignore"):
         usable = np.isfinite(k) & (k > 0.0) & np.isfinite(c) & np.isfinite(p) & (c > 0.0) & (p > 0.0)
+    return forwards_from_parity_prepared(k, c, p, usable, edges, d, n_strikes, mad_cut)
+
+
+def forwards_from_parity_prepared(
+    strikes: Float64Array,
+    call_mid: Float64Array,
+    put_mid: Float64Array,
+    usable: BoolArray,
+    bounds: Int64Array,
+    discounts: Float64Array,
+    n_strikes: int = 5,
+    mad_cut: float = 3.5,
+) -> list[tuple[float, ParityQuality] | None]:
+    """:func:`forwards_from_parity` with no checks, for a caller that built the columns itself (the
+    analytics engine, from validated chain snapshots): contiguous 1-d float64 columns of one length,
+    `usable` marks the strikes with finite strike > 0 and both mids finite and > 0, `bounds` int64
+    rising from 0 to the length, one finite discount > 0 per expiry, n_strikes >= 1. Anything else is
+    undefined behaviour here; `forwards_from_parity` is the entry that says what is wrong."""
     rows = _kernels().parity_segments(
-        k, c, p, usable, edges, d, n_strikes, mad_cut, _MAD_TO_SIGMA, _SCALE_FLOOR,
-        _DISPERSION_HALF_SCORE, _STRIKES_FOR_FULL_SCORE,
+        strikes, call_mid, put_mid, usable, bounds, discounts, n_strikes, mad_cut, _MAD_TO_SIGMA,
+        _SCALE_FLOOR, _DISPERSION_HALF_SCORE, _STRIKES_FOR_FULL_SCORE,
     )  # fmt: skip
     out: list[tuple[float, ParityQuality] | None] = []
     for forward, score, n_used, n_rejected, dispersion in rows.tolist():

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from volguard_common.quant import black76, sabr
-from volguard_common.quant._types import ArrayLike, Float64Array
+from volguard_common.quant._types import ArrayLike, Float64Array, Int64Array
 
 # Delta of the wing options quoted as "25-delta": forward (undiscounted), premium-unadjusted, the
 # usual convention for index options where the premium is paid in the index's own currency.
@@ -357,7 +357,28 @@ def open_interest_by_expiry(
     for column in columns:
         if not (np.isfinite(column) & (column >= 0.0)).all():
             raise ValueError("open interest and volume must be finite and >= 0")
-    rows = _kernels().open_interest_segments(k, *columns, edges, centre, half_width)
+    call, put, call_traded, put_traded = columns
+    return open_interest_by_expiry_prepared(k, call, put, call_traded, put_traded, edges, centre, half_width)
+
+
+def open_interest_by_expiry_prepared(
+    strikes: Float64Array,
+    call_oi: Float64Array,
+    put_oi: Float64Array,
+    call_volume: Float64Array,
+    put_volume: Float64Array,
+    bounds: Int64Array,
+    pin_centre: Float64Array,
+    pin_half_width: Float64Array,
+) -> list[OpenInterest]:
+    """:func:`open_interest_by_expiry` with no checks, for a caller that built the columns itself (the
+    analytics engine, from validated chain snapshots): contiguous 1-d float64 columns of one length,
+    strikes finite, > 0 and strictly increasing within each expiry, open interest and volume finite
+    and >= 0, int64 `bounds` rising strictly from 0 to the length, one pin band per expiry. Anything
+    else is undefined behaviour here; `open_interest_by_expiry` is the entry that says what is wrong."""
+    rows = _kernels().open_interest_segments(
+        strikes, call_oi, put_oi, call_volume, put_volume, bounds, pin_centre, pin_half_width
+    )
     return [
         OpenInterest(
             call_oi=row[0],

@@ -18,11 +18,12 @@ from datetime import datetime
 
 import numpy as np
 
+from volguard_analytics.domain import _quote_kernels
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, QuoteFlag
 from volguard_common.events.chain import CHAIN_FLOAT_COLUMNS, CHAIN_INT_COLUMNS
-from volguard_common.events.surface_columns import SURFACE_FLOAT_COLUMNS, SurfaceColumns
+from volguard_common.events.surface_columns import SurfaceColumns
 from volguard_common.events.vol import (
     ExpectedMove,
     ExpiryVol,
@@ -138,11 +139,6 @@ _STATUS_FLAGS = np.array(
 )
 
 
-def _status_flags(status: Int64Array) -> Int64Array:
-    out: Int64Array = _STATUS_FLAGS[status]
-    return out
-
-
 def _choose_forward(
     chain: ChainSnapshot,
     parity_fit: tuple[float, parity.ParityQuality] | None,
@@ -221,7 +217,7 @@ _OI_AND_VOLUME = [
 ]
 
 # Divisors taking black76 units to the published ones: vega per vol point, theta per calendar day.
-_GREEK_UNITS = np.array([[1.0], [1.0], [100.0], [365.0]])
+_GREEK_UNITS = np.array([1.0, 1.0, 100.0, 365.0])
 
 
 def analyse_expiries(
@@ -233,79 +229,62 @@ def analyse_expiries(
 ) -> list[ExpiryAnalysis]:
     """`analyse_expiry` of every chain of one set, with the same results, but the per-quote work done
     once for the whole set: one classification, one implied-vol solve and one Greeks pass over the
-    quotes of all expiries, and the parity forwards and OI statistics in one compiled pass each.
+    quotes of all expiries, and the parity forwards and OI statistics in one compiled pass each. The
+    bookkeeping between those passes (clean pairs, IV inputs, fit mask, surface, fit points) runs in
+    the compiled loops of `_quote_kernels`, which the tests hold to `classify_quotes` and to numpy.
 
     Quote arrays are side-major: the calls of every expiry (in chain order), then the puts; expiry e
     owns strike rows `bounds[e]:bounds[e + 1]`, its calls are those rows and its puts `n + rows`.
     """
     times = [year_fraction(ts_event, clock.expiry_cutoff(chain.expiry)) for chain in chains]
     discounts = [math.exp(-config.risk_free_rate * t) for t in times]
-    sizes = np.array([chain.n_strikes for chain in chains], dtype=np.int64)
-    bounds = np.zeros(len(chains) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=bounds[1:])
+    bounds = np.array([0, *itertools.accumulate(chain.n_strikes for chain in chains)], dtype=np.int64)
     n = int(bounds[-1])
-    quote_sizes = np.concatenate([sizes, sizes])
 
     # Every chain's column blocks side by side: one concatenation per block, then rows by name.
     floats = np.concatenate([chain.columns.float_block for chain in chains], axis=1)
     ints = np.concatenate([chain.columns.int_block for chain in chains], axis=1)
     strike = floats[_STRIKE]
-    bid = floats[_BIDS].ravel()  # calls of every expiry, then puts: the quote layout
-    ask = floats[_ASKS].ravel()
-    quote_flags = ints[_QUOTE_FLAGS].ravel()
     ticks = np.array([chain.tick_size for chain in chains])
-    tick = np.repeat(np.concatenate([ticks, ticks]), quote_sizes)
-    mid, half_spread, flags, stale = classify_quotes(bid, ask, quote_flags, tick, config)
-
-    clean_pair = ((flags[:n] | flags[n:]) == 0) & ~stale[:n] & ~stale[n:]
-    parity_fits = parity.forwards_from_parity(
-        strike,
-        np.where(clean_pair, mid[:n], np.nan),
-        np.where(clean_pair, mid[n:], np.nan),
+    mid, half_spread, flags, stale = _quote_kernels.classify(
+        floats[_BIDS].ravel(),  # calls of every expiry, then puts: the quote layout
+        floats[_ASKS].ravel(),
+        ints[_QUOTE_FLAGS].ravel(),
         bounds,
-        discounts,
+        ticks,
+        config.wide_spread_frac,
+        config.wide_spread_min_ticks,
+    )
+
+    parity_call, parity_put, parity_usable = _quote_kernels.parity_pairs(mid, flags, stale)
+    parity_fits = parity.forwards_from_parity_prepared(
+        strike, parity_call, parity_put, parity_usable, bounds, np.array(discounts)
     )
     choices = [
         _choose_forward(chain, fit, t, config)
         for chain, fit, t in zip(chains, parity_fits, times, strict=True)
     ]
-    forwards = [choice[0] for choice in choices]
-    # Forward, years and discount of every quote, in the quote layout.
-    per_quote = np.repeat(np.array([forwards * 2, times * 2, discounts * 2]), quote_sizes, axis=1)
-    forward_q, t_q, discount_q = per_quote[0], per_quote[1], per_quote[2]
+    forwards = np.array([choice[0] for choice in choices])
 
-    strikes2 = np.concatenate([strike, strike])
-    is_call = np.zeros(2 * n, dtype=np.bool_)
-    is_call[:n] = True
-    quoted = ~np.isnan(mid)
-    vols, status = iv.implied_vol_and_status(
-        np.where(quoted, mid, 1.0), forward_q, strikes2, t_q, is_call, discount_q
+    inputs = _quote_kernels.iv_inputs(mid, strike, bounds, forwards, np.array(times), np.array(discounts))
+    vols, status = iv.implied_vol_and_status_block(inputs)
+    fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, stale, mid, strike, bounds, forwards)
+    greeks = black76.chain_greeks(inputs[1], inputs[2], inputs[3], vols, inputs[4] != 0.0, inputs[5])
+    # Surface block (columns in SURFACE_FLOAT_COLUMNS order) of every expiry, cut per expiry below, and
+    # every expiry's SABR fit points (its OTM puts, then its calls), expiry after expiry.
+    surface, fit_strike, fit_vol, fit_sqrt_w, fit_edges, atm_rows, quoted_atm_ivs = (
+        _quote_kernels.surface_and_fit_points(
+            vols, greeks, fitted, half_spread, strike, bounds, forwards, ticks, _GREEK_UNITS
+        )
     )
-    vols = np.where(quoted, vols, np.nan)
-    flags |= np.where(quoted, _status_flags(status), 0)
-    greeks = black76.chain_greeks(forward_q, strikes2, t_q, vols, is_call, discount_q)
-
-    solved = ~np.isnan(vols)
-    otm = np.concatenate([strike >= forward_q[:n], strike < forward_q[:n]])
-    fit_mask = solved & otm & ((flags & (_UNUSABLE | _DIRTY)) == 0) & ~stale
-    flags[solved & ~fit_mask] |= int(IvFlag.EXCLUDED_FROM_FIT)
-    # A quote's mid is uncertain by its half-spread plus half a tick of rounding: in vol, by
-    # (half_spread + tick/2)/vega. The SABR fit weighs each quote by the inverse square of that.
-    with np.errstate(invalid="ignore"):
-        vol_error = (half_spread + 0.5 * tick) / np.maximum(greeks[2], 1e-12)
-
-    # Every expiry's surface in one block (columns in SURFACE_FLOAT_COLUMNS order), cut per expiry.
-    surface = np.empty((len(SURFACE_FLOAT_COLUMNS), n))
-    surface[0] = strike
-    surface[1:3] = vols.reshape(2, n)
-    surface[3:7] = greeks[:, :n] / _GREEK_UNITS
-    surface[7:11] = greeks[:, n:] / _GREEK_UNITS
+    atm_ivs = [None if v != v else v for v in quoted_atm_ivs.tolist()]
     flag_block = flags.reshape(2, n)
+    fit_bounds = fit_edges.tolist()
 
     spots = np.array([chain.spot for chain in chains])
     # The statistics take float64 columns: convert the four in one go (rows stay contiguous).
     call_oi, put_oi, call_volume, put_volume = ints[_OI_AND_VOLUME].astype(np.float64)
-    open_interest = stats.open_interest_by_expiry(
+    open_interest = stats.open_interest_by_expiry_prepared(
         strike,
         call_oi,
         put_oi,
@@ -316,20 +295,11 @@ def analyse_expiries(
         config.pin_band_pct / 100.0 * spots,
     )
 
-    # Every expiry's SABR fit points in strike order (its OTM puts, below the forward, then its
-    # calls), expiry after expiry: one gather for the set, a slice per expiry. The stable sort keeps
-    # each (expiry, side) group in row order.
-    fit_quotes = np.flatnonzero(fit_mask)
-    is_put = fit_quotes >= n
-    group = 2 * (np.searchsorted(bounds, fit_quotes - n * is_put, side="right") - 1) + ~is_put
-    by_group = np.argsort(group, kind="stable")
-    fit_rows = fit_quotes[by_group]
-    fit_bounds = np.searchsorted(group[by_group], 2 * np.arange(len(chains) + 1)).tolist()
-    fit_strike, fit_vol, fit_vol_error = strikes2[fit_rows], vols[fit_rows], vol_error[fit_rows]
-
-    smiles = _fit_smiles(chains, forwards, times, fit_strike, fit_vol, fit_vol_error, fit_bounds, config,
+    forward_list = forwards.tolist()
+    smiles = _fit_smiles(chains, forward_list, times, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, config,
                          previous_fits)  # fmt: skip
 
+    surfaces = SurfaceColumns.adopt_segments(surface, flag_block, bounds.tolist())
     out: list[ExpiryAnalysis] = []
     for e, chain in enumerate(chains):
         lo, hi = int(bounds[e]), int(bounds[e + 1])
@@ -349,13 +319,12 @@ def analyse_expiries(
                     put_mid=mid[n + lo : n + hi],
                     call_flags=flag_block[0, lo:hi],
                     put_flags=flag_block[1, lo:hi],
-                    fit_strike=fit_strike[fit_lo:fit_hi],
-                    fit_vol=fit_vol[fit_lo:fit_hi],
+                    n_fit_points=fit_hi - fit_lo,
+                    atm_row=int(atm_rows[e]),
+                    atm_iv=atm_ivs[e],
                 ),
                 smiles[e],
-                SurfaceColumns.adopt(
-                    np.ascontiguousarray(surface[:, lo:hi]), np.ascontiguousarray(flag_block[:, lo:hi])
-                ),
+                surfaces[e],
                 open_interest[e],
             )
         )
@@ -378,32 +347,30 @@ def _fit_smiles(
     times: Sequence[float],
     fit_strike: Float64Array,
     fit_vol: Float64Array,
-    fit_vol_error: Float64Array,
+    fit_sqrt_w: Float64Array,
     fit_bounds: Sequence[int],
     config: AnalyticsConfig,
     previous_fits: Sequence[sabr.SabrFit | None],
 ) -> list[_Smile]:
     """Every expiry's smile of the set with at least `sabr_min_points` fit points, in one compiled
-    calibration call and one 25-delta search, warm-started from that expiry's previous fit."""
+    calibration call and one 25-delta search, warm-started from that expiry's previous fit.
+
+    A quote's weight is the inverse square of its vol error relative to its expiry's median error
+    (`fit_sqrt_w` is median / error, see `_quote_kernels.finish`). The points are this engine's own -
+    solved vols (finite, > 0), listed strikes, errors > 0 (half a tick at least, over a floored vega)
+    - so `sabr.fit`'s checks are skipped."""
     fitted = [e for e in range(len(chains)) if fit_bounds[e + 1] - fit_bounds[e] >= config.sabr_min_points]
     cuts = [(fit_bounds[e], fit_bounds[e + 1]) for e in fitted]
     if len(fitted) == len(chains):
-        strikes, vols, errors = fit_strike, fit_vol, fit_vol_error
+        strikes, vols, sqrt_w = fit_strike, fit_vol, fit_sqrt_w
     else:
-        strikes, vols, errors = (
+        strikes, vols, sqrt_w = (
             np.concatenate([column[lo:hi] for lo, hi in cuts]) if cuts else column[:0]
-            for column in (fit_strike, fit_vol, fit_vol_error)
+            for column in (fit_strike, fit_vol, fit_sqrt_w)
         )
     point_bounds = [0]
     for lo, hi in cuts:
         point_bounds.append(point_bounds[-1] + hi - lo)
-    # A quote's weight is the inverse square of its vol error relative to the expiry's median error:
-    # sqrt-weights median/error. The points are this engine's own - solved vols (finite, > 0), listed
-    # strikes, errors > 0 (half a tick at least, over a floored vega) - so `sabr.fit`'s checks are
-    # skipped.
-    sqrt_w = np.empty_like(errors)
-    for lo, hi in itertools.pairwise(point_bounds):
-        sqrt_w[lo:hi] = _median(errors[lo:hi]) / errors[lo:hi]
     beta = config.sabr_beta
     warm = [previous_fits[e] for e in fitted]
     fits = sabr.fit_prepared_many(
@@ -425,15 +392,17 @@ def _fit_smiles(
 
 @dataclass(frozen=True, slots=True)
 class _ExpiryQuotes:
-    """One expiry's rows of the set-wide arrays, and its SABR fit points in strike order."""
+    """One expiry's rows of the set-wide arrays, and what the quote pass found about them."""
 
     strike: Float64Array
     call_mid: Float64Array
     put_mid: Float64Array
     call_flags: Int64Array
     put_flags: Int64Array
-    fit_strike: Float64Array
-    fit_vol: Float64Array
+    n_fit_points: int
+    # The listed strike nearest the forward, and the model-free ATM IV (quoted_atm_iv).
+    atm_row: int
+    atm_iv: float | None
 
 
 def _expiry_analysis(
@@ -465,21 +434,22 @@ def _expiry_analysis(
     if forward_reason is not None:
         degrade(forward_reason)
 
-    fit_k, fit_v = quotes.fit_strike, quotes.fit_vol
     sabr_fit = smile.fit
     if sabr_fit is None:
-        degrade(f"only {fit_k.size} clean OTM quotes: no SABR fit")
+        degrade(f"only {quotes.n_fit_points} clean OTM quotes: no SABR fit")
     else:
         if not sabr_fit.converged:
             degrade("SABR fit did not converge")
         if sabr_fit.rmse > config.sabr_max_rmse:
             degrade(f"SABR fit RMSE {sabr_fit.rmse:.4f} above {config.sabr_max_rmse}")
 
-    strike = quotes.strike
-    j = int(np.argmin(np.abs(strike - forward)))
-    atm_strike = float(strike[j])
-    atm_smile = smile.wings[2] if smile.wings is not None else None
-    atm_iv = _atm_iv(forward, fit_k, fit_v, strike, t, sabr_fit if smile.usable else None, atm_smile)
+    # ATM-forward IV: from the clean quotes around the forward (model-free) when they bracket it;
+    # else the usable smile at the forward; else unknown.
+    j = quotes.atm_row
+    atm_strike = float(quotes.strike[j])
+    atm_iv = quotes.atm_iv
+    if atm_iv is None and sabr_fit is not None and smile.usable:
+        atm_iv = smile.wings[2] if smile.wings is not None else sabr.smile_vol(forward, forward, t, sabr_fit)
     if atm_iv is None:
         degrade("no ATM IV: no clean quotes around the forward and no usable smile", Quality.BAD)
 
@@ -552,39 +522,23 @@ def _expiry_analysis(
     )
 
 
-def _median(values: Float64Array) -> float:
-    """`np.median` of a NaN-free array, the same number without its per-call overhead."""
-    ordered = np.sort(values)
-    middle = ordered.size // 2
-    if ordered.size % 2:
-        return float(ordered[middle])
-    return 0.5 * (float(ordered[middle - 1]) + float(ordered[middle]))
-
-
-def _atm_iv(
-    forward: float,
-    fit_k: Float64Array,
-    fit_v: Float64Array,
-    strike: Float64Array,
-    t: float,
-    smile: sabr.SabrFit | None,
-    smile_atm: float | None = None,
+def quoted_atm_iv(
+    forward: float, fit_k: Float64Array, fit_v: Float64Array, strike: Float64Array
 ) -> float | None:
-    """ATM-forward IV: linear in strike between the clean OTM quotes either side of the forward (the
-    most liquid quotes, model-free) when they are adjacent listed strikes; else the SABR smile at the
-    forward (`smile_atm` when already known); else unknown. `fit_k` and `strike` are strictly
-    increasing (fit points in strike order, listed strikes as the chain has them), so the neighbours
-    are found by bisection."""
+    """The model-free ATM-forward IV: linear in strike between the clean OTM quotes either side of the
+    forward (the most liquid quotes) when they are adjacent listed strikes, or the clean quote at the
+    forward; None otherwise. `fit_k` (fit points in strike order) and `strike` (listed strikes) are
+    strictly increasing, so the neighbours are found by bisection. The reference of
+    `_quote_kernels._quoted_atm_iv`, which the engine runs."""
     n_below = bisect.bisect_right(fit_k, forward)  # fit points <= forward
     first_above = bisect.bisect_left(fit_k, forward)  # first fit point >= forward
-    if n_below > 0 and first_above < fit_k.size:
-        k_lo, k_hi = float(fit_k[n_below - 1]), float(fit_k[first_above])
-        v_lo = float(fit_v[n_below - 1])
-        if k_hi == k_lo:
-            return v_lo
-        if bisect.bisect_left(strike, k_hi) == bisect.bisect_right(strike, k_lo):  # none listed between
-            w = (forward - k_lo) / (k_hi - k_lo)
-            return (1.0 - w) * v_lo + w * float(fit_v[first_above])
-    if smile is not None:
-        return smile_atm if smile_atm is not None else sabr.smile_vol(forward, forward, t, smile)
-    return None
+    if n_below == 0 or first_above == fit_k.size:
+        return None
+    k_lo, k_hi = float(fit_k[n_below - 1]), float(fit_k[first_above])
+    v_lo = float(fit_v[n_below - 1])
+    if k_hi == k_lo:
+        return v_lo
+    if bisect.bisect_left(strike, k_hi) != bisect.bisect_right(strike, k_lo):
+        return None  # a listed strike between them has no clean quote
+    w = (forward - k_lo) / (k_hi - k_lo)
+    return (1.0 - w) * v_lo + w * float(fit_v[first_above])
