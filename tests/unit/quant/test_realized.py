@@ -153,3 +153,112 @@ def test_bad_input_fails_loudly(nifty: dict[str, np.ndarray]) -> None:
         realized.parkinson([100.0, 90.0], [95.0, 95.0], 2)
     with pytest.raises(ValueError, match="same length"):
         realized.garman_klass(c[:10], c[:10], c[:9], c[:10], 5)
+
+
+# --- completed days + one more bar ------------------------------------------------------------------
+
+
+def random_bars(rng: np.random.Generator, n: int, daily_vol: float) -> dict[str, np.ndarray]:
+    """Daily bars on a random walk: an overnight gap, an open-to-close move, a range around both."""
+    gaps = rng.normal(0.0, daily_vol / 3.0, n)
+    moves = rng.normal(0.0, daily_vol, n)
+    close = 25_000.0 * np.exp(np.cumsum(gaps + moves))
+    open_ = close * np.exp(-moves)
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, daily_vol / 2.0, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, daily_vol / 2.0, n)))
+    return {"open": open_, "high": high, "low": low, "close": close}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_completed_days_plus_one_bar_is_the_estimator_on_the_appended_bars(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    bars = random_bars(rng, int(rng.integers(3, 70)), float(rng.uniform(0.002, 0.03)))
+    completed_bars = {name: series[:-1] for name, series in bars.items()}
+    o, h, lo, c = (float(bars[name][-1]) for name in ("open", "high", "low", "close"))
+    windows = (2, 7, 21, 63)
+    completed = realized.CompletedDays.of(
+        completed_bars["open"],
+        completed_bars["high"],
+        completed_bars["low"],
+        completed_bars["close"],
+        windows,
+    )
+    n = len(bars["close"])
+    compared = 0
+    for window in windows:
+        if n > window:
+            assert completed.close_to_close(c, window) == pytest.approx(
+                realized.close_to_close(bars["close"], window), rel=1e-12
+            )
+            assert completed.yang_zhang(o, h, lo, c, window) == pytest.approx(
+                realized.yang_zhang(bars["open"], bars["high"], bars["low"], bars["close"], window), rel=1e-12
+            )
+            compared += 2
+        if n >= window:
+            assert completed.parkinson(h, lo, window) == pytest.approx(
+                realized.parkinson(bars["high"], bars["low"], window), rel=1e-12
+            )
+            compared += 1
+    assert compared >= 3
+
+
+@pytest.mark.parametrize("end", [8, 22, 100, 250])
+def test_completed_days_plus_one_bar_on_the_nifty_year(nifty: dict[str, np.ndarray], end: int) -> None:
+    # The day `end - 1` of the file plays today's bar on top of the days before it.
+    o, h, lo, c = (nifty[name][:end] for name in ("open", "high", "low", "close"))
+    completed = realized.CompletedDays.of(o[:-1], h[:-1], lo[:-1], c[:-1], (7, 21))
+    window = 7 if end < 22 else 21
+    assert completed.close_to_close(c[-1], window) == pytest.approx(
+        realized.close_to_close(c, window), rel=1e-12
+    )
+    assert completed.parkinson(h[-1], lo[-1], window) == pytest.approx(
+        realized.parkinson(h, lo, window), rel=1e-12
+    )
+    assert completed.yang_zhang(o[-1], h[-1], lo[-1], c[-1], window) == pytest.approx(
+        realized.yang_zhang(o, h, lo, c, window), rel=1e-12
+    )
+
+
+def test_completed_days_keep_a_tiny_spread_under_a_large_drift() -> None:
+    # +5 % every day give or take 1e-8: a sum of squares minus the squared sum over the 7 returns
+    # cancels to ~4e-4 relative error here; sums about the completed days' own mean keep the variance
+    # to the rounding of the log returns themselves (ln C ~ 11 carries ~2e-15 against a 1e-8 spread,
+    # a few 1e-7 at worst), as the reference's two-pass variance does.
+    rng = np.random.default_rng(11)
+    closes = 25_000.0 * np.exp(np.cumsum(0.05 + 1e-8 * rng.standard_normal(30)))
+    completed = realized.CompletedDays.of(closes, closes, closes, closes, (7,))
+    last = float(closes[-1] * math.exp(0.05 + 1e-8 * rng.standard_normal()))
+    reference = realized.close_to_close(np.append(closes, last), 7)
+    assert 1e-9 < reference < 1e-6
+    assert completed.close_to_close(last, 7) == pytest.approx(reference, rel=2e-6)
+
+
+def test_completed_days_refuse_what_the_estimators_refuse(nifty: dict[str, np.ndarray]) -> None:
+    o, h, lo, c = (nifty[name][:30] for name in ("open", "high", "low", "close"))
+    completed = realized.CompletedDays.of(o[:20], h[:20], lo[:20], c[:20], (7, 21))
+    # 20 completed bars + 1: Parkinson 21 has its window, close-to-close and Yang-Zhang 21 do not.
+    assert completed.parkinson(h[20], lo[20], 21) > 0.0
+    with pytest.raises(ValueError, match="need at least 22 bars for this window, got 21"):
+        completed.close_to_close(c[20], 21)
+    with pytest.raises(ValueError, match="need at least 22 bars for this window, got 21"):
+        completed.yang_zhang(o[20], h[20], lo[20], c[20], 21)
+    with pytest.raises(ValueError, match="window 5 was not among"):
+        completed.close_to_close(c[20], 5)
+    with pytest.raises(ValueError, match="close must be finite and > 0"):
+        completed.close_to_close(math.nan, 7)
+    with pytest.raises(ValueError, match="low must be finite and > 0"):
+        completed.parkinson(100.0, 0.0, 21)
+    with pytest.raises(ValueError, match="open must be finite and > 0"):
+        completed.yang_zhang(math.inf, 100.0, 99.0, 99.5, 7)
+    with pytest.raises(ValueError, match="high < low"):
+        completed.parkinson(99.0, 100.0, 21)
+    with pytest.raises(ValueError, match="high < low"):
+        completed.yang_zhang(99.5, 99.0, 100.0, 99.5, 7)
+    with pytest.raises(ValueError, match="window"):
+        realized.CompletedDays.of(o, h, lo, c, (1,))
+    with pytest.raises(ValueError, match="no completed days"):
+        realized.CompletedDays.of([], [], [], [], (7,))
+    with pytest.raises(ValueError, match="finite and > 0"):
+        realized.CompletedDays.of(o, h, lo, np.r_[c[:-1], np.nan], (7,))
+    with pytest.raises(ValueError, match="high < low"):
+        realized.CompletedDays.of(o, lo, h, c, (7,))

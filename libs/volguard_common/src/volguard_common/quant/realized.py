@@ -8,11 +8,16 @@ NaN until a full window is available, and its last value equals the point estima
 Variances: close-to-close and the Yang-Zhang overnight/open-to-close parts are mean-adjusted sample
 variances (ddof=1), as in Yang & Zhang (2000); Parkinson, Garman-Klass and Rogers-Satchell are
 zero-drift means of squared ranges, as published.
+
+`CompletedDays` answers the close-to-close, Parkinson and Yang-Zhang point estimators with one more bar
+appended to fixed history (today's partial bar on top of the completed days) at scalar cost per bar.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -203,3 +208,162 @@ def yang_zhang(open: ArrayLike, high: ArrayLike, low: ArrayLike, close: ArrayLik
         + (1.0 - k) * float(rs[-window:].mean())
     )
     return math.sqrt(var * TRADING_DAYS)
+
+
+# --- completed days + one more bar ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    """Count, mean and sum of squared deviations from the mean (M2) of a fixed set of values."""
+
+    count: int
+    mean: float
+    m2: float
+
+    @staticmethod
+    def of(values: Float64Array) -> _Sample:
+        mean = float(values.mean())
+        deviation = values - mean
+        return _Sample(values.size, mean, float(np.dot(deviation, deviation)))
+
+    def variance_with(self, x: float) -> float:
+        """Sample variance (ddof=1) of these values and x.
+
+        Chan, Golub & LeVeque's update M2' = M2 + d^2 n / (n + 1), d = x - mean: M2 of the fixed values
+        was summed two-pass, about their own mean, so no sum of squares minus squared sum appears - that
+        cancels when a drift is large against the day-to-day spread.
+        """
+        d = x - self.mean
+        return (self.m2 + d * d * self.count / (self.count + 1)) / self.count
+
+
+def _check_price(name: str, price: float) -> None:
+    # Chained comparisons are False for NaN, so NaN is refused with the non-positive and infinite.
+    if not 0.0 < price < math.inf:
+        raise ValueError(f"{name} must be finite and > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedDays:
+    """The completed days' share of each estimator's last window, summed once, so that the estimator
+    with one more bar appended costs a handful of scalar logs instead of a numpy pass over the window.
+
+    Built for a fixed history (the daily bars before today) and the `windows` that will be asked for;
+    then, with `window` one of them,
+    `close_to_close(last, window)` is `close_to_close(np.append(close, last), window)`,
+    `parkinson(high_, low_, window)` is `parkinson(np.append(high, high_), np.append(low, low_), window)`,
+    `yang_zhang(open_, high_, low_, last, window)` is `yang_zhang` on the four appended arrays,
+    to rounding (the sums are taken in another order), with the same refusals of a short history and of
+    a bad appended price. The completed days are checked once, here.
+    """
+
+    windows: frozenset[int]
+    # Completed bars given; with the appended one, the count a refusal for too few bars reports.
+    bars: int
+    # ln of the last completed close, the start of the appended bar's return and overnight gap. Kept as
+    # a log, so the appended return is ln C - ln C_prev, the form `log_returns` takes.
+    log_last_close: float
+    last_close: float
+    returns: dict[int, _Sample]
+    parkinson_sums: dict[int, float]
+    # Overnight and open-to-close samples and the Rogers-Satchell sum.
+    yang_zhang_parts: dict[int, tuple[_Sample, _Sample, float]]
+
+    @staticmethod
+    def of(
+        open: ArrayLike, high: ArrayLike, low: ArrayLike, close: ArrayLike, windows: Iterable[int]
+    ) -> CompletedDays:
+        """The last `window - 1` completed days of each estimator, for each window in `windows`; only
+        the end of the history is read (a window of w reads its last w bars), so pass just that."""
+        o, h, lo, c = (
+            _prices(n, x) for n, x in (("open", open), ("high", high), ("low", low), ("close", close))
+        )
+        _check_bars(o, h, lo, c)
+        if c.size == 0:
+            # The appended bar's return and overnight gap start from the last completed close.
+            raise ValueError("no completed days: the appended bar needs the close before it")
+        wanted = frozenset(windows)
+        for window in wanted:
+            _check_window(window)
+        m = c.size
+        log_close = np.log(c)
+        returns = np.diff(log_close)
+        parkinson_terms = np.log(h / lo) ** 2 / (4.0 * _LN2)
+        overnight = np.log(o[1:] / c[:-1])
+        open_close = np.log(c / o)
+        rogers_satchell = np.log(h / c) * np.log(h / o) + np.log(lo / c) * np.log(lo / o)
+        samples: dict[int, _Sample] = {}
+        parkinson_sums: dict[int, float] = {}
+        yang_zhang_parts: dict[int, tuple[_Sample, _Sample, float]] = {}
+        for window in wanted:
+            fixed = window - 1  # days of the window that are complete; the appended bar is the last
+            # Parkinson reads `window` bars, so `fixed` completed ones; the others also need the close
+            # before the first of them, hence `window` completed bars.
+            if m >= fixed:
+                parkinson_sums[window] = float(parkinson_terms[m - fixed :].sum())
+            if m >= window:
+                samples[window] = _Sample.of(returns[-fixed:])
+                yang_zhang_parts[window] = (
+                    _Sample.of(overnight[-fixed:]),
+                    _Sample.of(open_close[-fixed:]),
+                    float(rogers_satchell[-fixed:].sum()),
+                )
+        return CompletedDays(
+            windows=wanted,
+            bars=m,
+            log_last_close=float(log_close[-1]),
+            last_close=float(c[-1]),
+            returns=samples,
+            parkinson_sums=parkinson_sums,
+            yang_zhang_parts=yang_zhang_parts,
+        )
+
+    def _refuse(self, window: int, bars_needed: int) -> ValueError:
+        if window not in self.windows:
+            return ValueError(
+                f"window {window} was not among the windows these completed days were summed for"
+            )
+        return ValueError(f"need at least {bars_needed} bars for this window, got {self.bars + 1}")
+
+    def close_to_close(self, last: float, window: int) -> float:
+        """`close_to_close` of the completed closes and `last`."""
+        returns = self.returns.get(window)
+        if returns is None:
+            raise self._refuse(window, window + 1)
+        _check_price("close", last)
+        variance = returns.variance_with(math.log(last) - self.log_last_close)
+        return math.sqrt(variance * TRADING_DAYS)
+
+    def parkinson(self, high: float, low: float, window: int) -> float:
+        """`parkinson` of the completed bars and one more with this high and low."""
+        completed = self.parkinson_sums.get(window)
+        if completed is None:
+            raise self._refuse(window, window)
+        _check_price("high", high)
+        _check_price("low", low)
+        if high < low:
+            raise ValueError("high < low in the appended bar")
+        term = math.log(high / low) ** 2 / (4.0 * _LN2)
+        return math.sqrt((completed + term) / window * TRADING_DAYS)
+
+    def yang_zhang(self, open: float, high: float, low: float, close: float, window: int) -> float:
+        """`yang_zhang` of the completed bars and one more with this open, high, low and close."""
+        parts = self.yang_zhang_parts.get(window)
+        if parts is None:
+            raise self._refuse(window, window + 1)
+        for name, price in (("open", open), ("high", high), ("low", low), ("close", close)):
+            _check_price(name, price)
+        if high < low:
+            raise ValueError("high < low in the appended bar")
+        overnight, open_close, rogers_satchell = parts
+        k = _yang_zhang_k(window)
+        today_rs = math.log(high / close) * math.log(high / open) + math.log(low / close) * math.log(
+            low / open
+        )
+        variance = (
+            overnight.variance_with(math.log(open / self.last_close))
+            + k * open_close.variance_with(math.log(close / open))
+            + (1.0 - k) * ((rogers_satchell + today_rs) / window)
+        )
+        return math.sqrt(variance * TRADING_DAYS)

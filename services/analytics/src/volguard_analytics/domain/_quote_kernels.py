@@ -263,8 +263,8 @@ def _quoted_atm_iv(forward: float, fit_k: Float64Array, fit_v: Float64Array, str
     k_lo = fit_k[n_below - 1]
     k_hi = fit_k[first_above]
     if k_hi == k_lo:
-        return fit_v[n_below - 1]
+        return float(fit_v[n_below - 1])
     if np.searchsorted(strike, k_hi, side="left") != np.searchsorted(strike, k_lo, side="right"):
         return math.nan  # a listed strike between them has no clean quote
     w = (forward - k_lo) / (k_hi - k_lo)
-    return (1.0 - w) * fit_v[n_below - 1] + w * fit_v[first_above]
+    return float((1.0 - w) * fit_v[n_below - 1] + w * fit_v[first_above])

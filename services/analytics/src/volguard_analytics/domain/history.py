@@ -26,6 +26,15 @@ from volguard_common.quant._types import Float64Array
 CC_SHORT = 7
 CC_LONG = 21
 RANGE_WINDOW = 21  # Parkinson and Yang-Zhang
+# Bars the estimators read: the longest window and the close before it (today's bar is the last of them).
+_TAIL = max(CC_LONG, RANGE_WINDOW) + 1
+# Each realised estimator with the daily bars it needs (today's partial bar included).
+_NEEDS = (
+    ("cc7", CC_SHORT + 1),
+    ("cc21", CC_LONG + 1),
+    ("parkinson", RANGE_WINDOW),
+    ("yang_zhang", RANGE_WINDOW + 1),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,28 @@ class DayInputs:
     # The percentile windows of `vix` and `atm_iv` over the `lookback_days` day_inputs was given.
     vix_window: LookbackWindow
     atm_iv_window: LookbackWindow
+    # The completed days' share of the realised-vol windows, summed once a day so that today's moving
+    # bar costs a few scalar logs per snapshot (see `realised_vol`); None when there is no completed
+    # day or the bars it would read are not clean prices. Worked out from the arrays above in
+    # __post_init__, so `dataclasses.replace` of the bars cannot leave it stale.
+    completed: realized.CompletedDays | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "completed", _completed_days(self.open, self.high, self.low, self.close))
+
+
+def _completed_days(
+    open: Float64Array, high: Float64Array, low: Float64Array, close: Float64Array
+) -> realized.CompletedDays | None:
+    # With today's bar appended the estimators read the last _TAIL - 1 completed bars, and only those.
+    o, h, lo, c = open[-(_TAIL - 1) :], high[-(_TAIL - 1) :], low[-(_TAIL - 1) :], close[-(_TAIL - 1) :]
+    # Not refused here: history that the estimators would refuse stays with the reference path in
+    # `realised_vol`, which refuses it at the snapshot that reads it, as it always did. NaN compares
+    # False, so it is caught with the non-positive and infinite prices.
+    clean = (lo > 0.0) & (lo <= h) & (h < np.inf) & (o > 0.0) & (o < np.inf) & (c > 0.0) & (c < np.inf)
+    if c.size == 0 or not clean.all():
+        return None
+    return realized.CompletedDays.of(o, h, lo, c, (CC_SHORT, CC_LONG, RANGE_WINDOW))
 
 
 def day_inputs(history: VolHistory, day: date, lookback_days: int) -> DayInputs:
@@ -173,40 +204,67 @@ def realised_vol(days: DayInputs, today: IntradayBar | None) -> tuple[RealisedVo
     the move so far today, which is what a trader watching realised vol intraday wants. Range-based
     estimators see a range that can still widen, so early in the session they read low; the bar is
     not rescaled because the intraday variance profile is not uniform enough for a clock-based scale.
+
+    Today's bar moves with every print, the completed days only once a day: their share of each window
+    was summed when the day's inputs were cut (`DayInputs.completed`), and a snapshot adds the bar
+    with scalar logs, equal to the `realized` estimators on the appended arrays to rounding. A bar or
+    history the estimators would refuse takes those estimators themselves, which refuse it.
     """
+    completed = days.completed
+    if (
+        today is not None
+        and completed is not None
+        # NaN compares False: a NaN print goes the reference way, to be refused there.
+        and 0.0 < today.low <= today.high < math.inf
+        and 0.0 < today.open < math.inf
+        and 0.0 < today.last < math.inf
+    ):
+        n = days.close.size + 1
+        cc7 = completed.close_to_close(today.last, CC_SHORT) if n > CC_SHORT else None
+        cc21 = completed.close_to_close(today.last, CC_LONG) if n > CC_LONG else None
+        park = completed.parkinson(today.high, today.low, RANGE_WINDOW) if n >= RANGE_WINDOW else None
+        yz = (
+            completed.yang_zhang(today.open, today.high, today.low, today.last, RANGE_WINDOW)
+            if n > RANGE_WINDOW
+            else None
+        )
+    else:
+        n, cc7, cc21, park, yz = _reference_estimates(days, today)
+    unknown: list[str] = []
+    zero: list[str] = []
+    kept: list[float | None] = []
+    for (name, need), value in zip(_NEEDS, (cc7, cc21, park, yz), strict=True):
+        if value is None:
+            unknown.append(f"realised {name} unknown: {n} daily bars, need {need}")
+        elif not value > 0.0:
+            # A flat window gives a zero realised vol, which the model (Vol > 0) cannot carry: unknown.
+            zero.append(f"realised {name} is zero (no price movement in the window)")
+            value = None
+        kept.append(value)
+    return RealisedVol(cc7=kept[0], cc21=kept[1], parkinson=kept[2], yang_zhang=kept[3]), unknown + zero
+
+
+def _reference_estimates(
+    days: DayInputs, today: IntradayBar | None
+) -> tuple[int, float | None, float | None, float | None, float | None]:
+    """The bar count and the four estimates by the `realized` estimators on the appended arrays."""
     # The estimators read only the last window (+1 bar): cut the years of history before them first,
     # then append today's bar to those few.
-    tail = max(CC_LONG, RANGE_WINDOW) + 1
     o, h, lo, c = days.open, days.high, days.low, days.close
     n = c.size
     if today is not None:
         n += 1
-        o = np.append(o[-(tail - 1) :], today.open)
-        h = np.append(h[-(tail - 1) :], today.high)
-        lo = np.append(lo[-(tail - 1) :], today.low)
-        c = np.append(c[-(tail - 1) :], today.last)
+        o = np.append(o[-(_TAIL - 1) :], today.open)
+        h = np.append(h[-(_TAIL - 1) :], today.high)
+        lo = np.append(lo[-(_TAIL - 1) :], today.low)
+        c = np.append(c[-(_TAIL - 1) :], today.last)
     else:
-        o, h, lo, c = o[-tail:], h[-tail:], lo[-tail:], c[-tail:]
-    reasons: list[str] = []
+        o, h, lo, c = o[-_TAIL:], h[-_TAIL:], lo[-_TAIL:], c[-_TAIL:]
     cc7 = realized.close_to_close(c, CC_SHORT) if n > CC_SHORT else None
     cc21 = realized.close_to_close(c, CC_LONG) if n > CC_LONG else None
     park = realized.parkinson(h, lo, RANGE_WINDOW) if n >= RANGE_WINDOW else None
     yz = realized.yang_zhang(o, h, lo, c, RANGE_WINDOW) if n > RANGE_WINDOW else None
-    for name, value, need in (
-        ("cc7", cc7, CC_SHORT + 1),
-        ("cc21", cc21, CC_LONG + 1),
-        ("parkinson", park, RANGE_WINDOW),
-        ("yang_zhang", yz, RANGE_WINDOW + 1),
-    ):
-        if value is None:
-            reasons.append(f"realised {name} unknown: {n} daily bars, need {need}")
-    # A flat window gives a zero realised vol, which the model (Vol > 0) cannot carry: unknown.
-    values = {"cc7": cc7, "cc21": cc21, "parkinson": park, "yang_zhang": yz}
-    for name, value in list(values.items()):
-        if value is not None and not value > 0.0:
-            reasons.append(f"realised {name} is zero (no price movement in the window)")
-            values[name] = None
-    return RealisedVol(**values), reasons
+    return n, cc7, cc21, park, yz
 
 
 @dataclass
