@@ -18,6 +18,7 @@ from volguard_analytics.domain.event_risk import (
     DayEventRisk,
     event_risk,
     event_weight,
+    in_reach,
     scored_event_risk,
     scored_events,
     severity_of,
@@ -154,3 +155,29 @@ def test_day_event_risk_is_scored_event_risk_at_every_instant() -> None:
         # Forwards, then backwards on the same instance: the outcomes it keeps depend on nothing else.
         assert [day_risk.at(ts) for ts in instants] == expected
         assert [day_risk.at(ts) for ts in reversed(instants)] == expected[::-1]
+
+
+def test_a_day_keeps_only_the_events_in_reach_and_scores_every_instant_the_same() -> None:
+    # What the engine does: one DayEventRisk per day over the events that can be in play that day.
+    calendar = parse_events_calendar(SHARED / "events_calendar.csv").merged(
+        builtin_events(date(2025, 11, 1), date(2026, 3, 31))
+    )
+    scored = scored_events(calendar.events)
+    for config in (CONFIG, CONFIG.replace(event_half_life_days=0.4, event_horizon_days=3.0)):
+        by_day: dict[date, list[datetime]] = {}
+        for ts in _instants(calendar.events, config):
+            by_day.setdefault(ts.date(), []).append(ts)
+        dropped = 0
+        for day, instants in by_day.items():
+            start = datetime.combine(day, time(0, 0), tzinfo=IST)
+            # The day's last microsecond is where an event's weight is heaviest.
+            instants = [*instants, start, start + timedelta(days=1, microseconds=-1)]
+            reachable = in_reach(scored, start, start + timedelta(days=1), config)
+            day_risk = DayEventRisk(reachable, config)
+            assert [day_risk.at(ts) for ts in instants] == [
+                scored_event_risk(scored, ts, config) for ts in instants
+            ]
+            # Within the horizon of the day yet never in play that day: left out.
+            horizon = start + timedelta(days=1 + config.event_horizon_days)
+            dropped += sum(1 for pair in scored if pair not in reachable and start < pair[0].at <= horizon)
+        assert dropped > 0

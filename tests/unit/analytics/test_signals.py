@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from tests.unit.analytics.chains import CONFIG
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.premium import PremiumTracker
-from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
+from volguard_analytics.domain.regime import PRIORITY, RegimeInputs, RegimeTracker, _best_two
 from volguard_analytics.domain.surface import skew_view, term_structure
 from volguard_analytics.domain.vix_spike import VixSpikeDetector
 from volguard_common.clock import IST
@@ -175,3 +176,14 @@ def test_no_evidence_gives_zero_confidence_and_a_reason() -> None:
     )
     assert view.confidence == 0.0
     assert reason is not None
+
+
+def test_best_two_is_the_head_of_the_ranking_ties_by_priority() -> None:
+    # Reference: sort every regime by score, ties in PRIORITY order.
+    rng = random.Random(7)
+    for k in range(2_000):
+        # Half the draws from a few levels, so ties (to the top and the runner-up) are common.
+        values = [rng.choice((0.0, 0.3, 0.6, 1.0)) if k % 2 else rng.random() for _ in PRIORITY]
+        score = dict(zip(PRIORITY, values, strict=True))
+        ranked = sorted(PRIORITY, key=lambda regime: (-score[regime], PRIORITY.index(regime)))
+        assert _best_two(score) == (ranked[0], ranked[1])

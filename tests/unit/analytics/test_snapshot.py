@@ -224,6 +224,22 @@ def test_day_caches_answer_for_the_day_asked_forwards_and_back() -> None:
     assert (False, False) in flags
 
 
+def test_minutes_to_expiry_follow_the_expiries_of_each_set() -> None:
+    # The day keeps a close-to-cutoff tail per expiry: a set with other expiries, a later day and a
+    # rewind must each get the minutes a direct count gives.
+    engine = VolEngine(CONFIG, real_history(), EventCalendar(()))
+    steps = [
+        (TS, EXPIRIES[:2]),
+        (TS + timedelta(seconds=1), EXPIRIES[1:]),
+        (TS + timedelta(days=1, seconds=2), EXPIRIES),
+        (TS + timedelta(seconds=3), EXPIRIES[::2]),
+    ]
+    for ts, expiries in steps:
+        snap = engine.snapshot([sabr_chain(ts, expiry)[0] for expiry in expiries])
+        minutes = [block.trading_minutes_to_expiry for block in snap.expiries]
+        assert minutes == [_minutes_to_expiry(ts, expiry) for expiry in expiries]
+
+
 def test_a_chain_set_feeds_its_own_spot_and_vix_like_the_ticks_would() -> None:
     # What the service does with every set: the front chain's spot as the index print, the set's VIX
     # as the VIX print. Same snapshots as feeding the two ticks by hand.

@@ -75,6 +75,27 @@ def scored_events(events: Iterable[ScheduledEvent]) -> ScoredEvents:
     return tuple((event, severity) for event, severity in pairs if severity is not None)
 
 
+# At least the weight that rounds to 1 (in play), less a margin far above the rounding of the decay.
+_IN_REACH_WEIGHT = 0.5 - 1e-9
+
+
+def in_reach(events: ScoredEvents, start: datetime, end: datetime, config: AnalyticsConfig) -> ScoredEvents:
+    """The events that can be in play at some instant of [start, end). The others weigh under 0.5 there,
+    so they never enter the score or the list: leaving them out changes no EventRisk of the span.
+
+    Out of reach: an event whose weight has ended by `start`, or one that weighs clearly under 0.5 even
+    at `end` - a weight only grows as its event nears, so `end` is where it is heaviest.
+    """
+    reachable = []
+    for event, severity in events:
+        if (event.at + timedelta(days=1) if event.all_day else event.at) <= start:
+            continue
+        days = max(0.0, (event.at - end).total_seconds() / 86_400.0)
+        if _points(BASE_POINTS[severity], days, config) >= _IN_REACH_WEIGHT:
+            reachable.append((event, severity))
+    return tuple(reachable)
+
+
 def event_risk(events: Iterable[ScheduledEvent], ts_event: datetime, config: AnalyticsConfig) -> EventRisk:
     return scored_event_risk(scored_events(events), ts_event, config)
 

@@ -25,7 +25,7 @@ Ties break in the order of `PRIORITY` so the outcome never depends on dict order
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_common.events.vol import Regime, RegimeView
@@ -42,8 +42,10 @@ PRIORITY = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RegimeInputs:
+class RegimeInputs(NamedTuple):
+    """One snapshot's evidence. Immutable; a NamedTuple rather than a frozen dataclass because one is
+    built every second and a frozen dataclass sets each of its eleven fields through object.__setattr__."""
+
     vix: float | None
     vix_spike: bool
     vix_percentile: float | None
@@ -119,11 +121,18 @@ def scores(inputs: RegimeInputs, config: AnalyticsConfig) -> dict[Regime, float]
     }
 
 
-_PRIORITY_RANK = {regime: rank for rank, regime in enumerate(PRIORITY)}
-
-
-def _ranked(score: dict[Regime, float]) -> list[Regime]:
-    return sorted(PRIORITY, key=lambda regime: (-score[regime], _PRIORITY_RANK[regime]))
+def _best_two(score: dict[Regime, float]) -> tuple[Regime, Regime]:
+    """The top two regimes by score, ties going to the earlier in PRIORITY: the head of a sort by
+    (-score, PRIORITY rank), in one pass."""
+    best, runner_up = PRIORITY[0], PRIORITY[1]
+    if score[runner_up] > score[best]:
+        best, runner_up = runner_up, best
+    for regime in PRIORITY[2:]:
+        if score[regime] > score[best]:
+            best, runner_up = regime, best
+        elif score[regime] > score[runner_up]:
+            runner_up = regime
+    return best, runner_up
 
 
 class RegimeTracker:
@@ -138,8 +147,7 @@ class RegimeTracker:
     def update(self, inputs: RegimeInputs) -> tuple[RegimeView, str | None]:
         """The regime after this snapshot and, when no evidence at all was available, why."""
         score = scores(inputs, self._config)
-        ranked = _ranked(score)
-        best, runner_up = ranked[0], ranked[1]
+        best, runner_up = _best_two(score)
         if score[best] == 0.0:
             # No evidence for any regime (no VIX, no history, no event): hold what we had, or call it
             # mean reversion, with zero confidence so nobody acts on it.

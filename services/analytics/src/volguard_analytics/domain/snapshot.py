@@ -3,7 +3,8 @@ index and VIX ticks and the daily history. Pure: no I/O, no wall clock; time is 
 
 State carried between snapshots (so the same sequence of inputs gives the same sequence of outputs):
 today's intraday bar (index ticks), the VIX spike window, the regime hysteresis, the premium trend, the
-GARCH fit of the trading day and a cache of trading minutes from today's close to each expiry.
+GARCH fit of the trading day and what the calendar says about the day (session, expiry day, events in
+reach, trading minutes from the close to each expiry).
 
 Envelope determinism: `event_id` defaults to a UUIDv7 derived from (source, ts_event, chain event ids) -
 time-ordered by ts_event and identical on replay - and `ts_init` defaults to ts_event. A live service
@@ -18,11 +19,12 @@ import itertools
 import math
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from operator import attrgetter
 
 from volguard_analytics.domain import history as hist
 from volguard_analytics.domain.calendar import EventCalendar
 from volguard_analytics.domain.config import AnalyticsConfig
-from volguard_analytics.domain.event_risk import DayEventRisk, ScoredEvents, scored_events
+from volguard_analytics.domain.event_risk import DayEventRisk, ScoredEvents, in_reach, scored_events
 from volguard_analytics.domain.expiry import ExpiryAnalysis, analyse_expiries
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
@@ -31,23 +33,26 @@ from volguard_analytics.domain.vix_spike import VixSpike, VixSpikeDetector
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, Tick
 from volguard_common.events.market import InstrumentKind
-from volguard_common.events.vol import Quality, RealisedVol, TermPoint, VolSnapshot
+from volguard_common.events.vol import Quality, RealisedVol, VolSnapshot
 from volguard_common.quant import sabr
 
 LAST_HOUR_FROM = time(14, 30)
 _SEVERITY = {Quality.GOOD: 0, Quality.DEGRADED: 1, Quality.BAD: 2}
+_BITS_48 = (1 << 48) - 1
+_BITS_62 = (1 << 62) - 1
+_UUID_GROUPS = "%08x-%04x-%04x-%04x-%012x"
+_EXPIRY = attrgetter("expiry")
 
 
 def deterministic_event_id(source: str, ts_event: datetime, chain_event_ids: Sequence[str]) -> str:
     """A UUIDv7 whose time is ts_event (ms) and whose random bits hash (source, ts_event, chain ids)."""
     digest = hashlib.sha256("|".join((source, ts_event.isoformat(), *chain_event_ids)).encode()).digest()
-    ms = int(ts_event.timestamp() * 1000) & ((1 << 48) - 1)
-    rand_a = int.from_bytes(digest[:2], "big") & 0xFFF
-    rand_b = int.from_bytes(digest[2:10], "big") & ((1 << 62) - 1)
-    value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    # str(uuid.UUID(int=value)) spelled out: the same 8-4-4-4-12 lower-case hex without building a UUID.
-    digits = f"{value:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+    ms = int(ts_event.timestamp() * 1000) & _BITS_48
+    rand_a = (digest[0] & 0x0F) << 8 | digest[1]
+    rand_b = int.from_bytes(digest[2:10], "big") & _BITS_62
+    # str(uuid.UUID(int=ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)) spelled out group by
+    # group: the same 8-4-4-4-12 lower-case hex without building the 128-bit value or a UUID.
+    return _UUID_GROUPS % (ms >> 16, ms & 0xFFFF, 0x7000 | rand_a, 0x8000 | rand_b >> 48, rand_b & _BITS_48)
 
 
 class VolEngine:
@@ -73,12 +78,8 @@ class VolEngine:
         self._vix_last: tuple[datetime, float] | None = None
         self._bar: hist.IntradayBar | None = None
         self._day: hist.DayInputs | None = None
-        self._tail_minutes: dict[tuple[date, date], float] = {}
-        # (day, its session's open and close, None when it does not trade) of the last snapshot.
-        self._session: tuple[date, tuple[datetime, datetime] | None] | None = None
-        # (ts, minutes left today and today's close) of the last snapshot: see _minutes_left_today.
-        self._today: tuple[datetime, tuple[float, datetime] | None] | None = None
         self._calendar = _DayCalendar(None, self._scored_events, config)
+        self._vix_spike_window = timedelta(seconds=config.vix_spike_window_s)
         # (today's bar, realised vol, reasons) of the last snapshot: reused until the bar moves.
         self._realised: tuple[hist.IntradayBar | None, RealisedVol, list[str]] | None = None
         # Last converged SABR fit per expiry: the warm start of the next snapshot's calibration.
@@ -104,7 +105,7 @@ class VolEngine:
         """The index level and India VIX a chain set carries (the front chain's spot, the first VIX on
         any chain), fed as prints at the set's time: what the service does with every set, so that a
         replay needs nothing but the chains. Returns the VIX spike state, None when no chain has VIX."""
-        front = min(chains, key=lambda chain: chain.expiry)
+        front = min(chains, key=_EXPIRY)
         self._bar = hist.intraday_bar_update(self._bar, front.ts_event, front.spot, None, None, None)
         vix = next((chain.vix for chain in chains if chain.vix is not None), None)
         if vix is None or not vix > 0:
@@ -124,6 +125,7 @@ class VolEngine:
         ts = ordered[0].ts_event
         day = ts.date()
         config = self.config
+        calendar = self._calendar_on(day)
         reasons: list[str] = []
         quality = Quality.GOOD
 
@@ -135,7 +137,7 @@ class VolEngine:
         analyses = analyse_expiries(
             ordered,
             ts,
-            [self._trading_minutes(ts, chain.expiry) for chain in ordered],
+            calendar.trading_minutes_to(ts, [chain.expiry for chain in ordered]),
             config,
             [self._smiles.get(chain.expiry) for chain in ordered],
         )
@@ -156,16 +158,7 @@ class VolEngine:
             reasons.append("India VIX unknown: no VIX tick and no VIX on the chain")
             worsen(Quality.DEGRADED)
 
-        term, term_reason = term_structure(
-            [
-                (
-                    TermPoint(expiry=a.vol.expiry, days_to_expiry=a.vol.days_to_expiry, atm_iv=a.vol.atm_iv),
-                    a.t_years,
-                )
-                for a in analyses
-            ],
-            config,
-        )
+        term, term_reason = term_structure([(a.vol, a.t_years) for a in analyses], config)
         if term_reason is not None:
             reasons.append(term_reason)
         skew = skew_view(ref_vol.rr25, config)
@@ -176,7 +169,7 @@ class VolEngine:
         days = self._day_inputs(day)
         bar = self._bar if self._bar is not None and self._bar.trade_date == day else None
         realised, rv_reasons = self._realised_vol(days, bar)
-        horizon = max(1, self._calendar.trading_days_to(ref_vol.expiry))
+        horizon = max(1, calendar.trading_days_to(ref_vol.expiry))
         garch_view, garch_reason = self.garch.forecast(days, horizon)
         percentiles, pct_reasons = hist.percentiles(days, vix, ref_vol.atm_iv, config)
         reasons.extend(rv_reasons + pct_reasons)
@@ -189,9 +182,9 @@ class VolEngine:
         premium = self._premium.evaluate(
             ts, ref_vol.atm_iv, reference_rv, garch_view.vol if garch_view is not None else None
         )
-        risk = self._calendar.event_risk.at(ts)
+        risk = calendar.event_risk.at(ts)
 
-        expiry_day = self._calendar.is_expiry_day
+        expiry_day = calendar.is_expiry_day
         expiring = next((a for a in analyses if a.vol.expiry == day), None)
         move_sigmas = None
         if bar is not None and ref_vol.atm_iv is not None:
@@ -236,18 +229,21 @@ class VolEngine:
             regime=regime,
             event_risk=risk,
             is_expiry_day=expiry_day,
-            is_last_hour=self._calendar.is_last_hour(ts),
+            is_last_hour=calendar.is_last_hour(ts),
             quality=quality,
             quality_reasons=reasons,
         )
 
     # ---- helpers ----------------------------------------------------------------------------------
+    def _calendar_on(self, day: date) -> _DayCalendar:
+        if self._calendar.day != day:
+            self._calendar = _DayCalendar(day, self._scored_events, self.config)
+        return self._calendar
+
     def _day_inputs(self, day: date) -> hist.DayInputs:
         if self._day is None or self._day.trade_date != day:
             self._day = hist.day_inputs(self.history, day, self.config.percentile_lookback_days)
             self._realised = None
-        if self._calendar.day != day:
-            self._calendar = _DayCalendar(day, self._scored_events, self.config)
         return self._day
 
     def _realised_vol(
@@ -270,48 +266,9 @@ class VolEngine:
 
     def _vix_spike_at(self, ts: datetime) -> bool:
         # The spike is on only while the last VIX print is inside the window of this snapshot.
-        if self._vix_last is None or self._vix_last[0] < ts - timedelta(
-            seconds=self.config.vix_spike_window_s
-        ):
+        if self._vix_last is None or self._vix_last[0] < ts - self._vix_spike_window:
             return False
         return self._vix.active
-
-    def _trading_minutes(self, ts: datetime, expiry: date) -> float:
-        """Trading minutes to the expiry cutoff; the part after today's close is cached per day."""
-        day = ts.date()
-        if expiry <= day:
-            return clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry))
-        today = self._minutes_left_today(ts)
-        if today is None:
-            return clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry))
-        left, close = today
-        key = (day, expiry)
-        tail = self._tail_minutes.get(key)
-        if tail is None:
-            if len(self._tail_minutes) > 64:
-                self._tail_minutes = {k: v for k, v in self._tail_minutes.items() if k[0] == day}
-            tail = clock.trading_minutes_between(close, clock.expiry_cutoff(expiry))
-            self._tail_minutes[key] = tail
-        return left + tail
-
-    def _minutes_left_today(self, ts: datetime) -> tuple[float, datetime] | None:
-        """(trading minutes from ts to today's close, the close); None on a non-trading day. The same
-        for every expiry of a snapshot, so worked out once per ts."""
-        if self._today is None or self._today[0] != ts:
-            day = ts.date()
-            session = self._session_on(day)
-            today: tuple[float, datetime] | None = None
-            if session is not None:
-                _, close = session
-                today = (clock.trading_minutes_between(ts, close) if ts < close else 0.0, close)
-            self._today = (ts, today)
-        return self._today[1]
-
-    def _session_on(self, day: date) -> tuple[datetime, datetime] | None:
-        """The day's session (open, close), None when the exchange does not trade; kept for the day."""
-        if self._session is None or self._session[0] != day:
-            self._session = (day, clock.session_bounds(day) if clock.is_trading_day(day) else None)
-        return self._session[1]
 
 
 class _DayCalendar:
@@ -321,19 +278,15 @@ class _DayCalendar:
         self.day = day
         self.is_expiry_day = day is not None and clock.is_expiry_day(day)
         self._trading_days: dict[date, int] = {}
+        # Trading minutes from the day's close to the cutoff of each later expiry.
+        self._tail_minutes: dict[date, float] = {}
         self._close: datetime | None = None
         if day is not None and clock.is_trading_day(day):
             self._close = clock.session_bounds(day)[1]
-        # Only events that can weigh at some instant of this day: ended before it starts, or further
-        # than the horizon after it ends, they score 0 all day (event_risk._weight).
+        # Only events that can be in play at some instant of this day: the others change nothing.
         if day is not None:
             start = datetime.combine(day, time(0, 0), tzinfo=clock.IST)
-            last = start + timedelta(days=1) + timedelta(days=config.event_horizon_days)
-            events = tuple(
-                (event, severity)
-                for event, severity in events
-                if (event.at + timedelta(days=1) if event.all_day else event.at) > start and event.at <= last
-            )
+            events = in_reach(events, start, start + timedelta(days=1), config)
         self.event_risk = DayEventRisk(events, config)
 
     def trading_days_to(self, expiry: date) -> int:
@@ -344,6 +297,27 @@ class _DayCalendar:
             days = clock.trading_days_between(self.day, expiry)
             self._trading_days[expiry] = days
         return days
+
+    def trading_minutes_to(self, ts: datetime, expiries: Sequence[date]) -> list[float]:
+        """Trading minutes from `ts`, an instant of this day, to each expiry's cutoff. For an expiry after
+        a trading day: the minutes left today, worked out once for all expiries, plus the tail from the
+        close to the cutoff, kept for the day (the split is part of the answer: a sum over one span can
+        round differently)."""
+        day, close = self.day, self._close
+        if day is None or close is None:
+            return [clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry)) for expiry in expiries]
+        left = clock.trading_minutes_between(ts, close) if ts < close else 0.0
+        minutes = []
+        for expiry in expiries:
+            if expiry <= day:
+                minutes.append(clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry)))
+                continue
+            tail = self._tail_minutes.get(expiry)
+            if tail is None:
+                tail = clock.trading_minutes_between(close, clock.expiry_cutoff(expiry))
+                self._tail_minutes[expiry] = tail
+            minutes.append(left + tail)
+        return minutes
 
     def is_last_hour(self, ts: datetime) -> bool:
         return self._close is not None and ts.time() >= LAST_HOUR_FROM and ts < self._close
@@ -374,7 +348,7 @@ def _check_chain_set(chains: Sequence[ChainSnapshot]) -> list[ChainSnapshot]:
             )
         if chain.underlying != underlying:
             raise ValueError(f"chain set mixes underlyings {underlying} and {chain.underlying}")
-    ordered = sorted(chains, key=lambda chain: chain.expiry)
+    ordered = sorted(chains, key=_EXPIRY)
     for previous, current in itertools.pairwise(ordered):
         if previous.expiry == current.expiry:
             raise ValueError(f"chain set has expiry {current.expiry} twice")

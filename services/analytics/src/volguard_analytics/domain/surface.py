@@ -8,9 +8,11 @@ Slopes are vol (fraction) per 30 calendar days; thresholds are in vol points (1 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
+from typing import Protocol
 
 from volguard_analytics.domain.config import AnalyticsConfig
-from volguard_common.events.vol import SkewSignal, SkewView, TermPoint, TermSignal, TermStructure
+from volguard_common.events.vol import SkewSignal, SkewView, TermSignal, TermStructure
 from volguard_common.quant import stats
 
 TERM_IMPLICATION = {
@@ -25,8 +27,19 @@ SKEW_RECOMMENDATION = {
 }
 
 
+class AtmPoint(Protocol):
+    """What the curve takes from an expiry: a TermPoint, or an expiry's ExpiryVol as it stands."""
+
+    @property
+    def expiry(self) -> date: ...
+    @property
+    def days_to_expiry(self) -> int: ...
+    @property
+    def atm_iv(self) -> float | None: ...
+
+
 def term_structure(
-    points: Sequence[tuple[TermPoint, float]], config: AnalyticsConfig
+    points: Sequence[tuple[AtmPoint, float]], config: AnalyticsConfig
 ) -> tuple[TermStructure, str | None]:
     """Term structure from (point, years to expiry) pairs, nearest first.
 
@@ -35,16 +48,9 @@ def term_structure(
     a reason when no signal could be computed.
     """
     usable = [(years, point.atm_iv) for point, years in points if point.atm_iv is not None]
-    terms = [point for point, _ in points]
     if len(usable) < 2:
         return (
-            TermStructure(
-                points=terms,
-                slope=None,
-                curvature=None,
-                signal=None,
-                regime_implication="unknown: fewer than two expiries with an ATM IV",
-            ),
+            _structure(points, None, None, None, "unknown: fewer than two expiries with an ATM IV"),
             f"term structure unknown: {len(usable)} expiries with an ATM IV",
         )
     # Plain lists: stats.term_structure turns its inputs into float lists itself.
@@ -58,15 +64,29 @@ def term_structure(
         signal = TermSignal.INVERTED
     else:
         signal = TermSignal.FLAT
-    return (
-        TermStructure(
-            points=terms,
-            slope=fitted.slope,
-            curvature=fitted.curvature,
-            signal=signal,
-            regime_implication=TERM_IMPLICATION[signal],
-        ),
-        None,
+    return _structure(points, fitted.slope, fitted.curvature, signal, TERM_IMPLICATION[signal]), None
+
+
+def _structure(
+    points: Sequence[tuple[AtmPoint, float]],
+    slope: float | None,
+    curvature: float | None,
+    signal: TermSignal | None,
+    implication: str,
+) -> TermStructure:
+    # The TermPoints are validated as fields of the TermStructure: the same checks, in one call into
+    # pydantic per snapshot rather than one per expiry.
+    return TermStructure.model_validate(
+        {
+            "points": [
+                {"expiry": point.expiry, "days_to_expiry": point.days_to_expiry, "atm_iv": point.atm_iv}
+                for point, _ in points
+            ],
+            "slope": slope,
+            "curvature": curvature,
+            "signal": signal,
+            "regime_implication": implication,
+        }
     )
 
 
