@@ -387,14 +387,30 @@ def test_analytic_jacobian_matches_central_differences(
             assert grad[j] == pytest.approx(numeric, rel=1e-6, abs=1e-9)
 
 
+def _one_second_later(quotes: np.ndarray, days: int) -> np.ndarray:
+    # Spot up 4 points, the whole smile re-marked by a few hundredths of a vol point.
+    return quotes * 1.0005 + np.random.default_rng(days).normal(0.0, 0.0002, len(STRIKES))
+
+
+def _vol_gap(forward: float, t: float, one: sabr.SabrFit, other: sabr.SabrFit) -> float:
+    """Largest vol difference of two fitted smiles over STRIKES."""
+    return float(
+        np.max(
+            np.abs(
+                sabr.vol(forward, STRIKES, t, one.alpha, one.beta, one.rho, one.nu)
+                - sabr.vol(forward, STRIKES, t, other.alpha, other.beta, other.rho, other.nu)
+            )
+        )
+    )
+
+
 @pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
 def test_warm_start_from_last_second_gives_the_cold_answer_in_fewer_iterations(
     atm: float, rho: float, nu: float, days: int
 ) -> None:
     t, quotes = _noisy_smile(atm, rho, nu, days)
     previous = sabr.fit(FORWARD, STRIKES, t, quotes)
-    # One second later: spot up 4 points, the whole smile re-marked by a few hundredths of a vol point.
-    later = quotes * 1.0005 + np.random.default_rng(days).normal(0.0, 0.0002, len(STRIKES))
+    later = _one_second_later(quotes, days)
     forward = FORWARD + 4.0
     cold = sabr.fit(forward, STRIKES, t, later)
     for warm in (
@@ -404,13 +420,113 @@ def test_warm_start_from_last_second_gives_the_cold_answer_in_fewer_iterations(
         assert warm.warm_start
         assert warm.converged
         assert not cold.warm_start
-        assert warm.alpha == pytest.approx(cold.alpha, rel=1e-7)
-        assert warm.rho == pytest.approx(cold.rho, abs=1e-7)
-        assert warm.nu == pytest.approx(cold.nu, rel=1e-6)
-        assert warm.iterations < cold.iterations
+        # The warm polish stops when the next step would move a parameter by < 1e-6 of itself, the
+        # cold one at 1e-8 (sabr._WARM_POLISH_STEP_TOLERANCE): the same smile to 0.00001 vol points.
+        assert _vol_gap(forward, t, warm, cold) < 1e-7
+        assert warm.alpha == pytest.approx(cold.alpha, rel=2e-6)
+        assert warm.rho == pytest.approx(cold.rho, abs=2e-6)
+        assert warm.nu == pytest.approx(cold.nu, rel=2e-6)
+        # The fast path: the cut at last second's smile, then two or three least-squares steps.
+        assert warm.iterations <= 3 < cold.iterations
     twin = sabr._fit_numpy(forward, STRIKES, t, later, initial=previous)
     assert twin.warm_start
-    assert twin.alpha == pytest.approx(cold.alpha, rel=1e-7)
+    assert twin.alpha == pytest.approx(cold.alpha, rel=2e-6)
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_a_quote_gone_bad_since_last_second_is_cut_by_the_warm_fast_path(
+    atm: float, rho: float, nu: float, days: int
+) -> None:
+    t, quotes = _noisy_smile(atm, rho, nu, days)
+    previous = sabr.fit(FORWARD, STRIKES, t, quotes)
+    later = _one_second_later(quotes, days)
+    later[30] += 0.04  # a 4 vol point fat finger
+    cold = sabr.fit(FORWARD + 4.0, STRIKES, t, later)
+    warm = sabr.fit(FORWARD + 4.0, STRIKES, t, later, initial=previous)
+    assert cold.n_outliers == warm.n_outliers == 1
+    assert warm.converged
+    assert warm.iterations <= 3
+    assert _vol_gap(FORWARD + 4.0, t, warm, cold) < 1e-7
+
+
+@pytest.mark.parametrize(("atm", "rho", "nu", "days"), NIFTY_CASES)
+def test_a_smile_that_jumped_takes_both_stages_from_the_warm_start(
+    atm: float, rho: float, nu: float, days: int
+) -> None:
+    t, quotes = _noisy_smile(atm, rho, nu, days)
+    previous = sabr.fit(FORWARD, STRIKES, t, quotes)
+    # Every quote 2 vol points up in a second: beyond the cut (1.5 vol points) at last second's
+    # smile, so the fast path would cut everything; the robust stage decides instead.
+    jumped = _one_second_later(quotes, days) + 0.02
+    cold = sabr.fit(FORWARD, STRIKES, t, jumped)
+    warm = sabr.fit(FORWARD, STRIKES, t, jumped, initial=previous)
+    assert warm.warm_start
+    assert warm.converged
+    assert warm.n_outliers == cold.n_outliers == 0
+    assert warm.iterations > 3  # a robust stage ran
+    assert _vol_gap(FORWARD, t, warm, cold) < 1e-7
+
+
+def test_a_quote_cut_by_a_stale_warm_start_but_fitted_by_the_answer_sends_the_fit_to_both_stages() -> None:
+    # Clean quotes; the warm start is another smile (rho 0.23 lower, nu 20 % lower) that misses only
+    # the last strike by more than the cut. Least squares without that quote lands on the quotes'
+    # own smile, which fits it: the warm start misjudged it, so the robust stage must judge again.
+    alpha, t = _params(0.15, -0.35, 0.9, 30)
+    quotes = sabr.vol(FORWARD, STRIKES, t, alpha, 0.5, -0.35, 0.9)
+    quotes += np.random.default_rng(5).normal(0.0, 0.0005, len(STRIKES))
+    stale = (sabr.alpha_from_atm(0.15, FORWARD, t, 0.5, -0.58, 0.72), -0.58, 0.72)
+    at_start = sabr.vol(FORWARD, STRIKES, t, stale[0], 0.5, stale[1], stale[2]) - quotes
+    assert np.flatnonzero(np.abs(at_start) > sabr._outlier_level(at_start, 0.005)).tolist() == [40]
+    cold = sabr.fit(FORWARD, STRIKES, t, quotes)
+    for warm in (
+        sabr.fit(FORWARD, STRIKES, t, quotes, initial=stale),
+        sabr._fit_numpy(FORWARD, STRIKES, t, quotes, initial=stale),
+    ):
+        assert warm.warm_start
+        assert warm.converged
+        assert warm.n_outliers == cold.n_outliers == 0
+        assert _vol_gap(FORWARD, t, warm, cold) < 1e-7
+
+
+def test_compiled_warm_fits_match_the_numpy_twin_on_every_path() -> None:
+    t, quotes = _noisy_smile(0.14, -0.6, 1.2, 14)
+    previous = sabr.fit(FORWARD, STRIKES, t, quotes)
+    later = _one_second_later(quotes, 14)
+    bad = later.copy()
+    bad[30] += 0.04
+    weights = np.random.default_rng(14).uniform(0.2, 3.0, len(STRIKES))
+    # Fast path, fast path with cuts, too many cuts for it, and everything cut (a jump).
+    bad_wing = later.copy()
+    bad_wing[[0, 1, 2]] += 0.05
+    for quotes_now in (later, bad, bad_wing, later + 0.02):
+        fast = sabr.fit(FORWARD, STRIKES, t, quotes_now, weights, initial=previous)
+        slow = sabr._fit_numpy(FORWARD, STRIKES, t, quotes_now, weights, initial=previous)
+        assert fast.warm_start
+        assert slow.warm_start
+        assert fast.converged
+        assert slow.converged
+        assert fast.n_outliers == slow.n_outliers
+        assert fast.alpha == pytest.approx(slow.alpha, rel=1e-7)
+        assert fast.rho == pytest.approx(slow.rho, abs=1e-7)
+        assert fast.nu == pytest.approx(slow.nu, rel=1e-7)
+        assert abs(fast.iterations - slow.iterations) <= 2
+    # One cut is within the fast path's allowance at 41 quotes (sabr._fast_cut_limit), three are not.
+    one_cut = sabr.fit(FORWARD, STRIKES, t, bad, weights, initial=previous)
+    three_cuts = sabr.fit(FORWARD, STRIKES, t, bad_wing, weights, initial=previous)
+    assert (one_cut.n_outliers, three_cuts.n_outliers) == (1, 3)
+    assert one_cut.iterations <= 3 < three_cuts.iterations
+
+
+def test_compiled_calibration_rules_are_the_documented_ones() -> None:
+    from volguard_common.quant import _sabr_kernels as kernels
+
+    # The kernel keeps its own copies (numba's cache only sees edits to the kernel's file).
+    for name in (
+        "_ROBUST_STEP_TOLERANCE", "_ROBUST_COST_TOLERANCE", "_POLISH_STEP_TOLERANCE",
+        "_WARM_POLISH_STEP_TOLERANCE", "_POLISH_COST_TOLERANCE", "_OUTLIER_SIGMAS", "_OUTLIER_SCALES",
+        "_FAST_CUT_DIVISOR", "_MAX_DAMPING",
+    ):  # fmt: skip
+        assert getattr(kernels, name) == getattr(sabr, name), name
 
 
 def test_a_hopeless_warm_start_falls_back_to_the_explicit_guess() -> None:
@@ -450,7 +566,8 @@ def test_compiled_scalar_smile_and_delta_vols_match_the_references() -> None:
         reference = stats.risk_reversal_butterfly_25d(forward, t, smile)
         assert call_vol == pytest.approx(reference.call_vol, abs=1e-6)
         assert put_vol == pytest.approx(reference.put_vol, abs=1e-6)
-        # The grid only brackets: a coarse one finds the same roots, refined the same way.
+        # The grid only bounds the search (and brackets for the fallback): a coarse one gives the
+        # same roots.
         coarse = sabr.vols_at_call_deltas(forward, t, smile, [0.25, 0.75], np.linspace(-6.0, 6.0, 49))
         np.testing.assert_allclose(coarse, [call_vol, put_vol], rtol=0.0, atol=1e-10)
         # A grid that stops short of the 25-delta call crossing finds only the put side.
@@ -459,6 +576,70 @@ def test_compiled_scalar_smile_and_delta_vols_match_the_references() -> None:
         assert short[1] == pytest.approx(put_vol, abs=1e-7)
     with pytest.raises(ValueError, match="rho"):
         sabr.smile_vol(24_000.0, 24_000.0, 0.1, sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0))
+
+
+def _grid_only(forward: float, t: float, params: tuple[float, float, float, float], target: float) -> float:
+    """The grid scan and Illinois refinement alone (the fallback), on the 241-point grid."""
+    from volguard_common.quant import _sabr_kernels as kernels
+
+    scale = kernels.smile_vol(forward, forward, t, *params) * math.sqrt(t)
+    out = np.array([math.nan])
+    kernels._grid_crossings(forward, t, *params, np.linspace(-6.0, 6.0, 241), scale, np.array([target]), out)
+    return float(out[0])
+
+
+def _near_the_money(
+    forward: float, t: float, params: tuple[float, float, float, float], target: float
+) -> tuple[float, bool]:
+    """The search from the money alone, bounded by the engine's 49-point grid."""
+    from volguard_common.quant import _sabr_kernels as kernels
+
+    scale = kernels.smile_vol(forward, forward, t, *params) * math.sqrt(t)
+    vol, found = kernels._delta_crossing_near_the_money(
+        forward, t, *params, target, kernels._d1_at_delta(target), scale, -6.0 * scale, 6.0 * scale
+    )
+    return float(vol), bool(found)
+
+
+@pytest.mark.parametrize("days", [1, 3, 7, 30, 90, 365])
+@pytest.mark.parametrize("atm", [0.08, 0.15, 0.25])
+def test_delta_search_from_the_money_finds_the_grid_roots_on_every_realistic_smile(
+    days: int, atm: float
+) -> None:
+    t = days / 365.0
+    for rho in (-0.9, -0.6, -0.3, 0.0, 0.3):
+        for nu in (0.1, 0.5, 1.0, 2.0, 3.0):
+            params = (sabr.alpha_from_atm(atm, FORWARD, t, 0.5, rho, nu), 0.5, rho, nu)
+            for target in (0.25, 0.75):
+                grid_vol = _grid_only(FORWARD, t, params, target)
+                vol, found = _near_the_money(FORWARD, t, params, target)
+                if math.isnan(grid_vol):
+                    # nu 3 for a year: the call delta never falls to 0.25 (the far right wing's vol
+                    # grows too fast). Neither search claims a crossing.
+                    assert (rho, nu, days, target) in {(r, 3.0, 365, 0.25) for r in (-0.3, 0.0, 0.3)}
+                    assert not found
+                    continue
+                assert found, (rho, nu, target)
+                assert vol == pytest.approx(grid_vol, abs=1e-10)
+
+
+def test_delta_search_falls_back_to_the_grid_on_a_smile_it_cannot_vouch_for() -> None:
+    from volguard_common.quant import stats
+
+    # Vol of vol x sqrt(t) ~ 1.9 with a positive rho: the call wing's vol climbs so fast (the 25-delta
+    # call at 180 % vol, ATM 56 %) that the search from the money loses its way; the grid scan finds
+    # the crossing the reference finds.
+    t = 0.94
+    smile = sabr.SabrFit(
+        sabr.alpha_from_atm(0.56, FORWARD, t, 0.5, 0.45, 1.92), 0.5, 0.45, 1.92, 0.0, True, 0, 0, 0
+    )
+    params = (smile.alpha, smile.beta, smile.rho, smile.nu)
+    assert not _near_the_money(FORWARD, t, params, 0.25)[1]
+    call_vol, put_vol = sabr.vols_at_call_deltas(FORWARD, t, smile, [0.25, 0.75], np.linspace(-6.0, 6.0, 49))
+    reference = stats.risk_reversal_butterfly_25d(FORWARD, t, smile)
+    assert call_vol == pytest.approx(reference.call_vol, abs=1e-9)
+    assert call_vol > 1.5
+    assert put_vol == pytest.approx(reference.put_vol, abs=1e-9)
 
 
 # --- the engine's unchecked entry ------------------------------------------------------------------

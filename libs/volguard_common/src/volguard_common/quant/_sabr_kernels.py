@@ -1,7 +1,8 @@
 """Compiled kernels behind :func:`volguard_common.quant.sabr.fit` and ``sabr.vols_at_call_deltas``.
 
-The same Obłój vol, the same two Levenberg-Marquardt stages (soft-L1, outlier cut, least squares)
-and the same stopping rules as the numpy twin in ``sabr`` (``_fit_numpy``), written one strike at a
+The same Obłój vol, the same Levenberg-Marquardt stages (soft-L1, outlier cut, least squares; from a
+warm start first the cut at the start and the least-squares stage alone), the same stopping rules as
+the numpy twin in ``sabr`` (``_fit_numpy``), written one strike at a
 time and compiled with numba. At smile size (40-120 quotes) the numpy version spends nearly all of its
 time in per-call overhead; here one call runs the whole calibration. Two differences, both in how
 fast it gets there, not where: the Jacobian is analytic (the twin uses central differences, which
@@ -37,11 +38,27 @@ _SERIES_Z = 1e-5
 _MAX_DAMPING = 1e10
 _DAMPING_START = 1e-3
 _DAMPING_FLOOR = 1e-12
+# The calibration's rules, as sabr states and explains them (values kept here rather than imported:
+# numba freezes module constants into the cached machine code, and the cache only notices edits to
+# this file). A test holds the two copies equal.
+_ROBUST_STEP_TOLERANCE = 1e-4
+_ROBUST_COST_TOLERANCE = 1e-6
+_POLISH_STEP_TOLERANCE = 1e-8
+_WARM_POLISH_STEP_TOLERANCE = 1e-6
+_POLISH_COST_TOLERANCE = 1e-12
+_OUTLIER_SIGMAS = 6.0
+_OUTLIER_SCALES = 3.0
+_FAST_CUT_DIVISOR = 32
 # 25-delta search: a call delta within 1e-12 of its target pins the strike far below any vol that
 # matters (d delta / d log K = n(d1)/(vol sqrt t) is large, not small, near 25 delta); the step cap
 # only guards a degenerate bracket.
 _DELTA_TOLERANCE = 1e-12
 _DELTA_MAX_STEPS = 40
+# The search from the money takes 3-5 smile evaluations on any traded smile (tests sweep rho -0.9..0.3,
+# nu 0.1..3, 1 day to 1 year); twelve without converging means the smile is not one it can vouch for.
+_DELTA_FAST_MAX_STEPS = 12
+_SQRT2 = math.sqrt(2.0)
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 @jit
@@ -261,9 +278,10 @@ def _levenberg_marquardt(
 ) -> tuple[Float64Array, int, bool, Float64Array, Float64Array, Float64Array]:
     """sabr._levenberg_marquardt point for point; robust_scale <= 0 means plain least squares.
 
-    `resid`, `jac`, `err` are work arrays; `primed` says they already hold `_evaluate` at `start`
-    with this `use` (the previous stage ended there), which saves one pass over the points. Returns
-    (params, iterations, converged) and the arrays that hold `_evaluate` at those params."""
+    `resid`, `jac`, `err` are work arrays; `primed` says their rows of used points already hold
+    `_evaluate` at `start` (the previous stage ended there, or the warm start was just evaluated),
+    which saves one pass over the points: rows of unused points are never read. Returns (params,
+    iterations, converged) and the arrays that hold `_evaluate` at those params."""
     n = vols.size
     typical = np.array([1e-3 * start[0], 1e-3, 1e-3])
     p = start.copy()
@@ -299,6 +317,7 @@ def _levenberg_marquardt(
                 gradient[a] += wa * resid[i]
                 for b in range(3):
                     normal[a, b] += wa * jac[i, b]
+        rejected = False
         while True:
             for a in range(3):
                 for b in range(3):
@@ -306,20 +325,23 @@ def _levenberg_marquardt(
                 system[a, a] += damping * max(normal[a, a], 1e-300)
                 rhs[a] = -gradient[a]
             step = _solve3(system, rhs)
+            moved = 0.0
             for a in range(3):
                 trial[a] = min(max(p[a] + step[a], lower[a]), upper[a])
+                moved = max(moved, abs(trial[a] - p[a]) / max(abs(p[a]), typical[a]))
+            if moved < step_tolerance:
+                # The step-size test, one evaluation early (see sabr._levenberg_marquardt).
+                return p, iteration if rejected else iteration - 1, True, resid, jac, err
             c_trial = _evaluate(
                 terms, vols, sqrt_w, use, trial, robust_scale, resid_trial, jac_trial, err_trial
             )
             if c_trial < c:
                 break
+            rejected = True
             damping *= 4.0
             if damping > _MAX_DAMPING:
                 # Not even a tiny steepest-descent step lowers the cost: p is a minimum.
                 return p, iteration, True, resid, jac, err
-        moved = 0.0
-        for a in range(3):
-            moved = max(moved, abs(trial[a] - p[a]) / max(abs(p[a]), typical[a]))
         improvement = c - c_trial
         p[:] = trial
         resid, resid_trial = resid_trial, resid
@@ -327,9 +349,28 @@ def _levenberg_marquardt(
         err, err_trial = err_trial, err
         c = c_trial
         damping = max(damping / 3.0, _DAMPING_FLOOR)
-        if moved < step_tolerance or improvement <= cost_tolerance * c or c < 1e-28:
+        if improvement <= cost_tolerance * c or c < 1e-28:
             return p, iteration, True, resid, jac, err
     return p, max_iterations, False, resid, jac, err
+
+
+@jit
+def _outlier_level(resid: Float64Array, robust_scale: float) -> float:
+    """sabr._outlier_level: the |weighted residual| above which a quote is left out."""
+    centre = np.median(resid)
+    spread: float = 1.4826 * np.median(np.abs(resid - centre))
+    return max(_OUTLIER_SIGMAS * spread, _OUTLIER_SCALES * robust_scale)
+
+
+@jit
+def _cut(resid: Float64Array, level: float, use: np.ndarray[Any, Any]) -> int:
+    """Keep (use) the points with |resid| <= level; returns how many were left out."""
+    n_out = 0
+    for i in range(resid.size):
+        use[i] = abs(resid[i]) <= level
+        if not use[i]:
+            n_out += 1
+    return n_out
 
 
 @jit
@@ -345,9 +386,13 @@ def fit(
     upper: Float64Array,
     robust_scale: float,
     max_iterations: int,
+    warm: bool,
 ) -> tuple[Float64Array, int, bool, bool, int, float]:
-    """Both stages of sabr.fit on usable points:
-    (params, iterations, converged, robust stage converged, n_outliers, rmse)."""
+    """sabr._fit_numpy's calibration from one start on usable points: (params, iterations, converged,
+    outliers settled, n_outliers, rmse). From a warm start the fast path (cut at the start, polish)
+    runs first and the two stages only if it does not hold; from a cold start, the two stages.
+    "Outliers settled": the fit that chose them converged (the robust stage), or is the warm start
+    itself with the answer confirming every cut (the fast path)."""
     n = vols.size
     terms = np.empty((5, n))
     for i in range(n):
@@ -361,36 +406,86 @@ def fit(
     resid = np.empty(n)
     jac = np.empty((n, 3))
     err = np.empty(n)
+    polish_tolerance = _WARM_POLISH_STEP_TOLERANCE if warm else _POLISH_STEP_TOLERANCE
+    # Both paths start with every point's residual and Jacobian at the start: the fast path's cut
+    # reads them and its polish (or else the robust stage) starts from them.
+    _evaluate(terms, vols, sqrt_w, use, start, -1.0, resid, jac, err)
+    primed = True
+    spent = 0
+    if warm:
+        n_outliers = _cut(resid, _outlier_level(resid, robust_scale), use)
+        if n_outliers <= max(1, n // _FAST_CUT_DIVISOR) and n - n_outliers >= 3:
+            # Unused rows are skipped by the normal equations, so the arrays stay primed after a cut.
+            params, spent, converged, resid, jac, err = _levenberg_marquardt(
+                terms, vols, sqrt_w, use, start, lower, upper, -1.0, polish_tolerance, _POLISH_COST_TOLERANCE,
+                max_iterations, resid, jac, err, True,
+            )  # fmt: skip
+            if converged and _cuts_hold(terms, vols, sqrt_w, use, params, resid, n_outliers, robust_scale):
+                return params, spent, True, True, n_outliers, _rmse(terms, vols, use, params, err)
+            primed = False  # the polish has overwritten the start's residuals
+        for i in range(n):
+            use[i] = True
     robust, robust_iterations, robust_converged, resid, jac, err = _levenberg_marquardt(
-        terms, vols, sqrt_w, use, start, lower, upper, robust_scale, 1e-4, 1e-6, max_iterations,
-        resid, jac, err, False,
+        terms, vols, sqrt_w, use, start, lower, upper, robust_scale, _ROBUST_STEP_TOLERANCE,
+        _ROBUST_COST_TOLERANCE, max_iterations, resid, jac, err, primed,
     )  # fmt: skip
     # resid holds every point's weighted residual at the robust fit: the outlier cut reads it.
-    centre = np.median(resid)
-    spread = 1.4826 * np.median(np.abs(resid - centre))
-    cut = max(6.0 * spread, 3.0 * robust_scale)
-    n_outliers = 0
-    for i in range(n):
-        use[i] = abs(resid[i]) <= cut
-        if not use[i]:
-            n_outliers += 1
+    n_outliers = _cut(resid, _outlier_level(resid, robust_scale), use)
     params = robust
-    iterations = robust_iterations
+    iterations = spent + robust_iterations
     converged = robust_converged
     if n - n_outliers >= 3:
-        # With nothing cut, the least-squares stage starts where the robust one ended, on the same
-        # points: its residuals and Jacobian are already there.
+        # The least-squares stage starts where the robust one ended: its residuals and Jacobian are
+        # already there (rows of points now left out are never read).
         params, polish_iterations, converged, resid, jac, err = _levenberg_marquardt(
-            terms, vols, sqrt_w, use, robust, lower, upper, -1.0, 1e-8, 1e-12, max_iterations,
-            resid, jac, err, n_outliers == 0,
+            terms, vols, sqrt_w, use, robust, lower, upper, -1.0, polish_tolerance, _POLISH_COST_TOLERANCE,
+            max_iterations, resid, jac, err, True,
         )  # fmt: skip
         iterations += polish_iterations
+    return params, iterations, converged, robust_converged, n_outliers, _rmse(terms, vols, use, params, err)
+
+
+@jit
+def _cuts_hold(
+    terms: Float64Array,
+    vols: Float64Array,
+    sqrt_w: Float64Array,
+    use: np.ndarray[Any, Any],
+    params: Float64Array,
+    resid: Float64Array,
+    n_outliers: int,
+    robust_scale: float,
+) -> bool:
+    """Whether every point cut at the warm start is still beyond the cut at `params` (the polished
+    fit, whose residuals of used points `resid` holds): sabr._cuts_hold."""
+    if n_outliers == 0:
+        return True
+    everyone = resid.copy()
+    for i in range(vols.size):
+        if not use[i]:
+            everyone[i] = sqrt_w[i] * (_vol(terms, i, params[0], params[1], params[2]) - vols[i])
+    level = _outlier_level(everyone, robust_scale)
+    misjudged = 0
+    for i in range(vols.size):
+        if not use[i] and abs(everyone[i]) <= level:
+            misjudged += 1
+    return misjudged == 0
+
+
+@jit
+def _rmse(
+    terms: Float64Array,
+    vols: Float64Array,
+    use: np.ndarray[Any, Any],
+    params: Float64Array,
+    err: Float64Array,
+) -> float:
+    """Unweighted vol RMSE over every point at params; err holds the vol errors of used points."""
     square = 0.0
-    for i in range(n):
-        # err covers every point only when none was left out; outliers are re-evaluated.
+    for i in range(vols.size):
         error = err[i] if use[i] else _vol(terms, i, params[0], params[1], params[2]) - vols[i]
         square += error * error
-    return params, iterations, converged, robust_converged, n_outliers, math.sqrt(square / n)
+    return math.sqrt(square / vols.size)
 
 
 @jit
@@ -407,6 +502,7 @@ def fit_many(
     uppers: Float64Array,
     robust_scale: float,
     budgets: np.ndarray[Any, Any],
+    warm: np.ndarray[Any, Any],
 ) -> tuple[
     Float64Array,
     np.ndarray[Any, Any],
@@ -415,30 +511,31 @@ def fit_many(
     np.ndarray[Any, Any],
     Float64Array,
 ]:
-    """`fit` of smile e on rows bounds[e]:bounds[e + 1] of the point arrays, from starts[e] within
-    lowers[e]..uppers[e] and budgets[e] iterations per stage, for every e: one call for a chain set.
-    Returns (params k x 3, iterations, converged, robust stage converged, n_outliers, rmse)."""
+    """`fit` of smile e on rows bounds[e]:bounds[e + 1] of the point arrays, from starts[e] (a warm
+    start if warm[e]) within lowers[e]..uppers[e] and budgets[e] iterations per stage, for every e:
+    one call for a chain set. Returns (params k x 3, iterations, converged, outliers settled,
+    n_outliers, rmse)."""
     k = forwards.size
     params = np.empty((k, 3))
     iterations = np.empty(k, dtype=np.int64)
     converged = np.empty(k, dtype=np.bool_)
-    robust_converged = np.empty(k, dtype=np.bool_)
+    outliers_settled = np.empty(k, dtype=np.bool_)
     n_outliers = np.empty(k, dtype=np.int64)
     rmse = np.empty(k)
     for e in range(k):
         lo = bounds[e]
         hi = bounds[e + 1]
-        p, it, ok, robust_ok, outliers, error = fit(
+        p, it, ok, settled, outliers, error = fit(
             forwards[e], strikes[lo:hi], ts[e], vols[lo:hi], sqrt_w[lo:hi], beta,
-            starts[e], lowers[e], uppers[e], robust_scale, budgets[e],
+            starts[e], lowers[e], uppers[e], robust_scale, budgets[e], warm[e],
         )  # fmt: skip
         params[e, :] = p
         iterations[e] = it
         converged[e] = ok
-        robust_converged[e] = robust_ok
+        outliers_settled[e] = settled
         n_outliers[e] = outliers
         rmse[e] = error
-    return params, iterations, converged, robust_converged, n_outliers, rmse
+    return params, iterations, converged, outliers_settled, n_outliers, rmse
 
 
 @jit
@@ -466,6 +563,70 @@ def _call_delta(
 
 
 @jit
+def _d1_at_delta(delta: float) -> float:
+    """N^-1(delta) for 0 < delta < 1, to the last few ulps: Newton on N(d) - delta from d = 0. N is
+    convex left of 0 and concave right of it, so from 0 the iterates run monotonically to the root."""
+    d = 0.0
+    for _ in range(100):
+        step = (0.5 * math.erfc(-d / _SQRT2) - delta) * _SQRT_2PI * math.exp(0.5 * d * d)
+        d -= step
+        if abs(step) <= 1e-15 * max(1.0, abs(d)):
+            break
+    return d
+
+
+@jit
+def _delta_crossing_near_the_money(
+    forward: float,
+    t: float,
+    alpha: float,
+    beta: float,
+    rho: float,
+    nu: float,
+    target: float,
+    d1_target: float,
+    atm_total_vol: float,
+    lowest: float,
+    highest: float,
+) -> tuple[float, bool]:
+    """(smile vol, True) where the call delta N(d1) with the smile's own vol falls through `target`,
+    found from the money in a handful of smile evaluations; (NaN, False) when this search cannot
+    vouch for its answer and the grid must decide.
+
+    With s(x) = vol(F e^x) sqrt(t) the crossing solves d1(x) = d1_target = N^-1(target), i.e.
+    h(x) = s (d1_target - d1(x)) = x + d1_target s - s^2/2 = 0. h'(x) = 1 - d2 s'(x) at the root is
+    close to 1 for any traded smile (s' is the total-vol skew, a few hundredths to a few tenths):
+    the first step is the fixed-point step x - h (the root if the smile were flat, from the ATM
+    vol), then secant steps, which converge superlinearly: 3-5 evaluations to |delta - target| <
+    _DELTA_TOLERANCE. Every secant slope must be positive (d1 falling through its target: a falling
+    delta crossing, the kind the grid scan looks for, not the far-wing rise back) and every iterate
+    inside [lowest, highest] (the grid's range: the grid could not have found a crossing beyond it).
+    For a smile whose delta falls monotonically this is the grid's first crossing; one whose delta
+    turns back (a large vol-of-vol far out) would fail those checks or the step cap."""
+    sqrt_t = math.sqrt(t)
+    x = -d1_target * atm_total_vol + 0.5 * atm_total_vol * atm_total_vol
+    x_prev = 0.0
+    h_prev = 0.0
+    slope = 1.0
+    for step in range(_DELTA_FAST_MAX_STEPS):
+        if not lowest <= x <= highest:
+            return math.nan, False
+        vol = smile_vol(forward, forward * math.exp(x), t, alpha, beta, rho, nu)
+        s = vol * sqrt_t
+        d1 = (-x + 0.5 * s * s) / s
+        h = s * (d1_target - d1)
+        if step > 0:
+            slope = (h - h_prev) / (x - x_prev)
+            if not slope > 0.0:  # also NaN: a non-finite vol, or an iterate that stopped moving
+                return math.nan, False
+        if abs(0.5 * math.erfc(-d1 / _SQRT2) - target) < _DELTA_TOLERANCE:
+            return vol, True
+        x_prev, h_prev = x, h
+        x -= h / slope
+    return math.nan, False
+
+
+@jit
 def vols_at_call_deltas(
     forward: float,
     t: float,
@@ -476,34 +637,76 @@ def vols_at_call_deltas(
     grid: Float64Array,
     targets: Float64Array,
 ) -> Float64Array:
-    """Smile vol where the call delta first crosses each target (NaN where the grid has no crossing).
+    """Smile vol where the call delta falls through each target (NaN where none is found).
 
-    grid is log-moneyness in units of the ATM total vol, scanned left to right and only as far as
-    the last target's first crossing; each bracket is refined by Illinois steps until the delta is
-    within _DELTA_TOLERANCE of the target (at most _DELTA_MAX_STEPS), then one regula-falsi step.
-    Illinois converges superlinearly, so a coarse grid (a few dozen points) costs a few more steps
-    here and far fewer smile evaluations in the scan. `stats.risk_reversal_butterfly_25d` is the
-    reference the tests hold it to.
+    `_delta_crossing_near_the_money` first, for each target; a target it cannot vouch for goes to
+    `_grid_crossings`, the grid scan for the first crossing. grid is log-moneyness in units of the
+    ATM total vol; it also bounds the fast search. `stats.risk_reversal_butterfly_25d` is the
+    reference the tests hold both to.
     """
     scale = smile_vol(forward, forward, t, alpha, beta, rho, nu) * math.sqrt(t)
+    out = np.full(targets.size, np.nan)
+    lowest = grid[0] * scale
+    highest = grid[grid.size - 1] * scale
+    left = 0
+    for q in range(targets.size):
+        if 0.0 < targets[q] < 1.0:
+            out[q], found = _delta_crossing_near_the_money(
+                forward, t, alpha, beta, rho, nu, targets[q], _d1_at_delta(targets[q]), scale, lowest, highest
+            )
+            if not found:
+                left += 1
+        else:
+            left += 1  # no delta crosses 0 or 1 (or beyond): the scan comes back empty-handed
+    if left:
+        _grid_crossings(forward, t, alpha, beta, rho, nu, grid, scale, targets, out)
+    return out
+
+
+@jit
+def _grid_crossings(
+    forward: float,
+    t: float,
+    alpha: float,
+    beta: float,
+    rho: float,
+    nu: float,
+    grid: Float64Array,
+    scale: float,
+    targets: Float64Array,
+    out: Float64Array,
+) -> None:
+    """Fill each NaN entry of out with the smile vol where the call delta first falls through that
+    target (left NaN where the grid has no such crossing).
+
+    grid * scale is log-moneyness, scanned left to right and only as far as the last wanted target's
+    first crossing; each bracket is refined by Illinois steps until the delta is within
+    _DELTA_TOLERANCE of the target (at most _DELTA_MAX_STEPS), then one regula-falsi step. Illinois
+    converges superlinearly, so a coarse grid (a few dozen points) costs a few more steps here and
+    far fewer smile evaluations in the scan.
+    """
     n_targets = targets.size
-    found = np.full(n_targets, -1)
+    # -1: wanted, not found yet; -2: not wanted (already known); else the bracket's left grid index.
+    found = np.full(n_targets, -2)
     g_left = np.empty(n_targets)
     g_right = np.empty(n_targets)
-    missing = n_targets
+    missing = 0
+    for q in range(n_targets):
+        if math.isnan(out[q]):
+            found[q] = -1
+            missing += 1
     previous = _call_delta(forward, t, alpha, beta, rho, nu, grid[0] * scale)[0]
     for j in range(1, grid.size):
         if missing == 0:
             break
         delta = _call_delta(forward, t, alpha, beta, rho, nu, grid[j] * scale)[0]
         for q in range(n_targets):
-            if found[q] < 0 and previous - targets[q] > 0.0 and delta - targets[q] <= 0.0:
+            if found[q] == -1 and previous - targets[q] > 0.0 and delta - targets[q] <= 0.0:
                 found[q] = j - 1
                 g_left[q] = previous - targets[q]
                 g_right[q] = delta - targets[q]
                 missing -= 1
         previous = delta
-    out = np.full(n_targets, np.nan)
     for q in range(n_targets):
         if found[q] < 0:
             continue
@@ -525,7 +728,6 @@ def vols_at_call_deltas(
                 g_lo *= 0.5
         root = lo - g_lo * (hi - lo) / (g_hi - g_lo)
         out[q] = _call_delta(forward, t, alpha, beta, rho, nu, root)[1]
-    return out
 
 
 @jit
