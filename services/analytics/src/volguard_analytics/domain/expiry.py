@@ -37,15 +37,12 @@ from volguard_common.quant import black76, iv, parity, sabr, stats
 from volguard_common.quant._types import BoolArray, Float64Array, Int64Array
 
 SECONDS_PER_YEAR = 365.0 * 86_400.0
-# Flags that mean "this IV is not a clean market observation".
-_UNUSABLE = int(IvFlag.NO_QUOTE | IvFlag.BELOW_INTRINSIC | IvFlag.ABOVE_UPPER_BOUND | IvFlag.SOLVER_FAILED)
-_DIRTY = int(IvFlag.WIDE_SPREAD | IvFlag.CROSSED)
-# 25-delta search grid: log-moneyness in units of the ATM total vol. +-6 total vols reaches deltas far
-# below 0.25 on any index smile. The grid only brackets the first crossing (the root is refined
-# inside the bracket), so its step of 0.25 total vols only needs to be finer than any wiggle in the
-# delta of an index smile (SABR wings are not arbitrage-free in general, but a fitted NIFTY smile's
-# delta falls monotonically through 0.75 and 0.25); 49 points reach the 25-delta call in about 28
-# smile evaluations.
+# 25-delta search range and fallback grid: log-moneyness in units of the ATM total vol. +-6 total vols
+# reaches deltas far below 0.25 on any index smile. The search from the money stays inside it; a
+# smile it cannot vouch for is scanned on the grid, which only brackets the first crossing (the root
+# is refined inside the bracket), so its step of 0.25 total vols only needs to be finer than any
+# wiggle in the delta of an index smile (SABR wings are not arbitrage-free in general, but a fitted
+# NIFTY smile's delta falls monotonically through 0.75 and 0.25).
 _DELTA_GRID = np.linspace(-6.0, 6.0, 49)
 _DELTA_TARGETS = np.array([0.25, 0.75])
 
@@ -182,8 +179,9 @@ def delta_25_vols(
 
     Same convention as `quant.stats.risk_reversal_butterfly_25d` (forward, undiscounted,
     premium-unadjusted delta with the smile's own vol), compiled for speed and one call for all
-    smiles: the call delta is evaluated on a grid of log-moneyness, the first crossings of call delta
-    0.25 and 0.75 (put delta -0.25) are bracketed on it and refined by regula falsi.
+    smiles: the crossings of call delta 0.25 and 0.75 (put delta -0.25) are searched for from the
+    money, and on `_DELTA_GRID` where that search cannot vouch for its answer (see
+    `sabr.vols_at_call_deltas_many`).
     """
     if not fits:
         return []
@@ -464,7 +462,7 @@ def _expiry_analysis(
 
     straddle = None
     expected: ExpectedMove | None = None
-    if ((int(quotes.call_flags[j]) | int(quotes.put_flags[j])) & (_UNUSABLE | _DIRTY)) == 0:
+    if ((int(quotes.call_flags[j]) | int(quotes.put_flags[j])) & _quote_kernels.IV_UNFIT) == 0:
         straddle = float(quotes.call_mid[j] + quotes.put_mid[j])
         if atm_strike - straddle > 0.0:
             expected = ExpectedMove(
