@@ -125,29 +125,26 @@ class SurfaceColumns(PackedColumns):
         return out
 
     @classmethod
+    def _plainly_valid(cls, floats: Float64Array, ints: Int64Array) -> bool:
+        """True only if strikes, IVs, Greeks and flags all pass."""
+        return cls._segments_plainly_valid(floats, ints, [0, floats.shape[1]])
+
+    @classmethod
     def _segments_plainly_valid(cls, floats: Float64Array, ints: Int64Array, edges: list[int]) -> bool:
-        """`_plainly_valid` of every segment at once: strikes strictly increasing within each."""
+        """`_plainly_valid` of every segment rows edges[e]:edges[e + 1] at once."""
         strike = floats[0]
         firsts = [lo for lo, hi in itertools.pairwise(edges) if hi > lo]
         lasts = [hi - 1 for lo, hi in itertools.pairwise(edges) if hi > lo]
         if not firsts:
             return True
+        # Strictly increasing within each segment (a NaN compares False, so it fails too) from a
+        # first strike > 0 to a last one < inf: every strike is then finite and > 0 with no per-row
+        # test. A segment's first strike need not exceed the previous segment's last.
         if not ((strike[firsts] > 0.0).all() and (strike[lasts] < np.inf).all()):
             return False
         rising = strike[1:] > strike[:-1]
-        # A segment's first strike need not exceed the previous segment's last.
         rising[[lo - 1 for lo in firsts if lo > 0]] = True
         return bool(rising.all()) and cls._values_plainly_valid(floats, ints)
-
-    @classmethod
-    def _plainly_valid(cls, floats: Float64Array, ints: Int64Array) -> bool:
-        """True only if strikes, IVs, Greeks and flags all pass."""
-        strike = floats[0]
-        # Strictly increasing (a NaN compares False, so it fails too) from a first strike > 0 to a
-        # last one < inf: every strike is then finite and > 0 with no per-row test.
-        if not (strike[0] > 0.0 and strike[-1] < np.inf and (strike[1:] > strike[:-1]).all()):
-            return False
-        return cls._values_plainly_valid(floats, ints)
 
     @staticmethod
     def _values_plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:

@@ -289,10 +289,9 @@ class CompletedDays:
         m = c.size
         log_close = np.log(c)
         returns = np.diff(log_close)
-        parkinson_terms = np.log(h / lo) ** 2 / (4.0 * _LN2)
-        overnight = np.log(o[1:] / c[:-1])
-        open_close = np.log(c / o)
-        rogers_satchell = np.log(h / c) * np.log(h / o) + np.log(lo / c) * np.log(lo / o)
+        parkinson_terms = _parkinson_terms(h, lo)
+        # From the 2nd bar: a window that reads them has `window` >= fixed + 1 completed bars.
+        overnight, open_close, rogers_satchell = _yang_zhang_parts(o, h, lo, c)
         samples: dict[int, _Sample] = {}
         parkinson_sums: dict[int, float] = {}
         yang_zhang_parts: dict[int, tuple[_Sample, _Sample, float]] = {}

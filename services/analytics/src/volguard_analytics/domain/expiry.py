@@ -98,6 +98,8 @@ def classify_quotes(
       producer's WIDE_SPREAD -> WIDE_SPREAD: solved, never fitted;
     - producer STALE_LTP -> returned in the stale mask: solved, never fitted (IvFlag has no stale
       bit, so these quotes show EXCLUDED_FROM_FIT only).
+
+    The engine runs the compiled twin, `_quote_kernels.classify`; the tests hold the two equal.
     """
     flags = np.zeros(bid.shape, dtype=np.int64)
     missing = (
