@@ -373,8 +373,7 @@ def test_analytic_jacobian_matches_central_differences(
     terms = np.array([kernels._strike_terms(FORWARD, k, t, beta) for k in strikes]).T.copy()
     params = np.array([alpha, rho, nu])
     for i in range(strikes.size):
-        grad = np.empty(3)
-        value = kernels._vol_and_gradient(terms, i, alpha, rho, nu, grad)
+        value, *grad = kernels._vol_and_gradient(terms, i, alpha, rho, nu)
         assert value == pytest.approx(
             float(sabr.vol(FORWARD, strikes[i], t, alpha, beta, rho, nu)), rel=1e-13
         )
@@ -524,7 +523,8 @@ def test_compiled_calibration_rules_are_the_documented_ones() -> None:
     for name in (
         "_ROBUST_STEP_TOLERANCE", "_ROBUST_COST_TOLERANCE", "_POLISH_STEP_TOLERANCE",
         "_WARM_POLISH_STEP_TOLERANCE", "_POLISH_COST_TOLERANCE", "_OUTLIER_SIGMAS", "_OUTLIER_SCALES",
-        "_FAST_CUT_DIVISOR", "_MAX_DAMPING",
+        "_FAST_CUT_DIVISOR", "_MAX_DAMPING", "_MAX_ITERATIONS", "_WARM_MAX_ITERATIONS", "_RHO_BOUND",
+        "_NU_MIN", "_NU_MAX",
     ):  # fmt: skip
         assert getattr(kernels, name) == getattr(sabr, name), name
 
@@ -689,6 +689,8 @@ def test_fit_prepared_many_is_fit_prepared_smile_by_smile() -> None:
     assert many[2].iterations > sabr._WARM_MAX_ITERATIONS  # spent on the abandoned warm start too
     with pytest.raises(ValueError, match="bounds"):
         sabr.fit_prepared_many(forwards, ts, *joined, bounds[:-1], initial=initial)
+    empty = np.empty(0)
+    assert sabr.fit_prepared_many([], [], empty, empty, empty, [0], initial=[]) == []
 
 
 def test_batched_atm_and_delta_vols_match_the_single_smile_calls() -> None:
@@ -714,6 +716,54 @@ def test_batched_atm_and_delta_vols_match_the_single_smile_calls() -> None:
         sabr.vols_at_call_deltas_many([24_000.0, math.nan, 1.0], ts, smiles, targets, grid)
     with pytest.raises(ValueError, match="rho"):
         sabr.atm_vols([24_000.0], [0.1], [sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0)])
+
+
+def test_wing_and_atm_vols_are_the_delta_and_atm_calls_in_one() -> None:
+    grid, targets = np.linspace(-6.0, 6.0, 241), [0.25, 0.75, 1.0]  # no call delta falls through 1
+    smiles = [
+        sabr.SabrFit(20.0, 0.5, -0.4, 3.0, 0.0, True, 0, 0, 0),
+        sabr.SabrFit(0.15, 1.0, -0.2, 0.7, 0.0, True, 0, 0, 0),
+        # Vol of vol 3 for a year: the call delta never falls to 0.25 on the grid.
+        sabr.SabrFit(
+            sabr.alpha_from_atm(0.15, FORWARD, 1.0, 0.5, 0.0, 3.0), 0.5, 0.0, 3.0, 0.0, True, 0, 0, 0
+        ),
+        # The search from the money gives up on the 25-delta call here; the grid scan finds it.
+        sabr.SabrFit(
+            sabr.alpha_from_atm(0.56, FORWARD, 0.94, 0.5, 0.45, 1.92), 0.5, 0.45, 1.92, 0.0, True, 0, 0, 0
+        ),
+    ]
+    forwards, ts = [24_000.0, 24_100.0, FORWARD, FORWARD], [0.02, 0.1, 1.0, 0.94]
+    both = sabr.wing_and_atm_vols_many(forwards, ts, smiles, targets, grid)
+    assert both.shape == (4, 4)
+    np.testing.assert_array_equal(
+        both[:, :3], sabr.vols_at_call_deltas_many(forwards, ts, smiles, targets, grid)
+    )
+    np.testing.assert_array_equal(both[:, 3], sabr.atm_vols(forwards, ts, smiles))
+    assert np.isnan(both[:, 2]).all()
+    assert np.isnan(both[2, 0])
+    assert not np.isnan(both[[0, 1, 3], :2]).any()
+    assert not np.isnan(both[:, 3]).any()
+    assert sabr.wing_and_atm_vols_many([], [], [], targets, grid).shape == (0, 4)
+
+    def wing_and_atm(forwards: list[float], ts: list[float], smiles: list[sabr.SabrFit]) -> np.ndarray:
+        return sabr.wing_and_atm_vols_many(forwards, ts, smiles, targets, grid)
+
+    def wings(forwards: list[float], ts: list[float], smiles: list[sabr.SabrFit]) -> np.ndarray:
+        return sabr.vols_at_call_deltas_many(forwards, ts, smiles, targets, grid)
+
+    # The same complaints as the two calls it replaces.
+    bad_rho = sabr.SabrFit(20.0, 0.5, 1.0, 1.0, 0.0, True, 0, 0, 0)
+    for bad_forwards, bad_ts, bad_smiles, complaint in (
+        (forwards[:3], ts, smiles, "one forward"),
+        (forwards, ts[:3], smiles, "one forward"),
+        ([24_000.0, math.nan, 1.0, 1.0], ts, smiles, "finite"),
+        (forwards, [0.02, 0.1, math.inf, 0.94], smiles, "finite"),
+        (forwards, [0.02, 0.1, 0.0, 0.94], smiles, "finite"),
+        ([24_000.0], [0.1], [bad_rho], "rho"),
+    ):
+        for function in (wing_and_atm, wings, sabr.atm_vols):
+            with pytest.raises(ValueError, match=complaint):
+                function(bad_forwards, bad_ts, bad_smiles)
 
 
 def test_compiled_z_over_x_keeps_its_limit_at_subnormal_z() -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "smile_vols_many",
     "vols_at_call_deltas",
     "vols_at_call_deltas_many",
+    "wing_and_atm_vols_many",
 ]
 
 
@@ -49,6 +50,11 @@ _POLISH_COST_TOLERANCE = 1e-12
 _OUTLIER_SIGMAS = 6.0
 _OUTLIER_SCALES = 3.0
 _FAST_CUT_DIVISOR = 32
+_MAX_ITERATIONS = 100
+_WARM_MAX_ITERATIONS = 20
+_RHO_BOUND = 0.9999
+_NU_MIN = 1e-6
+_NU_MAX = 25.0
 # 25-delta search: a call delta within 1e-12 of its target pins the strike far below any vol that
 # matters (d delta / d log K = n(d1)/(vol sqrt t) is large, not small, near 25 delta); the step cap
 # only guards a degenerate bracket.
@@ -115,12 +121,12 @@ def _z_over_x_given(z: float, rho: float, inv_1m_rho: float, inv_1p_rho: float) 
 
 @jit
 def _vol_and_gradient(
-    terms: Float64Array, i: int, alpha: float, rho: float, nu: float, grad: Float64Array
-) -> float:
-    """Obłój vol at strike row i of `terms` (5 x n); writes d vol / d(alpha, rho, nu) into grad."""
+    terms: Float64Array, i: int, alpha: float, rho: float, nu: float
+) -> tuple[float, float, float, float]:
+    """Obłój vol at strike row i of `terms` (5 x n) and its derivatives in alpha, rho and nu."""
     inv_alpha = 1.0 / alpha
     return _vol_and_gradient_given(
-        terms, i, alpha, rho, nu, inv_alpha, nu * inv_alpha, 1.0 / (1.0 - rho), 1.0 / (1.0 + rho), grad
+        terms, i, alpha, rho, nu, inv_alpha, nu * inv_alpha, 1.0 / (1.0 - rho), 1.0 / (1.0 + rho)
     )
 
 
@@ -135,9 +141,12 @@ def _vol_and_gradient_given(
     nu_over_alpha: float,
     inv_1m_rho: float,
     inv_1p_rho: float,
-    grad: Float64Array,
-) -> float:
-    """_vol_and_gradient with the per-parameter-set reciprocals worked out once by the caller."""
+) -> tuple[float, float, float, float]:
+    """_vol_and_gradient with the per-parameter-set reciprocals worked out once by the caller.
+
+    The derivatives come back as values, not written into an array: they stay in registers, where
+    stores to an array the compiler cannot tell apart from `_evaluate`'s inputs and outputs would
+    be written and read back for every strike (a tenth of the calibration's time)."""
     zc: float = terms[0, i]
     inv_pref: float = terms[1, i]
     a2: float = terms[2, i]
@@ -148,14 +157,12 @@ def _vol_and_gradient_given(
     curv = 2.0 - 3.0 * rho * rho
     first_order = 1.0 + alpha * alpha * a2 + rho * nu * alpha * cross + curv * nu * nu * n2
     lead = alpha * inv_pref
-    grad[0] = inv_pref * (
+    d_alpha = inv_pref * (
         first_order * (zx - z * dzx_dz) + alpha * zx * (2.0 * alpha * a2 + rho * nu * cross)
     )
-    grad[1] = lead * (dzx_drho * first_order + zx * (nu * alpha * cross - 6.0 * rho * nu * nu * n2))
-    grad[2] = lead * (
-        dzx_dz * zc * inv_alpha * first_order + zx * (rho * alpha * cross + 2.0 * curv * nu * n2)
-    )
-    return lead * zx * first_order
+    d_rho = lead * (dzx_drho * first_order + zx * (nu * alpha * cross - 6.0 * rho * nu * nu * n2))
+    d_nu = lead * (dzx_dz * zc * inv_alpha * first_order + zx * (rho * alpha * cross + 2.0 * curv * nu * n2))
+    return lead * zx * first_order, d_alpha, d_rho, d_nu
 
 
 @jit
@@ -195,7 +202,6 @@ def _evaluate(
 ) -> float:
     """Residuals, Jacobian (rows of unused points zeroed), vol errors (model - market, of used
     points) and the cost at p."""
-    grad = np.empty(3)
     f2 = robust_scale * robust_scale
     alpha, rho, nu = p[0], p[1], p[2]
     inv_alpha = 1.0 / alpha
@@ -210,16 +216,16 @@ def _evaluate(
             jac[i, 1] = 0.0
             jac[i, 2] = 0.0
             continue
-        model = _vol_and_gradient_given(
-            terms, i, alpha, rho, nu, inv_alpha, nu_over_alpha, inv_1m_rho, inv_1p_rho, grad
+        model, d_alpha, d_rho, d_nu = _vol_and_gradient_given(
+            terms, i, alpha, rho, nu, inv_alpha, nu_over_alpha, inv_1m_rho, inv_1p_rho
         )
         error = model - vols[i]
         err[i] = error
         r = sqrt_w[i] * error
         resid[i] = r
-        jac[i, 0] = sqrt_w[i] * grad[0]
-        jac[i, 1] = sqrt_w[i] * grad[1]
-        jac[i, 2] = sqrt_w[i] * grad[2]
+        jac[i, 0] = sqrt_w[i] * d_alpha
+        jac[i, 1] = sqrt_w[i] * d_rho
+        jac[i, 2] = sqrt_w[i] * d_nu
         cost += _loss(r, robust_scale, f2)
     return cost
 
@@ -303,8 +309,14 @@ def _levenberg_marquardt(
         c = _evaluate(terms, vols, sqrt_w, use, p, robust_scale, resid, jac, err)
     damping = _DAMPING_START
     for iteration in range(1, max_iterations + 1):
-        normal[:, :] = 0.0
-        gradient[:] = 0.0
+        # normal = J' W J and gradient = J' W r over the used points, W the soft-L1 weights (1 for
+        # least squares). Summed in local variables and stored once: summed in the arrays, every
+        # term would be a store and a reload, as the compiler cannot rule out that `normal` shares
+        # memory with `jac`. Each of the nine entries keeps its own sum, the mirror-image ones too:
+        # (w j0) j1 and (w j1) j0 may differ in the last bit. (Moved into a function of its own,
+        # this loop compiled to different roundings, and the fits changed in their last digits.)
+        n00 = n01 = n02 = n10 = n11 = n12 = n20 = n21 = n22 = 0.0
+        g0 = g1 = g2 = 0.0
         for i in range(n):
             if not use[i]:
                 continue
@@ -312,11 +324,26 @@ def _levenberg_marquardt(
             if robust_scale > 0.0:
                 ratio = resid[i] / robust_scale
                 weight = 1.0 / math.sqrt(1.0 + ratio * ratio)
-            for a in range(3):
-                wa = weight * jac[i, a]
-                gradient[a] += wa * resid[i]
-                for b in range(3):
-                    normal[a, b] += wa * jac[i, b]
+            r, j0, j1, j2 = resid[i], jac[i, 0], jac[i, 1], jac[i, 2]
+            w = weight * j0
+            g0 += w * r
+            n00 += w * j0
+            n01 += w * j1
+            n02 += w * j2
+            w = weight * j1
+            g1 += w * r
+            n10 += w * j0
+            n11 += w * j1
+            n12 += w * j2
+            w = weight * j2
+            g2 += w * r
+            n20 += w * j0
+            n21 += w * j1
+            n22 += w * j2
+        normal[0, 0], normal[0, 1], normal[0, 2] = n00, n01, n02
+        normal[1, 0], normal[1, 1], normal[1, 2] = n10, n11, n12
+        normal[2, 0], normal[2, 1], normal[2, 2] = n20, n21, n22
+        gradient[0], gradient[1], gradient[2] = g0, g1, g2
         rejected = False
         while True:
             for a in range(3):
@@ -381,6 +408,47 @@ def fit(
     vols: Float64Array,
     sqrt_w: Float64Array,
     beta: float,
+    guess: Float64Array,
+    robust_scale: float,
+    warm: bool,
+) -> tuple[Float64Array, int, bool, int, float]:
+    """sabr._fit_numpy's calibration from one guess (alpha, rho, nu) on usable points, within the
+    bounds and iteration budget a warm (or cold) start gets: (params, iterations, converged,
+    n_outliers, rmse), each as the SabrFit reports it. `converged`: the last stage converged to
+    finite parameters and, from a warm start, the fit that chose the outliers converged too (see
+    sabr.fit)."""
+    start, lower, upper = _start_and_bounds(guess)
+    budget = _WARM_MAX_ITERATIONS if warm else _MAX_ITERATIONS
+    params, iterations, converged, outliers_settled, n_outliers, rmse = _calibrate(
+        forward, strikes, t, vols, sqrt_w, beta, start, lower, upper, robust_scale, budget, warm
+    )
+    converged = (
+        converged and (outliers_settled or not warm) and math.isfinite(params[0] + params[1] + params[2])
+    )
+    return params, iterations, converged, n_outliers, rmse
+
+
+@jit
+def _start_and_bounds(guess: Float64Array) -> tuple[Float64Array, Float64Array, Float64Array]:
+    """sabr._start_and_bounds of one guess: (start, lower, upper)."""
+    lower = np.array([1e-8 * guess[0], -_RHO_BOUND, _NU_MIN])
+    upper = np.array([math.inf, _RHO_BOUND, _NU_MAX])
+    start = np.empty(3)
+    for a in range(3):
+        # np.minimum(np.maximum(guess, lower), upper), the twin's clip, NaN included.
+        above_lower = lower[a] if guess[a] < lower[a] else guess[a]
+        start[a] = upper[a] if above_lower > upper[a] else above_lower
+    return start, lower, upper
+
+
+@jit
+def _calibrate(
+    forward: float,
+    strikes: Float64Array,
+    t: float,
+    vols: Float64Array,
+    sqrt_w: Float64Array,
+    beta: float,
     start: Float64Array,
     lower: Float64Array,
     upper: Float64Array,
@@ -388,11 +456,11 @@ def fit(
     max_iterations: int,
     warm: bool,
 ) -> tuple[Float64Array, int, bool, bool, int, float]:
-    """sabr._fit_numpy's calibration from one start on usable points: (params, iterations, converged,
-    outliers settled, n_outliers, rmse). From a warm start the fast path (cut at the start, polish)
-    runs first and the two stages only if it does not hold; from a cold start, the two stages.
-    "Outliers settled": the fit that chose them converged (the robust stage), or is the warm start
-    itself with the answer confirming every cut (the fast path)."""
+    """`fit` from `start` within lower..upper: (params, iterations, converged, outliers settled,
+    n_outliers, rmse). From a warm start the fast path (cut at the start, polish) runs first and the
+    two stages only if it does not hold; from a cold start, the two stages. "Outliers settled": the
+    fit that chose them converged (the robust stage), or is the warm start itself with the answer
+    confirming every cut (the fast path)."""
     n = vols.size
     terms = np.empty((5, n))
     for i in range(n):
@@ -497,45 +565,32 @@ def fit_many(
     sqrt_w: Float64Array,
     bounds: np.ndarray[Any, Any],
     beta: float,
-    starts: Float64Array,
-    lowers: Float64Array,
-    uppers: Float64Array,
-    robust_scale: float,
-    budgets: np.ndarray[Any, Any],
+    guesses: Float64Array,
     warm: np.ndarray[Any, Any],
-) -> tuple[
-    Float64Array,
-    np.ndarray[Any, Any],
-    np.ndarray[Any, Any],
-    np.ndarray[Any, Any],
-    np.ndarray[Any, Any],
-    Float64Array,
-]:
-    """`fit` of smile e on rows bounds[e]:bounds[e + 1] of the point arrays, from starts[e] (a warm
-    start if warm[e]) within lowers[e]..uppers[e] and budgets[e] iterations per stage, for every e:
-    one call for a chain set. Returns (params k x 3, iterations, converged, outliers settled,
-    n_outliers, rmse)."""
+    robust_scale: float,
+) -> tuple[Float64Array, np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], Float64Array]:
+    """`fit` of smile e on rows bounds[e]:bounds[e + 1] of the point arrays from guesses[e] (a warm
+    start if warm[e]), for every e: one call for a chain set. Returns (params k x 3, iterations,
+    converged, n_outliers, rmse)."""
     k = forwards.size
     params = np.empty((k, 3))
     iterations = np.empty(k, dtype=np.int64)
     converged = np.empty(k, dtype=np.bool_)
-    outliers_settled = np.empty(k, dtype=np.bool_)
     n_outliers = np.empty(k, dtype=np.int64)
     rmse = np.empty(k)
     for e in range(k):
         lo = bounds[e]
         hi = bounds[e + 1]
-        p, it, ok, settled, outliers, error = fit(
-            forwards[e], strikes[lo:hi], ts[e], vols[lo:hi], sqrt_w[lo:hi], beta,
-            starts[e], lowers[e], uppers[e], robust_scale, budgets[e], warm[e],
+        p, it, ok, outliers, error = fit(
+            forwards[e], strikes[lo:hi], ts[e], vols[lo:hi], sqrt_w[lo:hi], beta, guesses[e],
+            robust_scale, warm[e],
         )  # fmt: skip
         params[e, :] = p
         iterations[e] = it
         converged[e] = ok
-        outliers_settled[e] = settled
         n_outliers[e] = outliers
         rmse[e] = error
-    return params, iterations, converged, outliers_settled, n_outliers, rmse
+    return params, iterations, converged, n_outliers, rmse
 
 
 @jit
@@ -644,15 +699,47 @@ def vols_at_call_deltas(
     ATM total vol; it also bounds the fast search. `stats.risk_reversal_butterfly_25d` is the
     reference the tests hold both to.
     """
-    scale = smile_vol(forward, forward, t, alpha, beta, rho, nu) * math.sqrt(t)
-    out = np.full(targets.size, np.nan)
+    out = np.empty(targets.size)
+    atm_vol = smile_vol(forward, forward, t, alpha, beta, rho, nu)
+    _call_delta_vols(forward, t, alpha, beta, rho, nu, atm_vol, grid, targets, _d1_at_deltas(targets), out)
+    return out
+
+
+@jit
+def _d1_at_deltas(targets: Float64Array) -> Float64Array:
+    """`_d1_at_delta` of each target strictly between 0 and 1 (NaN for the others, never read)."""
+    d1 = np.full(targets.size, np.nan)
+    for q in range(targets.size):
+        if 0.0 < targets[q] < 1.0:
+            d1[q] = _d1_at_delta(targets[q])
+    return d1
+
+
+@jit
+def _call_delta_vols(
+    forward: float,
+    t: float,
+    alpha: float,
+    beta: float,
+    rho: float,
+    nu: float,
+    atm_vol: float,
+    grid: Float64Array,
+    targets: Float64Array,
+    d1_targets: Float64Array,
+    out: Float64Array,
+) -> None:
+    """`vols_at_call_deltas` into out, given the smile's ATM vol (which the caller may report too)
+    and `_d1_at_deltas(targets)` (the same for every smile, so worked out once per call)."""
+    scale = atm_vol * math.sqrt(t)
+    out[:] = np.nan
     lowest = grid[0] * scale
     highest = grid[grid.size - 1] * scale
     left = 0
     for q in range(targets.size):
         if 0.0 < targets[q] < 1.0:
             out[q], found = _delta_crossing_near_the_money(
-                forward, t, alpha, beta, rho, nu, targets[q], _d1_at_delta(targets[q]), scale, lowest, highest
+                forward, t, alpha, beta, rho, nu, targets[q], d1_targets[q], scale, lowest, highest
             )
             if not found:
                 left += 1
@@ -660,7 +747,6 @@ def vols_at_call_deltas(
             left += 1  # no delta crosses 0 or 1 (or beyond): the scan comes back empty-handed
     if left:
         _grid_crossings(forward, t, alpha, beta, rho, nu, grid, scale, targets, out)
-    return out
 
 
 @jit
@@ -739,9 +825,28 @@ def vols_at_call_deltas_many(
     targets: Float64Array,
 ) -> Float64Array:
     """`vols_at_call_deltas` of smile e (params[e] = alpha, beta, rho, nu) for every e: k x n_targets."""
-    out = np.empty((forwards.size, targets.size))
+    return wing_and_atm_vols_many(forwards, ts, params, grid, targets)[:, : targets.size].copy()
+
+
+@jit
+def wing_and_atm_vols_many(
+    forwards: Float64Array,
+    ts: Float64Array,
+    params: Float64Array,
+    grid: Float64Array,
+    targets: Float64Array,
+) -> Float64Array:
+    """`vols_at_call_deltas` of smile e (params[e] = alpha, beta, rho, nu) and its ATM-forward vol
+    (`smile_vol` at its own forward) for every e: k x (n_targets + 1), the ATM vol last."""
+    n_targets = targets.size
+    d1_targets = _d1_at_deltas(targets)
+    out = np.empty((forwards.size, n_targets + 1))
     for e in range(forwards.size):
-        out[e, :] = vols_at_call_deltas(
-            forwards[e], ts[e], params[e, 0], params[e, 1], params[e, 2], params[e, 3], grid, targets
+        forward, t = forwards[e], ts[e]
+        alpha, beta, rho, nu = params[e, 0], params[e, 1], params[e, 2], params[e, 3]
+        atm_vol = smile_vol(forward, forward, t, alpha, beta, rho, nu)
+        _call_delta_vols(
+            forward, t, alpha, beta, rho, nu, atm_vol, grid, targets, d1_targets, out[e, :n_targets]
         )
+        out[e, n_targets] = atm_vol
     return out

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from itertools import pairwise
 from types import ModuleType
 from typing import NamedTuple
 
@@ -390,34 +392,14 @@ def _solve(
     warm: bool,
     spent: int,
 ) -> SabrFit:
-    start, lower, upper = _start_and_bounds(guess)
-    budget = _WARM_MAX_ITERATIONS if warm else _MAX_ITERATIONS
-    params, iterations, converged, outliers_settled, n_outliers, rmse = _kernels().fit(
-        forward, points.strikes, t, points.vols, points.sqrt_w, beta, start, lower, upper,
-        robust_scale, budget, warm,
-    )  # fmt: skip
-    return _kernel_result(
-        beta, params, iterations, converged, outliers_settled, n_outliers, rmse, points.n_points, warm, spent
+    """The kernel's calibration from `guess`, after `spent` iterations on an abandoned start."""
+    params, iterations, converged, n_outliers, rmse = _kernels().fit(
+        forward, points.strikes, t, points.vols, points.sqrt_w, beta, guess, robust_scale, warm
     )
-
-
-def _kernel_result(
-    beta: float,
-    params: Sequence[float] | Float64Array,
-    iterations: int,
-    converged: bool,
-    outliers_settled: bool,
-    n_outliers: int,
-    rmse: float,
-    n_points: int,
-    warm: bool,
-    spent: int,
-) -> SabrFit:
-    """The SabrFit of one kernel calibration (`_sabr_kernels.fit`'s outputs, or one smile's of
-    `fit_many`), after `spent` iterations on an abandoned start."""
-    # From a warm start the fit that chose the outliers must have converged too (see `fit`).
-    ok = bool(converged) and (bool(outliers_settled) or not warm)
-    return _result(params, beta, float(rmse), ok, spent + int(iterations), n_points, int(n_outliers), warm)
+    alpha, rho, nu = params.tolist()
+    return SabrFit(
+        alpha, float(beta), rho, nu, rmse, converged, spent + iterations, points.n_points, n_outliers, warm
+    )
 
 
 def fit_prepared_many(
@@ -441,42 +423,41 @@ def fit_prepared_many(
     k = len(forwards)
     if not (len(ts) == len(initial) == k and len(bounds) == k + 1):
         raise ValueError("fit_prepared_many needs one t and one initial per forward, and k + 1 bounds")
-
-    def points(e: int) -> _Points:
-        lo, hi = int(bounds[e]), int(bounds[e + 1])
-        return _Points(
-            strikes=strikes[lo:hi], vols=vols[lo:hi], sqrt_w=sqrt_weights[lo:hi], n_points=hi - lo, warm=None
-        )
-
-    guesses = np.empty((k, 3))
-    for e, smile in enumerate(initial):
-        if smile is None:
-            guesses[e] = _cold_start(forwards[e], ts[e], beta, points(e))
-        else:
-            guesses[e] = (smile.alpha, smile.rho, smile.nu)
-    warm = np.array([smile is not None for smile in initial], dtype=np.bool_)
-    starts, lowers, uppers = _start_and_bounds(guesses)
-    results = _kernels().fit_many(
-        np.asarray(forwards, dtype=np.float64), np.asarray(ts, dtype=np.float64), strikes, vols,
-        sqrt_weights, np.asarray(bounds, dtype=np.int64), beta, starts, lowers, uppers, robust_scale,
-        np.where(warm, _WARM_MAX_ITERATIONS, _MAX_ITERATIONS), warm,
-    )  # fmt: skip
+    if k == 0:
+        return []
+    edges = np.asarray(bounds, dtype=np.int64)
+    rows = edges.tolist()
+    beta = float(beta)
+    warm = [smile is not None for smile in initial]
+    guesses = np.array(
+        [
+            (smile.alpha, smile.rho, smile.nu)
+            if smile is not None
+            else initial_guess(forwards[e], strikes[lo:hi], ts[e], vols[lo:hi], beta)
+            for e, (smile, (lo, hi)) in enumerate(zip(initial, pairwise(rows), strict=True))
+        ],
+        dtype=np.float64,
+    )
     # Python scalars once for the whole block: numpy scalars one by one cost more than the fits' own
     # bookkeeping.
-    params, iterations, converged, outliers_settled, n_outliers, rmse = (
-        column.tolist() for column in results
-    )
-    out: list[SabrFit] = []
-    for e in range(k):
-        is_warm = initial[e] is not None
-        fit = _kernel_result(
-            beta, params[e], iterations[e], converged[e], outliers_settled[e], n_outliers[e], rmse[e],
-            int(bounds[e + 1]) - int(bounds[e]), is_warm, 0,
-        )  # fmt: skip
-        if is_warm and not fit.converged:
-            fit = _solve_cold(forwards[e], ts[e], beta, robust_scale, points(e), fit.iterations)
-        out.append(fit)
-    return out
+    params, iterations, converged, n_outliers, rmse = (
+        column.tolist()
+        for column in _kernels().fit_many(
+            np.asarray(forwards, dtype=np.float64), np.asarray(ts, dtype=np.float64), strikes, vols,
+            sqrt_weights, edges, beta, guesses, np.array(warm, dtype=np.bool_), robust_scale,
+        )
+    )  # fmt: skip
+    fits: list[SabrFit] = []
+    for e, (alpha, rho, nu) in enumerate(params):
+        lo, hi = rows[e], rows[e + 1]
+        fit = SabrFit(
+            alpha, beta, rho, nu, rmse[e], converged[e], iterations[e], hi - lo, n_outliers[e], warm[e]
+        )
+        if warm[e] and not converged[e]:
+            points = _Points(strikes[lo:hi], vols[lo:hi], sqrt_weights[lo:hi], hi - lo, None)
+            fit = _solve_cold(forwards[e], ts[e], beta, robust_scale, points, fit.iterations)
+        fits.append(fit)
+    return fits
 
 
 def _fit_numpy(
@@ -650,18 +631,12 @@ def _cold_start(forward: float, t: float, beta: float, points: _Points) -> Float
 
 
 def _start_and_bounds(guess: Float64Array) -> tuple[Float64Array, Float64Array, Float64Array]:
-    """(start, lower, upper) of one guess (alpha, rho, nu), or row by row of a k x 3 block of them."""
+    """(start, lower, upper) of one guess (alpha, rho, nu): the guess clipped into the bounds. The
+    numpy twin's; the kernel has its own copy (`_sabr_kernels._start_and_bounds`)."""
     # The alpha floor only keeps the optimiser off zero; it scales with the start (alpha > 0) so
     # that it binds nowhere near a real smile.
-    lower = np.empty_like(guess)
-    lower[..., 0] = 1e-8 * guess[..., 0]
-    lower[..., 1] = -_RHO_BOUND
-    lower[..., 2] = _NU_MIN
-    upper = np.empty_like(guess)
-    upper[..., 0] = np.inf
-    upper[..., 1] = _RHO_BOUND
-    upper[..., 2] = _NU_MAX
-    # np.clip's values, without its per-call overhead (this runs for every snapshot).
+    lower = np.array([1e-8 * guess[0], -_RHO_BOUND, _NU_MIN])
+    upper = np.array([np.inf, _RHO_BOUND, _NU_MAX])
     return np.minimum(np.maximum(guess, lower), upper), lower, upper
 
 
@@ -716,24 +691,28 @@ def vols_at_call_deltas(
     return out
 
 
-def _smile_block(smiles: Sequence[SabrFit]) -> Float64Array:
+def _smile_inputs(
+    forwards: ArrayLike, ts: ArrayLike, smiles: Sequence[SabrFit]
+) -> tuple[Float64Array, Float64Array, Float64Array]:
+    """The checked inputs of the batched smile look-ups: forwards, times and the k x 4 block of
+    (alpha, beta, rho, nu), one row per smile."""
+    f, t = _as_float(forwards).ravel(), _as_float(ts).ravel()
+    k = len(smiles)
+    if f.shape != (k,) or t.shape != (k,):
+        raise ValueError(f"need one forward and one t per smile ({k}), got {f.shape} and {t.shape}")
+    # Python floats: for a handful of expiries numpy's min and max cost several times the loop.
+    if not all(0.0 < x < math.inf for x in f.tolist() + t.tolist()):
+        raise ValueError("forwards and t must be finite and > 0")
     for smile in smiles:
         _check_smile(smile)
-    return np.array([(s.alpha, s.beta, s.rho, s.nu) for s in smiles], dtype=np.float64).reshape(-1, 4)
-
-
-def _check_forwards(forwards: Float64Array, ts: Float64Array, k: int) -> None:
-    if forwards.shape != (k,) or ts.shape != (k,):
-        raise ValueError(f"need one forward and one t per smile ({k}), got {forwards.shape} and {ts.shape}")
-    if k and not (forwards.min() > 0.0 and forwards.max() < np.inf and ts.min() > 0.0 and ts.max() < np.inf):
-        raise ValueError("forwards and t must be finite and > 0")
+    block = np.array([(s.alpha, s.beta, s.rho, s.nu) for s in smiles], dtype=np.float64).reshape(k, 4)
+    return f, t, block
 
 
 def atm_vols(forwards: ArrayLike, ts: ArrayLike, smiles: Sequence[SabrFit]) -> Float64Array:
     """`smile_vol` of smile e at its own forward (the ATM-forward vol), for every e, in one call."""
-    f, t = _as_float(forwards).ravel(), _as_float(ts).ravel()
-    _check_forwards(f, t, len(smiles))
-    out: Float64Array = _kernels().smile_vols_many(f, f, t, _smile_block(smiles))
+    f, t, block = _smile_inputs(forwards, ts, smiles)
+    out: Float64Array = _kernels().smile_vols_many(f, f, t, block)
     return out
 
 
@@ -742,17 +721,33 @@ def vols_at_call_deltas_many(
 ) -> Float64Array:
     """`vols_at_call_deltas` of smile e with forward `forwards[e]` and time `ts[e]`, for every e, in one
     compiled call: a k x len(call_deltas) block, NaN where the grid brackets no crossing."""
-    f, t = _as_float(forwards).ravel(), _as_float(ts).ravel()
-    _check_forwards(f, t, len(smiles))
+    f, t, block = _smile_inputs(forwards, ts, smiles)
     out: Float64Array = _kernels().vols_at_call_deltas_many(
-        f, t, _smile_block(smiles), np.ascontiguousarray(grid, dtype=np.float64),
+        f, t, block, np.ascontiguousarray(grid, dtype=np.float64),
         np.ascontiguousarray(call_deltas, dtype=np.float64),
     )  # fmt: skip
     return out
 
 
+def wing_and_atm_vols_many(
+    forwards: ArrayLike, ts: ArrayLike, smiles: Sequence[SabrFit], call_deltas: ArrayLike, grid: ArrayLike
+) -> Float64Array:
+    """`vols_at_call_deltas_many` and `atm_vols` of the same smiles from one check of the inputs and
+    one compiled call: a k x (len(call_deltas) + 1) block, row e smile e's vols at `call_deltas`
+    (NaN where the grid brackets no crossing) and then its ATM-forward vol. The same numbers as the
+    two calls; the ATM vol is the one the delta search scales its grid by anyway."""
+    f, t, block = _smile_inputs(forwards, ts, smiles)
+    out: Float64Array = _kernels().wing_and_atm_vols_many(
+        f, t, block, np.ascontiguousarray(grid, dtype=np.float64),
+        np.ascontiguousarray(call_deltas, dtype=np.float64),
+    )  # fmt: skip
+    return out
+
+
+@cache
 def _kernels() -> ModuleType:
-    # Imported on first use so that importing this module neither imports numba nor compiles.
+    # Imported on first use so that importing this module neither imports numba nor compiles; held
+    # after that, since an import statement costs as much as some of the calls it serves.
     from volguard_common.quant import _sabr_kernels
 
     return _sabr_kernels
