@@ -117,9 +117,12 @@ def outcome(build: Any, *args: Any) -> str | None:
 
 # ---- block strategies: a valid block, then a few cells set to boundary values --------------------
 @st.composite
-def blocks(draw: st.DrawFn, n_floats: int, n_ints: int, flag_bits: int, min_rows: int) -> Any:
+def blocks(
+    draw: st.DrawFn, n_floats: int, n_ints: int, flag_bits: int, min_rows: int, rows: int | None = None
+) -> Any:
     # Short blocks often: the edge cases (a lone strike, a single step) live there.
-    rows = draw(st.sampled_from(sorted({min_rows, 1, 2, 3, 6})))
+    if rows is None:
+        rows = draw(st.sampled_from(sorted({min_rows, 1, 2, 3, 6})))
     steps = draw(st.lists(st.sampled_from([0.05, 50.0, 100.0]), min_size=rows, max_size=rows))
     floats = np.empty((n_floats, rows))
     floats[0] = 20_000.0 + np.cumsum(steps)
@@ -270,15 +273,11 @@ def test_instrument_keys_are_checked_row_by_row_on_failure(
     assert got == expected
 
 
-@PROPERTY
-@given(
-    st.lists(
-        blocks(len(SURFACE_FLOAT_COLUMNS), len(SURFACE_INT_COLUMNS), ALL_IV_FLAGS, 0), min_size=1, max_size=4
-    )
-)
-def test_surface_segments_are_adopted_as_each_segment_alone(segments: Any) -> None:
+def _check_segments_against_each_alone(segments: Any) -> None:
     """Several expiries' surfaces side by side (strikes restart at each segment): the same surfaces, or
-    the same error as the first bad segment adopted alone."""
+    the same error as the first bad segment adopted alone. A surface owns C-contiguous, read-only rows
+    (its wire bytes and hash are those of the segment adopted alone) that later writes to the blocks
+    it was cut from do not reach."""
     floats = np.concatenate([f for f, _ in segments], axis=1)
     ints = np.concatenate([i for _, i in segments], axis=1)
     bounds = [0, *itertools.accumulate(f.shape[1] for f, _ in segments)]
@@ -287,11 +286,62 @@ def test_surface_segments_are_adopted_as_each_segment_alone(segments: Any) -> No
     got = outcome(lambda: SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds))
     assert got == expected
     if expected is None:
-        surfaces = SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds)
+        surfaces = SurfaceColumns.adopt_segments(floats, ints, bounds)
+        floats[:] = np.nan
+        ints[:] = -1
         for surface, (f, i) in zip(surfaces, segments, strict=True):
+            alone = SurfaceColumns.adopt(f.copy(), i.copy())
             np.testing.assert_array_equal(surface.float_block, f)
             np.testing.assert_array_equal(surface.int_block, i)
-            assert not surface.float_block.flags.writeable
+            for block in (surface.float_block, surface.int_block):
+                assert block.flags.c_contiguous
+                assert not block.flags.writeable
+            assert surface == alone
+            assert surface.to_wire() == alone.to_wire()
+            assert hash(surface) == hash(alone)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        blocks(len(SURFACE_FLOAT_COLUMNS), len(SURFACE_INT_COLUMNS), ALL_IV_FLAGS, 0), min_size=1, max_size=4
+    )
+)
+def test_surface_segments_are_adopted_as_each_segment_alone(segments: Any) -> None:
+    _check_segments_against_each_alone(segments)
+
+
+@PROPERTY
+@given(
+    st.sampled_from([0, 1, 2, 3, 6]).flatmap(
+        lambda rows: st.lists(
+            blocks(len(SURFACE_FLOAT_COLUMNS), len(SURFACE_INT_COLUMNS), ALL_IV_FLAGS, 0, rows),
+            min_size=1,
+            max_size=6,
+        )
+    )
+)
+def test_surface_segments_of_one_width_are_adopted_as_each_segment_alone(segments: Any) -> None:
+    # Expiries with the same strike count, as in most chain sets: all segments copied in one go.
+    _check_segments_against_each_alone(segments)
+
+
+def test_surface_segments_with_other_bounds_or_shapes_fail_as_each_segment_adopted_alone() -> None:
+    floats, ints = _clean_surface()
+    floats = np.concatenate([floats, floats], axis=1)
+    ints = np.concatenate([ints, ints], axis=1)
+    # Bounds from an int64 array's elements: the same surfaces as from plain ints.
+    assert SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), list(np.array([0, 3, 6]))) == (
+        SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), [0, 3, 6])
+    )
+    # Bounds that cannot slice are rejected by the slicing, as they always were.
+    with pytest.raises(TypeError, match="slice indices must be integers"):
+        SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), [0, 3.0, 6])  # type: ignore[list-item]
+    # A block of the wrong shape: the first segment's shapes are named, as `adopt` names them.
+    with pytest.raises(ValueError, match=r"column blocks have shapes \(10, 3\) and \(2, 3\)"):
+        SurfaceColumns.adopt_segments(floats[1:].copy(), ints.copy(), [0, 3, 6])
+    with pytest.raises(ValueError, match=r"column blocks have shapes \(11, 3\) and \(3, 3\)"):
+        SurfaceColumns.adopt_segments(floats.copy(), np.zeros((3, 6), dtype=np.int64), [0, 3, 6])
 
 
 def test_surface_segments_need_bounds_from_zero_to_the_rows() -> None:

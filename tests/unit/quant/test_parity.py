@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from volguard_common.quant import _reference, black76, parity
+from volguard_common.quant import _chain_kernels, _reference, black76, parity
 from volguard_common.quant.parity import forward_from_parity
 
 STRIKES = np.arange(22_000.0, 26_050.0, 50.0)
@@ -176,3 +176,36 @@ def test_forwards_from_parity_rejects_inconsistent_segments() -> None:
         parity.forwards_from_parity(STRIKES, calls, puts, [0, 10], [DISCOUNT])
     with pytest.raises(ValueError, match="discount"):
         parity.forwards_from_parity(STRIKES, calls, puts, [0, 10, STRIKES.size], [DISCOUNT])
+
+
+def test_prepared_results_are_the_kernel_rows_as_plain_values() -> None:
+    """Each expiry's (forward, quality) is its row of the compiled pass as Python values, the counts
+    as ints, and None for an expiry without a two-sided strike; a quality cannot be changed."""
+    rng = np.random.default_rng(11)
+    calls, puts = _mids()
+    noisy = calls + rng.normal(0.0, 1.0, calls.size)
+    noisy[int(np.argmin(np.abs(STRIKES - TRUE_FORWARD)))] += 40.0  # a stale quote at the money: rejected
+    strikes = np.concatenate([STRIKES] * 3)
+    call_mid = np.concatenate([calls, np.full_like(calls, np.nan), noisy])
+    put_mid = np.concatenate([puts] * 3)
+    usable = np.isfinite(call_mid) & (call_mid > 0.0) & (put_mid > 0.0)
+    bounds = np.arange(4, dtype=np.int64) * STRIKES.size
+    discounts = np.array([DISCOUNT, DISCOUNT, 0.99])
+    rows = _chain_kernels.parity_segments(
+        strikes, call_mid, put_mid, usable, bounds, discounts, 7, 3.5, parity._MAD_TO_SIGMA,
+        parity._SCALE_FLOOR, parity._DISPERSION_HALF_SCORE, parity._STRIKES_FOR_FULL_SCORE,
+    )  # fmt: skip
+    got = parity.forwards_from_parity_prepared(strikes, call_mid, put_mid, usable, bounds, discounts, 7)
+    assert got[1] is None
+    assert len(got) == 3
+    for result, row in zip([got[0], got[2]], rows[[0, 2]].tolist(), strict=True):
+        assert result is not None
+        forward, quality = result
+        assert (forward, quality.score, quality.n_used, quality.n_rejected, quality.dispersion) == tuple(row)
+        assert type(forward) is float
+        assert type(quality.n_used) is int
+        assert type(quality.n_rejected) is int
+        with pytest.raises(AttributeError):
+            quality.score = 1.0  # type: ignore[misc]
+    assert got[2] is not None
+    assert got[2][1].n_rejected >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from tests.unit.quant.shared_data import shared_data
+from volguard_common.quant import _chain_kernels, black76, sabr, stats
 from volguard_common.quant import _reference_vol as ref
-from volguard_common.quant import black76, sabr, stats
 from volguard_common.quant.history import parse_daily_csv
 
 # --- IV percentile and rank -------------------------------------------------------------------------
@@ -295,3 +296,90 @@ def test_term_structure_is_the_least_squares_polynomials(days: list[float], ivs:
         assert result.curvature == pytest.approx(expected, rel=1e-7, abs=1e-9 * scale / np.ptp(x) ** 2)
     else:
         assert result.curvature is None
+
+
+def test_prepared_open_interest_is_the_kernel_rows_as_plain_values() -> None:
+    """Each expiry's OpenInterest is its row of the compiled pass as Python floats, with None for the
+    max pain of an expiry without OI and for the wall of a side without OI; it cannot be changed."""
+    k = np.array([100.0, 200.0, 300.0] * 3)
+    call_oi = np.array([0.0, 0.0, 0.0, 5.0, 9.0, 1.0, 0.0, 0.0, 0.0])
+    put_oi = np.array([0.0, 0.0, 0.0, 7.0, 2.0, 0.0, 3.0, 8.0, 8.0])
+    volume = np.arange(9.0)
+    bounds = np.array([0, 3, 6, 9])
+    centre = np.array([200.0, 200.0, 150.0])
+    half_width = np.array([60.0, 100.0, 60.0])
+    args: tuple[Any, ...] = (k, call_oi, put_oi, volume, volume[::-1].copy(), bounds, centre, half_width)
+    rows = _chain_kernels.open_interest_segments(*args).tolist()
+    got = stats.open_interest_by_expiry_prepared(*args)
+    assert [(s.max_pain, s.call_wall, s.put_wall) for s in got] == [
+        (None, None, None),
+        (rows[1][4], 200.0, 100.0),
+        (rows[2][4], None, 200.0),
+    ]
+    for summary, row in zip(got, rows, strict=True):
+        assert (summary.call_oi, summary.put_oi, summary.call_volume, summary.put_volume) == tuple(row[:4])
+        assert summary.pin_oi == row[7]
+        assert all(type(value) is float for value in (summary.call_oi, summary.pin_oi))
+        if summary.max_pain is not None:
+            assert (summary.max_pain, summary.call_wall, summary.put_wall) == tuple(
+                None if v != v else v for v in row[4:7]
+            )
+        with pytest.raises(AttributeError):
+            summary.pin_oi = 0.0  # type: ignore[misc]
+
+
+def _previous_line_and_parabola(x: list[float], y: list[float]) -> tuple[float, float | None]:
+    """The closed form as first written, one generator per sum: the reference `stats` must match to
+    the last bit (the same products, added in the same order)."""
+    n = len(x)
+    centre = sum(x) / n
+    level = sum(y) / n
+    u = [xi - centre for xi in x]
+    w = [yi - level for yi in y]
+    s_uu = sum(ui * ui for ui in u)
+    slope = sum(ui * wi for ui, wi in zip(u, w, strict=True)) / s_uu
+    if n < 3:
+        return slope, None
+    tilt = sum(ui * ui * ui for ui in u) / s_uu
+    mean_uu = s_uu / n
+    q = [ui * ui - tilt * ui - mean_uu for ui in u]
+    leading = sum(qi * wi for qi, wi in zip(q, w, strict=True)) / sum(qi * qi for qi in q)
+    return slope, 2.0 * leading
+
+
+def _term_outcome(days: object, ivs: object) -> object:
+    try:
+        return stats.term_structure(days, ivs)  # type: ignore[arg-type]
+    except ValueError as exc:
+        return str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.01, 400.0), st.floats(0.01, 0.9)), max_size=8),
+    st.sampled_from([None] * 6 + [0.0, -1.0, math.inf, math.nan, 7.0]),
+    st.sampled_from([None] * 6 + [0.0, math.inf, math.nan]),
+    st.sampled_from([False] * 5 + [True]),
+)
+def test_term_structure_is_the_same_for_lists_arrays_and_the_previous_formula(
+    points: list[tuple[float, float]], odd_day: float | None, odd_iv: float | None, one_iv_short: bool
+) -> None:
+    days = [d for d, _ in points]
+    ivs = [v for _, v in points][: len(points) - one_iv_short]
+    if days and odd_day is not None:
+        days[-1] = odd_day
+    if ivs and odd_iv is not None:
+        ivs[0] = odd_iv
+    # A list of floats skips numpy; every other form goes through it: the same result or error, bit
+    # for bit, and the same as the formula before its sums were rewritten.
+    expected = _term_outcome(np.array(days), np.array(ivs))
+    assert _term_outcome(days, ivs) == expected
+    assert _term_outcome(tuple(days), [np.float64(v) for v in ivs]) == expected
+    assert _term_outcome([int(d) if d == 7.0 else d for d in days], ivs) == expected
+    if not isinstance(expected, str):
+        assert isinstance(expected, stats.TermStructure)
+        ordered = sorted(zip(days, ivs, strict=True))
+        x = [d / 30.0 for d, _ in ordered]
+        y = [v for _, v in ordered]
+        assert (expected.slope, expected.curvature) == _previous_line_and_parabola(x, y)
+        assert (expected.front_iv, expected.back_iv, expected.n_expiries) == (y[0], y[-1], len(y))

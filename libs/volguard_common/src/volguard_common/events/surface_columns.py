@@ -19,12 +19,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from enum import IntFlag
-from typing import Self
+from typing import Self, TypeVar
 
 import numpy as np
 
 from volguard_common.events._packed import PackedColumns, first_bad
 from volguard_common.quant._types import Float64Array, Int64Array
+
+_Block = TypeVar("_Block", Float64Array, Int64Array)
+# The slots' own setters: `adopt_segments` fills several instances, and these skip the attribute
+# lookup that object.__setattr__ repeats on every call.
+_SET_FLOATS = vars(PackedColumns)["_floats"].__set__
+_SET_INTS = vars(PackedColumns)["_ints"].__set__
+_SET_KEYS = vars(PackedColumns)["_keys"].__set__
 
 
 class IvFlag(IntFlag):
@@ -90,75 +97,82 @@ class SurfaceColumns(PackedColumns):
         """`adopt` of rows bounds[e]:bounds[e + 1] of one pair of blocks, for every e: the surfaces of
         several expiries built side by side (the analytics engine builds a chain set's at once).
 
-        The rules are checked once over the whole blocks, strikes rising within each segment, and each
-        segment gets its own contiguous rows. Only when that check fails is each segment adopted on
-        its own, which names the first bad row exactly as `adopt` does."""
+        Shapes and rules are checked once over the whole blocks, strikes rising within each segment,
+        and each segment gets a contiguous copy of its rows (never a view of the caller's blocks).
+        Only when that check fails is each segment adopted on its own, which names the first bad
+        segment's shape or row exactly as `adopt` does."""
         if floats.dtype != np.float64 or ints.dtype != np.int64:
             raise ValueError(
                 f"{cls.OWNER}: blocks must be float64 and int64, got {floats.dtype}, {ints.dtype}"
             )
         rows = floats.shape[1]
         edges = list(bounds)
-        if (
-            not edges
-            or edges[0] != 0
-            or edges[-1] != rows
-            or any(b < a for a, b in itertools.pairwise(edges))
-        ):
+        spans = list(itertools.pairwise(edges))
+        if not edges or edges[0] != 0 or edges[-1] != rows or any(hi < lo for lo, hi in spans):
             raise ValueError(f"{cls.OWNER}: segment bounds must rise from 0 to {rows}, got {edges}")
-        cuts = [
-            (np.ascontiguousarray(floats[:, lo:hi]), np.ascontiguousarray(ints[:, lo:hi]))
-            for lo, hi in itertools.pairwise(edges)
-        ]
-        if not cls._segments_plainly_valid(floats, ints, edges):
+        widths = {hi - lo for lo, hi in spans}
+        # Blocks of this type's shape give every segment its shape, so `_check_shapes` per segment
+        # could only fail on too few rows, which is checked here instead. Bounds other than plain
+        # ints (an int64 array's elements, say) take the path below, which slices with them as ever.
+        if (
+            floats.shape != (len(cls.FLOAT_COLUMNS), rows)
+            or ints.shape != (len(cls.INT_COLUMNS), rows)
+            or set(map(type, edges)) != {int}
+            or min(widths, default=cls.MIN_ROWS) < cls.MIN_ROWS
+            or not cls._segments_plainly_valid(floats, ints, spans)
+        ):
+            cuts = [(floats[:, lo:hi].copy(), ints[:, lo:hi].copy()) for lo, hi in spans]
             return [cls.adopt(f, i) for f, i in cuts]
+        if len(widths) == 1:
+            width = widths.pop()
+            float_cuts = _equal_segments(floats, len(spans), width)
+            int_cuts = _equal_segments(ints, len(spans), width)
+        else:
+            float_cuts = [floats[:, lo:hi].copy() for lo, hi in spans]
+            int_cuts = [ints[:, lo:hi].copy() for lo, hi in spans]
+            for cut in (*float_cuts, *int_cuts):
+                cut.flags.writeable = False
         out = []
-        for f, i in cuts:
-            f.flags.writeable = False
-            i.flags.writeable = False
+        for f, i in zip(float_cuts, int_cuts, strict=True):
             columns = cls.__new__(cls)
-            object.__setattr__(columns, "_floats", f)
-            object.__setattr__(columns, "_ints", i)
-            object.__setattr__(columns, "_keys", ())
-            columns._check_shapes()
+            _SET_FLOATS(columns, f)
+            _SET_INTS(columns, i)
+            _SET_KEYS(columns, ())
             out.append(columns)
         return out
 
     @classmethod
     def _plainly_valid(cls, floats: Float64Array, ints: Int64Array) -> bool:
         """True only if strikes, IVs, Greeks and flags all pass."""
-        return cls._segments_plainly_valid(floats, ints, [0, floats.shape[1]])
-
-    @classmethod
-    def _segments_plainly_valid(cls, floats: Float64Array, ints: Int64Array, edges: list[int]) -> bool:
-        """`_plainly_valid` of every segment rows edges[e]:edges[e + 1] at once."""
-        strike = floats[0]
-        firsts = [lo for lo, hi in itertools.pairwise(edges) if hi > lo]
-        lasts = [hi - 1 for lo, hi in itertools.pairwise(edges) if hi > lo]
-        if not firsts:
-            return True
-        # Strictly increasing within each segment (a NaN compares False, so it fails too) from a
-        # first strike > 0 to a last one < inf: every strike is then finite and > 0 with no per-row
-        # test. A segment's first strike need not exceed the previous segment's last.
-        if not ((strike[firsts] > 0.0).all() and (strike[lasts] < np.inf).all()):
-            return False
-        rising = strike[1:] > strike[:-1]
-        rising[[lo - 1 for lo in firsts if lo > 0]] = True
-        return bool(rising.all()) and cls._values_plainly_valid(floats, ints)
+        return cls._segments_plainly_valid(floats, ints, [(0, floats.shape[1])])
 
     @staticmethod
-    def _values_plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:
-        """True only if IVs, Greeks and flags all pass (the strike row aside)."""
-        # fmin/fmax skip NaN (unknown, allowed): they give the smallest and largest known value, and
-        # NaN only when every value is unknown, which fails none of the comparisons below.
-        values = floats[1:]
-        if np.fmax.reduce(values, axis=None) == np.inf or np.fmin.reduce(values, axis=None) == -np.inf:
+    def _segments_plainly_valid(floats: Float64Array, ints: Int64Array, spans: list[tuple[int, int]]) -> bool:
+        """`_plainly_valid` of every segment rows lo:hi of `spans` at once (blocks of this type's shape,
+        spans covering their rows in order)."""
+        if floats.shape[1] == 0:
+            return True
+        # No ±inf anywhere; then fmin, which skips NaN (unknown, allowed) and gives NaN only when every
+        # value is unknown, finds any strike or vol <= 0. Counting is the cheapest whole-block pass
+        # numpy has, so it stands in for the all()/any() of the rules.
+        if np.count_nonzero(np.isinf(floats)) or np.fmin.reduce(floats[:3], axis=None) <= 0.0:
             return False
-        if np.fmin.reduce(floats[1:3], axis=None) <= 0.0:
-            return False
+        # Strikes must rise strictly within each segment, which also rules out a NaN strike (it
+        # compares False) wherever a segment has a neighbour for it. A segment's first strike need
+        # not exceed the previous segment's last, and a one-row segment's strike is checked on its own:
+        # a handful of segments against hundreds of rows.
+        strike = floats[0]
+        rising = strike[1:] > strike[:-1]
+        for lo, hi in spans:
+            if hi - lo == 1 and not strike[lo] > 0.0:
+                return False
+            if 0 < lo < hi:
+                rising[lo - 1] = True
         # The union of every flag bit in one reduction: no row has a bit outside IvFlag iff the union
         # has none (a negative value has them all).
-        return bool((np.bitwise_or.reduce(ints, axis=None) & ~ALL_IV_FLAGS) == 0)
+        return np.count_nonzero(rising) == rising.size and not (
+            np.bitwise_or.reduce(ints, axis=None) & ~ALL_IV_FLAGS
+        )
 
     def _locate_broken_rule(self) -> None:
         """The rules in order, on whole blocks, raising for the first broken one with its row."""
@@ -182,3 +196,13 @@ class SurfaceColumns(PackedColumns):
         if (ints & ~ALL_IV_FLAGS).any():
             name, row = first_bad((ints & ~ALL_IV_FLAGS) != 0, SURFACE_INT_COLUMNS)
             raise ValueError(f"StrikeSurface: {name} has bits outside IvFlag at row {row}")
+
+
+def _equal_segments(block: _Block, count: int, width: int) -> list[_Block]:
+    """`count` segments of `width` columns each, side by side in `block`, as read-only C-contiguous
+    arrays of their own rows (what `to_wire` and `__hash__` read as raw bytes)."""
+    # One transposing copy lays every segment out whole, one after another; each is a view of it,
+    # read-only as the copy is.
+    stacked = block.reshape(block.shape[0], count, width).swapaxes(0, 1).copy()
+    stacked.flags.writeable = False
+    return list(stacked)

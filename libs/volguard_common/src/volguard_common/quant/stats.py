@@ -6,9 +6,11 @@ Vols are annualised decimals unless a function says otherwise; percentile and ra
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import mul
 from types import ModuleType
 from typing import NamedTuple, Protocol
 
@@ -86,14 +88,16 @@ def iv_rank(history: ArrayLike, current: float, lookback: int = 252) -> float:
 # --- term structure -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class TermStructure:
+class TermStructure(NamedTuple):
     """ATM term structure summary.
 
     `slope`: least-squares slope of ATM IV against days-to-expiry, in vol per 30 days (positive =
     contango, negative = inverted/backwardation).
     `curvature`: second derivative of the least-squares quadratic in (days/30), vol per (30 days)^2;
     None with fewer than three distinct expiries.
+
+    A NamedTuple rather than a frozen dataclass, like OpenInterest: built every snapshot, and a tuple
+    is built in a fraction of the time a frozen dataclass's __init__ takes.
     """
 
     slope: float
@@ -105,8 +109,8 @@ class TermStructure:
 
 def term_structure(days_to_expiry: ArrayLike, atm_ivs: ArrayLike) -> TermStructure:
     # A handful of expiries: plain floats, no numpy per-call overhead.
-    days: list[float] = np.asarray(days_to_expiry, dtype=np.float64).ravel().tolist()
-    ivs: list[float] = np.asarray(atm_ivs, dtype=np.float64).ravel().tolist()
+    days = _plain_floats(days_to_expiry)
+    ivs = _plain_floats(atm_ivs)
     if len(days) != len(ivs):
         raise ValueError("days_to_expiry and atm_ivs must have the same length")
     if not all(math.isfinite(d) and d > 0.0 for d in days) or not all(
@@ -121,7 +125,16 @@ def term_structure(days_to_expiry: ArrayLike, atm_ivs: ArrayLike) -> TermStructu
     x = [d / _TERM_UNIT_DAYS for d, _ in points]
     y = [v for _, v in points]
     slope, curvature = _line_and_parabola(x, y)
-    return TermStructure(slope=slope, curvature=curvature, front_iv=y[0], back_iv=y[-1], n_expiries=len(x))
+    return TermStructure(slope, curvature, y[0], y[-1], len(x))
+
+
+def _plain_floats(values: ArrayLike) -> list[float]:
+    """`values` as a flat list of floats. A list of floats (what the analytics engine passes) is that
+    already and is returned as it is; anything else goes through numpy, which gives the same floats."""
+    if isinstance(values, list) and set(map(type, values)) == {float}:
+        return values
+    floats: list[float] = np.asarray(values, dtype=np.float64).ravel().tolist()
+    return floats
 
 
 def _line_and_parabola(x: list[float], y: list[float]) -> tuple[float, float | None]:
@@ -131,20 +144,23 @@ def _line_and_parabola(x: list[float], y: list[float]) -> tuple[float, float | N
     Closed form on polynomials orthogonal over the points (Forsythe): 1, u = x - mean(x) and
     q = u^2 - (S3/S2) u - S2/n with Sk = sum(u^k). The coefficient of u^2 is that of q alone, sum(q y)
     / sum(q^2), with no normal equations to cancel in; a flat curve gives 0 to rounding. x distinct.
+    Sums of products are `sum(map(mul, ...))`: the same products added in the same order as a
+    generator would, without a Python frame per point.
     """
     n = len(x)
     centre = sum(x) / n
     level = sum(y) / n
     u = [xi - centre for xi in x]
     w = [yi - level for yi in y]
-    s_uu = sum(ui * ui for ui in u)
-    slope = sum(ui * wi for ui, wi in zip(u, w, strict=True)) / s_uu
+    uu = list(map(mul, u, u))
+    s_uu = sum(uu)
+    slope = sum(map(mul, u, w)) / s_uu
     if n < 3:
         return slope, None
-    tilt = sum(ui * ui * ui for ui in u) / s_uu
+    tilt = sum(map(mul, uu, u)) / s_uu
     mean_uu = s_uu / n
-    q = [ui * ui - tilt * ui - mean_uu for ui in u]
-    leading = sum(qi * wi for qi, wi in zip(q, w, strict=True)) / sum(qi * qi for qi in q)
+    q = [ui2 - tilt * ui - mean_uu for ui2, ui in zip(uu, u, strict=True)]
+    leading = sum(map(mul, q, w)) / sum(map(mul, q, q))
     return slope, 2.0 * leading
 
 
@@ -302,11 +318,13 @@ def max_pain(strikes: ArrayLike, call_oi: ArrayLike, put_oi: ArrayLike) -> MaxPa
     return MaxPain(strike=float(k[best]), strikes=k, pain=pain)
 
 
-@dataclass(frozen=True, slots=True)
-class OpenInterest:
+class OpenInterest(NamedTuple):
     """One expiry's open interest and volume in brief. `max_pain` is None without any OI; a wall (the
     first strike with the largest OI of its side) is None when that side has no OI; `pin_oi` is the
-    call plus put OI of the strikes within the pin band."""
+    call plus put OI of the strikes within the pin band.
+
+    A NamedTuple rather than a frozen dataclass: the analytics engine builds one per expiry every
+    second, and a tuple is built in a fraction of the time a frozen dataclass's __init__ takes."""
 
     call_oi: float
     put_oi: float
@@ -379,23 +397,26 @@ def open_interest_by_expiry_prepared(
     rows = _kernels().open_interest_segments(
         strikes, call_oi, put_oi, call_volume, put_volume, bounds, pin_centre, pin_half_width
     )
+    # NaN in the block is "none": no OI at all for max pain, none on that side for a wall.
     return [
         OpenInterest(
-            call_oi=row[0],
-            put_oi=row[1],
-            call_volume=row[2],
-            put_volume=row[3],
-            max_pain=None if row[4] != row[4] else row[4],
-            call_wall=None if row[5] != row[5] else row[5],
-            put_wall=None if row[6] != row[6] else row[6],
-            pin_oi=row[7],
+            calls,
+            puts,
+            calls_traded,
+            puts_traded,
+            None if pain != pain else pain,
+            None if call_wall != call_wall else call_wall,
+            None if put_wall != put_wall else put_wall,
+            pin,
         )
-        for row in rows.tolist()
+        for calls, puts, calls_traded, puts_traded, pain, call_wall, put_wall, pin in rows.tolist()
     ]
 
 
+@functools.cache
 def _kernels() -> ModuleType:
-    # Imported on first use so that importing this module neither imports numba nor compiles.
+    # Imported on first use so that importing this module neither imports numba nor compiles; cached,
+    # as an import statement costs a lookup on every call of a function run each second.
     from volguard_common.quant import _chain_kernels
 
     return _chain_kernels
