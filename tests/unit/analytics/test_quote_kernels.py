@@ -10,8 +10,15 @@ import pytest
 
 from tests.unit.analytics.chains import CONFIG
 from volguard_analytics.domain import _quote_kernels as kernels
-from volguard_analytics.domain.expiry import _GREEK_UNITS, _STATUS_FLAGS, classify_quotes, quoted_atm_iv
+from volguard_analytics.domain.expiry import (
+    _GREEK_UNITS,
+    _QUOTE_ROWS,
+    _STATUS_FLAGS,
+    classify_quotes,
+    quoted_atm_iv,
+)
 from volguard_common.events import QuoteFlag
+from volguard_common.events.chain import CHAIN_FLOAT_COLUMNS, CHAIN_INT_COLUMNS
 from volguard_common.events.vol import IvFlag
 from volguard_common.quant import iv
 
@@ -79,6 +86,37 @@ def test_classify_is_classify_quotes(seed: int) -> None:
     for bit in (IvFlag.NO_QUOTE, IvFlag.CROSSED, IvFlag.WIDE_SPREAD):
         assert np.any(flags & int(bit))
     assert reference[3].any()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_set_quotes_reads_the_chain_blocks_like_classify_then_parity_pairs(seed: int) -> None:
+    s = _random_set(seed)
+    n = s["strike"].size
+    # Column blocks in events.chain order, as analyse_expiries concatenates them.
+    floats = np.full((len(CHAIN_FLOAT_COLUMNS), n), -1.0)
+    ints = np.full((len(CHAIN_INT_COLUMNS), n), -1, dtype=np.int64)
+    floats[CHAIN_FLOAT_COLUMNS.index("strike")] = s["strike"]
+    for side, name in enumerate(("call", "put")):
+        rows = slice(side * n, (side + 1) * n)
+        floats[CHAIN_FLOAT_COLUMNS.index(f"{name}_bid")] = s["bid"][rows]
+        floats[CHAIN_FLOAT_COLUMNS.index(f"{name}_ask")] = s["ask"][rows]
+        ints[CHAIN_INT_COLUMNS.index(f"{name}_flags")] = s["producer"][rows]
+    combined = kernels.set_quotes(
+        floats,
+        ints,
+        _QUOTE_ROWS,
+        s["bounds"],
+        s["ticks"],
+        CONFIG.wide_spread_frac,
+        CONFIG.wide_spread_min_ticks,
+    )
+    quotes = kernels.classify(
+        s["bid"], s["ask"], s["producer"], s["bounds"], s["ticks"], CONFIG.wide_spread_frac,
+        CONFIG.wide_spread_min_ticks,
+    )  # fmt: skip
+    pairs = kernels.parity_pairs(quotes[0], quotes[2], quotes[3])  # mid, flags, stale
+    for got, want in zip(combined, (*quotes, *pairs), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

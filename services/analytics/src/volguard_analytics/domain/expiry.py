@@ -205,10 +205,13 @@ def analyse_expiry(
 
 # Rows of a ChainSnapshot's column blocks (`events.chain`) that the set-wide pass reads.
 _STRIKE = CHAIN_FLOAT_COLUMNS.index("strike")
-# (Index arrays rather than lists: numpy takes rows by an array without converting a list each time.)
-_BIDS = np.array([CHAIN_FLOAT_COLUMNS.index("call_bid"), CHAIN_FLOAT_COLUMNS.index("put_bid")])
-_ASKS = np.array([CHAIN_FLOAT_COLUMNS.index("call_ask"), CHAIN_FLOAT_COLUMNS.index("put_ask")])
-_QUOTE_FLAGS = np.array([CHAIN_INT_COLUMNS.index("call_flags"), CHAIN_INT_COLUMNS.index("put_flags")])
+# The call and put bid rows, ask rows (float block) and flag rows (int block), as `set_quotes` reads
+# them; the quote layout it builds is side-major: the calls of every expiry, then the puts.
+_QUOTE_ROWS = np.array(
+    [CHAIN_FLOAT_COLUMNS.index(name) for name in ("call_bid", "put_bid", "call_ask", "put_ask")]
+    + [CHAIN_INT_COLUMNS.index(name) for name in ("call_flags", "put_flags")]
+)
+# (An index array rather than a list: numpy takes rows by an array without converting a list.)
 _OI_AND_VOLUME = np.array(
     [CHAIN_INT_COLUMNS.index(name) for name in ("call_oi", "put_oi", "call_volume", "put_volume")]
 )
@@ -244,17 +247,9 @@ def analyse_expiries(
     ints = np.concatenate([chain.columns.int_block for chain in chains], axis=1)
     strike = floats[_STRIKE]
     ticks = np.array([chain.tick_size for chain in chains])
-    mid, half_spread, flags, stale = _quote_kernels.classify(
-        floats[_BIDS].ravel(),  # calls of every expiry, then puts: the quote layout
-        floats[_ASKS].ravel(),
-        ints[_QUOTE_FLAGS].ravel(),
-        bounds,
-        ticks,
-        config.wide_spread_frac,
-        config.wide_spread_min_ticks,
+    mid, half_spread, flags, stale, parity_call, parity_put, parity_usable = _quote_kernels.set_quotes(
+        floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
     )
-
-    parity_call, parity_put, parity_usable = _quote_kernels.parity_pairs(mid, flags, stale)
     parity_fits = parity.forwards_from_parity_prepared(
         strike, parity_call, parity_put, parity_usable, bounds, discount_array
     )
@@ -336,6 +331,10 @@ class _Smile(NamedTuple):
     wings: tuple[float, float, float] | None
 
 
+# An expiry with too few clean quotes to calibrate.
+_NO_SMILE = _Smile(None, False, None)
+
+
 def _fit_smiles(
     chains: Sequence[ChainSnapshot],
     forwards: Sequence[float],
@@ -354,35 +353,37 @@ def _fit_smiles(
     (`fit_sqrt_w` is median / error, see `_quote_kernels.finish`). The points are this engine's own -
     solved vols (finite, > 0), listed strikes, errors > 0 (half a tick at least, over a floored vega)
     - so `sabr.fit`'s checks are skipped."""
-    fitted = [e for e in range(len(chains)) if fit_bounds[e + 1] - fit_bounds[e] >= config.sabr_min_points]
-    cuts = [(fit_bounds[e], fit_bounds[e + 1]) for e in fitted]
-    if len(fitted) == len(chains):
-        strikes, vols, sqrt_w = fit_strike, fit_vol, fit_sqrt_w
+    k = len(chains)
+    beta = config.sabr_beta
+    fitted = [e for e in range(k) if fit_bounds[e + 1] - fit_bounds[e] >= config.sabr_min_points]
+    if len(fitted) == k:  # the usual case: every expiry's points as they stand
+        strikes, vols, sqrt_w, point_bounds = fit_strike, fit_vol, fit_sqrt_w, fit_bounds
     else:
+        cuts = [(fit_bounds[e], fit_bounds[e + 1]) for e in fitted]
         strikes, vols, sqrt_w = (
             np.concatenate([column[lo:hi] for lo, hi in cuts]) if cuts else column[:0]
             for column in (fit_strike, fit_vol, fit_sqrt_w)
         )
-    point_bounds = [0]
-    for lo, hi in cuts:
-        point_bounds.append(point_bounds[-1] + hi - lo)
-    beta = config.sabr_beta
-    warm = [previous_fits[e] for e in fitted]
+        point_bounds = [0, *itertools.accumulate(hi - lo for lo, hi in cuts)]
+    fit_forwards = [forwards[e] for e in fitted]
+    fit_times = [times[e] for e in fitted]
     fits = sabr.fit_prepared_many(
-        [forwards[e] for e in fitted], [times[e] for e in fitted], strikes, vols, sqrt_w, point_bounds, beta,
-        initial=[fit if fit is not None and fit.beta == beta else None for fit in warm],
+        fit_forwards, fit_times, strikes, vols, sqrt_w, point_bounds, beta,
+        initial=[fit if (fit := previous_fits[e]) is not None and fit.beta == beta else None for e in fitted],
     )  # fmt: skip
-    usable = [fit.converged and fit.rmse <= config.sabr_max_rmse for fit in fits]
-    good = [i for i, ok in enumerate(usable) if ok]
+    smiles = [_NO_SMILE] * k
+    good = []
+    for i, fit in enumerate(fits):
+        if fit.converged and fit.rmse <= config.sabr_max_rmse:
+            good.append(i)
+        else:
+            smiles[fitted[i]] = _Smile(fit, False, None)
     wings = delta_25_vols(
-        [forwards[fitted[i]] for i in good], [times[fitted[i]] for i in good], [fits[i] for i in good]
+        [fit_forwards[i] for i in good], [fit_times[i] for i in good], [fits[i] for i in good]
     )
-    by_expiry = {
-        fitted[i]: _Smile(fit, ok, None) for i, (fit, ok) in enumerate(zip(fits, usable, strict=True))
-    }
     for i, found in zip(good, wings, strict=True):
-        by_expiry[fitted[i]] = _Smile(fits[i], True, found)
-    return [by_expiry.get(e, _Smile(None, False, None)) for e in range(len(chains))]
+        smiles[fitted[i]] = _Smile(fits[i], True, found)
+    return smiles
 
 
 class _AtmQuotes(NamedTuple):
