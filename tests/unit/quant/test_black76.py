@@ -270,3 +270,32 @@ def test_chain_greeks_are_greeks_per_option_and_unknown_without_a_vol() -> None:
         assert np.isnan(block[row][5])
     with pytest.raises(ValueError, match="one length"):
         black76.chain_greeks(forward, strike[:-1], t, vol, is_call, discount)
+
+
+def test_chain_greeks_block_reads_the_iv_input_block_like_chain_greeks() -> None:
+    rng = np.random.default_rng(12)
+    n = 50
+    t = rng.uniform(1.0, 90.0, n) / 365.0
+    is_call = rng.uniform(size=n) < 0.5
+    inputs = np.ascontiguousarray(
+        np.vstack(
+            [
+                rng.uniform(1.0, 500.0, n),  # price: not read
+                np.full(n, 24_000.0),
+                24_000.0 * rng.uniform(0.8, 1.2, n),
+                t,
+                is_call.astype(np.float64),
+                np.exp(-0.065 * t),
+            ]
+        )
+    )
+    vol = rng.uniform(0.08, 0.4, n)
+    vol[3] = np.nan
+    expected = black76.chain_greeks(inputs[1], inputs[2], inputs[3], vol, is_call, inputs[5])
+    np.testing.assert_array_equal(black76.chain_greeks_block(inputs, vol), expected)
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        black76.chain_greeks_block(inputs[:5], vol)
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        black76.chain_greeks_block(inputs, vol[:-1])
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        black76.chain_greeks_block(np.asfortranarray(inputs), vol)

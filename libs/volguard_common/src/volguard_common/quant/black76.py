@@ -232,6 +232,31 @@ def chain_greeks(
     return out
 
 
+def chain_greeks_block(inputs: Float64Array, vol: Float64Array) -> Float64Array:
+    """:func:`chain_greeks` of options given as the (6, n) block of
+    `iv.implied_vol_and_status_block` (rows price, forward, strike, t, is_call as 1.0 / 0.0, discount)
+    at their vols `vol` (n,): for a caller that solved its vols from that block (the analytics
+    engine), which reads the rows in place instead of checking and converting six arrays."""
+    if (
+        inputs.dtype != np.float64
+        or inputs.ndim != 2
+        or inputs.shape[0] != 6
+        or not inputs.flags.c_contiguous
+        or vol.dtype != np.float64
+        or vol.shape != (inputs.shape[1],)
+    ):
+        raise ValueError(
+            f"chain_greeks_block takes a C-contiguous float64 (6, n) block and n float64 vols, got "
+            f"{inputs.dtype} {inputs.shape} and {vol.dtype} {vol.shape}"
+        )
+    from volguard_common.quant import _greeks_kernels
+
+    out: Float64Array = _greeks_kernels.delta_gamma_vega_theta(
+        inputs[1], inputs[2], inputs[3], np.ascontiguousarray(vol), inputs[4] != 0.0, inputs[5]
+    )
+    return out
+
+
 def theta_per_day(greeks_or_theta: Greeks | ArrayLike, days_per_year: float = 365.0) -> Float64Array:
     """Theta per calendar day: annual theta / ``days_per_year`` (same sign convention)."""
     annual = greeks_or_theta.theta if isinstance(greeks_or_theta, Greeks) else greeks_or_theta

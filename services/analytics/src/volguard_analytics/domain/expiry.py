@@ -262,7 +262,7 @@ def analyse_expiries(
     inputs = _quote_kernels.iv_inputs(mid, strike, bounds, forwards, np.array(times), discount_array)
     vols, status = iv.implied_vol_and_status_block(inputs)
     fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, stale, mid, strike, bounds, forwards)
-    greeks = black76.chain_greeks(inputs[1], inputs[2], inputs[3], vols, inputs[4] != 0.0, inputs[5])
+    greeks = black76.chain_greeks_block(inputs, vols)
     # Surface block (columns in SURFACE_FLOAT_COLUMNS order) of every expiry, cut per expiry below, and
     # every expiry's SABR fit points (its OTM puts, then its calls), expiry after expiry.
     surface, fit_strike, fit_vol, fit_sqrt_w, fit_edges, atm_rows, quoted_atm_ivs = (
