@@ -144,7 +144,7 @@ def test_parity_pairs_iv_inputs_settle_and_fit_points_match_numpy(seed: int) -> 
     quoted = ~np.isnan(mid)
     is_call = np.zeros(2 * n, dtype=np.bool_)
     is_call[:n] = True
-    np.testing.assert_array_equal(block[0], np.where(quoted, mid, 1.0))
+    np.testing.assert_array_equal(block[0], mid)
     np.testing.assert_array_equal(block[1], per_quote[0])
     np.testing.assert_array_equal(block[2], np.concatenate([strike, strike]))
     np.testing.assert_array_equal(block[3], per_quote[1])

@@ -149,8 +149,8 @@ def iv_inputs(
 ) -> Float64Array:
     """The (6, 2n) input block of `iv.implied_vol_and_status_block`: price, forward, strike, t,
     is_call, discount per quote (side-major; expiry e owns strike rows bounds[e]:bounds[e + 1]). An
-    unquoted side (NaN mid) gets the placeholder price 1.0: it is solved with the rest and its vol
-    thrown away, which keeps the solve one branch-free pass."""
+    unquoted side keeps its NaN mid as the price: the solver's input check turns it away before any
+    work (no vol is wanted for it), and `settle` leaves its vol NaN."""
     n = strike.size
     block = np.empty((6, 2 * n))
     for e in range(bounds.size - 1):
@@ -158,7 +158,7 @@ def iv_inputs(
             for side in range(2):
                 q = side * n + i
                 m = mid[q]
-                block[0, q] = 1.0 if math.isnan(m) else m
+                block[0, q] = m
                 block[1, q] = forwards[e]
                 block[2, q] = strike[i]
                 block[3, q] = times[e]
@@ -182,7 +182,7 @@ def settle(
     """After the IV solve, before the Greeks: completes `vol` and `flags` (2n, side-major) in place
     and returns which quotes the SABR fit takes.
 
-    An unquoted side's vol is NaN (its placeholder price was solved with the rest); a quoted side
+    An unquoted side's vol is NaN (the solver turned its NaN price away); a quoted side
     gets the IvFlag bits of its solver status (`status_flags[status]`). A quote is fitted when it is
     solved, out of the money (calls at and above the forward, puts below), carries no flag from
     `IV_UNFIT` and is not stale; a solved quote left out gets EXCLUDED_FROM_FIT."""
