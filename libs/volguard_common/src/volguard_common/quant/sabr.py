@@ -38,9 +38,9 @@ _NU_MIN = 1e-6
 _NU_MAX = 25.0
 
 
-@dataclass(frozen=True, slots=True)
-class SabrFit:
-    """Result of one smile calibration.
+class SabrFit(NamedTuple):
+    """Result of one smile calibration (a NamedTuple: immutable, and built six times a second by the
+    analytics engine, where a frozen dataclass's per-field setattr showed).
 
     `rmse` is the unweighted vol RMSE over all `n_points` usable quotes (outliers included);
     `n_outliers` of them were left out of the final least-squares stage; `iterations` counts
