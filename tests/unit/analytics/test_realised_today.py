@@ -184,9 +184,9 @@ def test_bad_prices_are_refused_as_the_estimators_refuse_them() -> None:
     days = day_inputs(history, TODAY, 252)
     good = random_bar(rng, previous_close)
     with pytest.raises(ValueError, match="closes must be finite and > 0"):
-        realised_vol(days, dataclasses.replace(good, last=math.nan))
+        realised_vol(days, good._replace(last=math.nan))
     with pytest.raises(ValueError, match="high < low"):
-        realised_vol(days, dataclasses.replace(good, high=good.low * 0.99))
+        realised_vol(days, good._replace(high=good.low * 0.99))
     # A bad bar inside the last window of history, read with or without today's bar.
     bars = history.index_bars.copy()
     bars.loc[bars.index[-3], "close"] = np.nan

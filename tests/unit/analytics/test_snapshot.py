@@ -264,3 +264,27 @@ def test_a_chain_set_feeds_its_own_spot_and_vix_like_the_ticks_would() -> None:
     assert len(set(realised)) == len(realised)
     no_vix = _chains(TS + timedelta(seconds=100), vix=None)
     assert by_set.observe_chain_set(no_vix) is None
+
+
+def test_day_calendar_minutes_are_the_clocks_at_every_instant_of_the_day() -> None:
+    # The day calendar works out today's minutes from its cached session bounds; the clock's count is
+    # the rule. Before the open, in the session, at the close, after it, and in another time zone.
+    from datetime import UTC
+
+    from volguard_analytics.domain.event_risk import scored_events
+    from volguard_analytics.domain.snapshot import _DayCalendar
+
+    day = TS.date()
+    calendar = _DayCalendar(day, scored_events(()), CONFIG)
+    start = datetime.combine(day, datetime.min.time(), tzinfo=IST)
+    instants = [start + timedelta(minutes=m, seconds=s) for m in range(0, 24 * 60, 7) for s in (0, 31)]
+    instants += [clock.session_bounds(day)[0], clock.session_bounds(day)[1]]
+    instants += [ts.astimezone(UTC) for ts in instants[::5]]
+    close = clock.session_bounds(day)[1]
+    for ts in instants:
+        got = calendar.trading_minutes_to(ts, list(EXPIRIES))
+        # The minutes left today, then the tail from the close (the split the calendar documents).
+        left = clock.trading_minutes_between(ts, close) if ts < close else 0.0
+        want = [left + clock.trading_minutes_between(close, clock.expiry_cutoff(e)) for e in EXPIRIES]
+        assert got == want, ts
+        assert got == pytest.approx([_minutes_to_expiry(ts, e) for e in EXPIRIES], rel=1e-12)

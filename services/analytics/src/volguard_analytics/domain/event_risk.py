@@ -167,16 +167,18 @@ class DayEventRisk:
 
     def at(self, ts_event: datetime) -> EventRisk:
         now = _epoch_us(ts_event)
+        config = self._config
         in_play: list[int] = []
-        weights: list[float] = []
+        heaviest = 0.0
         for i, (at, end, base) in enumerate(self._timed):
             if end <= now:
                 continue
-            weight = _points(base, max(0.0, (at - now) / 1_000_000 / 86_400.0), self._config)
+            weight = _points(base, max(0.0, (at - now) / 1_000_000 / 86_400.0), config)
             if int(weight + 0.5) >= 1:
                 in_play.append(i)
-                weights.append(weight)
-        score = min(5, int(max(weights) + 0.5)) if weights else 0
+                if weight > heaviest:
+                    heaviest = weight
+        score = min(5, int(heaviest + 0.5))
         key = (score, tuple(in_play))
         risk = self._outcomes.get(key)
         if risk is None:

@@ -14,6 +14,7 @@ import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -37,9 +38,12 @@ _NEEDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class IntradayBar:
-    """Today's NIFTY path so far (from index ticks): the partial daily bar."""
+class IntradayBar(NamedTuple):
+    """Today's NIFTY path so far (from index ticks): the partial daily bar.
+
+    A NamedTuple rather than a frozen dataclass, like RegimeInputs: a new bar is built on every index
+    print and chain set, and compared with the last one to reuse the realised vol.
+    """
 
     trade_date: date
     open: float
@@ -323,38 +327,16 @@ def percentiles(
 ) -> tuple[VolPercentiles, list[str]]:
     """IV percentile and rank of India VIX and of ATM IV over the lookback; unknown with thin history."""
     reasons: list[str] = []
-
     lookback = config.percentile_lookback_days
-
-    def pair(name: str, window: LookbackWindow, current: float | None) -> tuple[float | None, float | None]:
-        if current is None:
-            reasons.append(f"{name} percentile unknown: no current value")
-            return None, None
-        present = len(window.values)
-        if present < config.percentile_min_days:
-            reasons.append(
-                f"{name} percentile unknown: {present} history days, need {config.percentile_min_days}"
-            )
-            return None, None
-        pct = window.percentile(current)
-        low = min(window.values[0], current)
-        high = max(window.values[-1], current)
-        if low == high:
-            reasons.append(f"{name} rank unknown: history has no range")
-            return pct, None
-        # Divide first: (current - low) / (high - low) is at most 1 exactly, while 100 * (high - low)
-        # / (high - low) can round to 100.00000000000001, which VolPercentiles refuses (a new high of
-        # IV or VIX would fail the whole snapshot).
-        return pct, 100.0 * ((current - low) / (high - low))
-
-    def window(cut: LookbackWindow, series: Float64Array) -> LookbackWindow:
-        return cut if cut.lookback == lookback else LookbackWindow.of(series, lookback)
-
-    vix_pct, vix_rank = pair("VIX", window(days.vix_window, days.vix), vix)
-    iv_pct, iv_rank = pair("ATM IV", window(days.atm_iv_window, days.atm_iv), atm_iv)
+    vix_pct, vix_rank = _percentile_and_rank(
+        "VIX", _window(days.vix_window, days.vix, lookback), vix, config, reasons
+    )
+    iv_pct, iv_rank = _percentile_and_rank(
+        "ATM IV", _window(days.atm_iv_window, days.atm_iv, lookback), atm_iv, config, reasons
+    )
     return (
         VolPercentiles(
-            lookback_days=config.percentile_lookback_days,
+            lookback_days=lookback,
             vix_percentile=vix_pct,
             vix_rank=vix_rank,
             atm_iv_percentile=iv_pct,
@@ -362,6 +344,37 @@ def percentiles(
         ),
         reasons,
     )
+
+
+def _window(cut: LookbackWindow, series: Float64Array, lookback: int) -> LookbackWindow:
+    """The day's window when it was cut for this lookback, else one cut now."""
+    return cut if cut.lookback == lookback else LookbackWindow.of(series, lookback)
+
+
+def _percentile_and_rank(
+    name: str, window: LookbackWindow, current: float | None, config: AnalyticsConfig, reasons: list[str]
+) -> tuple[float | None, float | None]:
+    """Percentile and rank of `current` in `window`; None for what cannot be known, with the reason
+    appended to `reasons`."""
+    if current is None:
+        reasons.append(f"{name} percentile unknown: no current value")
+        return None, None
+    present = len(window.values)
+    if present < config.percentile_min_days:
+        reasons.append(
+            f"{name} percentile unknown: {present} history days, need {config.percentile_min_days}"
+        )
+        return None, None
+    pct = window.percentile(current)
+    low = min(window.values[0], current)
+    high = max(window.values[-1], current)
+    if low == high:
+        reasons.append(f"{name} rank unknown: history has no range")
+        return pct, None
+    # Divide first: (current - low) / (high - low) is at most 1 exactly, while 100 * (high - low)
+    # / (high - low) can round to 100.00000000000001, which VolPercentiles refuses (a new high of
+    # IV or VIX would fail the whole snapshot).
+    return pct, 100.0 * ((current - low) / (high - low))
 
 
 def vix_change(days: DayInputs, vix: float | None, sessions: int = 5) -> float | None:

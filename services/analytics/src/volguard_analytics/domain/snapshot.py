@@ -33,7 +33,7 @@ from volguard_analytics.domain.vix_spike import VixSpike, VixSpikeDetector
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, Tick
 from volguard_common.events.market import InstrumentKind
-from volguard_common.events.vol import Quality, RealisedVol, VolSnapshot
+from volguard_common.events.vol import ExpiryVol, Quality, RealisedVol, VolSnapshot
 from volguard_common.quant import sabr
 
 LAST_HOUR_FROM = time(14, 30)
@@ -81,7 +81,7 @@ class VolEngine:
         self._calendar = _DayCalendar(None, self._scored_events, config)
         self._vix_spike_window = timedelta(seconds=config.vix_spike_window_s)
         # (today's bar, realised vol, reasons) of the last snapshot: reused until the bar moves.
-        self._realised: tuple[hist.IntradayBar | None, RealisedVol, list[str]] | None = None
+        self._realised: tuple[hist.IntradayBar | None, RealisedVol, tuple[str, ...]] | None = None
         # Last converged SABR fit per expiry: the warm start of the next snapshot's calibration.
         self._smiles: dict[date, sabr.SabrFit] = {}
 
@@ -107,7 +107,7 @@ class VolEngine:
         replay needs nothing but the chains. Returns the VIX spike state, None when no chain has VIX."""
         front = min(chains, key=_EXPIRY)
         self._bar = hist.intraday_bar_update(self._bar, front.ts_event, front.spot, None, None, None)
-        vix = next((chain.vix for chain in chains if chain.vix is not None), None)
+        vix = _chain_vix(chains)
         if vix is None or not vix > 0:
             return None
         self._vix_last = (front.ts_event, vix)
@@ -122,49 +122,57 @@ class VolEngine:
         ts_init: datetime | None = None,
     ) -> VolSnapshot:
         ordered = _check_chain_set(chains)
-        ts = ordered[0].ts_event
+        front = ordered[0]
+        ts = front.ts_event
         day = ts.date()
         config = self.config
         calendar = self._calendar_on(day)
-        reasons: list[str] = []
-        quality = Quality.GOOD
-
-        def worsen(to: Quality) -> None:
-            nonlocal quality
-            if _SEVERITY[to] > _SEVERITY[quality]:
-                quality = to
+        expiries = [chain.expiry for chain in ordered]
 
         analyses = analyse_expiries(
             ordered,
             ts,
-            calendar.trading_minutes_to(ts, [chain.expiry for chain in ordered]),
+            calendar.trading_minutes_to(ts, expiries),
             config,
-            [self._smiles.get(chain.expiry) for chain in ordered],
+            [self._smiles.get(expiry) for expiry in expiries],
         )
+        # One pass over the expiries for what the snapshot takes from each: the published vol, its point
+        # on the term structure, its reasons and verdict, its smile as the next warm start.
+        vols: list[ExpiryVol] = []
+        points: list[tuple[ExpiryVol, float]] = []
+        reasons: list[str] = []
+        quality = Quality.GOOD
         smiles: dict[date, sabr.SabrFit] = {}
-        for chain, analysis in zip(ordered, analyses, strict=True):
+        for expiry, analysis in zip(expiries, analyses, strict=True):
+            vol = analysis.vol
+            vols.append(vol)
+            points.append((vol, analysis.t_years))
             reasons.extend(analysis.reasons)
-            worsen(analysis.quality)
-            if analysis.sabr_fit is not None and analysis.sabr_fit.converged:
-                smiles[chain.expiry] = analysis.sabr_fit
+            if _SEVERITY[analysis.quality] > _SEVERITY[quality]:
+                quality = analysis.quality
+            fit = analysis.sabr_fit
+            if fit is not None and fit.converged:
+                smiles[expiry] = fit
         # Expiries absent from this set (or whose fit failed) start cold next time.
         self._smiles = smiles
+        # An input that stays unknown (VIX, skew, realised vol, GARCH, regime) degrades the snapshot.
+        degraded = False
 
         reference = _reference(analyses)
         ref_vol = reference.vol
-        spot = ordered[0].spot
+        spot = front.spot
         vix = self._vix_at(ts, ordered)
         if vix is None:
             reasons.append("India VIX unknown: no VIX tick and no VIX on the chain")
-            worsen(Quality.DEGRADED)
+            degraded = True
 
-        term, term_reason = term_structure([(a.vol, a.t_years) for a in analyses], config)
+        term, term_reason = term_structure(points, config)
         if term_reason is not None:
             reasons.append(term_reason)
         skew = skew_view(ref_vol.rr25, config)
         if ref_vol.rr25 is None:
             reasons.append(f"skew unknown on reference expiry {ref_vol.expiry}: signal NEUTRAL by default")
-            worsen(Quality.DEGRADED)
+            degraded = True
 
         days = self._day_inputs(day)
         bar = self._bar if self._bar is not None and self._bar.trade_date == day else None
@@ -172,11 +180,12 @@ class VolEngine:
         horizon = max(1, calendar.trading_days_to(ref_vol.expiry))
         garch_view, garch_reason = self.garch.forecast(days, horizon)
         percentiles, pct_reasons = hist.percentiles(days, vix, ref_vol.atm_iv, config)
-        reasons.extend(rv_reasons + pct_reasons)
+        reasons.extend(rv_reasons)
+        reasons.extend(pct_reasons)
         if garch_reason is not None:
             reasons.append(garch_reason)
         if rv_reasons or garch_reason is not None:
-            worsen(Quality.DEGRADED)
+            degraded = True
 
         reference_rv = realised.yang_zhang if realised.yang_zhang is not None else realised.cc21
         premium = self._premium.evaluate(
@@ -185,7 +194,8 @@ class VolEngine:
         risk = calendar.event_risk.at(ts)
 
         expiry_day = calendar.is_expiry_day
-        expiring = next((a for a in analyses if a.vol.expiry == day), None)
+        # Sorted, and an expiry before today fails trading_minutes_to: one expiring today is the front.
+        expiring = analyses[0] if expiries[0] == day else None
         move_sigmas = None
         if bar is not None and ref_vol.atm_iv is not None:
             move_sigmas = (bar.last - bar.open) / (spot * ref_vol.atm_iv / math.sqrt(252.0))
@@ -206,32 +216,38 @@ class VolEngine:
         )
         if regime_reason is not None:
             reasons.append(regime_reason)
-            worsen(Quality.DEGRADED)
+            degraded = True
 
+        if degraded and quality is Quality.GOOD:
+            quality = Quality.DEGRADED
         chain_ids = [chain.event_id for chain in ordered]
-        return VolSnapshot(
-            event_id=event_id if event_id is not None else deterministic_event_id(self.source, ts, chain_ids),
-            ts_event=ts,
-            ts_init=ts_init if ts_init is not None else ts,
-            source=self.source,
-            correlation_id=ordered[0].correlation_id,
-            underlying=ordered[0].underlying,
-            spot=spot,
-            vix=vix,
-            chain_event_ids=chain_ids,
-            expiries=[a.vol for a in analyses],
-            term=term,
-            skew=skew,
-            realised=realised,
-            garch=garch_view,
-            percentiles=percentiles,
-            premium=premium,
-            regime=regime,
-            event_risk=risk,
-            is_expiry_day=expiry_day,
-            is_last_hour=calendar.is_last_hour(ts),
-            quality=quality,
-            quality_reasons=reasons,
+        if event_id is None:
+            event_id = deterministic_event_id(self.source, ts, chain_ids)
+        return VolSnapshot.model_validate(
+            {
+                "event_id": event_id,
+                "ts_event": ts,
+                "ts_init": ts_init if ts_init is not None else ts,
+                "source": self.source,
+                "correlation_id": front.correlation_id,
+                "underlying": front.underlying,
+                "spot": spot,
+                "vix": vix,
+                "chain_event_ids": chain_ids,
+                "expiries": vols,
+                "term": term,
+                "skew": skew,
+                "realised": realised,
+                "garch": garch_view,
+                "percentiles": percentiles,
+                "premium": premium,
+                "regime": regime,
+                "event_risk": risk,
+                "is_expiry_day": expiry_day,
+                "is_last_hour": calendar.is_last_hour(ts),
+                "quality": quality,
+                "quality_reasons": reasons,
+            }
         )
 
     # ---- helpers ----------------------------------------------------------------------------------
@@ -248,21 +264,18 @@ class VolEngine:
 
     def _realised_vol(
         self, days: hist.DayInputs, bar: hist.IntradayBar | None
-    ) -> tuple[RealisedVol, list[str]]:
+    ) -> tuple[RealisedVol, tuple[str, ...]]:
         # Daily history changes once a day and the partial bar only with index ticks: without a new
         # tick the last answer stands.
         if self._realised is None or self._realised[0] != bar:
-            self._realised = (bar, *hist.realised_vol(days, bar))
-        _, realised, reasons = self._realised
-        return realised, list(reasons)
+            realised, reasons = hist.realised_vol(days, bar)
+            self._realised = (bar, realised, tuple(reasons))
+        return self._realised[1], self._realised[2]
 
     def _vix_at(self, ts: datetime, chains: Sequence[ChainSnapshot]) -> float | None:
         if self._vix_last is not None and self._vix_last[0] <= ts:
             return self._vix_last[1]
-        for chain in chains:
-            if chain.vix is not None:
-                return chain.vix
-        return None
+        return _chain_vix(chains)
 
     def _vix_spike_at(self, ts: datetime) -> bool:
         # The spike is on only while the last VIX print is inside the window of this snapshot.
@@ -280,9 +293,10 @@ class _DayCalendar:
         self._trading_days: dict[date, int] = {}
         # Trading minutes from the day's close to the cutoff of each later expiry.
         self._tail_minutes: dict[date, float] = {}
+        self._open: datetime | None = None
         self._close: datetime | None = None
         if day is not None and clock.is_trading_day(day):
-            self._close = clock.session_bounds(day)[1]
+            self._open, self._close = clock.session_bounds(day)
         # Only events that can be in play at some instant of this day: the others change nothing.
         if day is not None:
             start = datetime.combine(day, time(0, 0), tzinfo=clock.IST)
@@ -303,10 +317,12 @@ class _DayCalendar:
         a trading day: the minutes left today, worked out once for all expiries, plus the tail from the
         close to the cutoff, kept for the day (the split is part of the answer: a sum over one span can
         round differently)."""
-        day, close = self.day, self._close
-        if day is None or close is None:
+        day, open_, close = self.day, self._open, self._close
+        if day is None or open_ is None or close is None:
             return [clock.trading_minutes_between(ts, clock.expiry_cutoff(expiry)) for expiry in expiries]
-        left = clock.trading_minutes_between(ts, close) if ts < close else 0.0
+        # clock.trading_minutes_between(ts, close) for an instant of this day, worked out as it does:
+        # the one session's overlap with [ts, close], in seconds, over 60.
+        left = (close - max(ts, open_)).total_seconds() / 60.0 if ts < close else 0.0
         minutes = []
         for expiry in expiries:
             if expiry <= day:
@@ -333,6 +349,14 @@ def _reference(analyses: Sequence[ExpiryAnalysis]) -> ExpiryAnalysis:
         if analysis.vol.atm_iv is not None:
             return analysis
     return analyses[0]
+
+
+def _chain_vix(chains: Sequence[ChainSnapshot]) -> float | None:
+    """The India VIX a chain set carries: the first chain's that has one."""
+    for chain in chains:
+        if chain.vix is not None:
+            return chain.vix
+    return None
 
 
 def _check_chain_set(chains: Sequence[ChainSnapshot]) -> list[ChainSnapshot]:

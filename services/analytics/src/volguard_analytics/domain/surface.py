@@ -47,15 +47,14 @@ def term_structure(
     an expiring contract (0 whole days left) still has a place on the curve. Returns the structure and
     a reason when no signal could be computed.
     """
-    usable = [(years, point.atm_iv) for point, years in points if point.atm_iv is not None]
-    if len(usable) < 2:
+    # Plain lists: stats.term_structure turns its inputs into float lists itself.
+    days = [years * 365.0 for point, years in points if point.atm_iv is not None]
+    if len(days) < 2:
         return (
             _structure(points, None, None, None, "unknown: fewer than two expiries with an ATM IV"),
-            f"term structure unknown: {len(usable)} expiries with an ATM IV",
+            f"term structure unknown: {len(days)} expiries with an ATM IV",
         )
-    # Plain lists: stats.term_structure turns its inputs into float lists itself.
-    days = [years * 365.0 for years, _ in usable]
-    ivs = [atm_iv for _, atm_iv in usable]
+    ivs = [point.atm_iv for point, _ in points if point.atm_iv is not None]
     fitted = stats.term_structure(days, ivs)
     slope_pts = 100.0 * fitted.slope
     if slope_pts > config.term_structure_threshold_pts:

@@ -4,13 +4,15 @@ seconds of event time. The service turns a new spike into an Alert; regime reads
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class VixSpike:
-    """The state after one VIX print. `started` is True only on the print that turned the spike on."""
+class VixSpike(NamedTuple):
+    """The state after one VIX print. `started` is True only on the print that turned the spike on.
+
+    A NamedTuple rather than a frozen dataclass: one is built for every chain set (its VIX is a print).
+    """
 
     active: bool
     started: bool
