@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from volguard_common.quant import iv
 from volguard_common.quant._types import ArrayLike, BoolArray, Float64Array
 
 _SQRT_HALF = float(np.sqrt(0.5))
@@ -237,14 +238,7 @@ def chain_greeks_block(inputs: Float64Array, vol: Float64Array) -> Float64Array:
     `iv.implied_vol_and_status_block` (rows price, forward, strike, t, is_call as 1.0 / 0.0, discount)
     at their vols `vol` (n,): for a caller that solved its vols from that block (the analytics
     engine), which reads the rows in place instead of checking and converting six arrays."""
-    if (
-        inputs.dtype != np.float64
-        or inputs.ndim != 2
-        or inputs.shape[0] != 6
-        or not inputs.flags.c_contiguous
-        or vol.dtype != np.float64
-        or vol.shape != (inputs.shape[1],)
-    ):
+    if not iv.is_input_block(inputs) or vol.dtype != np.float64 or vol.shape != (inputs.shape[1],):
         raise ValueError(
             f"chain_greeks_block takes a C-contiguous float64 (6, n) block and n float64 vols, got "
             f"{inputs.dtype} {inputs.shape} and {vol.dtype} {vol.shape}"

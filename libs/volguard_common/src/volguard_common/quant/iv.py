@@ -134,17 +134,20 @@ def implied_vol_and_status(
     return vol.reshape(shape), status.reshape(shape)
 
 
+def is_input_block(inputs: Float64Array) -> bool:
+    """Whether `inputs` is an option block as `implied_vol_and_status_block` takes it: C-contiguous
+    float64, six rows (price, forward, strike, t, is_call, discount), one column per option."""
+    return bool(
+        inputs.dtype == np.float64 and inputs.ndim == 2 and inputs.shape[0] == 6 and inputs.flags.c_contiguous
+    )
+
+
 def implied_vol_and_status_block(inputs: Float64Array) -> tuple[Float64Array, Int64Array]:
     """:func:`implied_vol_and_status` of options given as one C-contiguous float64 block of six rows -
     price, forward, strike, t, is_call (1.0 or 0.0), discount - one column per option: for a caller
     that builds its inputs in that form anyway (the analytics engine, a chain set at a time), which
     saves the copy into it."""
-    if (
-        inputs.dtype != np.float64
-        or inputs.ndim != 2
-        or inputs.shape[0] != 6
-        or not inputs.flags.c_contiguous
-    ):
+    if not is_input_block(inputs):
         raise ValueError(
             f"implied_vol_and_status_block takes a C-contiguous float64 (6, n) block, got {inputs.dtype} "
             f"{inputs.shape}"

@@ -13,7 +13,6 @@ import bisect
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
@@ -43,16 +42,6 @@ SECONDS_PER_YEAR = 365.0 * 86_400.0
 # NIFTY smile's delta falls monotonically through 0.75 and 0.25).
 _DELTA_GRID = np.linspace(-6.0, 6.0, 49)
 _DELTA_TARGETS = np.array([0.25, 0.75])
-
-
-@dataclass(frozen=True, slots=True)
-class QuoteVols:
-    """IVs and IvFlag bits of one side of a chain (NaN where no vol)."""
-
-    vol: Float64Array
-    flags: Int64Array
-    mid: Float64Array
-    half_spread: Float64Array
 
 
 class ExpiryAnalysis(NamedTuple):
@@ -350,9 +339,9 @@ def _fit_smiles(
     calibration call and one 25-delta search, warm-started from that expiry's previous fit.
 
     A quote's weight is the inverse square of its vol error relative to its expiry's median error
-    (`fit_sqrt_w` is median / error, see `_quote_kernels.finish`). The points are this engine's own -
-    solved vols (finite, > 0), listed strikes, errors > 0 (half a tick at least, over a floored vega)
-    - so `sabr.fit`'s checks are skipped."""
+    (`fit_sqrt_w` is median / error, see `_quote_kernels.surface_and_fit_points`). The points are
+    this engine's own - solved vols (finite, > 0), listed strikes, errors > 0 (half a tick at least,
+    over a floored vega) - so `sabr.fit`'s checks are skipped."""
     k = len(chains)
     beta = config.sabr_beta
     fitted = [e for e in range(k) if fit_bounds[e + 1] - fit_bounds[e] >= config.sabr_min_points]
