@@ -184,5 +184,6 @@ def test_best_two_is_the_head_of_the_ranking_ties_by_priority() -> None:
     for k in range(2_000):
         # Half the draws from a few levels, so ties (to the top and the runner-up) are common.
         values = [rng.choice((0.0, 0.3, 0.6, 1.0)) if k % 2 else rng.random() for _ in PRIORITY]
-        ranked = sorted(range(len(PRIORITY)), key=lambda i: (-values[i], i))
-        assert _best_two(values) == (ranked[0], ranked[1])
+        score = dict(zip(PRIORITY, values, strict=True))
+        ranked = sorted(PRIORITY, key=lambda regime: (-score[regime], PRIORITY.index(regime)))
+        assert _best_two(score) == (ranked[0], ranked[1])

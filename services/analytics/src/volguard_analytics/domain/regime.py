@@ -25,7 +25,6 @@ Ties break in the order of `PRIORITY` so the outcome never depends on dict order
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from volguard_analytics.domain.config import AnalyticsConfig
@@ -41,8 +40,6 @@ PRIORITY = (
     Regime.LOW_VOL,
     Regime.MEAN_REVERSION,
 )
-# Where each regime's score sits in the scores (PRIORITY order).
-_RANK = {regime: i for i, regime in enumerate(PRIORITY)}
 
 
 class RegimeInputs(NamedTuple):
@@ -82,8 +79,7 @@ def vol_level(inputs: RegimeInputs, config: AnalyticsConfig) -> float | None:
     return min(100.0, max(0.0, lo_p + (inputs.vix - config.vix_low_level) * slope))
 
 
-def scores(inputs: RegimeInputs, config: AnalyticsConfig) -> tuple[float, ...]:
-    """Every regime's score, in the order of PRIORITY (a regime's score is at its PRIORITY index)."""
+def scores(inputs: RegimeInputs, config: AnalyticsConfig) -> dict[Regime, float]:
     event = 1.0 if inputs.vix_spike else (0.6 if inputs.event_score >= 4 else 0.0)
     pin = 0.0
     if (
@@ -113,29 +109,29 @@ def scores(inputs: RegimeInputs, config: AnalyticsConfig) -> tuple[float, ...]:
         mean_rev = 0.5 * (1.0 - max(low, high, trend, rising, falling))
         if inputs.cc7 is not None and inputs.cc21 is not None and inputs.cc7 < inputs.cc21:
             mean_rev += 0.1
-    return (
-        event,  # EVENT_CRUSH
-        pin,  # GAMMA_PIN
-        high * background,  # HIGH_VOL
-        rising * background,  # RISING_VOL
-        falling * background,  # FALLING_VOL
-        trend * background,  # TREND
-        low * background,  # LOW_VOL
-        mean_rev * background,  # MEAN_REVERSION
-    )
+    return {
+        Regime.EVENT_CRUSH: event,
+        Regime.GAMMA_PIN: pin,
+        Regime.HIGH_VOL: high * background,
+        Regime.RISING_VOL: rising * background,
+        Regime.FALLING_VOL: falling * background,
+        Regime.TREND: trend * background,
+        Regime.LOW_VOL: low * background,
+        Regime.MEAN_REVERSION: mean_rev * background,
+    }
 
 
-def _best_two(score: Sequence[float]) -> tuple[int, int]:
-    """PRIORITY indices of the top two scores (`score` in PRIORITY order), ties going to the earlier:
-    the head of a sort by (-score, index), in one pass."""
-    best, runner_up = 0, 1
-    if score[1] > score[0]:
-        best, runner_up = 1, 0
-    for i in range(2, len(score)):
-        if score[i] > score[best]:
-            best, runner_up = i, best
-        elif score[i] > score[runner_up]:
-            runner_up = i
+def _best_two(score: dict[Regime, float]) -> tuple[Regime, Regime]:
+    """The top two regimes by score, ties going to the earlier in PRIORITY: the head of a sort by
+    (-score, PRIORITY rank), in one pass."""
+    best, runner_up = PRIORITY[0], PRIORITY[1]
+    if score[runner_up] > score[best]:
+        best, runner_up = runner_up, best
+    for regime in PRIORITY[2:]:
+        if score[regime] > score[best]:
+            best, runner_up = regime, best
+        elif score[regime] > score[runner_up]:
+            runner_up = regime
     return best, runner_up
 
 
@@ -151,8 +147,8 @@ class RegimeTracker:
     def update(self, inputs: RegimeInputs) -> tuple[RegimeView, str | None]:
         """The regime after this snapshot and, when no evidence at all was available, why."""
         score = scores(inputs, self._config)
-        best_at, runner_up_at = _best_two(score)
-        if score[best_at] == 0.0:
+        best, runner_up = _best_two(score)
+        if score[best] == 0.0:
             # No evidence for any regime (no VIX, no history, no event): hold what we had, or call it
             # mean reversion, with zero confidence so nobody acts on it.
             held = self.current if self.current is not None else Regime.MEAN_REVERSION
@@ -160,7 +156,6 @@ class RegimeTracker:
                 RegimeView(regime=held, confidence=0.0, vix_spike=inputs.vix_spike),
                 "regime undetermined: no VIX, vol history or intraday path to classify",
             )
-        best = PRIORITY[best_at]
         if self.current is None or best is self.current:
             self.current = best
             self._challenger, self._wins = None, 0
@@ -171,18 +166,15 @@ class RegimeTracker:
                 self._challenger, self._wins = best, 1
             if (
                 self._wins >= self._config.regime_confirm_snapshots
-                or score[best_at] - score[_RANK[self.current]] >= self._config.regime_switch_margin
+                or score[best] - score[self.current] >= self._config.regime_switch_margin
             ):
                 self.current = best
                 self._challenger, self._wins = None, 0
-        if self.current is best:
-            total = score[best_at] + score[runner_up_at]
-            confidence = score[best_at] * score[best_at] / total
+        current = self.current
+        if current is best:
+            total = score[best] + score[runner_up]
+            confidence = score[best] * score[best] / total
         else:
-            held_score = score[_RANK[self.current]]
-            total = held_score + score[best_at]
-            confidence = held_score / total if total > 0.0 else 0.0
-        return (
-            RegimeView(regime=self.current, confidence=min(1.0, confidence), vix_spike=inputs.vix_spike),
-            None,
-        )
+            total = score[current] + score[best]
+            confidence = score[current] / total if total > 0.0 else 0.0
+        return RegimeView(regime=current, confidence=min(1.0, confidence), vix_spike=inputs.vix_spike), None
