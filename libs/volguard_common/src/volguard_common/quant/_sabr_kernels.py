@@ -69,14 +69,15 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 @jit
 def _strike_terms(
-    forward: float, strike: float, t: float, beta: float
+    forward: float, f_pow: float, strike: float, t: float, beta: float
 ) -> tuple[float, float, float, float, float]:
-    """(z*alpha/nu, 1/prefactor, alpha^2 term, cross term, nu^2 term): see sabr._Strikes.prepare."""
+    """(z*alpha/nu, 1/prefactor, alpha^2 term, cross term, nu^2 term): see sabr._Strikes.prepare.
+    `f_pow` is forward**(1 - beta), worked out once per smile by the caller: a power is the dearest
+    operation here, and the compiler does not hoist it out of a loop over strikes."""
     one_b = 1.0 - beta
     log_fk = math.log(forward / strike)
     y = one_b * log_fk
     h = 1.0 if y == 0.0 else -math.expm1(-y) / y
-    f_pow = forward**one_b
     inv_fk_pow = (forward * strike) ** (-0.5 * one_b)
     return (
         f_pow * log_fk * h,
@@ -184,7 +185,7 @@ def smile_vol(
     forward: float, strike: float, t: float, alpha: float, beta: float, rho: float, nu: float
 ) -> float:
     """Obłój vol at one strike (positive forward and strike, valid parameters)."""
-    zc, inv_pref, a2, cross, n2 = _strike_terms(forward, strike, t, beta)
+    zc, inv_pref, a2, cross, n2 = _strike_terms(forward, forward ** (1.0 - beta), strike, t, beta)
     return _vol_at(zc, inv_pref, a2, cross, n2, alpha, rho, nu)
 
 
@@ -463,8 +464,9 @@ def _calibrate(
     confirming every cut (the fast path)."""
     n = vols.size
     terms = np.empty((5, n))
+    f_pow = forward ** (1.0 - beta)
     for i in range(n):
-        zc, inv_pref, a2, cross, n2 = _strike_terms(forward, strikes[i], t, beta)
+        zc, inv_pref, a2, cross, n2 = _strike_terms(forward, f_pow, strikes[i], t, beta)
         terms[0, i] = zc
         terms[1, i] = inv_pref
         terms[2, i] = a2
