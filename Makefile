@@ -34,7 +34,7 @@ lint: env  ## ruff, import contracts, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy libs/volguard_common/src libs/volguard_cli/src services/*/src
+	$(VENV)/bin/mypy libs/*/src services/*/src
 
 fmt: env  ## format and autofix
 	$(VENV)/bin/ruff format .
