@@ -9,17 +9,23 @@ quotes correspondingly less say. The tolerances below are ~5-10x what that noise
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.unit.analytics.chains import CONFIG, TS, sabr_chain
-from volguard_analytics.domain.expiry import analyse_expiries, analyse_expiry, classify_quotes, delta_25_vols
+from volguard_analytics.domain.expiry import (
+    analyse_expiries,
+    analyse_expiry,
+    analyse_set,
+    classify_quotes,
+    delta_25_vols,
+)
 from volguard_common.events import QuoteFlag
 from volguard_common.events.vol import ForwardSource, IvFlag, Quality
-from volguard_common.quant import black76, sabr, stats
+from volguard_common.quant import black76, iv, sabr, stats
 
 WEEKLY = date(2025, 12, 23)
 MONTHLY = date(2026, 1, 27)
@@ -256,3 +262,61 @@ def test_a_chain_set_analysed_at_once_equals_each_expiry_alone() -> None:
     # Warm starts are per expiry too.
     warm = analyse_expiries(chains, TS, minutes, CONFIG, [a.sabr_fit for a in alone])
     assert [a.sabr_fit.warm_start for a in warm if a.sabr_fit is not None] == [True, True, True]
+
+
+def test_a_set_solved_from_the_last_sets_vols_publishes_the_cold_surfaces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The IV solve starts from the last set's vols wherever the same quote was listed: a second later
+    with spot moved, a strike window that moved, an expiry gone and one new. What it publishes is the
+    cold solve's: the same flags, vols to 1e-12, and so the same fits."""
+    second = TS + timedelta(seconds=1)
+    before = [
+        sabr_chain(TS, WEEKLY, n_strikes=81)[0],
+        sabr_chain(TS, date(2025, 12, 30), atm_vol=0.15)[0],
+        sabr_chain(TS, MONTHLY, atm_vol=0.13)[0],
+    ]
+    after = [
+        sabr_chain(second, WEEKLY, spot=24_006.0, n_strikes=85)[0],
+        sabr_chain(second, MONTHLY, spot=24_006.0, atm_vol=0.1302)[0],
+        sabr_chain(second, date(2026, 3, 31), spot=24_006.0)[0],
+    ]
+    minutes = [1000.0, 9000.0, 30_000.0]
+    last = analyse_set(before, TS, [1000.0, 3000.0, 9000.0], CONFIG, [None] * 3)
+
+    starts: list[np.ndarray | None] = []
+    solve = iv.implied_vol_and_status_block
+
+    def spy(inputs: np.ndarray, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        starts.append(start)
+        return solve(inputs, start)
+
+    monkeypatch.setattr(iv, "implied_vol_and_status_block", spy)
+    warm = analyse_set(after, second, minutes, CONFIG, [None] * 3, last.quote_vols)
+    cold = analyse_set(after, second, minutes, CONFIG, [None] * 3)
+
+    # The weekly and the monthly quotes listed a second ago started from their vols; the new expiry's
+    # started cold.
+    start = starts[0]
+    assert start is not None
+    bounds = warm.quote_vols.bounds
+    n = int(bounds[-1])
+    listed = np.isfinite(last.quote_vols.vols).sum()
+    assert np.isfinite(start).sum() > 0.6 * listed
+    assert np.isnan(start[bounds[2] : n]).all()
+    assert np.isnan(start[n + bounds[2] :]).all()
+
+    np.testing.assert_allclose(warm.quote_vols.vols, cold.quote_vols.vols, rtol=0.0, atol=1e-12)
+    for w, c in zip(warm.expiries, cold.expiries, strict=True):
+        w_surface, c_surface = w.vol.surface, c.vol.surface
+        np.testing.assert_array_equal(w_surface.call_flags, c_surface.call_flags)
+        np.testing.assert_array_equal(w_surface.put_flags, c_surface.put_flags)
+        np.testing.assert_allclose(w_surface.iv_call, c_surface.iv_call, rtol=0.0, atol=1e-12)
+        np.testing.assert_allclose(w_surface.iv_put, c_surface.iv_put, rtol=0.0, atol=1e-12)
+        assert (w.quality, w.reasons) == (c.quality, c.reasons)
+        assert w.vol.atm_iv == pytest.approx(c.vol.atm_iv, abs=1e-12)
+        assert w.sabr_fit is not None
+        assert c.sabr_fit is not None
+        assert w.sabr_fit.alpha == pytest.approx(c.sabr_fit.alpha, rel=1e-9)
+        assert w.sabr_fit.rho == pytest.approx(c.sabr_fit.rho, abs=1e-9)
+        assert w.sabr_fit.nu == pytest.approx(c.sabr_fit.nu, rel=1e-9)

@@ -216,3 +216,42 @@ def test_quoted_atm_iv_is_its_reference(seed: int) -> None:
     want = quoted_atm_iv(forward, fit_k, fit_v, strike)
     # Equal but for the last bit: the compiled interpolation may fuse a multiply-add.
     assert (math.isnan(got) and want is None) or got == pytest.approx(want, rel=1e-15)
+
+
+def _strike_set(rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k expiries' rising strikes side by side (windows of a 50-point grid that start anywhere, some
+    with gaps), and their bounds."""
+    parts = []
+    for _ in range(k):
+        grid = 20_000.0 + 50.0 * np.arange(rng.integers(0, 40), rng.integers(41, 90))
+        parts.append(grid[rng.random(grid.size) < 0.85])
+    bounds = np.array([0, *np.cumsum([part.size for part in parts])], dtype=np.int64)
+    return np.concatenate(parts), bounds
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_iv_starts_pair_each_quote_with_the_same_quote_last_set(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    strike, bounds = _strike_set(rng, 5)
+    previous_strike, previous_bounds = _strike_set(rng, 4)
+    previous_vols = rng.uniform(0.05, 0.6, 2 * previous_strike.size)
+    previous_vols[rng.random(previous_vols.size) < 0.1] = np.nan
+    # Expiries that moved position, one that is new (-1).
+    previous_expiry = np.array([2, 0, -1, 3, 1], dtype=np.int64)
+    start = kernels.iv_starts(
+        strike, bounds, previous_strike, previous_bounds, previous_vols, previous_expiry
+    )
+
+    n, previous_n = strike.size, previous_strike.size
+    expected = np.full(2 * n, np.nan)
+    for e, p in enumerate(previous_expiry):
+        if p < 0:
+            continue
+        rows = {float(previous_strike[j]): j for j in range(previous_bounds[p], previous_bounds[p + 1])}
+        for i in range(bounds[e], bounds[e + 1]):
+            j = rows.get(float(strike[i]))
+            if j is not None:
+                expected[i] = previous_vols[j]
+                expected[n + i] = previous_vols[previous_n + j]
+    np.testing.assert_array_equal(start, expected)
+    assert np.isfinite(start).sum() > 0.2 * start.size

@@ -210,7 +210,19 @@ def test_day_caches_answer_for_the_day_asked_forwards_and_back() -> None:
         fresh = VolEngine(CONFIG, history, _events()).snapshot(chains)
         assert got.event_risk == fresh.event_risk
         assert got.garch == fresh.garch
-        assert got.percentiles == fresh.percentiles
+        # The ATM IV's own percentile and rank follow the ATM IV, whose solve starts from this engine's
+        # last set: a fresh engine's to the solve's conditioning, not to the bit.
+        got_p, fresh_p = got.percentiles, fresh.percentiles
+        assert (got_p.lookback_days, got_p.vix_percentile, got_p.vix_rank) == (
+            fresh_p.lookback_days,
+            fresh_p.vix_percentile,
+            fresh_p.vix_rank,
+        )
+        for mine, theirs in (
+            (got_p.atm_iv_percentile, fresh_p.atm_iv_percentile),
+            (got_p.atm_iv_rank, fresh_p.atm_iv_rank),
+        ):
+            assert mine == pytest.approx(theirs, rel=1e-9)
         assert (got.is_expiry_day, got.is_last_hour) == (fresh.is_expiry_day, fresh.is_last_hour)
         minutes = [block.trading_minutes_to_expiry for block in got.expiries]
         assert minutes == [block.trading_minutes_to_expiry for block in fresh.expiries]

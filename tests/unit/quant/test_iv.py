@@ -310,3 +310,70 @@ def test_kernels_still_compile_when_no_cache_directory_is_writable() -> None:
     with pytest.warns(RuntimeWarning, match="compile on every start"):
         double = _iv_kernels._compiled(namespace["double"])  # type: ignore[arg-type]
     assert double(1.5) == 3.0
+
+
+def _block(
+    price: np.ndarray, strike: np.ndarray, t: np.ndarray, call: np.ndarray, discount: np.ndarray
+) -> np.ndarray:
+    return np.ascontiguousarray(
+        np.stack([price, np.full(price.size, FORWARD), strike, t, call.astype(np.float64), discount])
+    )
+
+
+@pytest.mark.parametrize(
+    "move",
+    [0.0, 1e-4, 1e-2, 0.1],
+    ids=["same", "a second's move", "a jump", "a crash"],
+)
+def test_a_start_gives_the_cold_vols_and_statuses(move: float) -> None:
+    """Started from the answer moved by `move` (relative, either way), every option comes out as the
+    cold solve has it: the same status, and a vol as close as the cold kernel is to its twin."""
+    price, strike, t, call, discount = _twin_grid()
+    inputs = _block(price, strike, t, call, discount)
+    cold_vol, cold_status = iv.implied_vol_and_status_block(inputs)
+    rng = np.random.default_rng(7)
+    start = cold_vol * (1.0 + move * rng.uniform(-1.0, 1.0, cold_vol.size))
+    vol, status = iv.implied_vol_and_status_block(inputs, start)
+
+    np.testing.assert_array_equal(status, cold_status)
+    ok = status == IVStatus.OK
+    assert np.array_equal(np.isnan(vol), ~ok)
+    vega = black76.greeks(FORWARD, strike[ok], t[ok], cold_vol[ok], call[ok], discount[ok]).vega
+    with np.errstate(divide="ignore", invalid="ignore"):
+        well_posed = (price[ok] > 1e-12 * FORWARD) & (EPS * price[ok] / vega < 1e-14)
+    ours, cold = vol[ok][well_posed], cold_vol[ok][well_posed]
+    usual = cold <= 5.0
+    np.testing.assert_allclose(ours[usual], cold[usual], rtol=0.0, atol=1e-12)
+    np.testing.assert_allclose(ours[~usual], cold[~usual], rtol=1e-13, atol=0.0)
+    repriced = black76.price(FORWARD, strike[ok], t[ok], vol[ok], call[ok], discount[ok])
+    np.testing.assert_allclose(repriced, price[ok], rtol=1e-11, atol=8 * EPS * FORWARD)
+
+
+def test_useless_starts_are_solved_cold() -> None:
+    price, strike, t, call, discount = _twin_grid()
+    inputs = _block(price, strike, t, call, discount)
+    cold_vol, cold_status = iv.implied_vol_and_status_block(inputs)
+    ok = cold_status == IVStatus.OK
+    for start in (
+        np.full(price.size, np.nan),
+        np.zeros(price.size),
+        np.full(price.size, -0.2),
+        np.full(price.size, np.inf),
+        # Starts far from the answer, some where b is flat in s: the steps do not settle, or settle
+        # only where b really is β.
+        cold_vol * 10.0,
+        cold_vol * 0.1,
+        np.exp(np.random.default_rng(11).uniform(math.log(1e-4), math.log(50.0), price.size)),
+        np.where(np.arange(price.size) % 2 == 0, cold_vol, np.nan),
+    ):
+        vol, status = iv.implied_vol_and_status_block(inputs, start)
+        np.testing.assert_array_equal(status, cold_status)
+        repriced = black76.price(FORWARD, strike[ok], t[ok], vol[ok], call[ok], discount[ok])
+        np.testing.assert_allclose(repriced, price[ok], rtol=1e-11, atol=8 * EPS * FORWARD)
+
+
+def test_a_start_must_be_one_float64_vol_per_option() -> None:
+    inputs = _block(*(np.array([x]) for x in (100.0, 24_000.0, 0.1)), np.array([True]), np.array([1.0]))
+    for bad in (np.array([0.2, 0.2]), np.array([1], dtype=np.int64), np.array([[0.2]])):
+        with pytest.raises(ValueError, match="one vol per option"):
+            iv.implied_vol_and_status_block(inputs, bad)

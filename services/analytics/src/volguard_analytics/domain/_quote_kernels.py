@@ -1,10 +1,11 @@
 """Compiled passes of `expiry.analyse_expiries` over the quotes of a whole chain set.
 
 A chain set is six expiries of ~121 strikes: ~1,450 quotes a side. In numpy, each step of the
-per-quote bookkeeping around the IV solve (quote flags, the clean pairs for parity, the IV inputs,
-the fit mask, the surface block, the SABR fit points) is a dozen array operations of a few
-microseconds each, and together they cost as much as the solve itself. Here they are compiled loops,
-four calls per chain set: `set_quotes`, `iv_inputs`, `settle` and `surface_and_fit_points`.
+per-quote bookkeeping around the IV solve (quote flags, the clean pairs for parity, the IV inputs
+and starts, the fit mask, the surface block, the SABR fit points) is a dozen array operations of a
+few microseconds each, and together they cost as much as the solve itself. Here they are compiled
+loops, five calls per chain set: `set_quotes`, `iv_inputs`, `iv_starts`, `settle` and
+`surface_and_fit_points`.
 
 Each kernel has an obvious twin that the tests hold it to: `expiry.classify_quotes` for `classify`,
 and for the others the numpy statements they replace, written out in the tests.
@@ -166,6 +167,41 @@ def iv_inputs(
                 block[4, q] = 1.0 - side
                 block[5, q] = discounts[e]
     return block
+
+
+@jit
+def iv_starts(
+    strike: Float64Array,
+    bounds: Int64Array,
+    previous_strike: Float64Array,
+    previous_bounds: Int64Array,
+    previous_vols: Float64Array,
+    previous_expiry: Int64Array,
+) -> Float64Array:
+    """Each quote's vol in the previous chain set, where this set's IV solve starts (the `start` of
+    `iv.implied_vol_and_status_block`): the same side of the same strike of the same expiry, NaN where
+    that was not solved or not listed. Expiry e of this set was expiry previous_expiry[e] of the
+    previous one (-1: absent); strikes rise within each expiry in both sets, so one merge pass per
+    expiry pairs them."""
+    n = strike.size
+    previous_n = previous_strike.size
+    start = np.full(2 * n, math.nan)
+    for e in range(bounds.size - 1):
+        p = previous_expiry[e]
+        if p < 0:
+            continue
+        j = previous_bounds[p]
+        end = previous_bounds[p + 1]
+        for i in range(bounds[e], bounds[e + 1]):
+            k = strike[i]
+            while j < end and previous_strike[j] < k:
+                j += 1
+            if j == end:
+                break
+            if previous_strike[j] == k:
+                start[i] = previous_vols[j]
+                start[n + i] = previous_vols[previous_n + j]
+    return start
 
 
 @jit

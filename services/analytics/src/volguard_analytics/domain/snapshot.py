@@ -3,8 +3,9 @@ index and VIX ticks and the daily history. Pure: no I/O, no wall clock; time is 
 
 State carried between snapshots (so the same sequence of inputs gives the same sequence of outputs):
 today's intraday bar (index ticks), the VIX spike window, the regime hysteresis, the premium trend, the
-GARCH fit of the trading day and what the calendar says about the day (session, expiry day, events in
-reach, trading minutes from the close to each expiry).
+GARCH fit of the trading day, what the calendar says about the day (session, expiry day, events in
+reach, trading minutes from the close to each expiry), and the last set's SABR fits and solved vols,
+where the next set's calibrations and IV solve start.
 
 Envelope determinism: `event_id` defaults to a UUIDv7 derived from (source, ts_event, chain event ids) -
 time-ordered by ts_event and identical on replay - and `ts_init` defaults to ts_event. A live service
@@ -25,7 +26,7 @@ from volguard_analytics.domain import history as hist
 from volguard_analytics.domain.calendar import EventCalendar
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.event_risk import DayEventRisk, ScoredEvents, in_reach, scored_events
-from volguard_analytics.domain.expiry import ExpiryAnalysis, analyse_expiries
+from volguard_analytics.domain.expiry import ExpiryAnalysis, QuoteVols, analyse_set
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
 from volguard_analytics.domain.surface import skew_view, term_structure
@@ -84,6 +85,8 @@ class VolEngine:
         self._realised: tuple[hist.IntradayBar | None, RealisedVol, tuple[str, ...]] | None = None
         # Last converged SABR fit per expiry: the warm start of the next snapshot's calibration.
         self._smiles: dict[date, sabr.SabrFit] = {}
+        # Last set's solved vols: where the next set's IV solve starts.
+        self._quote_vols: QuoteVols | None = None
 
     # ---- ticks ------------------------------------------------------------------------------------
     def observe_index(self, tick: Tick) -> None:
@@ -129,13 +132,16 @@ class VolEngine:
         calendar = self._calendar_on(day)
         expiries = [chain.expiry for chain in ordered]
 
-        analyses = analyse_expiries(
+        analysed = analyse_set(
             ordered,
             ts,
             calendar.trading_minutes_to(ts, expiries),
             config,
             [self._smiles.get(expiry) for expiry in expiries],
+            self._quote_vols,
         )
+        analyses = analysed.expiries
+        self._quote_vols = analysed.quote_vols
         # One pass over the expiries for what the snapshot takes from each: the published vol, its point
         # on the term structure, its reasons and verdict, its smile as the next warm start.
         vols: list[ExpiryVol] = []
