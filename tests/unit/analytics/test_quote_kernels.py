@@ -3,6 +3,7 @@ numpy statements they replaced, on random chain sets with every kind of bad quot
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -101,6 +102,11 @@ def test_set_quotes_reads_the_chain_blocks_like_classify_then_parity_pairs(seed:
         floats[CHAIN_FLOAT_COLUMNS.index(f"{name}_bid")] = s["bid"][rows]
         floats[CHAIN_FLOAT_COLUMNS.index(f"{name}_ask")] = s["ask"][rows]
         ints[CHAIN_INT_COLUMNS.index(f"{name}_flags")] = s["producer"][rows]
+    rng = np.random.default_rng(seed)
+    activity_rows = [
+        CHAIN_INT_COLUMNS.index(name) for name in ("call_oi", "put_oi", "call_volume", "put_volume")
+    ]
+    ints[activity_rows] = rng.integers(0, 5_000_000, (4, n))
     combined = kernels.set_quotes(
         floats,
         ints,
@@ -115,7 +121,8 @@ def test_set_quotes_reads_the_chain_blocks_like_classify_then_parity_pairs(seed:
         CONFIG.wide_spread_min_ticks,
     )  # fmt: skip
     pairs = kernels.parity_pairs(quotes[0], quotes[2], quotes[3])  # mid, flags, stale
-    for got, want in zip(combined, (*quotes, *pairs), strict=True):
+    activity = ints[activity_rows].astype(np.float64)
+    for got, want in zip(combined, (*quotes, *pairs, activity), strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -174,12 +181,29 @@ def test_parity_pairs_iv_inputs_settle_and_fit_points_match_numpy(seed: int) -> 
     rng = np.random.default_rng(seed)
     greeks = rng.uniform(-1.0, 2000.0, size=(4, 2 * n))
     greeks[:, np.isnan(vols)] = np.nan
-    surface, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm_rows, atm_ivs = kernels.surface_and_fit_points(
-        vols, greeks, fitted, half_spread, strike, bounds, forwards, s["ticks"], _GREEK_UNITS
+    surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm_rows, atm_ivs = (
+        kernels.surface_and_fit_points(
+            vols,
+            greeks,
+            fitted,
+            settled_flags,
+            half_spread,
+            strike,
+            bounds,
+            forwards,
+            s["ticks"],
+            _GREEK_UNITS,
+        )
     )
     units = _GREEK_UNITS[:, None]
-    want_surface = np.vstack([strike, vols.reshape(2, n), greeks[:, :n] / units, greeks[:, n:] / units])
+    side_by_side = np.vstack([strike, vols.reshape(2, n), greeks[:, :n] / units, greeks[:, n:] / units])
+    flag_rows = settled_flags.reshape(2, n)
+    # Each expiry's blocks whole, one expiry after another.
+    spans = list(itertools.pairwise(bounds.tolist()))
+    want_surface = np.concatenate([side_by_side[:, lo:hi].ravel() for lo, hi in spans])
+    want_flags = np.concatenate([flag_rows[:, lo:hi].ravel() for lo, hi in spans])
     np.testing.assert_array_equal(surface, want_surface)
+    np.testing.assert_array_equal(surface_flags, want_flags)
     vol_error = (half_spread + 0.5 * s["tick"]) / np.maximum(greeks[2], 1e-12)
     strikes2 = np.concatenate([strike, strike])
     want_bounds = [0]

@@ -273,22 +273,27 @@ def test_instrument_keys_are_checked_row_by_row_on_failure(
     assert got == expected
 
 
+def _stacked(segments: Any) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Several surfaces' blocks one after another, flat, as `adopt_stacked` takes them."""
+    floats = np.concatenate([f.ravel() for f, _ in segments])
+    ints = np.concatenate([i.ravel() for _, i in segments])
+    return floats, ints, [0, *itertools.accumulate(f.shape[1] for f, _ in segments)]
+
+
 def _check_segments_against_each_alone(segments: Any) -> None:
-    """Several expiries' surfaces side by side (strikes restart at each segment): the same surfaces, or
-    the same error as the first bad segment adopted alone. A surface owns C-contiguous, read-only rows
-    (its wire bytes and hash are those of the segment adopted alone) that later writes to the blocks
-    it was cut from do not reach."""
-    floats = np.concatenate([f for f, _ in segments], axis=1)
-    ints = np.concatenate([i for _, i in segments], axis=1)
-    bounds = [0, *itertools.accumulate(f.shape[1] for f, _ in segments)]
+    """Several expiries' surfaces stacked (strikes restart at each segment): the same surfaces, or the
+    same error as the first bad segment adopted alone. A surface's blocks are C-contiguous and
+    read-only (its wire bytes and hash are those of the segment adopted alone), and so are the
+    stacked blocks it was cut from: nobody writes to them after."""
+    floats, ints, bounds = _stacked(segments)
     errors = [surface_error(f, i) for f, i in segments]
     expected = next((error for error in errors if error is not None), None)
-    got = outcome(lambda: SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds))
+    got = outcome(lambda: SurfaceColumns.adopt_stacked(floats.copy(), ints.copy(), bounds))
     assert got == expected
     if expected is None:
-        surfaces = SurfaceColumns.adopt_segments(floats, ints, bounds)
-        floats[:] = np.nan
-        ints[:] = -1
+        surfaces = SurfaceColumns.adopt_stacked(floats, ints, bounds)
+        assert not floats.flags.writeable
+        assert not ints.flags.writeable
         for surface, (f, i) in zip(surfaces, segments, strict=True):
             alone = SurfaceColumns.adopt(f.copy(), i.copy())
             np.testing.assert_array_equal(surface.float_block, f)
@@ -307,7 +312,7 @@ def _check_segments_against_each_alone(segments: Any) -> None:
         blocks(len(SURFACE_FLOAT_COLUMNS), len(SURFACE_INT_COLUMNS), ALL_IV_FLAGS, 0), min_size=1, max_size=4
     )
 )
-def test_surface_segments_are_adopted_as_each_segment_alone(segments: Any) -> None:
+def test_stacked_surfaces_are_adopted_as_each_segment_alone(segments: Any) -> None:
     _check_segments_against_each_alone(segments)
 
 
@@ -321,31 +326,36 @@ def test_surface_segments_are_adopted_as_each_segment_alone(segments: Any) -> No
         )
     )
 )
-def test_surface_segments_of_one_width_are_adopted_as_each_segment_alone(segments: Any) -> None:
-    # Expiries with the same strike count, as in most chain sets: all segments copied in one go.
+def test_stacked_surfaces_of_one_width_are_adopted_as_each_segment_alone(segments: Any) -> None:
+    # Expiries with the same strike count, as in most chain sets: all segments checked in one go.
     _check_segments_against_each_alone(segments)
 
 
-def test_surface_segments_with_other_bounds_or_shapes_fail_as_each_segment_adopted_alone() -> None:
+def test_stacked_surfaces_need_flat_blocks_of_the_rows_the_bounds_give() -> None:
     floats, ints = _clean_surface()
-    floats = np.concatenate([floats, floats], axis=1)
-    ints = np.concatenate([ints, ints], axis=1)
+    flat_floats, flat_ints, bounds = _stacked([(floats, ints), (floats, ints)])
     # Bounds from an int64 array's elements: the same surfaces as from plain ints.
-    assert SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), list(np.array([0, 3, 6]))) == (
-        SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), [0, 3, 6])
+    assert SurfaceColumns.adopt_stacked(flat_floats.copy(), flat_ints.copy(), list(np.array(bounds))) == (
+        SurfaceColumns.adopt_stacked(flat_floats.copy(), flat_ints.copy(), bounds)
     )
-    # Bounds that cannot slice are rejected by the slicing, as they always were.
-    with pytest.raises(TypeError, match="slice indices must be integers"):
-        SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), [0, 3.0, 6])  # type: ignore[list-item]
-    # A block of the wrong shape: the first segment's shapes are named, as `adopt` names them.
-    with pytest.raises(ValueError, match=r"column blocks have shapes \(10, 3\) and \(2, 3\)"):
-        SurfaceColumns.adopt_segments(floats[1:].copy(), ints.copy(), [0, 3, 6])
-    with pytest.raises(ValueError, match=r"column blocks have shapes \(11, 3\) and \(3, 3\)"):
-        SurfaceColumns.adopt_segments(floats.copy(), np.zeros((3, 6), dtype=np.int64), [0, 3, 6])
+    for bad_floats, bad_ints in (
+        (flat_floats[1:].copy(), flat_ints.copy()),  # a value short
+        (flat_floats.copy(), flat_ints[:-3].copy()),
+        (flat_floats.reshape(11, 6).copy(), flat_ints.copy()),  # not flat
+        (flat_floats.copy()[::-1], flat_ints.copy()),  # not C-contiguous
+    ):
+        with pytest.raises(ValueError, match="stacked blocks must be flat and C-contiguous"):
+            SurfaceColumns.adopt_stacked(bad_floats, bad_ints, bounds)
+    with pytest.raises(ValueError, match="blocks must be float64 and int64"):
+        SurfaceColumns.adopt_stacked(flat_floats.astype(np.float32), flat_ints.copy(), bounds)
 
 
-def test_surface_segments_need_bounds_from_zero_to_the_rows() -> None:
+def test_stacked_surfaces_need_bounds_rising_from_zero_to_the_rows() -> None:
     floats, ints = _clean_surface()
-    for bounds in ([], [1, 3], [0, 2], [0, 2, 1, 3]):
-        with pytest.raises(ValueError, match="segment bounds must rise from 0 to 3"):
-            SurfaceColumns.adopt_segments(floats.copy(), ints.copy(), bounds)
+    flat_floats, flat_ints, _ = _stacked([(floats, ints)])
+    for bounds in ([], [1, 3], [0, 2, 1, 3]):
+        with pytest.raises(ValueError, match="segment bounds must rise from 0"):
+            SurfaceColumns.adopt_stacked(flat_floats.copy(), flat_ints.copy(), bounds)
+    # Bounds that rise, but to other than the rows the blocks hold.
+    with pytest.raises(ValueError, match="for 2 rows"):
+        SurfaceColumns.adopt_stacked(flat_floats.copy(), flat_ints.copy(), [0, 2])

@@ -437,8 +437,11 @@ def expiry_weekday(day: date) -> int:
     return _TUESDAY if day >= TUESDAY_EXPIRY_FROM else _THURSDAY
 
 
+@functools.lru_cache(maxsize=256)
 def expiry_cutoff(expiry: date) -> datetime:
-    """The moment (15:30 IST on expiry day) a contract stops trading; time to expiry runs to here."""
+    """The moment (15:30 IST on expiry day) a contract stops trading; time to expiry runs to here.
+    Memoised: every chain set asks it of the same few expiries, and building an aware datetime costs
+    more than the lookup."""
     return _at(expiry, EXPIRY_CUTOFF)
 
 

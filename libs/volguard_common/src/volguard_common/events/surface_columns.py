@@ -19,15 +19,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from enum import IntFlag
-from typing import Self, TypeVar
+from typing import Self
 
 import numpy as np
 
 from volguard_common.events._packed import PackedColumns, first_bad
 from volguard_common.quant._types import Float64Array, Int64Array
 
-_Block = TypeVar("_Block", Float64Array, Int64Array)
-# The slots' own setters: `adopt_segments` fills several instances, and these skip the attribute
+# The slots' own setters: `adopt_stacked` fills several instances, and these skip the attribute
 # lookup that object.__setattr__ repeats on every call.
 _SET_FLOATS = vars(PackedColumns)["_floats"].__set__
 _SET_INTS = vars(PackedColumns)["_ints"].__set__
@@ -93,45 +92,46 @@ class SurfaceColumns(PackedColumns):
             self._locate_broken_rule()
 
     @classmethod
-    def adopt_segments(cls, floats: Float64Array, ints: Int64Array, bounds: Sequence[int]) -> list[Self]:
-        """`adopt` of rows bounds[e]:bounds[e + 1] of one pair of blocks, for every e: the surfaces of
-        several expiries built side by side (the analytics engine builds a chain set's at once).
+    def adopt_stacked(cls, floats: Float64Array, ints: Int64Array, bounds: Sequence[int]) -> list[Self]:
+        """`adopt` of several surfaces laid out one after another in two flat blocks (the analytics
+        engine builds a chain set's expiries at once): surface e has rows bounds[e]:bounds[e + 1], w of
+        them, and its blocks are floats[F lo : F hi] as (F, w) and ints[I lo : I hi] as (I, w), with F
+        and I this type's float and int column counts.
 
-        Shapes and rules are checked once over the whole blocks, strikes rising within each segment,
-        and each segment gets a contiguous copy of its rows (never a view of the caller's blocks).
-        Only when that check fails is each segment adopted on its own, which names the first bad
-        segment's shape or row exactly as `adopt` does."""
+        Like `adopt`, the blocks are taken over without copying and made read-only (the caller must
+        not keep writing to them); each surface's blocks are C-contiguous views of them. The rules are
+        checked once over the whole blocks; only when that check fails is each segment adopted on its
+        own, from a copy, which names the first bad segment's shape or row exactly as `adopt` does."""
         if floats.dtype != np.float64 or ints.dtype != np.int64:
             raise ValueError(
                 f"{cls.OWNER}: blocks must be float64 and int64, got {floats.dtype}, {ints.dtype}"
             )
-        rows = floats.shape[1]
+        n_floats, n_ints = len(cls.FLOAT_COLUMNS), len(cls.INT_COLUMNS)
         edges = list(bounds)
         spans = list(itertools.pairwise(edges))
-        if not edges or edges[0] != 0 or edges[-1] != rows or any(hi < lo for lo, hi in spans):
-            raise ValueError(f"{cls.OWNER}: segment bounds must rise from 0 to {rows}, got {edges}")
-        widths = {hi - lo for lo, hi in spans}
-        # Blocks of this type's shape give every segment its shape, so `_check_shapes` per segment
-        # could only fail on too few rows, which is checked here instead. Bounds other than plain
-        # ints (an int64 array's elements, say) take the path below, which slices with them as ever.
-        if (
-            floats.shape != (len(cls.FLOAT_COLUMNS), rows)
-            or ints.shape != (len(cls.INT_COLUMNS), rows)
-            or set(map(type, edges)) != {int}
-            or min(widths, default=cls.MIN_ROWS) < cls.MIN_ROWS
-            or not cls._segments_plainly_valid(floats, ints, spans)
+        rows = edges[-1] if edges else -1
+        if not edges or edges[0] != 0 or any(hi < lo for lo, hi in spans):
+            raise ValueError(f"{cls.OWNER}: segment bounds must rise from 0, got {edges}")
+        if not (
+            floats.ndim == ints.ndim == 1
+            and floats.size == n_floats * rows
+            and ints.size == n_ints * rows
+            and floats.flags.c_contiguous
+            and ints.flags.c_contiguous
         ):
-            cuts = [(floats[:, lo:hi].copy(), ints[:, lo:hi].copy()) for lo, hi in spans]
-            return [cls.adopt(f, i) for f, i in cuts]
-        if len(widths) == 1:
-            width = widths.pop()
-            float_cuts = _equal_segments(floats, len(spans), width)
-            int_cuts = _equal_segments(ints, len(spans), width)
-        else:
-            float_cuts = [floats[:, lo:hi].copy() for lo, hi in spans]
-            int_cuts = [ints[:, lo:hi].copy() for lo, hi in spans]
-            for cut in (*float_cuts, *int_cuts):
-                cut.flags.writeable = False
+            raise ValueError(
+                f"{cls.OWNER}: stacked blocks must be flat and C-contiguous, {n_floats} and {n_ints} values "
+                f"per row for {rows} rows, got shapes {floats.shape} and {ints.shape}"
+            )
+        floats.flags.writeable = False
+        ints.flags.writeable = False
+        float_cuts = [floats[n_floats * lo : n_floats * hi].reshape(n_floats, hi - lo) for lo, hi in spans]
+        int_cuts = [ints[n_ints * lo : n_ints * hi].reshape(n_ints, hi - lo) for lo, hi in spans]
+        widths = {hi - lo for lo, hi in spans}
+        if min(widths, default=cls.MIN_ROWS) < cls.MIN_ROWS or not cls._stacked_plainly_valid(
+            floats, ints, float_cuts, int_cuts, widths
+        ):
+            return [cls.adopt(f.copy(), i.copy()) for f, i in zip(float_cuts, int_cuts, strict=True)]
         out = []
         for f, i in zip(float_cuts, int_cuts, strict=True):
             columns = cls.__new__(cls)
@@ -141,38 +141,31 @@ class SurfaceColumns(PackedColumns):
             out.append(columns)
         return out
 
-    @classmethod
-    def _plainly_valid(cls, floats: Float64Array, ints: Int64Array) -> bool:
-        """True only if strikes, IVs, Greeks and flags all pass."""
-        return cls._segments_plainly_valid(floats, ints, [(0, floats.shape[1])])
-
     @staticmethod
-    def _segments_plainly_valid(floats: Float64Array, ints: Int64Array, spans: list[tuple[int, int]]) -> bool:
-        """`_plainly_valid` of every segment rows lo:hi of `spans` at once (blocks of this type's shape,
-        spans covering their rows in order)."""
+    def _plainly_valid(floats: Float64Array, ints: Int64Array) -> bool:
+        """True only if strikes, IVs, Greeks and flags of one (11, rows) and (2, rows) pair all pass."""
         if floats.shape[1] == 0:
             return True
-        # No ±inf anywhere; then fmin, which skips NaN (unknown, allowed) and gives NaN only when every
-        # value is unknown, finds any strike or vol <= 0. Counting is the cheapest whole-block pass
-        # numpy has, so it stands in for the all()/any() of the rules.
-        if np.count_nonzero(np.isinf(floats)) or np.fmin.reduce(floats[:3], axis=None) <= 0.0:
-            return False
-        # Strikes must rise strictly within each segment, which also rules out a NaN strike (it
-        # compares False) wherever a segment has a neighbour for it. A segment's first strike need
-        # not exceed the previous segment's last, and a one-row segment's strike is checked on its own:
-        # a handful of segments against hundreds of rows.
-        strike = floats[0]
-        rising = strike[1:] > strike[:-1]
-        for lo, hi in spans:
-            if hi - lo == 1 and not strike[lo] > 0.0:
-                return False
-            if 0 < lo < hi:
-                rising[lo - 1] = True
-        # The union of every flag bit in one reduction: no row has a bit outside IvFlag iff the union
-        # has none (a negative value has them all).
-        return np.count_nonzero(rising) == rising.size and not (
-            np.bitwise_or.reduce(ints, axis=None) & ~ALL_IV_FLAGS
-        )
+        return _no_inf_no_nonpositive(floats, floats[:3]) and _rising(floats[0]) and _known_flags(ints)
+
+    @classmethod
+    def _stacked_plainly_valid(
+        cls,
+        floats: Float64Array,
+        ints: Int64Array,
+        float_cuts: list[Float64Array],
+        int_cuts: list[Int64Array],
+        widths: set[int],
+    ) -> bool:
+        """`_plainly_valid` of every segment of `adopt_stacked`'s blocks. Segments of one width (the
+        usual chain set) are checked together, as one (segments, 11, width) block; others one by one."""
+        if len(widths) != 1:
+            return all(cls._plainly_valid(f, i) for f, i in zip(float_cuts, int_cuts, strict=True))
+        width = widths.pop()
+        if width == 0:
+            return True
+        block = floats.reshape(len(float_cuts), len(cls.FLOAT_COLUMNS), width)
+        return _no_inf_no_nonpositive(floats, block[:, :3]) and _rising(block[:, 0]) and _known_flags(ints)
 
     def _locate_broken_rule(self) -> None:
         """The rules in order, on whole blocks, raising for the first broken one with its row."""
@@ -198,11 +191,23 @@ class SurfaceColumns(PackedColumns):
             raise ValueError(f"StrikeSurface: {name} has bits outside IvFlag at row {row}")
 
 
-def _equal_segments(block: _Block, count: int, width: int) -> list[_Block]:
-    """`count` segments of `width` columns each, side by side in `block`, as read-only C-contiguous
-    arrays of their own rows (what `to_wire` and `__hash__` read as raw bytes)."""
-    # One transposing copy lays every segment out whole, one after another; each is a view of it,
-    # read-only as the copy is.
-    stacked = block.reshape(block.shape[0], count, width).swapaxes(0, 1).copy()
-    stacked.flags.writeable = False
-    return list(stacked)
+def _no_inf_no_nonpositive(floats: Float64Array, positive: Float64Array) -> bool:
+    """No ±inf anywhere in `floats`, and no value <= 0 in `positive` (the strike and IV rows), NaN
+    (unknown) allowed: fmin skips NaN and gives NaN only when every value is unknown. Counting is the
+    cheapest whole-block pass numpy has, so it stands in for the any() of the rule."""
+    return not (np.count_nonzero(np.isinf(floats)) or np.fmin.reduce(positive, axis=None) <= 0.0)
+
+
+def _rising(strike: Float64Array) -> bool:
+    """Strikes rise strictly along the last axis (one row per segment), which also rules out a NaN
+    strike wherever it has a neighbour; a lone strike must be > 0 on its own."""
+    if strike.shape[-1] == 1:
+        return bool(np.count_nonzero(strike > 0.0) == strike.size)
+    rising = strike[..., 1:] > strike[..., :-1]
+    return bool(np.count_nonzero(rising) == rising.size)
+
+
+def _known_flags(ints: Int64Array) -> bool:
+    """No flag bit outside IvFlag: the union of every value in one reduction has none (a negative
+    value has them all)."""
+    return not (int(np.bitwise_or.reduce(ints, axis=None)) & ~ALL_IV_FLAGS)

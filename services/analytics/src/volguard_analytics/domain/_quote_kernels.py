@@ -118,12 +118,15 @@ def set_quotes(
     ticks: Float64Array,
     wide_spread_frac: float,
     wide_spread_min_ticks: float,
-) -> tuple[Float64Array, Float64Array, Int64Array, BoolArray, Float64Array, Float64Array, BoolArray]:
+) -> tuple[
+    Float64Array, Float64Array, Int64Array, BoolArray, Float64Array, Float64Array, BoolArray, Float64Array
+]:
     """`classify` and then `parity_pairs` of a chain set, read straight from its column blocks (every
     chain's float and int blocks side by side; `rows` = the call bid, put bid, call ask and put ask
-    rows of the float block, then the call and put flag rows of the int block): (mid, half-spread,
-    flags, stale, parity call mids, parity put mids, parity usable). One call instead of two and
-    three numpy row gathers."""
+    rows of the float block, then the call and put flag rows and the call OI, put OI, call volume and
+    put volume rows of the int block): (mid, half-spread, flags, stale, parity call mids, parity put
+    mids, parity usable, and the OI and volume rows as float64 for the OI statistics). One call
+    instead of two, three numpy row gathers and a conversion."""
     n = floats.shape[1]
     bid = np.empty(2 * n)
     ask = np.empty(2 * n)
@@ -133,11 +136,15 @@ def set_quotes(
             bid[side * n + i] = floats[rows[side], i]
             ask[side * n + i] = floats[rows[2 + side], i]
             quote_flags[side * n + i] = ints[rows[4 + side], i]
+    activity = np.empty((4, n))
+    for r in range(4):
+        for i in range(n):
+            activity[r, i] = ints[rows[6 + r], i]
     mid, half_spread, flags, stale = classify(
         bid, ask, quote_flags, bounds, ticks, wide_spread_frac, wide_spread_min_ticks
     )
     call_mid, put_mid, usable = parity_pairs(mid, flags, stale)
-    return mid, half_spread, flags, stale, call_mid, put_mid, usable
+    return mid, half_spread, flags, stale, call_mid, put_mid, usable, activity
 
 
 @jit
@@ -249,15 +256,18 @@ def surface_and_fit_points(
     vol: Float64Array,
     greeks: Float64Array,
     fitted: BoolArray,
+    flags: Int64Array,
     half_spread: Float64Array,
     strike: Float64Array,
     bounds: Int64Array,
     forwards: Float64Array,
     ticks: Float64Array,
     greek_units: Float64Array,
-) -> tuple[Float64Array, Float64Array, Float64Array, Float64Array, Int64Array, Int64Array, Float64Array]:
-    """The surface block of every expiry and the SABR fit points, from `settle`'s vols and fit mask
-    and the Greeks ((4, 2n), black76.chain_greeks units).
+) -> tuple[
+    Float64Array, Int64Array, Float64Array, Float64Array, Float64Array, Int64Array, Int64Array, Float64Array
+]:
+    """The surface blocks of every expiry and the SABR fit points, from `settle`'s vols, flags and fit
+    mask and the Greeks ((4, 2n), black76.chain_greeks units).
 
     The fit points of expiry e are its fitted puts then its fitted calls, in strike order (OTM puts
     lie below the forward), rows fit_bounds[e]:fit_bounds[e + 1] of the point arrays, each with
@@ -267,19 +277,29 @@ def surface_and_fit_points(
     Per expiry also its ATM row (the listed strike nearest the forward, the first of two equally
     near) and the model-free ATM IV of `expiry.quoted_atm_iv` (NaN where it has none).
 
-    Returns (surface block (11, n) in SURFACE_FLOAT_COLUMNS order with the Greeks divided by
-    `greek_units`, fit strikes, fit vols, fit square-root weights, fit_bounds, ATM rows, quoted ATM
-    IVs)."""
+    Returns (surface, surface_flags, fit strikes, fit vols, fit square-root weights, fit_bounds, ATM
+    rows, quoted ATM IVs). The surface blocks are stacked as `SurfaceColumns.adopt_stacked` takes
+    them: expiry e's (11, w) float block (SURFACE_FLOAT_COLUMNS order, the Greeks divided by
+    `greek_units`) is surface[11 lo : 11 hi] and its (2, w) block of call and put IvFlag bits is
+    surface_flags[2 lo : 2 hi], lo:hi = bounds[e]:bounds[e + 1], w = hi - lo."""
     n = strike.size
     k = bounds.size - 1
-    surface = np.empty((11, n))
-    for i in range(n):
-        surface[0, i] = strike[i]
-        surface[1, i] = vol[i]
-        surface[2, i] = vol[n + i]
-        for g in range(4):
-            surface[3 + g, i] = greeks[g, i] / greek_units[g]
-            surface[7 + g, i] = greeks[g, n + i] / greek_units[g]
+    surface = np.empty(11 * n)
+    surface_flags = np.empty(2 * n, dtype=np.int64)
+    for e in range(k):
+        lo = bounds[e]
+        width = bounds[e + 1] - lo
+        base = 11 * lo
+        for c in range(width):
+            i = lo + c
+            surface[base + c] = strike[i]
+            surface[base + width + c] = vol[i]
+            surface[base + 2 * width + c] = vol[n + i]
+            for g in range(4):
+                surface[base + (3 + g) * width + c] = greeks[g, i] / greek_units[g]
+                surface[base + (7 + g) * width + c] = greeks[g, n + i] / greek_units[g]
+            surface_flags[2 * lo + c] = flags[i]
+            surface_flags[2 * lo + width + c] = flags[n + i]
     total = 0
     for q in range(2 * n):
         if fitted[q]:
@@ -317,7 +337,7 @@ def surface_and_fit_points(
         atm_rows[e] = best - lo
         atm_ivs[e] = _quoted_atm_iv(forward, fit_strike[fit_bounds[e] : fit_bounds[e + 1]],
                                     fit_vol[fit_bounds[e] : fit_bounds[e + 1]], strike[lo:hi])  # fmt: skip
-    return surface, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm_rows, atm_ivs
+    return surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm_rows, atm_ivs
 
 
 @jit

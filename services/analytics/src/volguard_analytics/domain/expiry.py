@@ -194,15 +194,15 @@ def analyse_expiry(
 
 # Rows of a ChainSnapshot's column blocks (`events.chain`) that the set-wide pass reads.
 _STRIKE = CHAIN_FLOAT_COLUMNS.index("strike")
-# The call and put bid rows, ask rows (float block) and flag rows (int block), as `set_quotes` reads
-# them; the quote layout it builds is side-major: the calls of every expiry, then the puts.
+# The call and put bid rows, ask rows (float block), flag rows and OI and volume rows (int block), as
+# `set_quotes` reads them; the quote layout it builds is side-major: the calls of every expiry, then
+# the puts.
 _QUOTE_ROWS = np.array(
     [CHAIN_FLOAT_COLUMNS.index(name) for name in ("call_bid", "put_bid", "call_ask", "put_ask")]
-    + [CHAIN_INT_COLUMNS.index(name) for name in ("call_flags", "put_flags")]
-)
-# (An index array rather than a list: numpy takes rows by an array without converting a list.)
-_OI_AND_VOLUME = np.array(
-    [CHAIN_INT_COLUMNS.index(name) for name in ("call_oi", "put_oi", "call_volume", "put_volume")]
+    + [
+        CHAIN_INT_COLUMNS.index(name)
+        for name in ("call_flags", "put_flags", "call_oi", "put_oi", "call_volume", "put_volume")
+    ]
 )
 
 # Divisors taking black76 units to the published ones: vega per vol point, theta per calendar day.
@@ -274,8 +274,10 @@ def analyse_set(
     ints = np.concatenate([chain.columns.int_block for chain in chains], axis=1)
     strike = floats[_STRIKE]
     ticks = np.array([chain.tick_size for chain in chains])
-    mid, half_spread, flags, stale, parity_call, parity_put, parity_usable = _quote_kernels.set_quotes(
-        floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
+    mid, half_spread, flags, stale, parity_call, parity_put, parity_usable, activity = (
+        _quote_kernels.set_quotes(
+            floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
+        )
     )
     parity_fits = parity.forwards_from_parity_prepared(
         strike, parity_call, parity_put, parity_usable, bounds, discount_array
@@ -292,20 +294,19 @@ def analyse_set(
     vols, status = iv.implied_vol_and_status_block(inputs, starts)
     fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, stale, mid, strike, bounds, forwards)
     greeks = black76.chain_greeks_block(inputs, vols)
-    # Surface block (columns in SURFACE_FLOAT_COLUMNS order) of every expiry, cut per expiry below, and
-    # every expiry's SABR fit points (its OTM puts, then its calls), expiry after expiry.
-    surface, fit_strike, fit_vol, fit_sqrt_w, fit_edges, atm_rows, quoted_atm_ivs = (
+    # Every expiry's surface blocks, one after another, and its SABR fit points (its OTM puts, then its
+    # calls), expiry after expiry.
+    surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_edges, atm_rows, quoted_atm_ivs = (
         _quote_kernels.surface_and_fit_points(
-            vols, greeks, fitted, half_spread, strike, bounds, forwards, ticks, _GREEK_UNITS
+            vols, greeks, fitted, flags, half_spread, strike, bounds, forwards, ticks, _GREEK_UNITS
         )
     )
     atm_ivs = [None if v != v else v for v in quoted_atm_ivs.tolist()]
-    flag_block = flags.reshape(2, n)
     fit_bounds = fit_edges.tolist()
 
     spots = np.array([chain.spot for chain in chains])
-    # The statistics take float64 columns: convert the four in one go (rows stay contiguous).
-    call_oi, put_oi, call_volume, put_volume = ints[_OI_AND_VOLUME].astype(np.float64)
+    # The statistics take float64 columns: `set_quotes` converted the four rows.
+    call_oi, put_oi, call_volume, put_volume = activity
     open_interest = stats.open_interest_by_expiry_prepared(
         strike,
         call_oi,
@@ -321,7 +322,7 @@ def analyse_set(
     smiles = _fit_smiles(chains, forward_list, times, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, config,
                          previous_fits)  # fmt: skip
 
-    surfaces = SurfaceColumns.adopt_segments(surface, flag_block, bounds.tolist())
+    surfaces = SurfaceColumns.adopt_stacked(surface, surface_flags, bounds.tolist())
     # Each expiry's ATM row, set-wide: its strike, and its straddle where both sides are clean quotes
     # (one gather per column instead of numpy scalars per expiry).
     atm_at = bounds[:-1] + atm_rows
