@@ -172,8 +172,8 @@ def main() -> int:
     print(f"bare IV + Greeks pass batched (2 calls), median:     {bare_s * 1e3:8.3f} ms  <- ratio base")
     print(f"whole snapshot, steady state, median of {len(whole)}:   {whole_s * 1e3:8.3f} ms "
           f"(p90 {np.percentile(whole, 90) * 1e3:.3f} ms)")  # fmt: skip
-    print(f"ratio whole / per-expiry bare: {whole_s / per_expiry_s:.1f}x (for reference)")
-    print(f"ratio whole / batched bare: {ratio:.1f}x (target <= {TARGET_RATIO:g}x) "
+    print(f"ratio whole / per-expiry bare: {whole_s / per_expiry_s:.2f}x (for reference)")
+    print(f"ratio whole / batched bare: {ratio:.2f}x (target <= {TARGET_RATIO:g}x) "
           f"{'MET' if ratio <= TARGET_RATIO else 'NOT MET'}")  # fmt: skip
     print(f"per snapshot as % of a 1 s cycle: {cycle_pct:.2f} % (target <= {TARGET_CYCLE_PCT:g} %) "
           f"{'MET' if cycle_pct <= TARGET_CYCLE_PCT else 'NOT MET'}")  # fmt: skip

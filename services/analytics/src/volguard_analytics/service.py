@@ -218,23 +218,26 @@ def _degraded(snapshot: VolSnapshot, reason: str) -> VolSnapshot:
 
 
 def warm_up(config: AnalyticsConfig) -> None:
-    """Run a throwaway engine over a small synthetic chain set so numba compiles (or loads from its
-    cache) every kernel now, before the service says it is ready: on a fresh install that is seconds,
-    and on the first live snapshot it would stall the event loop, health checks included."""
+    """Run a throwaway engine over two small synthetic chain sets a second apart so numba compiles (or
+    loads from its cache) every kernel now, before the service says it is ready: on a fresh install
+    that is seconds, and on the first live snapshot it would stall the event loop, health checks
+    included. The second set is solved from the first's vols, which takes kernels of its own."""
     from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
 
     expiries = (date(2026, 2, 10), date(2026, 2, 17))
-    chains = [
-        sample_chain_snapshot(21, expiry=expiry, ts_event=DEFAULT_TS_EVENT).model_copy(
-            update={"expiries_in_set": len(expiries)}
-        )
-        for expiry in expiries
-    ]
     empty = pd.DataFrame(columns=["trade_date", "open", "high", "low", "close"])
     engine = VolEngine(
         config, hist.VolHistory(index_bars=empty), EventCalendar(()), source="analytics/warm-up"
     )
-    engine.snapshot(chains)
+    for ts_event in (DEFAULT_TS_EVENT, DEFAULT_TS_EVENT + timedelta(seconds=1)):
+        engine.snapshot(
+            [
+                sample_chain_snapshot(21, expiry=expiry, ts_event=ts_event).model_copy(
+                    update={"expiries_in_set": len(expiries)}
+                )
+                for expiry in expiries
+            ]
+        )
 
 
 async def setup(ctx: ServiceContext) -> None:

@@ -125,9 +125,16 @@ class SurfaceColumns(PackedColumns):
             )
         floats.flags.writeable = False
         ints.flags.writeable = False
-        float_cuts = [floats[n_floats * lo : n_floats * hi].reshape(n_floats, hi - lo) for lo, hi in spans]
-        int_cuts = [ints[n_ints * lo : n_ints * hi].reshape(n_ints, hi - lo) for lo, hi in spans]
         widths = {hi - lo for lo, hi in spans}
+        if len(widths) == 1:  # the usual chain set: one reshape each cuts every segment
+            width = next(iter(widths))
+            float_cuts = list(floats.reshape(len(spans), n_floats, width))
+            int_cuts = list(ints.reshape(len(spans), n_ints, width))
+        else:
+            float_cuts = [
+                floats[n_floats * lo : n_floats * hi].reshape(n_floats, hi - lo) for lo, hi in spans
+            ]
+            int_cuts = [ints[n_ints * lo : n_ints * hi].reshape(n_ints, hi - lo) for lo, hi in spans]
         if min(widths, default=cls.MIN_ROWS) < cls.MIN_ROWS or not cls._stacked_plainly_valid(
             floats, ints, float_cuts, int_cuts, widths
         ):
