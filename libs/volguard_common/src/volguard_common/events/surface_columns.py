@@ -109,9 +109,9 @@ class SurfaceColumns(PackedColumns):
         n_floats, n_ints = len(cls.FLOAT_COLUMNS), len(cls.INT_COLUMNS)
         edges = list(bounds)
         spans = list(itertools.pairwise(edges))
-        rows = edges[-1] if edges else -1
         if not edges or edges[0] != 0 or any(hi < lo for lo, hi in spans):
             raise ValueError(f"{cls.OWNER}: segment bounds must rise from 0, got {edges}")
+        rows = edges[-1]
         if not (
             floats.ndim == ints.ndim == 1
             and floats.size == n_floats * rows
@@ -168,7 +168,7 @@ class SurfaceColumns(PackedColumns):
         usual chain set) are checked together, as one (segments, 11, width) block; others one by one."""
         if len(widths) != 1:
             return all(cls._plainly_valid(f, i) for f, i in zip(float_cuts, int_cuts, strict=True))
-        width = widths.pop()
+        width = next(iter(widths))
         if width == 0:
             return True
         block = floats.reshape(len(float_cuts), len(cls.FLOAT_COLUMNS), width)

@@ -4,7 +4,9 @@ The same Let's Be Rational steps as the numpy twin in ``iv`` (``_implied_vol_and
 written for one option at a time and compiled with numba. At chain size (a few thousand options) the
 numpy version spends most of its time in per-call overhead and in evaluating all four guess regions
 for every option; here each option evaluates only its own region, and checks, guess and refinement run
-in one pass without temporaries. Tests hold the two to 1e-12 in vol and to equal status codes.
+in one pass without temporaries. Tests hold the two to 1e-12 in vol and to equal status codes, and
+``implied_vol_and_status_from`` (the solve from given starts, which has no numpy twin) to this
+module's cold solve in the same way.
 
 Compilation happens on the first call and is cached next to this file (``__pycache__``), or in the
 user-wide numba cache when that directory is read-only. Importing ``iv`` does not import this module.

@@ -13,6 +13,9 @@ numpy version below (``_implied_vol_and_status_numpy``) is its twin, kept as the
    ln(b_max − b) near the upper bound, b itself in the middle) bring s to machine precision.
 4. Elements whose last step was not negligible (a handful at extreme inputs) continue on their own,
    inside a bracket that every evaluation tightens, falling back to bisection when a step leaves it.
+5. A caller that solved the same options a moment ago may pass their vols as starts
+   (``implied_vol_and_status_block``): two plain Householder steps from a start replace step 2's
+   guess, held to the test of step 4; an option they do not settle is solved as above.
 
 Original algorithm and reference code: Copyright © 2013-2014 Peter Jäckel. "Permission to use,
 copy, modify, and distribute this software is freely granted, provided that this notice is
