@@ -17,7 +17,6 @@ import pytest
 
 from tests.unit.analytics.chains import CONFIG, TS, sabr_chain
 from volguard_analytics.domain.expiry import (
-    analyse_expiries,
     analyse_expiry,
     analyse_set,
     classify_quotes,
@@ -254,13 +253,13 @@ def test_a_chain_set_analysed_at_once_equals_each_expiry_alone() -> None:
     minutes = [1000.0, 3000.0, 5000.0, 9000.0]
     alone = [analyse_expiry(chain, TS, m, CONFIG) for chain, m in zip(chains, minutes, strict=True)]
     assert [a.sabr_fit is None for a in alone] == [False, False, True, False]
-    together = analyse_expiries(chains, TS, minutes, CONFIG, [None] * 4)
+    together = analyse_set(chains, TS, minutes, CONFIG, [None] * 4).expiries
     assert [a.vol for a in together] == [a.vol for a in alone]
     assert [(a.quality, a.reasons, a.pin_oi_share) for a in together] == [
         (a.quality, a.reasons, a.pin_oi_share) for a in alone
     ]
     # Warm starts are per expiry too.
-    warm = analyse_expiries(chains, TS, minutes, CONFIG, [a.sabr_fit for a in alone])
+    warm = analyse_set(chains, TS, minutes, CONFIG, [a.sabr_fit for a in alone]).expiries
     assert [a.sabr_fit.warm_start for a in warm if a.sabr_fit is not None] == [True, True, True]
 
 

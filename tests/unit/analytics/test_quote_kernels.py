@@ -1,4 +1,4 @@
-"""The compiled quote passes of `analyse_expiries` against their obvious twins: `classify_quotes` and the
+"""The compiled quote passes of `analyse_set` against their obvious twins: `classify_quotes` and the
 numpy statements they replaced, on random chain sets with every kind of bad quote."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_classify_is_classify_quotes(seed: int) -> None:
 def test_set_quotes_reads_the_chain_blocks_like_classify_then_parity_pairs(seed: int) -> None:
     s = _random_set(seed)
     n = s["strike"].size
-    # Column blocks in events.chain order, as analyse_expiries concatenates them.
+    # Column blocks in events.chain order, as analyse_set concatenates them.
     floats = np.full((len(CHAIN_FLOAT_COLUMNS), n), -1.0)
     ints = np.full((len(CHAIN_INT_COLUMNS), n), -1, dtype=np.int64)
     floats[CHAIN_FLOAT_COLUMNS.index("strike")] = s["strike"]

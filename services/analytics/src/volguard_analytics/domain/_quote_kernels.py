@@ -1,4 +1,4 @@
-"""Compiled passes of `expiry.analyse_expiries` over the quotes of a whole chain set.
+"""Compiled passes of `expiry.analyse_set` over the quotes of a whole chain set.
 
 A chain set is six expiries of ~121 strikes: ~1,450 quotes a side. In numpy, each step of the
 per-quote bookkeeping around the IV solve (quote flags, the clean pairs for parity, the IV inputs

@@ -189,7 +189,7 @@ def analyse_expiry(
 ) -> ExpiryAnalysis:
     """Everything about one expiry at `ts_event` (the chain's own time). `previous_fit`, the last
     converged SABR fit of this expiry, is the smile's warm start (see `sabr.fit`)."""
-    return analyse_expiries([chain], ts_event, [trading_minutes_to_expiry], config, [previous_fit])[0]
+    return analyse_set([chain], ts_event, [trading_minutes_to_expiry], config, [previous_fit]).expiries[0]
 
 
 # Rows of a ChainSnapshot's column blocks (`events.chain`) that the set-wide pass reads.
@@ -225,20 +225,6 @@ class SetAnalysis(NamedTuple):
 
     expiries: list[ExpiryAnalysis]
     quote_vols: QuoteVols
-
-
-def analyse_expiries(
-    chains: Sequence[ChainSnapshot],
-    ts_event: datetime,
-    trading_minutes_to_expiry: Sequence[float],
-    config: AnalyticsConfig,
-    previous_fits: Sequence[sabr.SabrFit | None],
-    previous_vols: QuoteVols | None = None,
-) -> list[ExpiryAnalysis]:
-    """`analyse_set`'s analyses of the expiries, without the vols the next set would start from."""
-    return analyse_set(
-        chains, ts_event, trading_minutes_to_expiry, config, previous_fits, previous_vols
-    ).expiries
 
 
 def analyse_set(
