@@ -101,9 +101,8 @@ def one_round(
     snapshot timed once; then both bare passes over the same steady sets, each loop hot in turn."""
     engine = VolEngine(AnalyticsConfig(), history, events)
     # What the checks below read of each snapshot, not the snapshot: the service publishes a snapshot
-    # and drops it. Keeping every one would put each snapshot's arrays in memory never touched before
-    # (page faults and cache misses the service does not have), as the bare pass, which keeps nothing,
-    # does not.
+    # and drops it. Keeping every one would put each snapshot's arrays in memory never touched before:
+    # page faults and cache misses that neither the service nor the bare pass (which keeps nothing) has.
     seen: list[tuple[Quality, float | None]] = []
 
     def process(chains: list[ChainSnapshot]) -> VolSnapshot:
@@ -188,7 +187,7 @@ def main() -> int:
 
     rounds = [one_round(sets, history, events, bare, bare_batched) for _ in range(ROUNDS)]
     first = rounds[0].first
-    # Each round's three medians are taken within it, minutes apart at most; a round's ratio is its
+    # Each round's three medians are taken within a second of each other, and a round's ratio is its
     # own. The figures below are the medians over the rounds, so one round caught by a burst of load
     # on this shared machine moves none of them.
     whole_s = float(np.median([r.whole_s for r in rounds]))
