@@ -181,19 +181,18 @@ def test_parity_pairs_iv_inputs_settle_and_fit_points_match_numpy(seed: int) -> 
     rng = np.random.default_rng(seed)
     greeks = rng.uniform(-1.0, 2000.0, size=(4, 2 * n))
     greeks[:, np.isnan(vols)] = np.nan
-    surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm_rows, atm_ivs = (
-        kernels.surface_and_fit_points(
-            vols,
-            greeks,
-            fitted,
-            settled_flags,
-            half_spread,
-            strike,
-            bounds,
-            forwards,
-            s["ticks"],
-            _GREEK_UNITS,
-        )
+    surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm = kernels.surface_and_fit_points(
+        vols,
+        greeks,
+        fitted,
+        settled_flags,
+        mid,
+        half_spread,
+        strike,
+        bounds,
+        forwards,
+        s["ticks"],
+        _GREEK_UNITS,
     )
     units = _GREEK_UNITS[:, None]
     side_by_side = np.vstack([strike, vols.reshape(2, n), greeks[:, :n] / units, greeks[:, n:] / units])
@@ -218,11 +217,12 @@ def test_parity_pairs_iv_inputs_settle_and_fit_points_match_numpy(seed: int) -> 
         np.testing.assert_array_equal(fit_sqrt_w[lo:hi], np.median(errors) / errors)
         assert np.all(np.diff(fit_strike[lo:hi]) >= 0.0)  # strike order within the expiry
         listed = strike[bounds[e] : bounds[e + 1]]
-        assert atm_rows[e] == int(np.argmin(np.abs(listed - forwards[e])))
+        row = bounds[e] + int(np.argmin(np.abs(listed - forwards[e])))
+        assert atm[0, e] == strike[row]
+        clean = ((settled_flags[row] | settled_flags[n + row]) & kernels.IV_UNFIT) == 0
+        np.testing.assert_array_equal(atm[1, e], mid[row] + mid[n + row] if clean else math.nan)
         want_atm = quoted_atm_iv(forwards[e], fit_strike[lo:hi], fit_vol[lo:hi], listed)
-        assert (math.isnan(atm_ivs[e]) and want_atm is None) or atm_ivs[e] == pytest.approx(
-            want_atm, rel=1e-15
-        )
+        assert (math.isnan(atm[2, e]) and want_atm is None) or atm[2, e] == pytest.approx(want_atm, rel=1e-15)
     assert fit_bounds.tolist() == want_bounds
 
 

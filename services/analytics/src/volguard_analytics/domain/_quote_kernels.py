@@ -257,28 +257,30 @@ def surface_and_fit_points(
     greeks: Float64Array,
     fitted: BoolArray,
     flags: Int64Array,
+    mid: Float64Array,
     half_spread: Float64Array,
     strike: Float64Array,
     bounds: Int64Array,
     forwards: Float64Array,
     ticks: Float64Array,
     greek_units: Float64Array,
-) -> tuple[
-    Float64Array, Int64Array, Float64Array, Float64Array, Float64Array, Int64Array, Int64Array, Float64Array
-]:
-    """The surface blocks of every expiry and the SABR fit points, from `settle`'s vols, flags and fit
-    mask and the Greeks ((4, 2n), black76.chain_greeks units).
+) -> tuple[Float64Array, Int64Array, Float64Array, Float64Array, Float64Array, Int64Array, Float64Array]:
+    """The surface blocks of every expiry, the SABR fit points and what each expiry's money quotes,
+    from `settle`'s vols, flags and fit mask, the mids and the Greeks ((4, 2n), black76.chain_greeks
+    units).
 
     The fit points of expiry e are its fitted puts then its fitted calls, in strike order (OTM puts
     lie below the forward), rows fit_bounds[e]:fit_bounds[e + 1] of the point arrays, each with
     square-root weight median error / error over its expiry, where a quote's vol error is
     (half-spread + half a tick) / vega: the uncertainty of its mid, in vol.
 
-    Per expiry also its ATM row (the listed strike nearest the forward, the first of two equally
-    near) and the model-free ATM IV of `expiry.quoted_atm_iv` (NaN where it has none).
+    Per expiry also, in column e of the (3, k) block `atm`: its ATM strike (the listed strike nearest
+    the forward, the first of two equally near), its straddle there (call + put mid, NaN unless both
+    are clean: no IV_UNFIT flag) and the model-free ATM IV of `expiry.quoted_atm_iv` (NaN where it has
+    none).
 
-    Returns (surface, surface_flags, fit strikes, fit vols, fit square-root weights, fit_bounds, ATM
-    rows, quoted ATM IVs). The surface blocks are stacked as `SurfaceColumns.adopt_stacked` takes
+    Returns (surface, surface_flags, fit strikes, fit vols, fit square-root weights, fit_bounds,
+    atm). The surface blocks are stacked as `SurfaceColumns.adopt_stacked` takes
     them: expiry e's (11, w) float block (SURFACE_FLOAT_COLUMNS order, the Greeks divided by
     `greek_units`) is surface[11 lo : 11 hi] and its (2, w) block of call and put IvFlag bits is
     surface_flags[2 lo : 2 hi], lo:hi = bounds[e]:bounds[e + 1], w = hi - lo."""
@@ -324,8 +326,7 @@ def surface_and_fit_points(
             median = np.median(fit_sqrt_w[start:j])
             for p in range(start, j):
                 fit_sqrt_w[p] = median / fit_sqrt_w[p]
-    atm_rows = np.empty(k, dtype=np.int64)
-    atm_ivs = np.full(k, math.nan)
+    atm = np.full((3, k), math.nan)
     for e in range(k):
         forward = forwards[e]
         lo = bounds[e]
@@ -334,10 +335,12 @@ def surface_and_fit_points(
         for i in range(lo + 1, hi):
             if abs(strike[i] - forward) < abs(strike[best] - forward):
                 best = i
-        atm_rows[e] = best - lo
-        atm_ivs[e] = _quoted_atm_iv(forward, fit_strike[fit_bounds[e] : fit_bounds[e + 1]],
-                                    fit_vol[fit_bounds[e] : fit_bounds[e + 1]], strike[lo:hi])  # fmt: skip
-    return surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm_rows, atm_ivs
+        atm[0, e] = strike[best]
+        if ((flags[best] | flags[n + best]) & IV_UNFIT) == 0:
+            atm[1, e] = mid[best] + mid[n + best]
+        atm[2, e] = _quoted_atm_iv(forward, fit_strike[fit_bounds[e] : fit_bounds[e + 1]],
+                                   fit_vol[fit_bounds[e] : fit_bounds[e + 1]], strike[lo:hi])  # fmt: skip
+    return surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_bounds, atm
 
 
 @jit

@@ -253,7 +253,6 @@ def analyse_set(
     discounts = [math.exp(-config.risk_free_rate * t) for t in times]
     discount_array = np.array(discounts)
     bounds = np.array([0, *itertools.accumulate(chain.n_strikes for chain in chains)], dtype=np.int64)
-    n = int(bounds[-1])
 
     # Every chain's column blocks side by side: one concatenation per block, then rows by name.
     floats = np.concatenate([chain.columns.float_block for chain in chains], axis=1)
@@ -282,12 +281,11 @@ def analyse_set(
     greeks = black76.chain_greeks_block(inputs, vols)
     # Every expiry's surface blocks, one after another, and its SABR fit points (its OTM puts, then its
     # calls), expiry after expiry.
-    surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_edges, atm_rows, quoted_atm_ivs = (
+    surface, surface_flags, fit_strike, fit_vol, fit_sqrt_w, fit_edges, atm = (
         _quote_kernels.surface_and_fit_points(
-            vols, greeks, fitted, flags, half_spread, strike, bounds, forwards, ticks, _GREEK_UNITS
+            vols, greeks, fitted, flags, mid, half_spread, strike, bounds, forwards, ticks, _GREEK_UNITS
         )
     )
-    atm_ivs = [None if v != v else v for v in quoted_atm_ivs.tolist()]
     fit_bounds = fit_edges.tolist()
 
     spots = np.array([chain.spot for chain in chains])
@@ -309,12 +307,8 @@ def analyse_set(
                          previous_fits)  # fmt: skip
 
     surfaces = SurfaceColumns.adopt_stacked(surface, surface_flags, bounds.tolist())
-    # Each expiry's ATM row, set-wide: its strike, and its straddle where both sides are clean quotes
-    # (one gather per column instead of numpy scalars per expiry).
-    atm_at = bounds[:-1] + atm_rows
-    atm_strikes = strike[atm_at].tolist()
-    straddles = (mid[atm_at] + mid[n + atm_at]).tolist()
-    straddle_clean = (((flags[atm_at] | flags[n + atm_at]) & _quote_kernels.IV_UNFIT) == 0).tolist()
+    # Each expiry's ATM strike, straddle and quoted ATM IV (NaN: none), as Python floats in one go.
+    atm_strikes, straddles, atm_ivs = atm.tolist()
     analyses = [
         _expiry_analysis(
             chain,
@@ -326,8 +320,8 @@ def analyse_set(
             discounts[e],
             _AtmQuotes(
                 strike=atm_strikes[e],
-                straddle=straddles[e] if straddle_clean[e] else None,
-                atm_iv=atm_ivs[e],
+                straddle=None if straddles[e] != straddles[e] else straddles[e],
+                atm_iv=None if atm_ivs[e] != atm_ivs[e] else atm_ivs[e],
                 n_fit_points=fit_bounds[e + 1] - fit_bounds[e],
             ),
             smiles[e],
