@@ -154,7 +154,7 @@ def implied_vol_and_status_from(inputs: Float64Array, start: Float64Array) -> tu
     b − β replace the rational guess (whose region-by-region interpolations and transformed
     objectives are what give a cold start its wide basin, and about 40 % of its cost). An option is
     taken only if its last step passes the cold path's own test (|ds| <= 1e-6 s), its Newton step
-    too; any other option, and every option without a usable start, is solved cold, one by one.
+    too; any other option, and every option without a usable start, is solved by the cold kernel.
     """
     n = inputs.shape[1]
     vol = np.full(n, math.nan)
@@ -206,26 +206,17 @@ def implied_vol_and_status_from(inputs: Float64Array, start: Float64Array) -> tu
             cold[n_cold] = i
             n_cold += 1
 
-    # The cold kernel's path for one option: guess, main steps, bracketed steps if they did not settle.
-    for c in range(n_cold):
-        i = cold[c]
-        _, x_i, beta_i, beta_u_i = _checked_problem(
-            inputs[0, i], inputs[1, i], inputs[2, i], inputs[3, i], inputs[4, i] != 0.0, inputs[5, i]
-        )
-        s_i, s_left, s_right, b_max_i, ln_target, mode = _guess(x_i, beta_i, beta_u_i)
-        ds_i = 0.0
-        for _ in range(_MAIN_STEPS):
-            ds_i = _householder_delta(x_i, s_i, beta_i, ln_target, b_max_i, mode)[0]
-            s_i += ds_i
-        converged = abs(ds_i) <= _DONE_AFTER_MAIN * s_i
-        if not converged:
-            s_i, converged = _bracketed_solve(
-                x_i, s_i, s_left, s_right, beta_i, beta_u_i, ln_target, b_max_i, mode
-            )
-        if converged:
-            vol[i] = s_i / math.sqrt(inputs[3, i])
-        else:
-            status[i] = _NOT_CONVERGED
+    # The options the steps did not settle, and those without a usable start, go through the cold
+    # kernel itself, as one block.
+    if n_cold > 0:
+        block = np.empty((inputs.shape[0], n_cold))
+        for c in range(n_cold):
+            for row in range(inputs.shape[0]):
+                block[row, c] = inputs[row, cold[c]]
+        cold_vol, cold_status = implied_vol_and_status(block)
+        for c in range(n_cold):
+            vol[cold[c]] = cold_vol[c]
+            status[cold[c]] = cold_status[c]
     return vol, status
 
 
