@@ -50,6 +50,10 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "replay_dir": None,
     "feed_stale_after_s": 10.0,
     "upstox_api_base": "https://api.upstox.com",
+    "upstox_strikes_each_side": 40,
+    "upstox_recentre_after_strikes": 5,
+    "upstox_field_stale_after_s": 120.0,
+    "upstox_maintenance_window": "",
     "mode": "paper",
     "feed": "sim",
     "redis_url": "redis://127.0.0.1:6379/0",
@@ -187,6 +191,12 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     (
         {"upstox_orders_per_minute": 3000},
         "VOLGUARD_UPSTOX_ORDERS_PER_MINUTE (3000) must not exceed VOLGUARD_UPSTOX_ORDERS_PER_30_MINUTES",
+    ),
+    ({"upstox_strikes_each_side": 0}, "VOLGUARD_UPSTOX_STRIKES_EACH_SIDE must be ≥ 1"),
+    ({"upstox_field_stale_after_s": 0}, "VOLGUARD_UPSTOX_FIELD_STALE_AFTER_S must be > 0"),
+    (
+        {"upstox_strikes_each_side": 5},
+        "VOLGUARD_UPSTOX_RECENTRE_AFTER_STRIKES (5) must be smaller than VOLGUARD_UPSTOX_STRIKES_EACH_SIDE",
     ),
     ({"vix_spike_window_s": 0}, "VOLGUARD_VIX_SPIKE_WINDOW_S must be > 0"),
     ({"vix_spike_window_s": -60}, "VOLGUARD_VIX_SPIKE_WINDOW_S must be > 0"),

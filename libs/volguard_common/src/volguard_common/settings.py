@@ -214,6 +214,33 @@ class Settings(BaseSettings):
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
+    upstox_strikes_each_side: int = Field(
+        default=40,
+        description="Strikes either side of the at-the-money strike the Upstox feed subscribes per expiry "
+        "(option_greeks mode), re-centred as spot moves. Upstox caps one feed connection at 2000 "
+        "option_greeks keys when modes are combined (NIFTY 50 and India VIX ride in full mode, so they "
+        "always are): 7 expiries x 2 sides x (2 x band + 1) strikes must stay <= 2000, i.e. band <= 70 "
+        "with 7 expiries. The default 40 (1134 keys, +/-2000 points at 50-point strikes) fits; all listed "
+        "strikes of 7 expiries usually do not. A band over the cap is refused at start.",
+    )
+    upstox_recentre_after_strikes: int = Field(
+        default=5,
+        description="Re-centre the Upstox strike band of an expiry when its at-the-money strike has moved "
+        "this many strikes from the band's centre (unsubscribe the far side, subscribe the near side). "
+        "Must be smaller than upstox_strikes_each_side.",
+    )
+    upstox_field_stale_after_s: float = Field(
+        default=120.0,
+        description="Seconds after which a quote field the Upstox feed has not refreshed (bid/ask, volume, "
+        "OI, IV, greeks) is flagged as old in md.status and the source health. Partial feed frames keep "
+        "the last value meanwhile; a quiet strike legitimately goes this long without a change.",
+    )
+    upstox_maintenance_window: str = Field(
+        default="",
+        description="Upstox's nightly API maintenance window as 'HH:MM-HH:MM' IST, overriding the dated "
+        "table in market_data (00:00-05:30 as reported by public clients; errors UDAPI100074 / "
+        "UDAPI100072). Inside it the feed reports 'broker closed' and waits instead of failing.",
+    )
 
     # ---- money and risk (DESIGN §7) -----------------------------------------------------------
     account_size: Decimal = Field(
@@ -465,6 +492,14 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("sim_weeklies", 1)
     at_least("sim_snapshot_interval_s", 0, strict=True)
     at_least("feed_stale_after_s", 0, strict=True)
+    at_least("upstox_strikes_each_side", 1)
+    at_least("upstox_recentre_after_strikes", 1)
+    at_least("upstox_field_stale_after_s", 0, strict=True)
+    if s.upstox_recentre_after_strikes >= s.upstox_strikes_each_side:
+        problems.append(
+            f"{env_name('upstox_recentre_after_strikes')} ({s.upstox_recentre_after_strikes}) must be "
+            f"smaller than {env_name('upstox_strikes_each_side')} ({s.upstox_strikes_each_side})"
+        )
     if s.sim_start is not None and s.sim_start.tzinfo is None:
         problems.append(f"{env_name('sim_start')} needs a UTC offset (e.g. +05:30), got {s.sim_start}")
     if s.feed == "replay" and s.replay_dir is None:
