@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -10,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.fakes.upstox_server import INDIA_VIX_KEY, NIFTY_INDEX_KEY, TOKEN, FakeUpstox, running_fake_upstox
 from tests.support.waiting import eventually
+from volguard_common.bus import BusConfig, Publisher
 from volguard_common.clock import IST
-from volguard_common.events import FeedState, QuoteFlag, Severity, parse_event
+from volguard_common.events import Alert, FeedState, MarketMode, QuoteFlag, Severity, parse_event
 from volguard_common.settings import Settings
 from volguard_market_data.adapters.upstox.chain import OptionChainClient
 from volguard_market_data.adapters.upstox.feed import (
@@ -38,6 +42,7 @@ from volguard_market_data.adapters.upstox.http import (
 from volguard_market_data.adapters.upstox.instruments import load_instrument_master
 from volguard_market_data.adapters.upstox.maintenance import closed_until, parse_window
 from volguard_market_data.adapters.upstox.source import BROKER_CLOSED, UpstoxSource
+from volguard_market_data.feed import FeedLoop
 
 EXPIRY = date(2026, 1, 13)
 CHAIN = "/v2/option/chain"
@@ -634,6 +639,68 @@ async def test_maintenance_errors_while_starting_and_running_report_broker_close
         await source.close()
 
 
+async def test_a_night_in_the_window_raises_one_alert_and_recovers(
+    fake: FakeUpstox, redis: Redis, settings: Settings
+) -> None:
+    """Through the service's feed loop: one 'broker closed' Alert for the whole window, then recovery."""
+    live = Settings(
+        **{
+            **settings.model_dump(),
+            "feed": "upstox",
+            "upstox_access_token": TOKEN,
+            "upstox_api_base": fake.base_url,
+            "sim_snapshot_interval_s": 0.02,
+        }
+    )
+    clock = SteppedClock(datetime(2026, 1, 13, 1, 0, tzinfo=IST))
+    source = UpstoxSource(
+        live,
+        instrument_master=fake.instruments_url,
+        expiries=fake.expiries,
+        clock=clock,
+        backoff_initial_s=0.01,
+    )
+    config = BusConfig.from_settings(live)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    loop = FeedLoop(
+        source,
+        publisher,
+        redis,
+        config,
+        speed=0.0,
+        lockstep=False,
+        lockstep_max_lag=0,
+        mode=MarketMode.LIVE,
+        source_name=source.name,
+        publish_status=False,
+    )
+
+    async def alerts() -> list[Alert]:
+        entries = await redis.xrange(config.key("sys.alerts"))
+        parsed = [parse_event(fields[b"event"]) for _, fields in entries]
+        return [event for event in parsed if isinstance(event, Alert)]
+
+    running = asyncio.create_task(loop.run())
+    try:
+        await eventually(_async(lambda: loop.stats.batches >= 20), what="20 batches inside the window")
+        closed = await alerts()
+        assert [alert.code for alert in closed] == ["FEED_DISCONNECTED"]
+        assert BROKER_CLOSED in closed[0].message
+        clock.at = datetime(2026, 1, 13, 5, 30, tzinfo=IST)
+
+        async def recovered() -> list[Alert]:
+            seen = await alerts()
+            return seen if any(alert.code == "FEED_RECOVERED" for alert in seen) else []
+
+        after = await eventually(recovered, what="recovery alert after the window")
+        assert sum(BROKER_CLOSED in alert.message for alert in after) == 1
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await source.close()
+
+
 # ---- subscription size -----------------------------------------------------------------------------
 
 
@@ -703,7 +770,7 @@ async def test_a_band_over_the_caps_is_refused_at_start(fake: FakeUpstox) -> Non
 
 async def _recentred(batches: Any, source: UpstoxSource) -> bool:
     await anext(batches)
-    return source.recentres > 0
+    return bool(source.recentres)
 
 
 async def _all_quoted(feed: MarketFeed, keys: list[str]) -> bool:
