@@ -747,6 +747,16 @@ async def test_default_subscription_stays_within_the_combined_caps_and_recentres
                 what="Upstox told about the new band",
             )
             assert len(server.subscriptions) == 1136
+            # A crash to the bottom of the listing: the band is cut short there, and stays put.
+            fake.index_ltp[NIFTY_INDEX_KEY] = 19_100.0
+            await eventually(
+                _async(lambda: source.feed.quotes[NIFTY_INDEX_KEY].ltp == 19_100.0), what="crash"
+            )
+            for _ in range(3):
+                await anext(batches)
+            assert source.recentres == 2
+            for band in source.contracts.values():
+                assert (band.strikes[0], band.strikes[-1]) == (19_000.0, 21_100.0)
         finally:
             await source.close()
 

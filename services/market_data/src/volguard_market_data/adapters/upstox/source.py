@@ -204,6 +204,9 @@ class UpstoxSource:
         )
         self.contracts: dict[date, ExpiryContracts] = {}  # the subscribed band of each expiry
         self._listed: dict[date, ExpiryContracts] = {}  # every listed strike of each expiry
+        # The strike each band was centred on; near the end of a listing the band is cut short, so its
+        # middle is not its centre.
+        self._centres: dict[date, float] = {}
         self._started = False
         self._broker_closed: str | None = None  # why, while Upstox is closed; None when open
         self._retry_start_mono = 0.0
@@ -276,9 +279,7 @@ class UpstoxSource:
             # Without any spot the band cannot be placed: subscribe around the middle of the listing
             # and let the first index tick re-centre it.
             middle = listed.strikes[len(listed.strikes) // 2] if listed.strikes else 0.0
-            self.contracts[expiry] = listed.around(
-                spot if spot is not None else middle, self.strikes_each_side
-            )
+            self._centre(expiry, listed, spot if spot is not None else middle)
         await self.feed.subscribe(subscription_keys(self.contracts.values()), FeedMode.OPTION_GREEKS)
         await self.feed.subscribe(list(INDEX_KEYS), FeedMode.FULL)
         self.feed.start()
@@ -289,28 +290,30 @@ class UpstoxSource:
 
     # ---- the band around the money -----------------------------------------------------------------
 
+    def _centre(self, expiry: date, listed: ExpiryContracts, spot: float) -> None:
+        self.contracts[expiry] = listed.around(spot, self.strikes_each_side)
+        if listed.strikes:
+            self._centres[expiry] = min(listed.strikes, key=lambda strike: abs(strike - spot))
+
     async def recentre(self) -> bool:
         """Move each expiry's band to the money when spot has drifted; True if the subscription changed."""
         index = self.feed.quotes.get(NIFTY_INDEX_KEY)
         if index is None or index.ltp is None:
             return False
         spot = index.ltp
-        moved: dict[date, ExpiryContracts] = {}
-        for expiry, band in self.contracts.items():
+        before = set(subscription_keys(self.contracts.values()))
+        moved: list[date] = []
+        for expiry, centre in list(self._centres.items()):
             listed = self._listed[expiry]
-            if not band.strikes:
-                continue
-            centre = band.strikes[len(band.strikes) // 2]
             atm = min(listed.strikes, key=lambda strike: abs(strike - spot))
             # Measured in listed strikes, not points: far expiries list wider strike steps.
             steps = abs(listed.strikes.index(atm) - listed.strikes.index(centre))
             if steps >= self.recentre_after_strikes:
-                moved[expiry] = listed.around(spot, self.strikes_each_side)
-        if not moved:
-            return False
-        before = set(subscription_keys(self.contracts.values()))
-        self.contracts.update(moved)
+                self._centre(expiry, listed, spot)
+                moved.append(expiry)
         after = subscription_keys(self.contracts.values())
+        if set(after) == before:
+            return False  # nothing moved, or the band is pinned at the end of the listing
         # Unsubscribe first: the plan must stay inside the caps at every step.
         await self.feed.unsubscribe([key for key in before if key not in set(after)])
         await self.feed.subscribe([key for key in after if key not in before], FeedMode.OPTION_GREEKS)
@@ -468,8 +471,10 @@ class UpstoxSource:
 
     def feed_state(self) -> tuple[FeedState, str]:
         stats = self.feed.stats
+        # Liveness (pings, pongs) is reported beside data staleness, never mixed into it.
         counters = (
-            f"reconnects={stats.reconnects} stalls={stats.stalls} garbage_frames={stats.garbage_frames}"
+            f"reconnects={stats.reconnects} stalls={stats.stalls} garbage_frames={stats.garbage_frames} "
+            f"pings={self.feed.pings_received} pongs={self.feed.pongs_received}"
         )
         if self.feed.auth_error is not None:
             return FeedState.DISCONNECTED, f"token rejected: {self.feed.auth_error}"[:4000]
