@@ -434,6 +434,7 @@ async def test_upstox_source_produces_chain_ticks_status_and_goes_stale(fake: Fa
         instance="test",
         sim_snapshot_interval_s=0.05,
         feed_stale_after_s=0.4,
+        upstox_field_stale_after_s=0.3,
     )
     source = UpstoxSource(
         settings,
@@ -487,6 +488,10 @@ async def test_upstox_source_produces_chain_ticks_status_and_goes_stale(fake: Fa
         stale_events = await eventually(stale_batch, what="STALE after the staleness bound")
         assert all(e.stale for e in stale_events if e.type == "ChainSnapshot")
         assert not any(e.type == "Tick" for e in stale_events)
+        old = source.health().stale_fields
+        options = source.feed.subscriptions[FeedMode.OPTION_GREEKS]
+        assert set(old) == set(options)  # every option value held is flagged as not refreshed
+        assert all(names == WATCHED_FIELDS for names in old.values())
     finally:
         await source.close()
 
