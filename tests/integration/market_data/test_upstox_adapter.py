@@ -600,6 +600,16 @@ async def test_starting_inside_the_window_reports_broker_closed_and_resumes_afte
 
         events = await eventually(connected, what="CONNECTED after the window")
         assert sum(e.type == "ChainSnapshot" for e in events) == 2
+        # The next night, while running: broker closed, chains marked stale, then open again.
+        clock.at = datetime(2026, 1, 14, 0, 10, tzinfo=IST)
+        events = await next_events(batches)
+        assert events[-1].state is FeedState.DISCONNECTED
+        assert events[-1].message.startswith(
+            f"{BROKER_CLOSED}: nightly maintenance window until 2026-01-14 05:30"
+        )
+        assert all(e.stale for e in events if e.type == "ChainSnapshot")
+        clock.at = datetime(2026, 1, 14, 5, 30, tzinfo=IST)
+        await eventually(connected, what="CONNECTED after the second window")
     finally:
         await source.close()
 

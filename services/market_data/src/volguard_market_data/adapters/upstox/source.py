@@ -247,9 +247,9 @@ class UpstoxSource:
 
         Inside Upstox's maintenance window, or when Upstox says it is in it, nothing is raised: the source
         notes "broker closed" and `batches()` starts it when the window is over."""
-        until = closed_until(self.clock.now(), self.maintenance_windows)
-        if until is not None:
-            self._note_broker_closed(f"nightly maintenance window until {until:%Y-%m-%d %H:%M} IST")
+        in_window = self._window_reason(self.clock.now())
+        if in_window is not None:
+            self._note_broker_closed(in_window)
             return
         try:
             await self._start()
@@ -382,6 +382,12 @@ class UpstoxSource:
 
     def build_batch(self) -> MarketBatch:
         ts_event = self.clock.now()
+        in_window = self._window_reason(ts_event)
+        if in_window is not None:
+            self._note_broker_closed(in_window)
+        elif self._broker_closed is not None:
+            log.info("Upstox maintenance window over")
+            self._broker_closed = None
         state, message = self.feed_state()
         stale = state in (FeedState.STALE, FeedState.DISCONNECTED)
         publications: list[Publication] = []
@@ -469,6 +475,10 @@ class UpstoxSource:
         updates = [quote.received_mono for quote in self.feed.quotes.values() if quote.updates]
         return max(updates) if updates else None
 
+    def _window_reason(self, at: datetime) -> str | None:
+        until = closed_until(at, self.maintenance_windows)
+        return None if until is None else f"nightly maintenance window until {until:%Y-%m-%d %H:%M} IST"
+
     def feed_state(self) -> tuple[FeedState, str]:
         stats = self.feed.stats
         # Liveness (pings, pongs) is reported beside data staleness, never mixed into it.
@@ -478,6 +488,10 @@ class UpstoxSource:
         )
         if self.feed.auth_error is not None:
             return FeedState.DISCONNECTED, f"token rejected: {self.feed.auth_error}"[:4000]
+        # Upstox says its service is closed in the window: report that, even over a socket left open.
+        in_window = self._window_reason(self.clock.now())
+        if in_window is not None:
+            return FeedState.DISCONNECTED, f"{BROKER_CLOSED}: {in_window}; {counters}"[:4000]
         if self.feed.broker_closed is not None and not self.feed.connected:
             return FeedState.DISCONNECTED, f"{BROKER_CLOSED}: {self.feed.broker_closed}; {counters}"[:4000]
         if not self.feed.connected:
