@@ -342,11 +342,24 @@ async def test_partial_frames_keep_the_last_values_and_flag_their_age(fake: Fake
         feed.start()
         try:
             await eventually(lambda: _all_quoted(feed, keys), what="first quotes")
-            before = feed.quotes[key]
-            assert (before.oi, before.iv) == (fake.quotes[key].oi, 14.0)
-            assert before.bid is not None
+            first = feed.quotes[key]
+            assert (first.oi, first.iv) == (fake.quotes[key].oi, 14.0)
+            assert first.bid is not None
             # From now on frames carry only the last trade; the rest changes at the fake but is not sent.
             fake.omit = {"depth", "greeks", "vtt", "oi", "iv"}
+
+            async def partial_frame_arrived() -> bool:
+                quote = feed.quotes[key]
+                return quote.refreshed_mono["ltp"] > quote.refreshed_mono["oi"]
+
+            await eventually(partial_frame_arrived, what="a frame with the last trade only")
+            before = feed.quotes[key]
+            assert (before.oi, before.iv, before.bid, before.delta) == (
+                first.oi,
+                first.iv,
+                first.bid,
+                first.delta,
+            )
             fake.quotes[key].oi, fake.quotes[key].iv = 61_000, 15.5
             fake.quotes[key].bid, fake.quotes[key].ask = 80.0, 81.0
             partial_from = time.monotonic()
