@@ -455,11 +455,6 @@ class MarketFeed:
     def pongs_received(self) -> int:
         return self.stats.pongs_received + (self._ws.pongs if self._ws is not None else 0)
 
-    def silent_for_s(self) -> float | None:
-        """Seconds since the open connection last heard anything (data, ping or pong); None if closed."""
-        ws = self._ws
-        return None if ws is None else time.monotonic() - ws.last_frame_mono
-
     async def close(self) -> None:
         self._closing.set()
         ws = self._ws
