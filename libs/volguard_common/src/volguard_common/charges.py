@@ -152,6 +152,9 @@ def _data_rows() -> list[DatedRate]:
     )
     rows: list[DatedRate] = []
     for row in csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")):
+        if None in row or None in row.values():
+            # A comma inside a source would shift the columns; refuse rather than read a wrong rate.
+            raise ValueError(f"{_DATA_FILE}: row for {row['charge']} does not have exactly five columns")
         unit = _UNITS.get(row["unit"])
         if unit is None:
             raise ValueError(f"{_DATA_FILE}: unknown unit {row['unit']!r} for {row['charge']}")
