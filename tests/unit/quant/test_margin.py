@@ -28,8 +28,9 @@ from volguard_common.settings import Settings
 
 UNDERLYING = 24_000.0
 FORWARD = 24_010.0
-TODAY = date(2026, 4, 8)
-EXPIRY = date(2026, 4, 14)
+# Tuesday 7 April 2026 is a weekly expiry; the next one moves to Monday 13 April (14 April is a holiday).
+TODAY = date(2026, 4, 7)
+EXPIRY = date(2026, 4, 13)
 T = 6 / 365
 DISCOUNT = math.exp(-0.065 * T)
 PARAMS = MarginParameters()
@@ -153,49 +154,56 @@ def test_expiry_day_elm_applies_to_shorts_on_their_expiry_day_only() -> None:
 
 
 def test_expiry_day_elm_and_the_lost_calendar_benefit_are_dated() -> None:
-    assert EXPIRY_DAY_ELM.effective_from == date(2024, 11, 20)
-    assert NO_CALENDAR_BENEFIT_ON_EXPIRY_DAY.effective_from == date(2025, 2, 1)
-    before = date(2024, 11, 19)
-    short = [MarginLeg(23_400, before, False, -75, 0.14, FORWARD, 0.2 / 365)]
-    assert portfolio_margin(short, UNDERLYING, RANGES, before, PARAMS).expiry_day_elm == 0.0
-    after = date(2024, 11, 20)
-    short = [MarginLeg(23_400, after, False, -75, 0.14, FORWARD, 0.2 / 365)]
-    assert portfolio_margin(short, UNDERLYING, RANGES, after, PARAMS).expiry_day_elm == pytest.approx(
-        0.02 * UNDERLYING * 75
-    )
+    assert not EXPIRY_DAY_ELM.in_force(date(2024, 11, 19))
+    assert EXPIRY_DAY_ELM.in_force(date(2024, 11, 20))
+    assert not NO_CALENDAR_BENEFIT_ON_EXPIRY_DAY.in_force(date(2025, 1, 31))
+    assert NO_CALENDAR_BENEFIT_ON_EXPIRY_DAY.in_force(date(2025, 2, 1))
+    # NIFTY weeklies expired on Thursdays then: 14 Nov 2024 before the rule, 21 Nov 2024 after it.
+    for expiry, elm in ((date(2024, 11, 14), 0.0), (date(2024, 11, 21), 0.02 * UNDERLYING * 75)):
+        short = [MarginLeg(23_400, expiry, False, -75, 0.14, FORWARD, 0.2 / 365)]
+        assert portfolio_margin(short, UNDERLYING, RANGES, expiry, PARAMS).expiry_day_elm == pytest.approx(
+            elm
+        )
 
 
-def calendar(valuation: date, near: date, far: date) -> list[MarginLeg]:
+def calendar(near: date, far: date, near_days: float) -> list[MarginLeg]:
     # Short the near ATM put, long the far ATM put: the deltas offset, the risk arrays partly do.
     return [
-        MarginLeg(24_000, near, False, -65, 0.13, FORWARD, 0.2 / 365),
-        MarginLeg(24_000, far, False, 65, 0.135, FORWARD + 40, 28 / 365),
+        MarginLeg(24_000, near, False, -65, 0.13, FORWARD, near_days / 365),
+        MarginLeg(24_000, far, False, 65, 0.135, FORWARD + 40, (near_days + 35) / 365),
     ]
 
 
+def scanned(legs: list[MarginLeg]) -> float:
+    return max(float(risk_arrays(legs, RANGES).sum(axis=0).max()), 0.0)
+
+
 def test_a_calendar_pays_the_spread_charge_and_loses_the_offset_on_the_near_expiry_day() -> None:
-    near, far = date(2026, 4, 14), date(2026, 5, 12)
-    day_before = portfolio_margin(
-        calendar(date(2026, 4, 13), near, far), UNDERLYING, RANGES, date(2026, 4, 13), PARAMS
-    )
-    expiry_day = portfolio_margin(calendar(near, near, far), UNDERLYING, RANGES, near, PARAMS)
-    assert day_before.calendar_spread_charge > 0.0
-    # By hand: 1.75 % of the far forward on the delta both months offset.
-    legs = calendar(date(2026, 4, 13), near, far)
+    near, far = date(2026, 4, 21), date(2026, 5, 26)
+    legs = calendar(near, far, near_days=1.25)
+    day_before = portfolio_margin(legs, UNDERLYING, RANGES, date(2026, 4, 20), PARAMS)
+    # By hand: 1.75 % of the far forward on the delta both months offset; scanned together.
     deltas = [
         ref.leg_delta((x.strike, x.expiry, x.is_call, x.quantity, x.vol, x.forward, x.t, x.discount))
         for x in legs
     ]
-    offset = min(abs(deltas[0]), abs(deltas[1]))
     assert deltas[0] * deltas[1] < 0
+    offset = min(abs(deltas[0]), abs(deltas[1]))
     assert day_before.calendar_spread_charge == pytest.approx(0.0175 * (FORWARD + 40) * offset, rel=1e-9)
-    # On the near leg's expiry day it is scanned alone: no spread charge, a larger scanning risk.
+    assert day_before.scanning_risk == pytest.approx(scanned(legs), rel=1e-12)
+    # On the near leg's expiry day it is scanned alone and left out of the spread pairing.
+    legs = calendar(near, far, near_days=0.25)
+    expiry_day = portfolio_margin(legs, UNDERLYING, RANGES, near, PARAMS)
     assert expiry_day.calendar_spread_charge == 0.0
-    assert expiry_day.scanning_risk > day_before.scanning_risk
-    # Before 1 Feb 2025 an expiring leg kept its calendar treatment.
-    old = date(2025, 1, 28)
-    kept = portfolio_margin(calendar(old, old, date(2025, 2, 25)), UNDERLYING, RANGES, old, PARAMS)
+    apart = scanned(legs[:1]) + scanned(legs[1:])
+    assert expiry_day.scanning_risk == pytest.approx(apart, rel=1e-12)
+    assert apart > scanned(legs)
+    # Before 1 Feb 2025 an expiring leg kept its calendar treatment (the January 2025 monthly).
+    old = date(2025, 1, 30)
+    legs = calendar(old, date(2025, 2, 27), near_days=0.25)
+    kept = portfolio_margin(legs, UNDERLYING, RANGES, old, PARAMS)
     assert kept.calendar_spread_charge > 0.0
+    assert kept.scanning_risk == pytest.approx(scanned(legs), rel=1e-12)
 
 
 def test_bad_inputs_are_refused() -> None:
@@ -208,7 +216,7 @@ def test_bad_inputs_are_refused() -> None:
     assert portfolio_margin([], UNDERLYING, RANGES, TODAY, PARAMS).total == 0.0
 
 
-EXPIRIES = [date(2026, 4, 8), date(2026, 4, 14), date(2026, 4, 28), date(2026, 5, 26)]
+EXPIRIES = [TODAY, EXPIRY, date(2026, 4, 28), date(2026, 5, 26)]
 strikes = st.integers(min_value=440, max_value=520)
 
 
