@@ -94,6 +94,15 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "event_multiplier_c": 1.0,
     "partial_fill_timeout_s": 30.0,
     "afe_patience_s": 5.0,
+    "brokerage_per_order": Decimal("20"),
+    "margin_price_scan_sigmas": 6.0,
+    "margin_price_scan_floor_pct": 9.3,
+    "margin_vol_scan_pct": 25.0,
+    "margin_vol_scan_floor_pts": 4.0,
+    "margin_short_option_minimum_pct": 3.0,
+    "margin_calendar_spread_pct": 1.75,
+    "margin_exposure_pct": 2.0,
+    "margin_expiry_day_elm_pct": 2.0,
 }
 
 

@@ -283,6 +283,52 @@ class Settings(BaseSettings):
         default=2000, description="Upstox order rate limit: orders per 30 minutes."
     )
 
+    # ---- charges and margin (volguard_common.charges, quant.margin) ---------------------------
+    brokerage_per_order: Decimal = Field(
+        default=Decimal("20"),
+        description="Broker's brokerage in rupees per executed order (each slice of a sliced order is an "
+        "order), charged once per order however many fills it has. Default: Upstox's flat Rs 20 for F&O.",
+    )
+    margin_price_scan_sigmas: float = Field(
+        default=6.0,
+        description="SPAN price scan range for index options, in standard deviations of the daily EWMA "
+        "return, scaled up by sqrt(2) for the two-day margin period (NSE Clearing SPAN risk parameters).",
+    )
+    margin_price_scan_floor_pct: float = Field(
+        default=9.3,
+        description="Smallest SPAN price scan range for index options, in percent of the underlying: NSE "
+        "Clearing's 'subject to 9.3 % of underlying price', a floor (the sigma figure rarely reaches it).",
+    )
+    margin_vol_scan_pct: float = Field(
+        default=25.0,
+        description="SPAN volatility scan range, in percent of the annualised EWMA volatility of the "
+        "underlying (NSE Clearing SPAN risk parameters).",
+    )
+    margin_vol_scan_floor_pts: float = Field(
+        default=4.0,
+        description="Smallest SPAN volatility scan range for index options, in vol points (NSE Clearing: "
+        "'subject to minimum 4 %').",
+    )
+    margin_short_option_minimum_pct: float = Field(
+        default=3.0,
+        description="Short option minimum charge, in percent of the notional of short index options not "
+        "offset by a long of the same right and expiry (NSE Clearing's index-option figure).",
+    )
+    margin_calendar_spread_pct: float = Field(
+        default=1.75,
+        description="Calendar spread charge for index derivatives, in percent of the far-month contract "
+        "value of the delta offset between expiries (NSE Clearing SPAN risk parameters).",
+    )
+    margin_exposure_pct: float = Field(
+        default=2.0,
+        description="Exposure margin on short index options, in percent of notional (SEBI).",
+    )
+    margin_expiry_day_elm_pct: float = Field(
+        default=2.0,
+        description="Additional extreme-loss margin on short options on their expiry day, in percent of "
+        "notional (SEBI circular of 1 Oct 2024, from 20 Nov 2024).",
+    )
+
     # ---- analytics thresholds -----------------------------------------------------------------
     iv_rv_sell_big_pts: float = Field(
         default=4.0,
@@ -422,6 +468,18 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{env_name('upstox_orders_per_minute')} ({s.upstox_orders_per_minute}) must not exceed "
             f"{env_name('upstox_orders_per_30_minutes')} ({s.upstox_orders_per_30_minutes})"
         )
+
+    at_least("brokerage_per_order", 0)
+    for field in ("margin_price_scan_sigmas", "margin_price_scan_floor_pct", "margin_vol_scan_pct"):
+        at_least(field, 0, strict=True)
+    for field in (
+        "margin_vol_scan_floor_pts",
+        "margin_short_option_minimum_pct",
+        "margin_calendar_spread_pct",
+        "margin_exposure_pct",
+        "margin_expiry_day_elm_pct",
+    ):
+        at_least(field, 0)
 
     at_least("iv_rv_sell_big_pts", 0)
     at_least("iv_rv_sell_small_pts", 0)
