@@ -376,14 +376,50 @@ class Settings(BaseSettings):
         default=1.0, description="Position-size multiplier around a severity-C event (least severe)."
     )
     partial_fill_timeout_s: float = Field(
-        default=30.0,
+        default=60.0,
         description="Seconds a basket may stay partly filled before execution completes it aggressively "
-        "or unwinds the filled legs, so no naked half-position is left.",
+        "or unwinds the filled legs, so no naked half-position is left. Every leg's fill schedule "
+        "(VOLGUARD_AFE_PASSIVE_S + VOLGUARD_AFE_MAX_REPRICES × the urgency's wait) must end inside it, "
+        "so the guard, not the timeout, decides; 60 s fits the slowest (PASSIVE: 3 + 5 × 10 = 53 s). "
+        "The original allowed 2 s of leg mismatch because it sent legs together; with hedges first the "
+        "legs that fill while a later leg is still worked are bought wings (entry) or bought-back shorts "
+        "(exit), so a partly filled basket is over-hedged, never naked, and a longer wait costs price "
+        "drift, not unbounded risk.",
     )
-    afe_patience_s: float = Field(
+    afe_passive_s: float = Field(
+        default=3.0,
+        description="Adaptive fill engine: seconds the first price (mid, moved toward the touch by "
+        "urgency) rests before the first re-price.",
+    )
+    afe_max_reprices: int = Field(
+        default=5,
+        description="Adaptive fill engine: re-prices after the first price; the last is a marketable "
+        "limit inside the protection band.",
+    )
+    afe_wait_passive_s: float = Field(
+        default=10.0, description="Adaptive fill engine: seconds between re-prices of a PASSIVE basket."
+    )
+    afe_wait_normal_s: float = Field(
+        default=3.0, description="Adaptive fill engine: seconds between re-prices of a NORMAL basket."
+    )
+    afe_wait_urgent_s: float = Field(
+        default=1.0, description="Adaptive fill engine: seconds between re-prices of an URGENT basket."
+    )
+    afe_max_slippage_pct: float = Field(
+        default=2.0,
+        description="Adaptive fill engine: the re-price walk never goes further than this percentage of "
+        "the leg's premium (mid at submission) from that mid, and at least one tick.",
+    )
+    afe_protection_band_pct: float = Field(
         default=5.0,
-        description="Adaptive fill engine: seconds a limit order rests at one price before it steps "
-        "one tick towards the other side of the spread.",
+        description="Adaptive fill engine: the final marketable limit is the touch plus (buy) or minus "
+        "(sell) this percentage of the touch, at least one tick.",
+    )
+    algo_order_threshold_per_second: int = Field(
+        default=10,
+        description="Orders per second at or above which a retail client's API orders must be a "
+        "registered algo (SEBI circular of 4 Feb 2025 on retail algorithmic trading; threshold set by "
+        "the exchanges at 10). Execution stays strictly below it.",
     )
 
     @classmethod
@@ -509,12 +545,21 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{' ≤ '.join(env_name(f) for f in multipliers)} must hold, got "
             f"{s.event_multiplier_a}, {s.event_multiplier_b}, {s.event_multiplier_c}"
         )
+    at_least("algo_order_threshold_per_second", 2)
     at_least("partial_fill_timeout_s", 0, strict=True)
-    at_least("afe_patience_s", 0, strict=True)
-    if s.afe_patience_s > s.partial_fill_timeout_s:
+    waits = ("afe_wait_passive_s", "afe_wait_normal_s", "afe_wait_urgent_s")
+    for field in ("afe_passive_s", *waits, "afe_max_slippage_pct", "afe_protection_band_pct"):
+        at_least(field, 0, strict=True)
+    at_least("afe_max_reprices", 1)
+    if not s.afe_wait_passive_s >= s.afe_wait_normal_s >= s.afe_wait_urgent_s:
+        problems.append(f"{' ≥ '.join(env_name(f) for f in waits)} must hold")
+    slowest = s.afe_passive_s + s.afe_max_reprices * max(getattr(s, f) for f in waits)
+    if slowest > s.partial_fill_timeout_s:
+        # The guard must see every schedule end; a timeout that cuts one short decides for it.
         problems.append(
-            f"{env_name('afe_patience_s')} ({s.afe_patience_s}) must not exceed "
-            f"{env_name('partial_fill_timeout_s')} ({s.partial_fill_timeout_s})"
+            f"the slowest fill schedule ({env_name('afe_passive_s')} + {env_name('afe_max_reprices')} × "
+            f"the longest wait = {slowest} s) must end inside {env_name('partial_fill_timeout_s')} "
+            f"({s.partial_fill_timeout_s})"
         )
 
     at_least("speed", 0)
