@@ -180,7 +180,7 @@ def test_cancel_takes_the_rest_and_refuses_a_filled_order() -> None:
     order_id, _ = ex.submit(limit("a", Side.BUY, 130, "101"), T0)
     ex.advance(T0 + 50 * MS)
     ex.cancel(order_id, T0 + 60 * MS)
-    assert ex.advance(T0 + 110 * MS) == [Cancelled(order_id, "a", 65, T0 + 110 * MS)]
+    assert ex.advance(T0 + 110 * MS) == [Cancelled(order_id, "a", 65, Decimal(101), T0 + 110 * MS)]
     ex.cancel(order_id, T0 + 120 * MS)
     refused = ex.advance(T0 + 170 * MS)
     assert [type(r) for r in refused] == [CancelRefused]

@@ -41,6 +41,8 @@ from typing import Protocol
 from volguard_common.clock import to_ist
 from volguard_common.events._base import Side
 from volguard_common.events.market import ChainSnapshot
+from volguard_common.events.orders import OrderStatus
+from volguard_execution.domain.orders import BrokerReport, Order, ReportOutcome, Trade
 
 
 class SessionCalendar(Protocol):
@@ -170,6 +172,7 @@ class Cancelled:
     exchange_order_id: str
     client_order_id: str
     filled_qty: int
+    avg_price: Decimal | None
     ts_event: datetime
 
 
@@ -211,6 +214,19 @@ class BookEntry:
     @property
     def remaining(self) -> int:
         return self.order.quantity - self.filled_qty
+
+    def broker_report(self) -> BrokerReport:
+        """This order as the broker's order book shows it: how an UNKNOWN submit or a silent order is
+        resolved. An order still in transit is at the broker, so it is in flight, not missing."""
+        if self.state is PaperOrderState.FILLED:
+            status = OrderStatus.FILLED
+        elif self.state is PaperOrderState.CANCELLED:
+            status = OrderStatus.CANCELLED
+        elif self.state is PaperOrderState.REJECTED:
+            status = OrderStatus.REJECTED
+        else:
+            status = OrderStatus.PARTIALLY_FILLED if self.filled_qty else OrderStatus.OPEN
+        return BrokerReport(status, self.filled_qty, self.avg_price, self.exchange_order_id, self.message)
 
 
 @dataclass(slots=True)
@@ -462,7 +478,7 @@ class PaperExchange:
             return [CancelRefused(entry.exchange_order_id, client_order_id, message, ts)]
         entry.state = PaperOrderState.CANCELLED
         self._resting[entry.order.instrument_key].remove(entry.exchange_order_id)
-        return [Cancelled(entry.exchange_order_id, client_order_id, entry.filled_qty, ts)]
+        return [Cancelled(entry.exchange_order_id, client_order_id, entry.filled_qty, entry.avg_price, ts)]
 
 
 def _price(value: float) -> Decimal | None:
@@ -502,3 +518,23 @@ def chain_quotes(snapshot: ChainSnapshot) -> list[Quote]:
                 )
             )
     return quotes
+
+
+def apply_report(order: Order, report: Report) -> ReportOutcome:
+    """Fold one paper-exchange report into the order it belongs to (the paper broker's translation)."""
+    if isinstance(report, Accepted):
+        order.acknowledge(report.exchange_order_id)
+        return ReportOutcome.APPLIED
+    if isinstance(report, Traded):
+        order.add_trade(Trade(report.trade_id, report.quantity, report.price, report.ts_event))
+        return ReportOutcome.APPLIED
+    if isinstance(report, Rejected):
+        return order.apply_report(
+            BrokerReport(OrderStatus.REJECTED, 0, None, report.exchange_order_id, report.message)
+        )
+    if isinstance(report, Cancelled):
+        return order.apply_report(
+            BrokerReport(OrderStatus.CANCELLED, report.filled_qty, report.avg_price, report.exchange_order_id)
+        )
+    # A refused cancel says nothing new about the order: its fills and final state come separately.
+    return ReportOutcome.STALE
