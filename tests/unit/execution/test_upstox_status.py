@@ -6,8 +6,12 @@ import logging
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from volguard_common.events._base import Side
 from volguard_common.events.orders import OrderStatus
+from volguard_execution.domain.orders import Order, OrderKey
 from volguard_execution.domain.upstox_status import MEANING, Meaning, UpstoxOrderStatus, map_upstox_order
 
 IN_FLIGHT = [
@@ -104,3 +108,57 @@ def test_a_fill_without_a_price_or_beyond_the_quantity_is_refused() -> None:
         map_upstox_order(
             status="open", quantity=130, filled_quantity=195, average_price=Decimal(1), order_id="1"
         )
+
+
+# ---- a stream of Upstox updates, shuffled and duplicated, folded into an order -----------------
+
+QUANTITY = 4 * 65
+
+
+@st.composite
+def upstox_lives(draw: st.DrawFn) -> list[tuple[str, int]]:
+    """A plausible order life as (status, filled) updates, in the order Upstox produced them."""
+    life = [("put order req received", 0), ("validation pending", 0), ("open pending", 0), ("open", 0)]
+    filled = 0
+    for _ in range(draw(st.integers(0, 3))):
+        if filled == QUANTITY:
+            break
+        filled += 65 * draw(st.integers(1, (QUANTITY - filled) // 65))
+        status = draw(st.sampled_from(["open", "modified", "not modified", "not cancelled"]))
+        life.append(("complete" if filled == QUANTITY else status, filled))
+    if filled < QUANTITY:
+        life.append(
+            draw(st.sampled_from([("cancel pending", filled), ("cancelled", filled), ("open", filled)]))
+        )
+        if life[-1][0] == "cancel pending":
+            life.append(("cancelled", filled))
+        if filled == 0 and draw(st.booleans()):
+            life[-1] = ("rejected", 0)
+    return life
+
+
+@given(life=upstox_lives(), data=st.data())
+def test_shuffled_and_duplicated_updates_end_where_the_last_one_does(
+    life: list[tuple[str, int]], data: st.DataObject
+) -> None:
+    updates = [
+        map_upstox_order(
+            status=status,
+            quantity=QUANTITY,
+            filled_quantity=filled,
+            average_price=Decimal("100") if filled else Decimal(0),
+            order_id="250101000000001",
+        )
+        for status, filled in life
+    ]
+    delivered = data.draw(
+        st.permutations(updates + data.draw(st.lists(st.sampled_from(updates), max_size=5)))
+    )
+    order = Order(OrderKey("basket-upstox", 0, 0), "NSE_FO|1", Side.SELL, QUANTITY, Decimal(100))
+    order.submit_outcome_unknown("timeout")
+    for update in delivered:
+        order.apply_report(update)
+        assert order.filled_qty <= QUANTITY
+    final = updates[-1]
+    assert order.filled_qty == final.filled_qty
+    assert order.status is final.status
