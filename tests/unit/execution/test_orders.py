@@ -198,3 +198,13 @@ def test_no_second_attempt_while_the_first_is_live_or_unknown() -> None:
     first.apply_report(report(OrderStatus.CANCELLED, 0))
     book.place(retry, instrument_key="NSE_FO|1", side=Side.BUY, quantity=65, limit_price=Decimal(10))
     assert len(book.by_client_order_id(KEY.client_order_id)) == 2
+
+
+def test_a_confirmed_reprice_moves_the_limit_only_while_live() -> None:
+    order = new_order()
+    order.acknowledge("1000000000000001")
+    assert order.repriced(Decimal("100.55")) is ReportOutcome.APPLIED
+    assert order.limit_price == Decimal("100.55")
+    order.add_trade(trade("t1", 130))
+    assert order.repriced(Decimal("99")) is ReportOutcome.STALE
+    assert order.limit_price == Decimal("100.55")

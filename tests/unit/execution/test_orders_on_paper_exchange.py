@@ -166,6 +166,14 @@ class OrdersOnThePaperExchange(RuleBasedStateMachine):
         assert order.broker_order_id is not None
         self.channel.extend(self.exchange.cancel(order.broker_order_id, self.now))
 
+    @precondition(lambda self: any(o.live and o.broker_order_id for o in self.book))
+    @rule(data=st.data(), ticks=st.integers(-10, 10))
+    def reprice_one(self, data: st.DataObject, ticks: int) -> None:
+        order = data.draw(st.sampled_from([o for o in self.book if o.live and o.broker_order_id]))
+        assert order.broker_order_id is not None
+        price = max(TICK, order.limit_price + ticks * TICK)
+        self.channel.extend(self.exchange.modify(order.broker_order_id, price, self.now))
+
     @precondition(lambda self: bool(self.channel))
     @rule(data=st.data(), duplicate=st.booleans())
     def deliver_one(self, data: st.DataObject, duplicate: bool) -> None:

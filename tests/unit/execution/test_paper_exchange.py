@@ -16,6 +16,8 @@ from volguard_execution.domain.paper_exchange import (
     Cancelled,
     CancelRefused,
     InstrumentRules,
+    Modified,
+    ModifyRefused,
     OrderType,
     PaperExchange,
     PaperOrder,
@@ -240,3 +242,35 @@ def test_a_chain_snapshot_feeds_every_quoted_contract() -> None:
     ex.submit(PaperOrder("c", call_key, Side.BUY, 65, OrderType.LIMIT, ask), DEFAULT_TS_EVENT)
     fills = trades(ex.advance(DEFAULT_TS_EVENT + timedelta(seconds=1)))
     assert [(t.quantity, t.price) for t in fills] == [(65, ask)]
+
+
+def test_modify_reprices_loses_time_priority_and_trades_if_it_crosses() -> None:
+    ex = exchange()
+    ex.on_quote(quote("100", "101", 650, 650, T0))
+    first, _ = ex.submit(limit("a", Side.BUY, 65, "100"), T0)
+    second, _ = ex.submit(limit("b", Side.BUY, 65, "100"), T0 + MS)
+    ex.advance(T0 + 60 * MS)
+    ex.modify(first, Decimal("100.05"), T0 + 70 * MS)
+    assert ex.advance(T0 + 120 * MS) == [Modified(first, "a", Decimal("100.05"), T0 + 120 * MS)]
+    ex.modify(second, Decimal("100.05"), T0 + 130 * MS)
+    ex.advance(T0 + 180 * MS)
+    # Both at 100.05 now, "a" re-priced first: the offer drops to 100 with room for one order only.
+    fills = trades(ex.on_quote(quote("99.95", "100", 650, 65, T0 + 200 * MS)))
+    assert [(t.client_order_id, t.price) for t in fills] == [("a", Decimal("100.05"))]
+    # A modification across the offer trades at once, at the offer.
+    ex.modify(second, Decimal("102"), T0 + 300 * MS)
+    ex.on_quote(quote("100", "101", 650, 650, T0 + 310 * MS))
+    reports = ex.advance(T0 + 350 * MS)
+    assert [type(r) for r in reports] == [Modified, Traded]
+    assert trades(reports)[0].price == Decimal(101)
+
+
+def test_a_bad_modification_is_refused_and_the_order_works_on() -> None:
+    ex = exchange()
+    order_id, _ = ex.submit(limit("a", Side.BUY, 65, "90"), T0)
+    for i, price in enumerate(("90.03", "900")):
+        ex.modify(order_id, Decimal(price), T0 + (100 * i + 1) * MS)
+        reports = ex.advance(T0 + 100 * (i + 1) * MS)
+        assert [type(r) for r in reports if not isinstance(r, Accepted)] == [ModifyRefused]
+    assert ex.entry(order_id).order.limit_price == Decimal(90)
+    assert ex.entry(order_id).state is PaperOrderState.OPEN

@@ -289,6 +289,16 @@ class Order:
         if self.status in (OrderStatus.NEW, OrderStatus.UNKNOWN):
             self._move(OrderStatus.OPEN)
 
+    def repriced(self, limit_price: Decimal) -> ReportOutcome:
+        """The broker confirmed a modification to `limit_price`. A confirmation that arrives after the
+        order ended changes nothing."""
+        if not limit_price.is_finite() or limit_price <= 0:
+            raise ValueError(f"order {self.client_order_id}: limit_price {limit_price} must be positive")
+        if not self.live:
+            return ReportOutcome.STALE
+        self.limit_price = limit_price
+        return ReportOutcome.APPLIED
+
     def reject(self, reason: str) -> None:
         """The broker or exchange refused the order (synchronously, at submit)."""
         if self.filled_qty:

@@ -5,6 +5,9 @@ effect `latency` later, when the caller advances the exchange (`advance`, or imp
 quote). Every call returns the exchange reports that became due, in time order, so the service and the
 backtest engine drive it the same way.
 
+`modify` re-prices a working limit order (Upstox's modify): the order loses its time priority and, if
+the new price crosses, trades at once as an incoming order would.
+
 Matching rules, kept close to NSE's for a retail-sized order:
 - an incoming buy limit at or above the offer trades at the offer, up to the displayed offer quantity;
   the rest rests (and a sell likewise against the bid);
@@ -32,7 +35,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
@@ -184,7 +187,27 @@ class CancelRefused:
     ts_event: datetime
 
 
-Report = Accepted | Rejected | Traded | Cancelled | CancelRefused
+@dataclass(frozen=True, slots=True)
+class Modified:
+    """The order now shows `limit_price` (and has lost its time priority, as on NSE)."""
+
+    exchange_order_id: str
+    client_order_id: str
+    limit_price: Decimal
+    ts_event: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ModifyRefused:
+    """The modification was refused (Upstox "not modified"); the order works on unchanged."""
+
+    exchange_order_id: str
+    client_order_id: str
+    message: str
+    ts_event: datetime
+
+
+Report = Accepted | Rejected | Traded | Cancelled | CancelRefused | Modified | ModifyRefused
 
 
 class PaperOrderState(Enum):
@@ -243,8 +266,9 @@ class Faults:
 class _Pending:
     due: datetime
     seq: int
-    kind: str = field(compare=False)  # "arrive" | "cancel"
+    kind: str = field(compare=False)  # "arrive" | "cancel" | "modify"
     exchange_order_id: str = field(compare=False)
+    limit_price: Decimal | None = field(default=None, compare=False)  # of a modify
 
 
 def _ids(prefix: int, width: int, seed: int) -> Iterator[str]:
@@ -310,9 +334,11 @@ class PaperExchange:
             raise ValueError(f"exchange time went backwards: {ts.isoformat()} < {self._now.isoformat()}")
         return ts
 
-    def _schedule(self, due: datetime, kind: str, exchange_order_id: str) -> None:
+    def _schedule(
+        self, due: datetime, kind: str, exchange_order_id: str, limit_price: Decimal | None = None
+    ) -> None:
         self._seq += 1
-        heapq.heappush(self._pending, _Pending(due, self._seq, kind, exchange_order_id))
+        heapq.heappush(self._pending, _Pending(due, self._seq, kind, exchange_order_id, limit_price))
 
     def submit(self, order: PaperOrder, ts_event: datetime) -> tuple[str, list[Report]]:
         """Send `order` at `ts_event`; returns its exchange order id (the broker's synchronous answer)
@@ -330,6 +356,15 @@ class PaperExchange:
         if exchange_order_id not in self._book:
             raise KeyError(f"no order {exchange_order_id} at the paper exchange")
         self._schedule(self._clock(ts_event) + self.latency, "cancel", exchange_order_id)
+        return reports
+
+    def modify(self, exchange_order_id: str, limit_price: Decimal, ts_event: datetime) -> list[Report]:
+        """Ask to re-price a limit order (how the fill engine steps toward the touch without a new
+        order); takes effect `latency` later."""
+        reports = self.advance(ts_event)
+        if exchange_order_id not in self._book:
+            raise KeyError(f"no order {exchange_order_id} at the paper exchange")
+        self._schedule(self._clock(ts_event) + self.latency, "modify", exchange_order_id, limit_price)
         return reports
 
     def on_quote(self, quote: Quote) -> list[Report]:
@@ -362,10 +397,15 @@ class PaperExchange:
             if pending.kind == "arrive":
                 reports.extend(self._arrive(entry, pending.due))
             elif entry.state is PaperOrderState.IN_TRANSIT:
-                # The cancel overtook the order; it is handled once the order has arrived.
-                self._schedule(pending.due + self.latency, "cancel", entry.exchange_order_id)
-            else:
+                # The request overtook the order; it is handled once the order has arrived.
+                self._schedule(
+                    pending.due + self.latency, pending.kind, pending.exchange_order_id, pending.limit_price
+                )
+            elif pending.kind == "cancel":
                 reports.extend(self._cancel(entry, pending.due))
+            else:
+                assert pending.limit_price is not None
+                reports.extend(self._modify(entry, pending.limit_price, pending.due))
         self._now = now
         return reports
 
@@ -410,16 +450,9 @@ class PaperExchange:
                 f"quantity {order.quantity} above the freeze quantity {rules.freeze_quantity}",
             )
         if order.limit_price is not None:
-            if order.limit_price % rules.tick_size:
-                return (
-                    RejectReason.BAD_TICK,
-                    f"price {order.limit_price} is not a multiple of {rules.tick_size}",
-                )
-            if not rules.lower_price_band <= order.limit_price <= rules.upper_price_band:
-                return (
-                    RejectReason.OUTSIDE_PRICE_BAND,
-                    f"price {order.limit_price} outside {rules.lower_price_band}..{rules.upper_price_band}",
-                )
+            price_problem = _check_price(order.limit_price, rules)
+            if price_problem is not None:
+                return price_problem
         shortfall = self._margin.shortfall(order, ts)
         if shortfall is not None:
             return RejectReason.INSUFFICIENT_MARGIN, shortfall
@@ -471,6 +504,27 @@ class PaperExchange:
         self._trades.append(traded)
         return [traded]
 
+    def _modify(self, entry: BookEntry, limit_price: Decimal, ts: datetime) -> list[Report]:
+        order = entry.order
+        if entry.state is not PaperOrderState.OPEN:
+            return [
+                ModifyRefused(
+                    entry.exchange_order_id, order.client_order_id, f"order is {entry.state.value}", ts
+                )
+            ]
+        if order.order_type is not OrderType.LIMIT:
+            return [ModifyRefused(entry.exchange_order_id, order.client_order_id, "not a limit order", ts)]
+        problem = _check_price(limit_price, self._instruments[order.instrument_key])
+        if problem is not None:
+            return [ModifyRefused(entry.exchange_order_id, order.client_order_id, problem[1], ts)]
+        entry.order = replace(order, limit_price=limit_price)
+        resting = self._resting[order.instrument_key]
+        resting.remove(entry.exchange_order_id)
+        resting.append(entry.exchange_order_id)
+        reports: list[Report] = [Modified(entry.exchange_order_id, order.client_order_id, limit_price, ts)]
+        reports.extend(self._match(entry, ts, resting=False))
+        return reports
+
     def _cancel(self, entry: BookEntry, ts: datetime) -> list[Report]:
         client_order_id = entry.order.client_order_id
         if entry.state is not PaperOrderState.OPEN:
@@ -479,6 +533,17 @@ class PaperExchange:
         entry.state = PaperOrderState.CANCELLED
         self._resting[entry.order.instrument_key].remove(entry.exchange_order_id)
         return [Cancelled(entry.exchange_order_id, client_order_id, entry.filled_qty, entry.avg_price, ts)]
+
+
+def _check_price(price: Decimal, rules: InstrumentRules) -> tuple[RejectReason, str] | None:
+    if price % rules.tick_size:
+        return RejectReason.BAD_TICK, f"price {price} is not a multiple of {rules.tick_size}"
+    if not rules.lower_price_band <= price <= rules.upper_price_band:
+        return (
+            RejectReason.OUTSIDE_PRICE_BAND,
+            f"price {price} outside {rules.lower_price_band}..{rules.upper_price_band}",
+        )
+    return None
 
 
 def _price(value: float) -> Decimal | None:
@@ -536,5 +601,7 @@ def apply_report(order: Order, report: Report) -> ReportOutcome:
         return order.apply_report(
             BrokerReport(OrderStatus.CANCELLED, report.filled_qty, report.avg_price, report.exchange_order_id)
         )
-    # A refused cancel says nothing new about the order: its fills and final state come separately.
+    if isinstance(report, Modified):
+        return order.repriced(report.limit_price)
+    # A refused cancel or modification says nothing new: fills and the final state come separately.
     return ReportOutcome.STALE
