@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from volguard_common.clock import IST, nse_calendar
 from volguard_common.events._base import Side
 from volguard_common.events.orders import Urgency
 from volguard_common.settings import Settings
@@ -18,6 +20,14 @@ from volguard_execution.domain.fill_schedule import (
     price_at,
     slippage,
     slippage_budget,
+)
+from volguard_execution.domain.paper_exchange import (
+    InstrumentRules,
+    OrderType,
+    PaperExchange,
+    PaperOrder,
+    Quote,
+    Traded,
 )
 
 TICK = Decimal("0.05")
@@ -131,3 +141,58 @@ def test_price_at_refuses_steps_outside_the_schedule() -> None:
         config=CONFIG,
     )
     assert step.kind is StepKind.MARKETABLE
+
+
+# ---- the schedule worked against the paper exchange -------------------------------------------
+
+
+class _NoMarginLimit:
+    def shortfall(self, order: PaperOrder, ts_event: datetime) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize("urgency", list(Urgency))
+@pytest.mark.parametrize("side", list(Side))
+@pytest.mark.parametrize(("bid", "ask"), [("99.95", "100.05"), ("96", "104")])
+def test_a_leg_in_a_market_that_never_comes_to_it_fills_before_the_timeout(
+    urgency: Urgency, side: Side, bid: str, ask: str
+) -> None:
+    """Nobody trades with our order while it rests: the schedule itself must get it done in time."""
+    key = "NSE_FO|60001"
+    rules = InstrumentRules(key, 65, TICK, 1800, TICK, Decimal(1000))
+    exchange = PaperExchange(
+        instruments={key: rules},
+        calendar=nse_calendar(),
+        margin=_NoMarginLimit(),
+        latency=timedelta(milliseconds=30),
+    )
+    start = datetime(2026, 12, 7, 11, 0, tzinfo=IST)
+    touch = Touch(Decimal(bid), Decimal(ask))
+    exchange.on_quote(Quote(key, touch.bid, touch.ask, 650, 650, start))
+    steps = [
+        price_at(
+            k, side=side, touch=touch, mid_at_submission=touch.mid, tick=TICK, urgency=urgency, config=CONFIG
+        )
+        for k in range(CONFIG.max_reprices + 1)
+    ]
+    order_id, _ = exchange.submit(PaperOrder("leg", key, side, 130, OrderType.LIMIT, steps[0].price), start)
+    fills = []
+    for step in steps[1:]:
+        at = start + timedelta(seconds=step.at_s)
+        fills += [r for r in exchange.advance(at) if isinstance(r, Traded)]
+        if fills:
+            break
+        exchange.modify(order_id, step.price, at)
+    end = start + timedelta(seconds=CONFIG.duration_s(urgency))
+    fills += [r for r in exchange.advance(end) if isinstance(r, Traded)]
+    assert sum(f.quantity for f in fills) == 130
+    assert max(f.ts_event for f in fills) <= end
+    timeout = Settings.model_fields["partial_fill_timeout_s"].default
+    assert end <= start + timedelta(seconds=timeout)
+    worst = max(slippage(side, f.price, touch.mid) for f in fills)
+    if touch.ask - touch.mid <= slippage_budget(touch.mid, TICK, CONFIG):
+        # A tight market: the walk reaches the touch, within the slippage budget.
+        assert worst <= slippage_budget(touch.mid, TICK, CONFIG)
+    else:
+        # A wide one: only the marketable limit gets it done, at the touch (incoming orders trade there).
+        assert worst == touch.ask - touch.mid

@@ -274,3 +274,17 @@ def test_a_bad_modification_is_refused_and_the_order_works_on() -> None:
         assert [type(r) for r in reports if not isinstance(r, Accepted)] == [ModifyRefused]
     assert ex.entry(order_id).order.limit_price == Decimal(90)
     assert ex.entry(order_id).state is PaperOrderState.OPEN
+
+
+def test_day_orders_die_at_the_close() -> None:
+    ex = exchange()
+    ex.on_quote(quote("100", "101", 650, 65, T0))
+    resting, _ = ex.submit(limit("a", Side.BUY, 65, "99"), T0)
+    partial, _ = ex.submit(limit("b", Side.BUY, 130, "101"), T0)
+    ex.advance(T0 + 60 * MS)
+    close = nse_calendar().session_bounds(T0)[1]
+    reports = ex.expire_day_orders(close)
+    assert sorted((r.exchange_order_id, r.filled_qty) for r in reports if isinstance(r, Cancelled)) == sorted(
+        [(resting, 0), (partial, 65)]
+    )
+    assert len(reports) == 2

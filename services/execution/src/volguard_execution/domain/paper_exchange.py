@@ -367,6 +367,16 @@ class PaperExchange:
         self._schedule(self._clock(ts_event) + self.latency, "modify", exchange_order_id, limit_price)
         return reports
 
+    def expire_day_orders(self, ts_event: datetime) -> list[Report]:
+        """The session closed: every DAY order still working is cancelled by the exchange (VolGuard
+        sends only DAY orders). The caller calls this at the calendar's close for the day."""
+        reports = self._advance(ts_event)
+        now = self._clock(ts_event)
+        for entry in self._book.values():
+            if entry.state is PaperOrderState.OPEN:
+                reports.extend(self._cancel(entry, now))
+        return self._deliver(reports)
+
     def on_quote(self, quote: Quote) -> list[Report]:
         """A new best bid/offer: first everything due before it, then resting orders that it reaches."""
         reports = self._advance(quote.ts_event)
