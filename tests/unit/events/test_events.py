@@ -743,6 +743,37 @@ def test_risk_decision_rules() -> None:
         RiskDecision(**common, approved=True, reasons=[], approved_lots=3, basket_id="b-1")
 
 
+def test_order_update_v1_reads_as_slice_zero_and_v2_carries_the_slice() -> None:
+    update = OrderUpdate(
+        **ENVELOPE,
+        client_order_id=client_order_id("b-1", 0, 0),
+        broker_order_id="1000000000000002",
+        basket_id="b-1",
+        leg_index=0,
+        attempt=0,
+        slice_index=1,
+        instrument_key="NSE_FO|1",
+        side=Side.SELL,
+        quantity=1755,
+        limit_price=Decimal("42.05"),
+        status=OrderStatus.OPEN,
+        filled_qty=0,
+        avg_price=None,
+    )
+    assert update.schema_version == 2
+    assert parse_event(update.model_dump_json()) == update
+    v1 = json.loads(update.model_dump_json())
+    v1["schema_version"] = 1
+    del v1["slice_index"]
+    old = parse_event(json.dumps(v1))
+    assert isinstance(old, OrderUpdate)
+    assert old.slice_index == 0
+    assert old.schema_version == 1
+    v1["schema_version"] = 3
+    with pytest.raises(ValidationError, match="OrderUpdate schema_version 3 is newer than this consumer"):
+        parse_event(json.dumps(v1))
+
+
 def test_order_update_fill_consistency() -> None:
     common: dict[str, Any] = {
         **ENVELOPE,
