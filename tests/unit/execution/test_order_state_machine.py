@@ -212,6 +212,13 @@ class OrdersAgainstAnUnreliableBroker(RuleBasedStateMachine):
             assert order.traded_qty <= order.filled_qty
 
     @invariant()
+    def every_order_is_publishable(self) -> None:
+        # OrderUpdate validates its own consistency (filled vs status vs average price).
+        for order in self.book:
+            update = order.to_order_update(ts_event=T0, source="execution/test", correlation_id="c-1")
+            assert (update.status, update.filled_qty) == (order.status, order.filled_qty)
+
+    @invariant()
     def positions_equal_the_sum_of_fills(self) -> None:
         expected: dict[str, int] = {}
         for key, trade in self.model.delivered_trades.values():

@@ -208,3 +208,26 @@ def test_a_confirmed_reprice_moves_the_limit_only_while_live() -> None:
     order.add_trade(trade("t1", 130))
     assert order.repriced(Decimal("99")) is ReportOutcome.STALE
     assert order.limit_price == Decimal("100.55")
+
+
+def test_a_report_with_everything_filled_is_filled_whatever_its_status() -> None:
+    order = new_order()
+    order.apply_report(report(OrderStatus.OPEN, 130, "101"))
+    assert order.status is OrderStatus.FILLED
+
+
+def test_the_order_as_an_order_update() -> None:
+    order = Order(OrderKey("basket-1", 1, 2, 1), "NSE_FO|1", Side.BUY, 130, Decimal("5.05"))
+    order.acknowledge("1000000000000003")
+    order.add_trade(trade("t1", 65, "5"))
+    update = order.to_order_update(ts_event=T0, source="execution/test", correlation_id="c-1")
+    assert (update.client_order_id, update.attempt, update.slice_index) == (
+        client_order_id("basket-1", 1, 2),
+        2,
+        1,
+    )
+    assert (update.status, update.filled_qty, update.avg_price) == (
+        OrderStatus.PARTIALLY_FILLED,
+        65,
+        Decimal(5),
+    )

@@ -206,6 +206,11 @@ class OrdersOnThePaperExchange(RuleBasedStateMachine):
             assert order.filled_qty <= self.exchange.entry(exchange_order_id).filled_qty
 
     @invariant()
+    def every_order_is_publishable(self) -> None:
+        for order in self.book:
+            order.to_order_update(ts_event=self.now, source="execution/test", correlation_id="c-1")
+
+    @invariant()
     def positions_equal_the_sum_of_delivered_fills(self) -> None:
         assert self.book.positions() == _net(self.delivered.values())
 

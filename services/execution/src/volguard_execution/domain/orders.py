@@ -33,7 +33,7 @@ from decimal import Decimal
 from enum import Enum
 
 from volguard_common.events._base import Side
-from volguard_common.events.orders import OrderStatus, client_order_id
+from volguard_common.events.orders import OrderStatus, OrderUpdate, client_order_id
 
 LIVE_STATUSES = frozenset(
     {OrderStatus.NEW, OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNKNOWN}
@@ -265,6 +265,28 @@ class Order:
     def remaining_qty(self) -> int:
         return self.quantity - self.filled_qty
 
+    def to_order_update(self, *, ts_event: datetime, source: str, correlation_id: str) -> OrderUpdate:
+        """The order as execution reports it on `ex.reports`."""
+        return OrderUpdate(
+            ts_event=ts_event,
+            source=source,
+            correlation_id=correlation_id,
+            client_order_id=self.client_order_id,
+            broker_order_id=self.broker_order_id,
+            basket_id=self.key.basket_id,
+            leg_index=self.key.leg_index,
+            attempt=self.key.attempt,
+            slice_index=self.key.slice_index,
+            instrument_key=self.instrument_key,
+            side=self.side,
+            quantity=self.quantity,
+            limit_price=self.limit_price,
+            status=self.status,
+            filled_qty=self.filled_qty,
+            avg_price=self.avg_price,
+            message=self.message,
+        )
+
     # -- transitions ----------------------------------------------------------------------------
 
     def _move(self, to: OrderStatus) -> None:
@@ -368,7 +390,10 @@ class Order:
         ):
             return ReportOutcome.STALE
         target = report.status
-        if target is OrderStatus.OPEN and report.filled_qty:
+        if report.filled_qty == self.quantity:
+            # Nothing is left to cancel or reject: whatever the status says, the order is done.
+            target = OrderStatus.FILLED
+        elif target is OrderStatus.OPEN and report.filled_qty:
             target = OrderStatus.PARTIALLY_FILLED
         if target is OrderStatus.REJECTED and self.filled_qty:
             raise IllegalTransition(f"order {self.client_order_id}: rejected after {self.filled_qty} filled")
