@@ -231,3 +231,12 @@ def test_the_order_as_an_order_update() -> None:
         65,
         Decimal(5),
     )
+
+
+def test_a_report_naming_another_broker_order_changes_nothing() -> None:
+    order = new_order()
+    order.acknowledge("1000000000000009")
+    with pytest.raises(ConflictingReport, match="already known as 1000000000000009"):
+        order.apply_report(report(OrderStatus.PARTIALLY_FILLED, 65, "101"))
+    assert order.status is OrderStatus.OPEN
+    assert order.filled_qty == 0

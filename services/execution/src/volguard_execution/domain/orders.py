@@ -397,10 +397,13 @@ class Order:
             target = OrderStatus.PARTIALLY_FILLED
         if target is OrderStatus.REJECTED and self.filled_qty:
             raise IllegalTransition(f"order {self.client_order_id}: rejected after {self.filled_qty} filled")
-        if target is not self.status:
-            self._move(target)
+        if target is not self.status and target not in _ALLOWED[self.status]:
+            raise IllegalTransition(f"order {self.client_order_id}: {self.status} → {target}")
+        # Every check is done before anything changes: a refused report leaves the order as it was.
         if report.broker_order_id is not None:
             self._record_broker_order_id(report.broker_order_id)
+        if target is not self.status:
+            self._move(target)
         self.reported_filled_qty = report.filled_qty
         self.reported_avg_price = report.avg_price
         if report.message:
