@@ -189,7 +189,7 @@ class OrdersAgainstAnUnreliableBroker(RuleBasedStateMachine):
         for key, truth in self.model.truth.items():
             order = self.book[key]
             if not truth.reached_broker and order.status is OrderStatus.UNKNOWN:
-                order.reject("not in the broker's order book")
+                order.absent_at_broker("no order with this tag in the broker's order history")
                 truth.final = OrderStatus.REJECTED
 
     # -- invariants ---------------------------------------------------------------------------------

@@ -240,3 +240,13 @@ def test_a_report_naming_another_broker_order_changes_nothing() -> None:
         order.apply_report(report(OrderStatus.PARTIALLY_FILLED, 65, "101"))
     assert order.status is OrderStatus.OPEN
     assert order.filled_qty == 0
+
+
+def test_only_an_unknown_submit_can_be_found_absent() -> None:
+    order = new_order()
+    with pytest.raises(IllegalTransition, match="not UNKNOWN"):
+        order.absent_at_broker("order history by tag is empty")
+    order.submit_outcome_unknown("timeout")
+    order.absent_at_broker("order history by tag is empty")
+    assert order.status is OrderStatus.REJECTED
+    assert not order.live

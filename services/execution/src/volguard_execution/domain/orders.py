@@ -321,6 +321,17 @@ class Order:
         self.limit_price = limit_price
         return ReportOutcome.APPLIED
 
+    def absent_at_broker(self, evidence: str) -> None:
+        """An UNKNOWN submit that the broker's order history by tag does not know: it never arrived,
+        so it is over (REJECTED) and the next attempt may go. Only for UNKNOWN: an order the broker
+        acknowledged does not vanish, and its absence from a listing is a broker problem to raise."""
+        if self.status is not OrderStatus.UNKNOWN:
+            raise IllegalTransition(
+                f"order {self.client_order_id}: absent at the broker while {self.status}, not UNKNOWN"
+            )
+        self._move(OrderStatus.REJECTED)
+        self.message = evidence
+
     def reject(self, reason: str) -> None:
         """The broker or exchange refused the order (synchronously, at submit)."""
         if self.filled_qty:
