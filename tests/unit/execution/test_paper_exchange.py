@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from volguard_common.charges import fill_charges
 from volguard_common.clock import IST, nse_calendar
 from volguard_common.events._base import Side
 from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
@@ -288,3 +289,28 @@ def test_day_orders_die_at_the_close() -> None:
         [(resting, 0), (partial, 65)]
     )
     assert len(reports) == 2
+
+
+def test_trades_carry_what_the_dated_charges_schedule_needs() -> None:
+    """Charges stay outside the exchange: each trade says whether it is its order's first fill, so the
+    shared schedule charges brokerage once per executed order."""
+    ex = exchange()
+    ex.on_quote(quote("100", "101", 65, 650, T0))
+    ex.submit(limit("a", Side.SELL, 130, "100"), T0)
+    ex.advance(T0 + 50 * MS)
+    ex.on_quote(quote("100", "101", 650, 650, T0 + 100 * MS))
+    fills = ex.trades()
+    assert [t.first_fill_of_order for t in fills] == [True, False]
+    charges = [
+        fill_charges(
+            t.side,
+            t.price,
+            t.quantity,
+            t.ts_event.date(),
+            first_fill_of_order=t.first_fill_of_order,
+            brokerage_per_order=Decimal(20),
+        )
+        for t in fills
+    ]
+    assert [c.brokerage for c in charges] == [Decimal(20), Decimal(0)]
+    assert all(c.stt > 0 for c in charges)
