@@ -11,4 +11,8 @@ answers through the caller. The modules:
 - `rate_limit`: Upstox's three order-rate windows and the SEBI retail-algo threshold.
 - `paper_exchange`: an exchange simulator that fills resting limit orders against quotes.
 - `fill_schedule`: the adaptive fill engine's price ladder and timing.
+
+What the world provides comes in through small ports: the paper exchange asks a `MarginPort` whether
+the account can carry an order and a `SessionCalendar` whether the market is open; charges are left to
+the dated schedule (`volguard_common.charges.fill_charges`), fed by each trade's `first_fill_of_order`.
 """

@@ -1,7 +1,9 @@
 """Upstox order statuses, mapped explicitly to `OrderStatus`.
 
-The list is Upstox's own (developer documentation, appendix "Order Status"; the same strings appear in
-the order book `/v2/order/retrieve-all`, order details, and the portfolio-stream order updates):
+The list is Upstox's order-status table (checked against the status constants of an Upstox API client,
+rishabh9/riko `OrderStatus.java`, and Upstox's published status guide: placement, modify, cancel and
+after-market lifecycles). The same lower-case strings are the `status` of the order book
+`/v2/order/retrieve-all`, order details and history, and portfolio-stream order updates:
 
     put order req received, validation pending, open pending, open, trigger pending,
     modify validation pending, modify pending, modified, not modified,
