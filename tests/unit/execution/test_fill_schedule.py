@@ -15,6 +15,7 @@ from volguard_common.events.orders import Urgency
 from volguard_common.settings import Settings
 from volguard_execution.domain.fill_schedule import (
     FillScheduleConfig,
+    LegSchedule,
     StepKind,
     Touch,
     price_at,
@@ -196,3 +197,17 @@ def test_a_leg_in_a_market_that_never_comes_to_it_fills_before_the_timeout(
     else:
         # A wide one: only the marketable limit gets it done, at the touch (incoming orders trade there).
         assert worst == touch.ask - touch.mid
+
+
+def test_a_leg_schedule_in_exchange_time() -> None:
+    start = datetime(2026, 12, 7, 11, 0, tzinfo=IST)
+    leg = LegSchedule(Side.BUY, Urgency.NORMAL, Decimal(100), TICK, start, CONFIG)
+    seconds = [0, 2.9, 3, 5.9, 6, 14.9, 15, 17.9]
+    assert [leg.due_step(start + timedelta(seconds=s)) for s in seconds] == [0, 0, 1, 1, 2, 4, 5, 5]
+    assert not leg.over(start + timedelta(seconds=17.9))
+    assert leg.over(start + timedelta(seconds=18))
+    assert leg.ends_at() == start + timedelta(seconds=18)
+    touch = Touch(Decimal(99), Decimal(101))
+    assert leg.price(5, touch).kind is StepKind.MARKETABLE
+    with pytest.raises(ValueError, match="before the schedule started"):
+        leg.due_step(start - timedelta(seconds=1))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
 from types import MappingProxyType
@@ -176,3 +177,43 @@ def price_at(
 def slippage(side: Side, fill_price: Decimal, mid_at_submission: Decimal) -> Decimal:
     """Rupees per unit worse than the mid at submission (negative when the fill beat mid)."""
     return fill_price - mid_at_submission if side is Side.BUY else mid_at_submission - fill_price
+
+
+@dataclass(frozen=True, slots=True)
+class LegSchedule:
+    """The schedule of one leg from its first placement, in exchange time: which step's price should be
+    showing now, and when the schedule is over. The caller re-prices (modifies) when `due_step` moves
+    past the step it last showed, with the touch current at that moment."""
+
+    side: Side
+    urgency: Urgency
+    mid_at_submission: Decimal
+    tick: Decimal
+    started_at: datetime
+    config: FillScheduleConfig
+
+    def due_step(self, now: datetime) -> int:
+        elapsed = (now - self.started_at).total_seconds()
+        if elapsed < 0:
+            raise ValueError(
+                f"{now.isoformat()} is before the schedule started {self.started_at.isoformat()}"
+            )
+        return max(k for k, at in enumerate(self.config.step_times(self.urgency)) if at <= elapsed)
+
+    def ends_at(self) -> datetime:
+        return self.started_at + timedelta(seconds=self.config.duration_s(self.urgency))
+
+    def over(self, now: datetime) -> bool:
+        """The marketable limit has had its wait: the basket guard decides what happens next."""
+        return now >= self.ends_at()
+
+    def price(self, step: int, touch: Touch) -> FillStep:
+        return price_at(
+            step,
+            side=self.side,
+            touch=touch,
+            mid_at_submission=self.mid_at_submission,
+            tick=self.tick,
+            urgency=self.urgency,
+            config=self.config,
+        )
