@@ -92,6 +92,10 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "event_multiplier_a": 0.3,
     "event_multiplier_b": 0.5,
     "event_multiplier_c": 1.0,
+    "entries_from_open_min": 15.0,
+    "entries_stop_before_close_min": 15.0,
+    "expiry_flatten_before_close_min": 60.0,
+    "intraday_flat_before_close_min": 15.0,
     "partial_fill_timeout_s": 30.0,
     "afe_patience_s": 5.0,
 }
@@ -200,6 +204,8 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"event_multiplier_a": -0.1}, "VOLGUARD_EVENT_MULTIPLIER_A must be between 0 and 1"),
     ({"event_multiplier_a": 0.8}, "VOLGUARD_EVENT_MULTIPLIER_A ≤ VOLGUARD_EVENT_MULTIPLIER_B"),
     ({"partial_fill_timeout_s": 0}, "VOLGUARD_PARTIAL_FILL_TIMEOUT_S must be > 0"),
+    ({"expiry_flatten_before_close_min": -5}, "VOLGUARD_EXPIRY_FLATTEN_BEFORE_CLOSE_MIN must be ≥ 0"),
+    ({"intraday_flat_before_close_min": 400}, "VOLGUARD_INTRADAY_FLAT_BEFORE_CLOSE_MIN must be at most 120"),
     ({"afe_patience_s": -1}, "VOLGUARD_AFE_PATIENCE_S must be > 0"),
     (
         {"afe_patience_s": 60},

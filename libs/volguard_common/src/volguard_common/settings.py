@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from volguard_common.clock import TimedRules
 
 ENV_PREFIX = "VOLGUARD_"
 
@@ -329,6 +331,28 @@ class Settings(BaseSettings):
     event_multiplier_c: float = Field(
         default=1.0, description="Position-size multiplier around a severity-C event (least severe)."
     )
+    # ---- timed rules: offsets from the day's dated open and close (DESIGN §4) -------------------
+    # Minutes, not clock times: the F&O close moved from 15:30 to 15:40 on 3 August 2026 and the rules
+    # move with it. Defaults are the original VolGuard's times against its 15:30 close.
+    entries_from_open_min: float = Field(
+        default=15.0,
+        description="Minutes after the open before new positions may be opened (09:30 with the 09:15 open).",
+    )
+    entries_stop_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the day's close from which no new positions are opened (15:15 with "
+        "a 15:30 close, 15:25 with the 15:40 close from 3 Aug 2026).",
+    )
+    expiry_flatten_before_close_min: float = Field(
+        default=60.0,
+        description="Minutes before the close on an expiry day from which positions in the expiring "
+        "contract are flattened (14:30 with a 15:30 close, 14:40 with 15:40).",
+    )
+    intraday_flat_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the close from which the intraday bucket is flattened, so it is "
+        "flat by the close (15:15 with a 15:30 close, 15:25 with 15:40).",
+    )
     partial_fill_timeout_s: float = Field(
         default=30.0,
         description="Seconds a basket may stay partly filled before execution completes it aggressively "
@@ -364,6 +388,15 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def timed_rules(self) -> TimedRules:
+        """The timed trading rules (entry window, expiry flatten, intraday flat) of this configuration."""
+        return TimedRules(
+            entries_from_open=timedelta(minutes=self.entries_from_open_min),
+            entries_stop_before_close=timedelta(minutes=self.entries_stop_before_close_min),
+            expiry_flatten_before_close=timedelta(minutes=self.expiry_flatten_before_close_min),
+            intraday_flat_before_close=timedelta(minutes=self.intraday_flat_before_close_min),
+        )
 
     def port_for(self, service: str) -> int:
         """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
@@ -451,6 +484,17 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{' ≤ '.join(env_name(f) for f in multipliers)} must hold, got "
             f"{s.event_multiplier_a}, {s.event_multiplier_b}, {s.event_multiplier_c}"
         )
+    timed = (
+        "entries_from_open_min",
+        "entries_stop_before_close_min",
+        "expiry_flatten_before_close_min",
+        "intraday_flat_before_close_min",
+    )
+    for field in timed:
+        at_least(field, 0)
+        # A rule reaching outside a session would fire before the open or never.
+        if getattr(s, field) > 120:
+            problems.append(f"{env_name(field)} must be at most 120 minutes, got {getattr(s, field)}")
     at_least("partial_fill_timeout_s", 0, strict=True)
     at_least("afe_patience_s", 0, strict=True)
     if s.afe_patience_s > s.partial_fill_timeout_s:
