@@ -50,9 +50,11 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
             before,
         )
         atm = await conn.fetch(
-            "select distinct on (ts_event::date) ts_event::date as trade_date, atm_iv_front "
-            "from analytics.vol_snapshots where ts_event::date < $1 and atm_iv_front is not null "
-            "order by ts_event::date, ts_event desc",
+            # The trading day of a snapshot is its IST date, whatever the session time zone.
+            "select distinct on (ist_day) ist_day as trade_date, atm_iv_front from ("
+            "select (ts_event at time zone 'Asia/Kolkata')::date as ist_day, ts_event, atm_iv_front "
+            "from analytics.vol_snapshots) s where ist_day < $1 and atm_iv_front is not null "
+            "order by ist_day, ts_event desc",
             before,
         )
     index = [r for r in rows if r["symbol"] == "NIFTY"]
@@ -160,12 +162,10 @@ class Analytics:
                 "VIX_SPIKE",
                 f"India VIX {spike.vix:.2f} is up {spike.change_pct:.1f}% within "
                 f"{self.config.vix_spike_window_s:.0f}s (from {spike.window_low:.2f})",
+                # The chain set whose VIX print turned the spike on.
+                ts_event=front.ts_event,
                 correlation_id=front.correlation_id,
-                details={
-                    "vix": spike.vix,
-                    "change_pct": spike.change_pct,
-                    "ts_event": front.ts_event.isoformat(),
-                },
+                details={"vix": spike.vix, "change_pct": spike.change_pct},
             )
         if self.deterministic:
             snapshot = engine.snapshot(chain_set.snapshots)

@@ -101,6 +101,8 @@ async def run_feed(ctx: ServiceContext, loop: FeedLoop) -> None:
             events.Severity.CRITICAL,
             "FEED_FAILED",
             f"{loop.source_name} feed failed: {type(exc).__name__}: {exc}",
+            # A crash of this process: it happens in wall time.
+            ts_event=datetime.now(clock.IST),
         )
         os.kill(os.getpid(), signal.SIGTERM)
     else:
