@@ -29,6 +29,7 @@ from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.snapshot import VolEngine
 from volguard_common import events, streams
 from volguard_common.bus import Delivery
+from volguard_common.daily_bars import read_daily_bars
 from volguard_common.events.vol import Quality, VolSnapshot
 from volguard_common.service import ServiceContext
 
@@ -44,11 +45,6 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
         has_market = await conn.fetchval("select to_regclass('market.daily_bars') is not null")
         if not has_market:
             return None
-        rows = await conn.fetch(
-            "select symbol, trade_date, open, high, low, close from market.daily_bars "
-            "where trade_date < $1 order by symbol, trade_date",
-            before,
-        )
         atm = await conn.fetch(
             # The trading day of a snapshot is its IST date, whatever the session time zone.
             "select distinct on (ist_day) ist_day as trade_date, atm_iv_front from ("
@@ -57,22 +53,18 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
             "order by ist_day, ts_event desc",
             before,
         )
-    index = [r for r in rows if r["symbol"] == "NIFTY"]
-    if not index:
+    index = await read_daily_bars(pool, "NIFTY", before=before)
+    if index.empty:
         return None
     bars = pd.DataFrame(
         {
-            "trade_date": [r["trade_date"] for r in index],
-            **{col: [float(r[col]) for r in index] for col in ("open", "high", "low", "close")},
+            "trade_date": [ts.date() for ts in index.index],
+            **{col: index[col].to_numpy() for col in ("open", "high", "low", "close")},
         }
     )
-    vix_rows = [r for r in rows if r["symbol"] == "INDIAVIX"]
+    vix_bars = await read_daily_bars(pool, "INDIAVIX", before=before)
     vix = (
-        pd.Series(
-            [float(r["close"]) for r in vix_rows], index=pd.to_datetime([r["trade_date"] for r in vix_rows])
-        )
-        if vix_rows
-        else None
+        None if vix_bars.empty else pd.Series(vix_bars["close"].to_numpy(), index=vix_bars.index.rename(None))
     )
     atm_iv = (
         pd.Series(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from volguard_common import clock
 from volguard_common.clock import IST
-from volguard_common.quant.history import BadRow
+from volguard_common.file_rows import BadRow
 
 RBI_POLICY_DATES = (
     date(2025, 2, 7),
