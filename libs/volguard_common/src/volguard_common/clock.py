@@ -319,6 +319,10 @@ class TradingCalendar:
         return self._special.get(d)
 
     @property
+    def special_sessions(self) -> tuple[SpecialSession, ...]:
+        return tuple(sorted(self._special.values(), key=lambda s: s.day))
+
+    @property
     def session_times(self) -> tuple[SessionTimes, ...]:
         """The dated regular session rules, oldest first."""
         return self._session_times
@@ -564,8 +568,35 @@ def round_to_strike(price: float, step: int = STRIKE_STEP) -> int:
     return math.floor(price / step + 0.5) * step
 
 
-@functools.cache
+# The calendar this process trusts over the bundled data: in live mode, the bundled calendar
+# corrected by the broker's market-information endpoints (see `install_calendar`).
+_installed_calendar: TradingCalendar | None = None
+
+
 def nse_calendar() -> TradingCalendar:
+    """The process's NSE calendar: the installed one (broker-corrected in live mode), else the bundled."""
+    return _installed_calendar if _installed_calendar is not None else bundled_nse_calendar()
+
+
+def install_calendar(calendar: TradingCalendar | None) -> None:
+    """Make `calendar` the process's NSE calendar (None goes back to the bundled data). Every function of
+    this module follows it from the next call on."""
+    global _installed_calendar
+    _installed_calendar = calendar
+    expiry_cutoff.cache_clear()
+
+
+def holidays_from_csv(text: str) -> list[Holiday]:
+    """Holidays from text in the format of the bundled `nse_holidays.csv` (date,holiday,source)."""
+    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
+    missing = {"date", "holiday", "source"} - set(rows.fieldnames or ())
+    if missing:
+        raise ValueError(f"holiday file has no {', '.join(sorted(missing))} column")
+    return [Holiday(date.fromisoformat(row["date"]), row["holiday"], row["source"]) for row in rows]
+
+
+@functools.cache
+def bundled_nse_calendar() -> TradingCalendar:
     """The NSE calendar built from the packaged data; coverage is every year that has holiday rows."""
     holidays = _load_holidays()
     years = sorted({h.day.year for h in holidays})

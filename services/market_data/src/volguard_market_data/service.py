@@ -60,9 +60,13 @@ async def build_source(
         if settings.replay_dir is None:
             raise ValueError("VOLGUARD_FEED=replay needs VOLGUARD_REPLAY_DIR")
         return ReplaySource(settings.replay_dir), events.MarketMode.REPLAY, False, None
+    from volguard_market_data.adapters.upstox.market_info import BrokerCalendarCheck
     from volguard_market_data.adapters.upstox.source import UpstoxSource
 
     source = UpstoxSource(settings)
+    # The broker's holidays and timings correct the bundled calendar, checked now and once a day.
+    calendar_check = BrokerCalendarCheck(source.http, ctx.publisher)
+    ctx.tasks.append(asyncio.create_task(calendar_check.run(), name="broker-calendar"))
     await source.start()
     return source, events.MarketMode.LIVE, False, source.token_alert
 
