@@ -49,6 +49,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "lockstep_max_lag": 0,
     "replay_dir": None,
     "feed_stale_after_s": 10.0,
+    "holidays_file": None,
     "upstox_api_base": "https://api.upstox.com",
     "mode": "paper",
     "feed": "sim",

@@ -595,6 +595,34 @@ def holidays_from_csv(text: str) -> list[Holiday]:
     return [Holiday(date.fromisoformat(row["date"]), row["holiday"], row["source"]) for row in rows]
 
 
+def calendar_with_holidays(
+    holidays: Iterable[Holiday], base: TradingCalendar | None = None
+) -> TradingCalendar:
+    """`base` (the bundled calendar by default) with its holidays replaced, year by year, by `holidays`
+    for every year they list. A year after the covered ones extends the coverage; a gap is refused."""
+    calendar = base or bundled_nse_calendar()
+    updated = list(holidays)
+    years = {h.day.year for h in updated}
+    if not years:
+        raise ValueError("the holiday file lists no holidays")
+    kept = [h for h in calendar.holidays if h.day.year not in years]
+    last_year = max(calendar.last_day.year, *years)
+    first_year = min(calendar.first_day.year, *years)
+    covered = (
+        years | {h.day.year for h in kept} | set(range(calendar.first_day.year, calendar.last_day.year + 1))
+    )
+    gaps = set(range(first_year, last_year + 1)) - covered
+    if gaps:
+        raise ValueError(f"coverage must be contiguous: no holidays for {sorted(gaps)}")
+    return TradingCalendar(
+        [*kept, *updated],
+        calendar.special_sessions,
+        date(first_year, 1, 1),
+        date(last_year, 12, 31),
+        calendar.session_times,
+    )
+
+
 @functools.cache
 def bundled_nse_calendar() -> TradingCalendar:
     """The NSE calendar built from the packaged data; coverage is every year that has holiday rows."""

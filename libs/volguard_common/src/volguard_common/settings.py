@@ -213,6 +213,12 @@ class Settings(BaseSettings):
         description="Exchange seconds without a tick or a chain snapshot after which the feed is stale: "
         "an Alert is raised and md.status says STALE so risk stops new entries.",
     )
+    holidays_file: Path | None = Field(
+        default=None,
+        description="NSE holiday file (date,holiday,source) replacing the bundled holidays for the years "
+        "it lists, e.g. when NSE publishes next year's list. Default: <state_dir>/calendar/nse_holidays.csv "
+        "if `volguard calendar import` wrote one, else the bundled calendar.",
+    )
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
@@ -397,6 +403,17 @@ class Settings(BaseSettings):
             expiry_flatten_before_close=timedelta(minutes=self.expiry_flatten_before_close_min),
             intraday_flat_before_close=timedelta(minutes=self.intraday_flat_before_close_min),
         )
+
+    @property
+    def imported_holidays_file(self) -> Path:
+        """Where `volguard calendar import` puts an updated holiday file."""
+        return self.state_dir / "calendar" / "nse_holidays.csv"
+
+    def holidays_file_in_use(self) -> Path | None:
+        """The holiday file that replaces the bundled holidays, if any (see `holidays_file`)."""
+        if self.holidays_file is not None:
+            return self.holidays_file
+        return self.imported_holidays_file if self.imported_holidays_file.is_file() else None
 
     def port_for(self, service: str) -> int:
         """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
