@@ -121,6 +121,11 @@ class FakeUpstox:
         self.reject_token = False
         self.chain_body: bytes | None = None  # raw override of the option chain response body
         self.stalled = False
+        # ---- market information (GET /v2/market/holidays, /v2/market/timings/{date}) ----
+        # Bodies' `data` entries as Upstox sends them; timings by ISO date (a day not listed: NFO and
+        # NSE trade 09:15-15:30 before 3 Aug 2026 and 09:15-15:40 from then on, as the exchange said).
+        self.market_holidays: list[dict[str, Any]] = []
+        self.market_timings: dict[str, list[dict[str, Any]]] = {}
         self.garbage_to_send = 0
         self._drop_generation = 0
         # ---- what happened, read by tests ----
@@ -182,6 +187,24 @@ class FakeUpstox:
         if auth and (self.reject_token or request.headers.get("Authorization") != f"Bearer {TOKEN}"):
             return _error(401, "UDAPI100050", "Invalid token used to access API")
         return None
+
+    async def holidays(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        return JSONResponse({"status": "success", "data": self.market_holidays})
+
+    async def timings(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        day = date.fromisoformat(request.path_params["day"])
+        listed = self.market_timings.get(day.isoformat())
+        if listed is None:
+            close = (15, 30) if day < date(2026, 8, 3) else (15, 40)
+            listed = [
+                {"exchange": exchange, "start_time": ist_ms(day, 9, 15), "end_time": ist_ms(day, *close)}
+                for exchange in ("NSE", "NFO")
+            ]
+        return JSONResponse({"status": "success", "data": listed})
 
     async def authorize(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
@@ -426,6 +449,8 @@ class FakeUpstox:
                 Route("/v2/option/chain", self.option_chain, methods=["GET"]),
                 Route("/market-quote/instruments/exchange/NSE.json.gz", self.instruments, methods=["GET"]),
                 Route("/v2/order/place", self.place_order, methods=["POST"]),
+                Route("/v2/market/holidays", self.holidays, methods=["GET"]),
+                Route("/v2/market/timings/{day}", self.timings, methods=["GET"]),
                 WebSocketRoute("/market-data-feeder/v3/feeds", self.feed),
             ]
         )
@@ -483,3 +508,8 @@ def _now_ms() -> int:
 def _expiry_ms(expiry: date) -> int:
     # The master stamps an expiry as the last moment of the expiry day, IST.
     return int(datetime.combine(expiry, dtime(23, 59, 59), tzinfo=IST).timestamp() * 1000)
+
+
+def ist_ms(day: date, hour: int, minute: int) -> int:
+    """Epoch milliseconds of `hour:minute` IST on `day`, as Upstox's market information gives times."""
+    return int(datetime(day.year, day.month, day.day, hour, minute, tzinfo=IST).timestamp() * 1000)

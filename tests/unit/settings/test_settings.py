@@ -49,6 +49,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "lockstep_max_lag": 0,
     "replay_dir": None,
     "feed_stale_after_s": 10.0,
+    "holidays_file": None,
     "upstox_api_base": "https://api.upstox.com",
     "mode": "paper",
     "feed": "sim",
@@ -92,6 +93,10 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "event_multiplier_a": 0.3,
     "event_multiplier_b": 0.5,
     "event_multiplier_c": 1.0,
+    "entries_from_open_min": 15.0,
+    "entries_stop_before_close_min": 15.0,
+    "expiry_flatten_before_close_min": 60.0,
+    "intraday_flat_before_close_min": 15.0,
     "partial_fill_timeout_s": 60.0,
     "afe_passive_s": 3.0,
     "afe_max_reprices": 5,
@@ -221,6 +226,8 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"afe_max_reprices": 0}, "VOLGUARD_AFE_MAX_REPRICES must be ≥ 1"),
     ({"afe_max_slippage_pct": 0}, "VOLGUARD_AFE_MAX_SLIPPAGE_PCT must be > 0"),
     ({"afe_wait_urgent_s": 5}, "VOLGUARD_AFE_WAIT_NORMAL_S ≥ VOLGUARD_AFE_WAIT_URGENT_S must hold"),
+    ({"expiry_flatten_before_close_min": -5}, "VOLGUARD_EXPIRY_FLATTEN_BEFORE_CLOSE_MIN must be ≥ 0"),
+    ({"intraday_flat_before_close_min": 400}, "VOLGUARD_INTRADAY_FLAT_BEFORE_CLOSE_MIN must be at most 120"),
     (
         {"partial_fill_timeout_s": 30},
         "the slowest fill schedule (VOLGUARD_AFE_PASSIVE_S + VOLGUARD_AFE_MAX_REPRICES × the longest wait "

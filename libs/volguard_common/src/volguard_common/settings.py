@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from volguard_common.clock import TimedRules
 
 ENV_PREFIX = "VOLGUARD_"
 
@@ -211,6 +213,12 @@ class Settings(BaseSettings):
         description="Exchange seconds without a tick or a chain snapshot after which the feed is stale: "
         "an Alert is raised and md.status says STALE so risk stops new entries.",
     )
+    holidays_file: Path | None = Field(
+        default=None,
+        description="NSE holiday file (date,holiday,source) replacing the bundled holidays for the years "
+        "it lists, e.g. when NSE publishes next year's list. Default: <state_dir>/calendar/nse_holidays.csv "
+        "if `volguard calendar import` wrote one, else the bundled calendar.",
+    )
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
@@ -375,6 +383,28 @@ class Settings(BaseSettings):
     event_multiplier_c: float = Field(
         default=1.0, description="Position-size multiplier around a severity-C event (least severe)."
     )
+    # ---- timed rules: offsets from the day's dated open and close (DESIGN §4) -------------------
+    # Minutes, not clock times: the F&O close moved from 15:30 to 15:40 on 3 August 2026 and the rules
+    # move with it. Defaults are the original VolGuard's times against its 15:30 close.
+    entries_from_open_min: float = Field(
+        default=15.0,
+        description="Minutes after the open before new positions may be opened (09:30 with the 09:15 open).",
+    )
+    entries_stop_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the day's close from which no new positions are opened (15:15 with "
+        "a 15:30 close, 15:25 with the 15:40 close from 3 Aug 2026).",
+    )
+    expiry_flatten_before_close_min: float = Field(
+        default=60.0,
+        description="Minutes before the close on an expiry day from which positions in the expiring "
+        "contract are flattened (14:30 with a 15:30 close, 14:40 with 15:40).",
+    )
+    intraday_flat_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the close from which the intraday bucket is flattened, so it is "
+        "flat by the close (15:15 with a 15:30 close, 15:25 with 15:40).",
+    )
     partial_fill_timeout_s: float = Field(
         default=60.0,
         description="Seconds a basket may stay partly filled before execution completes it aggressively "
@@ -446,6 +476,26 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def timed_rules(self) -> TimedRules:
+        """The timed trading rules (entry window, expiry flatten, intraday flat) of this configuration."""
+        return TimedRules(
+            entries_from_open=timedelta(minutes=self.entries_from_open_min),
+            entries_stop_before_close=timedelta(minutes=self.entries_stop_before_close_min),
+            expiry_flatten_before_close=timedelta(minutes=self.expiry_flatten_before_close_min),
+            intraday_flat_before_close=timedelta(minutes=self.intraday_flat_before_close_min),
+        )
+
+    @property
+    def imported_holidays_file(self) -> Path:
+        """Where `volguard calendar import` puts an updated holiday file."""
+        return self.state_dir / "calendar" / "nse_holidays.csv"
+
+    def holidays_file_in_use(self) -> Path | None:
+        """The holiday file that replaces the bundled holidays, if any (see `holidays_file`)."""
+        if self.holidays_file is not None:
+            return self.holidays_file
+        return self.imported_holidays_file if self.imported_holidays_file.is_file() else None
 
     def port_for(self, service: str) -> int:
         """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
@@ -546,6 +596,17 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{s.event_multiplier_a}, {s.event_multiplier_b}, {s.event_multiplier_c}"
         )
     at_least("algo_order_threshold_per_second", 2)
+    timed = (
+        "entries_from_open_min",
+        "entries_stop_before_close_min",
+        "expiry_flatten_before_close_min",
+        "intraday_flat_before_close_min",
+    )
+    for field in timed:
+        at_least(field, 0)
+        # A rule reaching outside a session would fire before the open or never.
+        if getattr(s, field) > 120:
+            problems.append(f"{env_name(field)} must be at most 120 minutes, got {getattr(s, field)}")
     at_least("partial_fill_timeout_s", 0, strict=True)
     waits = ("afe_wait_passive_s", "afe_wait_normal_s", "afe_wait_urgent_s")
     for field in ("afe_passive_s", *waits, "afe_max_slippage_pct", "afe_protection_band_pct"):
