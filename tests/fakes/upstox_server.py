@@ -138,6 +138,11 @@ class FakeUpstox:
         self.maintenance = False
         # Upstox does not document the HTTP status that goes with UDAPI100074; the adapter reads the code.
         self.maintenance_status = 423
+        # ---- market information (GET /v2/market/holidays, /v2/market/timings/{date}) ----
+        # Bodies' `data` entries as Upstox sends them; timings by ISO date (a day not listed: NFO and
+        # NSE trade 09:15-15:30 before 3 Aug 2026 and 09:15-15:40 from then on, as the exchange said).
+        self.market_holidays: list[dict[str, Any]] = []
+        self.market_timings: dict[str, list[dict[str, Any]]] = {}
         self.garbage_to_send = 0
         self._drop_generation = 0
         # ---- what happened, read by tests ----
@@ -213,6 +218,24 @@ class FakeUpstox:
                 self.maintenance_status, MAINTENANCE_CODE, "API is accessible from 5:30 AM to 12:00 AM IST"
             )
         return None
+
+    async def holidays(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        return JSONResponse({"status": "success", "data": self.market_holidays})
+
+    async def timings(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        day = date.fromisoformat(request.path_params["day"])
+        listed = self.market_timings.get(day.isoformat())
+        if listed is None:
+            close = (15, 30) if day < date(2026, 8, 3) else (15, 40)
+            listed = [
+                {"exchange": exchange, "start_time": ist_ms(day, 9, 15), "end_time": ist_ms(day, *close)}
+                for exchange in ("NSE", "NFO")
+            ]
+        return JSONResponse({"status": "success", "data": listed})
 
     async def authorize(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
@@ -492,6 +515,8 @@ class FakeUpstox:
                 Route("/v2/option/chain", self.option_chain, methods=["GET"]),
                 Route("/market-quote/instruments/exchange/NSE.json.gz", self.instruments, methods=["GET"]),
                 Route("/v2/order/place", self.place_order, methods=["POST"]),
+                Route("/v2/market/holidays", self.holidays, methods=["GET"]),
+                Route("/v2/market/timings/{day}", self.timings, methods=["GET"]),
                 WebSocketRoute("/market-data-feeder/v3/feeds", self.feed),
             ]
         )
@@ -562,3 +587,8 @@ def _now_ms() -> int:
 def _expiry_ms(expiry: date) -> int:
     # The master stamps an expiry as the last moment of the expiry day, IST.
     return int(datetime.combine(expiry, dtime(23, 59, 59), tzinfo=IST).timestamp() * 1000)
+
+
+def ist_ms(day: date, hour: int, minute: int) -> int:
+    """Epoch milliseconds of `hour:minute` IST on `day`, as Upstox's market information gives times."""
+    return int(datetime(day.year, day.month, day.day, hour, minute, tzinfo=IST).timestamp() * 1000)

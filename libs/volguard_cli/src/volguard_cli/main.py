@@ -15,7 +15,7 @@ import httpx
 import typer
 from redis.asyncio import Redis
 
-from volguard_cli import infra, market_commands
+from volguard_cli import calendar_commands, infra, market_commands
 from volguard_cli.supervisor import SERVICE_ORDER, Supervisor, pid_alive, pid_path, read_state
 from volguard_common import streams
 from volguard_common.bus import BusConfig, StreamReport, stream_report
@@ -272,6 +272,7 @@ def streams_command() -> None:
 
 
 market_commands.register(app)
+calendar_commands.register(app)
 
 if __name__ == "__main__":
     app()

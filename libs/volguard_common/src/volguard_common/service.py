@@ -27,7 +27,7 @@ from faststream.redis import RedisBroker
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
-from volguard_common import db, events, metrics, streams
+from volguard_common import clock, db, events, metrics, streams
 from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
 from volguard_common.logging import adopt_stdlib_logger, configure_logging
 from volguard_common.settings import Settings, load_settings_or_exit
@@ -113,6 +113,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
 
     async def on_startup() -> None:
         configure_logging(spec.name, fmt=settings.log_format, level=settings.log_level)
+        install_holidays_file(settings)
         redis: Redis = await broker.connect()
         state.context = await start_service(spec, settings, redis, broker=broker)
         state.migrations_ok = True
@@ -220,6 +221,16 @@ async def readiness(state: _State) -> dict[str, bool]:
         log.warning("readiness: postgres unreachable", error=repr(exc))
         checks["postgres"] = False
     return checks
+
+
+def install_holidays_file(settings: Settings) -> None:
+    """Trade by an imported NSE holiday file when there is one (`volguard calendar import`)."""
+    path = settings.holidays_file_in_use()
+    if path is None:
+        return
+    calendar = clock.calendar_with_holidays(clock.holidays_from_csv(path.read_text(encoding="utf-8")))
+    clock.install_calendar(calendar)
+    log.info("holiday file in use", path=str(path), covered_to=str(calendar.last_day))
 
 
 def run(spec: ServiceSpec) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from volguard_common.clock import TimedRules
 
 ENV_PREFIX = "VOLGUARD_"
 
@@ -211,6 +213,12 @@ class Settings(BaseSettings):
         description="Exchange seconds without a tick or a chain snapshot after which the feed is stale: "
         "an Alert is raised and md.status says STALE so risk stops new entries.",
     )
+    holidays_file: Path | None = Field(
+        default=None,
+        description="NSE holiday file (date,holiday,source) replacing the bundled holidays for the years "
+        "it lists, e.g. when NSE publishes next year's list. Default: <state_dir>/calendar/nse_holidays.csv "
+        "if `volguard calendar import` wrote one, else the bundled calendar.",
+    )
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
@@ -310,6 +318,52 @@ class Settings(BaseSettings):
         default=2000, description="Upstox order rate limit: orders per 30 minutes."
     )
 
+    # ---- charges and margin (volguard_common.charges, quant.margin) ---------------------------
+    brokerage_per_order: Decimal = Field(
+        default=Decimal("20"),
+        description="Broker's brokerage in rupees per executed order (each slice of a sliced order is an "
+        "order), charged once per order however many fills it has. Default: Upstox's flat Rs 20 for F&O.",
+    )
+    margin_price_scan_sigmas: float = Field(
+        default=6.0,
+        description="SPAN price scan range for index options, in standard deviations of the daily EWMA "
+        "return, scaled up by sqrt(2) for the two-day margin period (NSE Clearing SPAN risk parameters).",
+    )
+    margin_price_scan_floor_pct: float = Field(
+        default=9.3,
+        description="Smallest SPAN price scan range for index options, in percent of the underlying: NSE "
+        "Clearing's 'subject to 9.3 % of underlying price', a floor (the sigma figure rarely reaches it).",
+    )
+    margin_vol_scan_pct: float = Field(
+        default=25.0,
+        description="SPAN volatility scan range, in percent of the annualised EWMA volatility of the "
+        "underlying (NSE Clearing SPAN risk parameters).",
+    )
+    margin_vol_scan_floor_pts: float = Field(
+        default=4.0,
+        description="Smallest SPAN volatility scan range for index options, in vol points (NSE Clearing: "
+        "'subject to minimum 4 %').",
+    )
+    margin_short_option_minimum_pct: float = Field(
+        default=3.0,
+        description="Short option minimum charge, in percent of the notional of short index options not "
+        "offset by a long of the same right and expiry (NSE Clearing's index-option figure).",
+    )
+    margin_calendar_spread_pct: float = Field(
+        default=1.75,
+        description="Calendar spread charge for index derivatives, in percent of the far-month contract "
+        "value of the delta offset between expiries (NSE Clearing SPAN risk parameters).",
+    )
+    margin_exposure_pct: float = Field(
+        default=2.0,
+        description="Exposure margin on short index options, in percent of notional (SEBI).",
+    )
+    margin_expiry_day_elm_pct: float = Field(
+        default=2.0,
+        description="Additional extreme-loss margin on short options on their expiry day, in percent of "
+        "notional (SEBI circular of 1 Oct 2024, from 20 Nov 2024).",
+    )
+
     # ---- analytics thresholds -----------------------------------------------------------------
     iv_rv_sell_big_pts: float = Field(
         default=4.0,
@@ -356,15 +410,73 @@ class Settings(BaseSettings):
     event_multiplier_c: float = Field(
         default=1.0, description="Position-size multiplier around a severity-C event (least severe)."
     )
-    partial_fill_timeout_s: float = Field(
-        default=30.0,
-        description="Seconds a basket may stay partly filled before execution completes it aggressively "
-        "or unwinds the filled legs, so no naked half-position is left.",
+    # ---- timed rules: offsets from the day's dated open and close (DESIGN §4) -------------------
+    # Minutes, not clock times: the F&O close moved from 15:30 to 15:40 on 3 August 2026 and the rules
+    # move with it. Defaults are the original VolGuard's times against its 15:30 close.
+    entries_from_open_min: float = Field(
+        default=15.0,
+        description="Minutes after the open before new positions may be opened (09:30 with the 09:15 open).",
     )
-    afe_patience_s: float = Field(
+    entries_stop_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the day's close from which no new positions are opened (15:15 with "
+        "a 15:30 close, 15:25 with the 15:40 close from 3 Aug 2026).",
+    )
+    expiry_flatten_before_close_min: float = Field(
+        default=60.0,
+        description="Minutes before the close on an expiry day from which positions in the expiring "
+        "contract are flattened (14:30 with a 15:30 close, 14:40 with 15:40).",
+    )
+    intraday_flat_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the close from which the intraday bucket is flattened, so it is "
+        "flat by the close (15:15 with a 15:30 close, 15:25 with 15:40).",
+    )
+    partial_fill_timeout_s: float = Field(
+        default=60.0,
+        description="Seconds a basket may stay partly filled before execution completes it aggressively "
+        "or unwinds the filled legs, so no naked half-position is left. Every leg's fill schedule "
+        "(VOLGUARD_AFE_PASSIVE_S + VOLGUARD_AFE_MAX_REPRICES × the urgency's wait) must end inside it, "
+        "so the guard, not the timeout, decides; 60 s fits the slowest (PASSIVE: 3 + 5 × 10 = 53 s). "
+        "The original allowed 2 s of leg mismatch because it sent legs together; with hedges first the "
+        "legs that fill while a later leg is still worked are bought wings (entry) or bought-back shorts "
+        "(exit), so a partly filled basket is over-hedged, never naked, and a longer wait costs price "
+        "drift, not unbounded risk.",
+    )
+    afe_passive_s: float = Field(
+        default=3.0,
+        description="Adaptive fill engine: seconds the first price (mid, moved toward the touch by "
+        "urgency) rests before the first re-price.",
+    )
+    afe_max_reprices: int = Field(
+        default=5,
+        description="Adaptive fill engine: re-prices after the first price; the last is a marketable "
+        "limit inside the protection band.",
+    )
+    afe_wait_passive_s: float = Field(
+        default=10.0, description="Adaptive fill engine: seconds between re-prices of a PASSIVE basket."
+    )
+    afe_wait_normal_s: float = Field(
+        default=3.0, description="Adaptive fill engine: seconds between re-prices of a NORMAL basket."
+    )
+    afe_wait_urgent_s: float = Field(
+        default=1.0, description="Adaptive fill engine: seconds between re-prices of an URGENT basket."
+    )
+    afe_max_slippage_pct: float = Field(
+        default=2.0,
+        description="Adaptive fill engine: the re-price walk never goes further than this percentage of "
+        "the leg's premium (mid at submission) from that mid, and at least one tick.",
+    )
+    afe_protection_band_pct: float = Field(
         default=5.0,
-        description="Adaptive fill engine: seconds a limit order rests at one price before it steps "
-        "one tick towards the other side of the spread.",
+        description="Adaptive fill engine: the final marketable limit is the touch plus (buy) or minus "
+        "(sell) this percentage of the touch, at least one tick.",
+    )
+    algo_order_threshold_per_second: int = Field(
+        default=10,
+        description="Orders per second at or above which a retail client's API orders must be a "
+        "registered algo (SEBI circular of 4 Feb 2025 on retail algorithmic trading; threshold set by "
+        "the exchanges at 10). Execution stays strictly below it.",
     )
 
     @classmethod
@@ -391,6 +503,26 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def timed_rules(self) -> TimedRules:
+        """The timed trading rules (entry window, expiry flatten, intraday flat) of this configuration."""
+        return TimedRules(
+            entries_from_open=timedelta(minutes=self.entries_from_open_min),
+            entries_stop_before_close=timedelta(minutes=self.entries_stop_before_close_min),
+            expiry_flatten_before_close=timedelta(minutes=self.expiry_flatten_before_close_min),
+            intraday_flat_before_close=timedelta(minutes=self.intraday_flat_before_close_min),
+        )
+
+    @property
+    def imported_holidays_file(self) -> Path:
+        """Where `volguard calendar import` puts an updated holiday file."""
+        return self.state_dir / "calendar" / "nse_holidays.csv"
+
+    def holidays_file_in_use(self) -> Path | None:
+        """The holiday file that replaces the bundled holidays, if any (see `holidays_file`)."""
+        if self.holidays_file is not None:
+            return self.holidays_file
+        return self.imported_holidays_file if self.imported_holidays_file.is_file() else None
 
     def port_for(self, service: str) -> int:
         """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
@@ -450,6 +582,18 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{env_name('upstox_orders_per_30_minutes')} ({s.upstox_orders_per_30_minutes})"
         )
 
+    at_least("brokerage_per_order", 0)
+    for field in ("margin_price_scan_sigmas", "margin_price_scan_floor_pct", "margin_vol_scan_pct"):
+        at_least(field, 0, strict=True)
+    for field in (
+        "margin_vol_scan_floor_pts",
+        "margin_short_option_minimum_pct",
+        "margin_calendar_spread_pct",
+        "margin_exposure_pct",
+        "margin_expiry_day_elm_pct",
+    ):
+        at_least(field, 0)
+
     at_least("iv_rv_sell_big_pts", 0)
     at_least("iv_rv_sell_small_pts", 0)
     if s.iv_rv_sell_small_pts > s.iv_rv_sell_big_pts:
@@ -478,12 +622,32 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{' ≤ '.join(env_name(f) for f in multipliers)} must hold, got "
             f"{s.event_multiplier_a}, {s.event_multiplier_b}, {s.event_multiplier_c}"
         )
+    at_least("algo_order_threshold_per_second", 2)
+    timed = (
+        "entries_from_open_min",
+        "entries_stop_before_close_min",
+        "expiry_flatten_before_close_min",
+        "intraday_flat_before_close_min",
+    )
+    for field in timed:
+        at_least(field, 0)
+        # A rule reaching outside a session would fire before the open or never.
+        if getattr(s, field) > 120:
+            problems.append(f"{env_name(field)} must be at most 120 minutes, got {getattr(s, field)}")
     at_least("partial_fill_timeout_s", 0, strict=True)
-    at_least("afe_patience_s", 0, strict=True)
-    if s.afe_patience_s > s.partial_fill_timeout_s:
+    waits = ("afe_wait_passive_s", "afe_wait_normal_s", "afe_wait_urgent_s")
+    for field in ("afe_passive_s", *waits, "afe_max_slippage_pct", "afe_protection_band_pct"):
+        at_least(field, 0, strict=True)
+    at_least("afe_max_reprices", 1)
+    if not s.afe_wait_passive_s >= s.afe_wait_normal_s >= s.afe_wait_urgent_s:
+        problems.append(f"{' ≥ '.join(env_name(f) for f in waits)} must hold")
+    slowest = s.afe_passive_s + s.afe_max_reprices * max(getattr(s, f) for f in waits)
+    if slowest > s.partial_fill_timeout_s:
+        # The guard must see every schedule end; a timeout that cuts one short decides for it.
         problems.append(
-            f"{env_name('afe_patience_s')} ({s.afe_patience_s}) must not exceed "
-            f"{env_name('partial_fill_timeout_s')} ({s.partial_fill_timeout_s})"
+            f"the slowest fill schedule ({env_name('afe_passive_s')} + {env_name('afe_max_reprices')} × "
+            f"the longest wait = {slowest} s) must end inside {env_name('partial_fill_timeout_s')} "
+            f"({s.partial_fill_timeout_s})"
         )
 
     at_least("speed", 0)

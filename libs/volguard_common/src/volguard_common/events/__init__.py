@@ -29,6 +29,8 @@ from volguard_common.events._base import (
 )
 from volguard_common.events.chain import ALL_QUOTE_FLAGS, CHAIN_COLUMNS, ChainColumns, QuoteFlag
 from volguard_common.events.control import (
+    TRADING_STATE_RANK,
+    ActiveCause,
     Alert,
     BrokerHealth,
     BucketState,
@@ -39,6 +41,7 @@ from volguard_common.events.control import (
     Position,
     RateLimitHeadroom,
     Severity,
+    TradingCause,
     TradingState,
     TradingStateKind,
 )
@@ -182,9 +185,11 @@ __all__ = [
     "STALE_LTP",
     "STREAM_OF",
     "SUPPORTED_SCHEMA_VERSIONS",
+    "TRADING_STATE_RANK",
     "UUID7_PATTERN",
     "WIDE_SPREAD",
     "ZERO_BID",
+    "ActiveCause",
     "Alert",
     "BasketLeg",
     "BasketResult",
@@ -247,6 +252,7 @@ __all__ = [
     "TermStructure",
     "Tick",
     "TradeIntent",
+    "TradingCause",
     "TradingState",
     "TradingStateKind",
     "Urgency",

@@ -8,7 +8,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from volguard_common import streams
 from volguard_common.events._base import (
@@ -107,24 +107,82 @@ class PortfolioSnapshot(EventBase):
 
 
 class TradingStateKind(StrEnum):
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"  # no new entries; exits and risk-forced flattening continue
-    FLATTENING = "FLATTENING"
-    KILLED = "KILLED"  # kill switch: flatten, then nothing until an operator resumes
+    """What risk allows now, from least to most restrictive (issue: risk's trading-state table).
+
+    Schema v1 called HALTED "KILLED"; v1 payloads are read with KILLED as HALTED.
+    """
+
+    RUNNING = "RUNNING"  # everything
+    PAUSED = "PAUSED"  # operator pause or dashboard circuit breaker: exits and adjustments, no entries
+    REDUCING = "REDUCING"  # a risk cause (soft stop, stale data, ...): exits and adjustments, no entries
+    FLATTENING = "FLATTENING"  # hard stop, daily loss limit or kill switch: forced exits only
+    HALTED = "HALTED"  # flat after FLATTENING: nothing until the cause clears
+
+
+# The order of restriction: when several causes hold, the strictest state wins.
+TRADING_STATE_RANK: dict[TradingStateKind, int] = {kind: rank for rank, kind in enumerate(TradingStateKind)}
+
+
+class TradingCause(StrEnum):
+    """Why trading is restricted; each cause clears by its own rule (volguard_risk.domain.trading_state)."""
+
+    OPERATOR_PAUSE = "OPERATOR_PAUSE"
+    CIRCUIT_BREAKER = "CIRCUIT_BREAKER"
+    SOFT_STOP = "SOFT_STOP"
+    STALE_DATA = "STALE_DATA"
+    VIX_SPIKE = "VIX_SPIKE"
+    BROKER_UNHEALTHY = "BROKER_UNHEALTHY"
+    UNRECONCILED = "UNRECONCILED"
+    EXTERNAL_POSITIONS = "EXTERNAL_POSITIONS"
+    STUCK_BASKET = "STUCK_BASKET"
+    HARD_STOP = "HARD_STOP"
+    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+    KILL_SWITCH = "KILL_SWITCH"
+
+
+class ActiveCause(Part):
+    cause: TradingCause
+    since: IstDatetime
+    detail: Text
 
 
 class TradingState(EventBase):
     STREAM: ClassVar[str] = streams.RK_STATE.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["TradingState"] = "TradingState"
 
+    schema_version: int = Field(default=2, ge=1)
     state: TradingStateKind
     previous: TradingStateKind | None
     reason: Text
     since: IstDatetime
+    # Every cause in force, each with when it started (v2); v1 payloads carry none.
+    causes: list[ActiveCause] = Field(default_factory=list)
+
+    @field_validator("state", "previous", mode="before")
+    @classmethod
+    def _v1_killed(cls, value: object, info: ValidationInfo) -> object:
+        # v1 named the kill switch's end state KILLED; strict validation needs the enum member itself.
+        if value == "KILLED" and info.data.get("schema_version") == 1:
+            return TradingStateKind.HALTED
+        return value
+
+    @model_validator(mode="after")
+    def _unique_causes(self) -> TradingState:
+        names = [c.cause for c in self.causes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"TradingState: duplicate cause in {[n.value for n in names]}")
+        return self
 
     @property
     def entries_allowed(self) -> bool:
         return self.state is TradingStateKind.RUNNING
+
+    @property
+    def exits_allowed(self) -> bool:
+        """Strategy's management exits and adjustments (forced exits are risk's own and always run)."""
+        return self.state in (TradingStateKind.RUNNING, TradingStateKind.PAUSED, TradingStateKind.REDUCING)
 
 
 class CommandKind(StrEnum):
@@ -133,6 +191,10 @@ class CommandKind(StrEnum):
     PAUSE = "PAUSE"
     RESUME = "RESUME"
     SET_CAPITAL = "SET_CAPITAL"
+    # Pause new entries at once from the dashboard (PAUSED until an operator resumes).
+    CIRCUIT_BREAKER = "CIRCUIT_BREAKER"
+    # The operator has looked at EXTERNAL positions or a STUCK basket: clears those causes.
+    ACKNOWLEDGE = "ACKNOWLEDGE"
 
 
 class Command(EventBase):
