@@ -60,9 +60,10 @@ redis.call('SET', KEYS[2], now[1] * 1000 + math.floor(now[2] / 1000))
 return 1
 """
 
-# KEYS: lease. ARGV: expected value. Deletes only our own lease.
+# KEYS: lease, last-renewal time. ARGV: expected value. Deletes only our own lease; a clean hand-over
+# has no takeover gap to report, so the renewal time goes too.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
 return 0
 """
 
@@ -148,9 +149,9 @@ class Lease:
             raise ValueError("the lease ttl must be at least 3 ms (it is renewed every third of it)")
         self.name = lease_name(service, account)
         self._redis = redis
-        self._key = f"{namespace}lease:{self.name}"
-        self._token_key = f"{self._key}:token"
-        self._renewed_key = f"{self._key}:renewed_at"
+        self.key = f"{namespace}lease:{self.name}"
+        self._token_key = f"{self.key}:token"
+        self._renewed_key = f"{self.key}:renewed_at"
         self.holder = holder
         self.ttl_ms = ttl_ms
         self.poll_interval_ms = poll_interval_ms
@@ -181,7 +182,7 @@ class Lease:
     async def try_acquire(self, floor: int = 0) -> Acquisition | None:
         """Take the lease if nobody holds it; the token is larger than `floor` and every earlier one."""
         result = await self._acquire(
-            keys=[self._key, self._token_key, self._renewed_key], args=[self.holder, self.ttl_ms, floor]
+            keys=[self.key, self._token_key, self._renewed_key], args=[self.holder, self.ttl_ms, floor]
         )
         if not result:
             return None
@@ -200,7 +201,7 @@ class Lease:
 
     async def renew(self) -> bool:
         """Extend our lease by a ttl; False when it is no longer ours."""
-        return bool(await self._renew(keys=[self._key, self._renewed_key], args=[self._value(), self.ttl_ms]))
+        return bool(await self._renew(keys=[self.key, self._renewed_key], args=[self._value(), self.ttl_ms]))
 
     async def keep(self) -> None:
         """Renew every third of the ttl until the lease is lost, then raise `LeaseLostError`.
@@ -228,5 +229,5 @@ class Lease:
     async def release(self) -> None:
         """Give the lease up (a clean stop), so a standby need not wait for the ttl."""
         if self.acquisition is not None:
-            await self._release(keys=[self._key], args=[self._value()])
+            await self._release(keys=[self.key, self._renewed_key], args=[self._value()])
             log.info("lease released", lease=self.name, holder=self.holder, token=self.acquisition.token)

@@ -342,7 +342,12 @@ def _role_of(state: _State) -> dict[str, Any]:
     context = state.context
     if context is None:
         return {"role": "standby", "fencing_token": None}
-    return {"role": context.role, "fencing_token": context.fencing_token}
+    role: dict[str, Any] = {"role": context.role, "fencing_token": context.fencing_token}
+    if context.lease is not None and context.lease.acquisition is not None:
+        # Redis time from the previous holder's last renewal to our acquisition: the takeover
+        # actually achieved, against the documented bound of ttl + poll interval.
+        role["takeover_gap_ms"] = context.lease.acquisition.takeover_gap_ms
+    return role
 
 
 async def stop_service(context: ServiceContext) -> None:
