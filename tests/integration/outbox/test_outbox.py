@@ -250,30 +250,43 @@ async def test_log_streams_are_trimmed_only_below_what_every_subscribing_group_a
     redis: Redis, settings: Settings
 ) -> None:
     config = BusConfig(namespace=settings.stream_namespace)
-    key = config.key("ex.reports")  # read by risk and dashboard_api
+    key = config.key("ctl.commands")  # read by market_data and risk
     ids = [(await redis.xadd(key, {b"event": b"{}"})).decode() for _ in range(6)]
     await redis.xgroup_create(key, "risk", id="0")
-    # Only one subscriber has a group: the other may still need everything.
+    await redis.xreadgroup("risk", "risk-a", {key: ">"}, count=6)
+    await redis.xack(key, "risk", *ids)
+    # market_data has no group yet: it will start at 0 and must still find every command.
     assert await outbox.trim_log_streams(redis, config) == {}
-    await redis.xgroup_create(key, "dashboard_api", id="0")
+    await redis.xgroup_create(key, "market_data", id="0")
+    assert (await outbox.trim_log_streams(redis, config)).get("ctl.commands", 0) == 0
 
-    # risk has read four and acknowledged the first three; dashboard_api has read and acknowledged five.
-    await redis.xreadgroup("risk", "risk-a", {key: ">"}, count=4)
-    await redis.xack(key, "risk", *ids[:3])
-    await redis.xreadgroup("dashboard_api", "dash-a", {key: ">"}, count=5)
-    await redis.xack(key, "dashboard_api", *ids[:5])
-
-    assert (await outbox.trim_log_streams(redis, config))["ex.reports"] == 3
-    remaining = [eid.decode() for eid, _ in await redis.xrange(key)]
-    assert remaining == ids[3:]  # risk's pending entry and everything after it stay
-    await redis.xack(key, "risk", ids[3])
+    # market_data has read four and acknowledged the first three.
+    await redis.xreadgroup("market_data", "md-a", {key: ">"}, count=4)
+    await redis.xack(key, "market_data", *ids[:3])
+    assert (await outbox.trim_log_streams(redis, config))["ctl.commands"] == 3
+    assert [eid.decode() for eid, _ in await redis.xrange(key)] == ids[3:]  # its pending entry stays
+    await redis.xack(key, "market_data", ids[3])
     await outbox.trim_log_streams(redis, config)
-    # Now risk's last-delivered entry bounds the trim: nothing either group still needs goes.
+    # Its last-delivered entry bounds the trim now: the two it was never delivered stay.
     assert [eid.decode() for eid, _ in await redis.xrange(key)] == ids[3:]
-    await redis.xreadgroup("risk", "risk-a", {key: ">"}, count=2)
-    await redis.xack(key, "risk", *ids[4:])
+    await redis.xreadgroup("market_data", "md-a", {key: ">"}, count=2)
+    await redis.xack(key, "market_data", *ids[4:])
     await outbox.trim_log_streams(redis, config)
-    assert [eid.decode() for eid, _ in await redis.xrange(key)] == ids[4:]
+    assert [eid.decode() for eid, _ in await redis.xrange(key)] == ids[5:]
+
+
+async def test_a_dashboard_replica_group_does_not_hold_the_trim_back(
+    redis: Redis, settings: Settings
+) -> None:
+    config = BusConfig(namespace=settings.stream_namespace)
+    key = config.key("ex.reports")  # read by risk and, one group per replica, the dashboard
+    ids = [(await redis.xadd(key, {b"event": b"{}"})).decode() for _ in range(3)]
+    await redis.xgroup_create(key, "dashboard_api.gone", id="0")  # a replica that never came back
+    await redis.xgroup_create(key, "risk", id="0")
+    await redis.xreadgroup("risk", "risk-a", {key: ">"}, count=3)
+    await redis.xack(key, "risk", *ids[:2])
+    assert (await outbox.trim_log_streams(redis, config))["ex.reports"] == 2
+    assert [eid.decode() for eid, _ in await redis.xrange(key)] == ids[2:]
 
 
 async def test_snapshot_and_dead_letter_streams_are_not_trimmed_by_acknowledgement(

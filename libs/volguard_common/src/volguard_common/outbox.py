@@ -22,8 +22,10 @@ Sent rows are deleted once their marker has expired.
 Trimming: `trim_log_streams` trims each log stream (commands, reports, alerts) with XTRIM MINID at
 the oldest entry some subscribing group has not acknowledged (its oldest pending entry, else its
 last-delivered id), and only when every subscribing service's group exists: an entry is never
-trimmed while a group can still be delivered it. Snapshot streams are capped at publish time and
-dead-letter streams are never trimmed.
+trimmed while a group can still be delivered it. The dashboard's per-replica groups do not count
+(no effects to protect; a replica gone for good would pin the stream), so a stream only the
+dashboard reads (rk.decisions, sys.alerts) is not trimmed at all. Snapshot streams are capped at
+publish time and dead-letter streams are never trimmed.
 """
 
 from __future__ import annotations
@@ -279,7 +281,15 @@ async def log_stream_floor(redis: Redis, config: BusConfig, stream: str) -> str 
     if not await redis.exists(key):
         return None
     groups = {_text(g["name"]): g for g in await redis.xinfo_groups(key)}
-    subscribers = [s for s in streams.SERVICES if stream in streams.SUBSCRIPTIONS[s]]
+    # Per-replica groups (the dashboard's) do not hold the trim back: they have no effects to protect,
+    # and a replica that is gone for good would otherwise pin the stream forever.
+    subscribers = [
+        s
+        for s in streams.SERVICES
+        if stream in streams.SUBSCRIPTIONS[s] and s not in streams.GROUP_PER_REPLICA
+    ]
+    if not subscribers:
+        return None
     floor: str | None = None
     for service in subscribers:
         group = groups.get(streams.group_name(service))

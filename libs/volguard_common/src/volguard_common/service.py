@@ -236,6 +236,9 @@ async def start_service(
         service=spec.name,
         consumer_name=consumer_name(spec.name, settings.instance),
     )
+    if spec.name in streams.GROUP_PER_REPLICA:
+        # Every replica sees every entry: a group of its own rather than a share of the service's.
+        consumer.group = streams.replica_group_name(spec.name, settings.instance)
     context = ServiceContext(
         spec, settings, broker or RedisBroker(settings.redis_url), redis, pool, publisher, consumer
     )
