@@ -109,6 +109,11 @@ class RiskReplica:
                 return None
         return response.json() if response.status_code == 200 else None
 
+    async def ready(self) -> tuple[int, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            response = await client.get(f"{self.url}/ready")
+        return response.status_code, response.json()
+
     async def in_role(self, role: str) -> dict[str, Any] | None:
         health = await self.health()
         return health if health is not None and health["role"] == role else None
@@ -153,6 +158,10 @@ async def test_sigkill_of_the_active_risk_hands_over_to_the_standby_within_the_b
     replicas.append(b)
     standby = await eventually(lambda: b.in_role("standby"), what="risk-b up as a standby", patience_s=120)
     assert standby["fencing_token"] is None
+    status, body = await b.ready()
+    assert (status, body["role"], body["checks"]["active"]) == (503, "standby", False)
+    status, body = await a.ready()
+    assert (status, body["role"], body["fencing_token"]) == (200, "active", active["fencing_token"])
 
     # Only the holder consumes: an intent is handled by risk-a, and risk-b never joins the group.
     publisher = Publisher(

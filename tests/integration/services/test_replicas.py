@@ -90,3 +90,23 @@ async def test_every_dashboard_replica_sees_every_snapshot(
         g["name"].decode() for g in await redis.xinfo_groups(settings.stream_namespace + "md.ticks")
     )
     assert groups == ["dashboard_api.d1", "dashboard_api.d2"]
+
+
+async def test_a_relay_that_dies_stops_the_replica_instead_of_leaving_it_consuming(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url, "outbox_poll_interval_ms": 50})
+    failed: list[str | None] = []
+    spec = ServiceSpec(name="strategy", schema=None, migrations_package=None)
+    context = await start_service(spec, settings, redis, on_failure=lambda c: failed.append(c.failure))
+    try:
+        assert context.role == "active"
+        # Not an outage to wait out: the relay cannot work at all, so the replica must not go on.
+        await context.pool.execute("DROP TABLE public.outbox")
+        await eventually(lambda: _async(failed), what="the failure reported")
+        assert context.role == "standby"
+        assert failed[0] is not None
+        assert "outbox-relay" in failed[0]
+        assert "UndefinedTableError" in failed[0]
+    finally:
+        await stop_service(context)

@@ -40,6 +40,8 @@ from typing import Any
 import asyncpg
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from volguard_common import db, events, metrics, streams
 from volguard_common.bus import EVENT_FIELD, BusConfig
@@ -60,6 +62,18 @@ end
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 return id
 """
+
+# Outages the relay and the trimmer wait out (and log) rather than die of; anything else ends the
+# task, which the service treats as fatal (the process exits for its supervisor to restart it).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 # Called with a crash-point name at the moments a crash test needs to reach ("after_xadd": the
 # entries are in Redis, the rows not yet marked sent).
@@ -173,6 +187,7 @@ class OutboxRelay:
         self._add_once = redis.register_script(_ADD_ONCE)
         self._wake = asyncio.Event()
         self.sent = 0
+        self.outages = 0
         # Called with the event ids of each relayed batch right after their XADDs (benchmarks, tests).
         self.sent_listeners: list[Callable[[Sequence[str]], None]] = []
 
@@ -188,12 +203,22 @@ class OutboxRelay:
                 if listener is None or listener.is_closed():
                     listener = await self._listen(channel)
                 self._wake.clear()
-                while await self.relay_pending() == self._batch:
-                    pass
+                try:
+                    while await self.relay_pending() == self._batch:
+                        pass
+                except TRANSIENT_ERRORS as exc:
+                    # Committed rows stay unsent and are sent after the outage, in order.
+                    self.outages += 1
+                    log.warning("outbox relay: Redis or Postgres unavailable; retrying", error=repr(exc))
+                    await asyncio.sleep(self._poll_s)
+                    continue
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll_s)
                 except TimeoutError:
-                    await self._delete_expired()
+                    try:
+                        await self._delete_expired()
+                    except TRANSIENT_ERRORS as exc:
+                        log.warning("outbox relay: cannot delete expired rows now", error=repr(exc))
         finally:
             if listener is not None and not listener.is_closed():
                 await listener.close()
@@ -323,6 +348,10 @@ async def trim_periodically(redis: Redis, config: BusConfig, interval_ms: int) -
     """Run `trim_log_streams` every `interval_ms` until cancelled."""
     while True:
         await asyncio.sleep(interval_ms / 1000)
-        removed = await trim_log_streams(redis, config)
+        try:
+            removed = await trim_log_streams(redis, config)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("log-stream trim: Redis unavailable; next round retries", error=repr(exc))
+            continue
         if any(removed.values()):
             log.info("log streams trimmed below every group's acknowledgement", removed=removed)

@@ -13,12 +13,12 @@ Every active service also runs the outbox relay of what it publishes through
 
 Single-active services (`ServiceSpec(single_active=True)`: market_data, analytics, strategy, risk,
 execution) keep per-process state, so one replica per account acts and the others stand by
-(`volguard_common.lease`). A standby is up (/health answers, `role: standby`) and polls for the
-lease; only the holder runs the service's setup, its consumer, relay and tasks. The holder first
-writes its fencing token to Postgres, so a stale holder's next write is refused, and when a renewal
-fails it stops consuming at once and the process exits with `LEASE_LOST_EXIT_CODE`, for the
-supervisor to restart it as a standby. A clean stop releases the lease, so a standby takes over
-without waiting for the ttl.
+(`volguard_common.lease`). A standby is up (/health answers, `role: standby`; /ready is 503 until
+it acts) and polls for the lease; only the holder runs the service's setup, its consumer, relay and
+tasks. The holder first writes its fencing token to Postgres, so a stale holder's next write is
+refused, and when a renewal fails it stops consuming at once and the process exits with
+`LEASE_LOST_EXIT_CODE`, for the supervisor to restart it as a standby. A clean stop releases the
+lease, so a standby takes over without waiting for the ttl.
 """
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ class ServiceContext:
     lease_task: asyncio.Task[None] | None = None
     relay: outbox.OutboxRelay | None = None
     role: Role = "standby"
-    # Why this replica stopped acting (lease lost, activation failed); None while all is well.
+    # Why this replica stopped acting (lease lost, activation failed, relay died); None while all is well.
     failure: str | None = None
+    # Called once the replica stopped acting after a failure; the process exits there.
+    on_failure: Callable[[ServiceContext], None] | None = None
 
     @property
     def source(self) -> str:
@@ -183,7 +185,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
 
     @get(include_in_schema=False)
     async def ready(scope: Any) -> AsgiResponse:
-        """Readiness: Redis and Postgres reachable, migrations applied, consumer running."""
+        """Readiness: Redis and Postgres reachable, migrations applied, active and consuming."""
         checks = await readiness(state)
         ok = all(checks.values())
         return JSONResponse(
@@ -242,6 +244,7 @@ async def start_service(
     context = ServiceContext(
         spec, settings, broker or RedisBroker(settings.redis_url), redis, pool, publisher, consumer
     )
+    context.on_failure = on_failure
     context.relay = outbox.OutboxRelay(
         pool,
         redis,
@@ -265,7 +268,7 @@ async def start_service(
         poll_interval_ms=settings.lease_poll_interval_ms,
     )
     log.info("standing by for the lease", service=spec.name, lease=context.lease.name)
-    context.lease_task = asyncio.create_task(_hold_lease(context, on_failure), name="lease")
+    context.lease_task = asyncio.create_task(_hold_lease(context), name="lease")
     return context
 
 
@@ -278,15 +281,16 @@ async def _activate(context: ServiceContext) -> None:
         if stream not in context.consumer.streams:
             context.consumer.subscribe(stream, log_received)
     assert context.relay is not None
-    context.tasks.append(asyncio.create_task(context.relay.run(), name="outbox-relay"))
-    context.tasks.append(
-        asyncio.create_task(
-            outbox.trim_periodically(
-                context.redis, BusConfig.from_settings(settings), settings.stream_trim_interval_ms
-            ),
-            name="log-stream-trim",
-        )
+    relay = asyncio.create_task(context.relay.run(), name="outbox-relay")
+    trim = asyncio.create_task(
+        outbox.trim_periodically(
+            context.redis, BusConfig.from_settings(settings), settings.stream_trim_interval_ms
+        ),
+        name="log-stream-trim",
     )
+    for task in (relay, trim):
+        _watch(context, task)
+        context.tasks.append(task)
     await context.consumer.start()
     context.role = "active"
     log.info(
@@ -297,7 +301,7 @@ async def _activate(context: ServiceContext) -> None:
     )
 
 
-async def _hold_lease(context: ServiceContext, on_failure: Callable[[ServiceContext], None] | None) -> None:
+async def _hold_lease(context: ServiceContext) -> None:
     """Wait for the lease, activate, keep it; on loss stop consuming at once and report the failure."""
     lease = context.lease
     assert lease is not None
@@ -323,21 +327,45 @@ async def _hold_lease(context: ServiceContext, on_failure: Callable[[ServiceCont
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a lost lease or a failed activation: escalated, the process exits non-zero
-        context.failure = f"{type(exc).__name__}: {exc}"
-        context.role = "standby"
-        log.exception("single-active service stops acting", lease=lease.name, error=context.failure)
-        await context.consumer.stop(grace_s=0)
-        for task in context.tasks:
+        log.exception("single-active service stops acting", lease=lease.name)
+        await _stop_acting(context, f"{type(exc).__name__}: {exc}")
+
+
+async def _stop_acting(context: ServiceContext, failure: str) -> None:
+    """Stop consuming at once and stop every task, then hand over to `on_failure` (the exit)."""
+    if context.failure is not None:
+        return
+    context.failure = failure
+    context.role = "standby"
+    await context.consumer.stop(grace_s=0)
+    current = asyncio.current_task()
+    for task in context.tasks:
+        if task is not current:
             task.cancel()
-        await asyncio.gather(*context.tasks, return_exceptions=True)
-        if on_failure is not None:
-            on_failure(context)
+    await asyncio.gather(*(t for t in context.tasks if t is not current), return_exceptions=True)
+    if context.on_failure is not None:
+        context.on_failure(context)
+
+
+def _watch(context: ServiceContext, task: asyncio.Task[Any]) -> None:
+    """A relay or trimmer that ends by itself has failed: never let it die quietly."""
+
+    def done(finished: asyncio.Task[Any]) -> None:
+        if finished.cancelled() or context.failure is not None:
+            return
+        error = finished.exception()
+        failure = f"task {finished.get_name()} ended: {error!r}"
+        log.error("service task died; the replica stops acting", task=finished.get_name(), error=repr(error))
+        context.tasks.append(asyncio.create_task(_stop_acting(context, failure), name="stop-acting"))
+
+    task.add_done_callback(done)
 
 
 def _exit_at_once(context: ServiceContext) -> None:
-    # Not a graceful shutdown: the lease is gone, so another replica may already act; anything this
-    # one still did would be a stale holder's work (and is refused by the fence anyway).
-    log.critical("exiting after losing the lease", service=context.spec.name, error=context.failure)
+    # Not a graceful shutdown: the lease is gone (another replica may already act; anything this one
+    # still did would be a stale holder's work, refused by the fence anyway) or a task it cannot run
+    # without died. The supervisor restarts the process.
+    log.critical("the replica stopped acting; exiting", service=context.spec.name, error=context.failure)
     os._exit(LEASE_LOST_EXIT_CODE)
 
 
@@ -376,7 +404,13 @@ async def readiness(state: _State) -> dict[str, bool]:
     context = state.context
     if context is None:
         return {"started": False, "redis": False, "postgres": False, "migrations": state.migrations_ok}
-    checks = {"started": True, "migrations": state.migrations_ok, "acting": context.failure is None}
+    # A standby is alive (/health) but not ready: its consumer does not run until it holds the lease,
+    # and whoever waits for readiness (the launcher, an orchestrator) expects a consuming service.
+    checks = {
+        "started": True,
+        "migrations": state.migrations_ok,
+        "active": context.role == "active" and context.failure is None,
+    }
     try:
         checks["redis"] = bool(await asyncio.wait_for(context.redis.ping(), timeout=2))  # type: ignore[arg-type]
     except (OSError, TimeoutError, ConnectionError) as exc:
