@@ -210,7 +210,6 @@ async def start_service(
     *,
     broker: RedisBroker | None = None,
     on_failure: Callable[[ServiceContext], None] | None = None,
-    relay_crash_hook: outbox.CrashHook | None = None,
 ) -> ServiceContext:
     """Database and migrations, bus, then - once active - the service's own setup, relay and consumer.
 
@@ -253,7 +252,6 @@ async def start_service(
         database_url=settings.database_url,
         poll_interval_ms=settings.outbox_poll_interval_ms,
         sent_ttl_s=settings.outbox_sent_ttl_s,
-        crash_hook=relay_crash_hook,
     )
     if not spec.single_active:
         await _activate(context)
