@@ -213,11 +213,11 @@ async def start_service(
 ) -> ServiceContext:
     """Database and migrations, bus, then - once active - the service's own setup, relay and consumer.
 
-    A single-active service returns as a standby and activates in the background when it holds the
-    lease. `on_failure` is called after a lost lease or a failed activation has stopped the
-    consumer (the process exits there); in-process tests leave it None and read `context.failure`.
-    The ASGI app calls this at startup; integration tests call it directly to run a service
-    in-process against real Redis and Postgres.
+    A single-active service that finds its lease free returns active; otherwise it returns as a
+    standby and activates in the background once it holds the lease. `on_failure` is called after a
+    lost lease or a failed activation has stopped the consumer (the process exits there); in-process
+    tests leave it None and read `context.failure`. The ASGI app calls this at startup; integration
+    tests call it directly to run a service in-process against real Redis and Postgres.
     """
     log.info(
         "starting", service=spec.name, instance=settings.instance, mode=settings.mode, feed=settings.feed
@@ -265,8 +265,20 @@ async def start_service(
         ttl_ms=settings.lease_ttl_ms,
         poll_interval_ms=settings.lease_poll_interval_ms,
     )
-    log.info("standing by for the lease", service=spec.name, lease=context.lease.name)
-    context.lease_task = asyncio.create_task(_hold_lease(context), name="lease")
+    # One attempt before returning: a replica that finds the lease free (the only one, the first to
+    # start) is active when start-up completes, as every other service is.
+    lease = context.lease
+    keeper: asyncio.Task[None] | None = None
+    if await lease.try_acquire(floor=await Fence.highest(pool, lease.name)) is not None:
+        keeper = asyncio.create_task(lease.keep(), name="lease-keeper")
+        try:
+            await _take_over(context)
+        except BaseException:
+            keeper.cancel()
+            raise
+    else:
+        log.info("standing by for the lease", service=spec.name, lease=lease.name)
+    context.lease_task = asyncio.create_task(_hold_lease(context, keeper), name="lease")
     return context
 
 
@@ -299,34 +311,43 @@ async def _activate(context: ServiceContext) -> None:
     )
 
 
-async def _hold_lease(context: ServiceContext) -> None:
-    """Wait for the lease, activate, keep it; on loss stop consuming at once and report the failure."""
+async def _take_over(context: ServiceContext) -> None:
+    """Write our fencing token, then activate: the previous holder, if it still runs, has every
+    later write refused from here on."""
+    lease = context.lease
+    assert lease is not None
+    assert lease.acquisition is not None
+    async with context.pool.acquire() as conn, conn.transaction():
+        await lease.fence.check(conn)
+    log.info(
+        "lease taken; activating",
+        lease=lease.name,
+        token=lease.acquisition.token,
+        takeover_gap_ms=lease.acquisition.takeover_gap_ms,
+    )
+    await _activate(context)
+
+
+async def _hold_lease(context: ServiceContext, keeper: asyncio.Task[None] | None) -> None:
+    """Wait for the lease unless held already, activate, keep it; on loss stop consuming at once and
+    report the failure."""
     lease = context.lease
     assert lease is not None
     try:
-        # The floor keeps tokens above any Postgres has seen, even if Redis lost its counter.
-        acquisition = await lease.wait_for(floor=await Fence.highest(context.pool, lease.name))
-        keeper = asyncio.create_task(lease.keep(), name="lease-keeper")
-        try:
-            # Our token goes to Postgres before anything else: the previous holder, if it still
-            # runs, has every later write refused from here on.
-            async with context.pool.acquire() as conn, conn.transaction():
-                await lease.fence.check(conn)
-            log.info(
-                "lease taken; activating",
-                lease=lease.name,
-                token=acquisition.token,
-                takeover_gap_ms=acquisition.takeover_gap_ms,
-            )
-            await _activate(context)
-            await keeper
-        finally:
-            keeper.cancel()
+        if keeper is None:
+            # The floor keeps tokens above any Postgres has seen, even if Redis lost its counter.
+            await lease.wait_for(floor=await Fence.highest(context.pool, lease.name))
+            keeper = asyncio.create_task(lease.keep(), name="lease-keeper")
+            await _take_over(context)
+        await keeper
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a lost lease or a failed activation: escalated, the process exits non-zero
         log.exception("single-active service stops acting", lease=lease.name)
         await _stop_acting(context, f"{type(exc).__name__}: {exc}")
+    finally:
+        if keeper is not None:
+            keeper.cancel()
 
 
 async def _stop_acting(context: ServiceContext, failure: str) -> None:
