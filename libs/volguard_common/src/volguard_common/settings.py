@@ -151,6 +151,34 @@ class Settings(BaseSettings):
         description="After this many failed deliveries a message goes to the dead-letter stream and an "
         "alert is raised.",
     )
+    account_id: str = Field(
+        default="main",
+        description="Name of the trading account this deployment trades. Strategy, risk, execution and "
+        "the other single-active services hold one Redis lease per (service, account).",
+    )
+    lease_ttl_ms: int = Field(
+        default=10000,
+        description="How long (ms) a single-active service's lease lives without renewal; the holder "
+        "renews it every third of this. A standby takes over at most this plus "
+        "VOLGUARD_LEASE_POLL_INTERVAL_MS after the holder dies.",
+    )
+    lease_poll_interval_ms: int = Field(
+        default=1000, description="How often (ms) a standby replica tries to take the lease."
+    )
+    outbox_poll_interval_ms: int = Field(
+        default=1000,
+        description="The outbox relay is woken by Postgres NOTIFY at each commit; it also looks for "
+        "unsent rows this often (ms) in case a notification was missed.",
+    )
+    outbox_sent_ttl_s: int = Field(
+        default=86400,
+        description="How long (s) Redis remembers that an outbox event was added to its stream, so a "
+        "relay that crashed between adding it and marking it sent does not add it twice.",
+    )
+    stream_trim_interval_ms: int = Field(
+        default=60000,
+        description="How often (ms) log streams are trimmed below what every consumer group acknowledged.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
@@ -673,6 +701,13 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("bus_claim_idle_ms", 1)
     at_least("bus_claim_interval_ms", 1)
     at_least("bus_max_deliveries", 1)
+    at_least("lease_ttl_ms", 3)
+    at_least("lease_poll_interval_ms", 1)
+    at_least("outbox_poll_interval_ms", 1)
+    at_least("outbox_sent_ttl_s", 1)
+    at_least("stream_trim_interval_ms", 1)
+    if not s.account_id.strip():
+        problems.append(f"{env_name('account_id')} must not be empty")
 
     for field in ("dashboard_port", "service_port_base"):
         value = getattr(s, field)

@@ -10,6 +10,11 @@ History (daily NIFTY and VIX bars from market.daily_bars, our own daily ATM IV f
 analytics.vol_snapshots, the events calendar) is loaded at start and again when the trading day
 changes; if market_data has not seeded it yet, it is retried each minute of exchange time.
 Snapshots are persisted to analytics.vol_snapshots at most once per `PERSIST_EVERY` of exchange time.
+
+Single-active (`ServiceSpec(single_active=True)`, one lease per account): the chain-set assembler,
+the IV warm starts, the VIX-spike filter and the regime tracker are state of this process, so two
+replicas sharing the `analytics` group would split chain sets between them and interleave `an.vol`.
+Extra replicas are hot standbys that take over when the holder's lease lapses.
 """
 
 from __future__ import annotations
