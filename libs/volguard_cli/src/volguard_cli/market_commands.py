@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 from volguard_cli import infra
 from volguard_common import db
 from volguard_common.bus import BusConfig
-from volguard_common.settings import Settings, load_settings_or_exit
+from volguard_common.settings import INSTANCE_AUTO, Settings, load_settings_or_exit
 from volguard_market_data.cli_api import (
     FeedStats,
     ImportReport,
@@ -198,7 +199,8 @@ async def _replay(settings: Settings, directory: Path, speed: float, lockstep: b
             speed=speed,
             lockstep=lockstep,
             lockstep_max_lag=settings.lockstep_max_lag,
-            instance=settings.instance,
+            # Not a service replica: with no name given, the host says where the replay ran.
+            instance=socket.gethostname() if settings.instance == INSTANCE_AUTO else settings.instance,
         )
     finally:
         await redis.aclose()
