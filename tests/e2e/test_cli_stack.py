@@ -22,7 +22,7 @@ VOLGUARD = [sys.executable, "-m", "volguard_cli.main"]
 
 
 def _volguard(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VOLGUARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*VOLGUARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def _processes(state_dir: Path) -> dict[str, dict[str, object]]:
@@ -116,7 +116,8 @@ def test_scaled_up_runs_each_replica_as_its_own_instance_and_down_stops_them_all
         settings, dashboard_port=free_port(), port_base=free_port_block(15), state_dir=state_dir
     )
     env["VOLGUARD_INSTANCE"] = "ignored-by-the-launcher"  # it names every replica itself
-    up = _volguard(["up", "--detach", "--scale", "analytics=2"], env, tmp_path)
+    # Two analytics warm-ups at once on a loaded machine can outlast the default ready wait.
+    up = _volguard(["up", "--detach", "--ready-wait", "600", "--scale", "analytics=2"], env, tmp_path)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         processes = _processes(state_dir)

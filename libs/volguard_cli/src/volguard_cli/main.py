@@ -103,6 +103,12 @@ def up(
     replay_dir: Path | None = typer.Option(
         None, "--replay", help="A recording to play back (implies --feed replay)."
     ),
+    ready_wait_s: float = typer.Option(
+        READY_WAIT_S,
+        "--ready-wait",
+        min=0.0,
+        help="Seconds `up --detach` waits for every instance to be ready before it reports the laggards.",
+    ),
     scale: list[str] = typer.Option(
         [],
         "--scale",
@@ -149,9 +155,9 @@ def up(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        laggards = _wait_ready(settings, replicas, READY_WAIT_S)
+        laggards = _wait_ready(settings, replicas, ready_wait_s)
         if laggards:
-            typer.echo(f"Started, but not ready after {READY_WAIT_S:.0f} s: {', '.join(laggards)}.")
+            typer.echo(f"Started, but not ready after {ready_wait_s:.0f} s: {', '.join(laggards)}.")
             typer.echo(f"Logs: {state_dir / 'logs'}. `volguard status` shows the details.")
             raise typer.Exit(1)
         typer.echo(f"VolGuard is up. Dashboard: {_dashboard_url(settings)}")
@@ -169,7 +175,7 @@ def up(
     signal.signal(signal.SIGTERM, _on_signal)
     supervisor.start_all()
     announced = False
-    deadline = time.monotonic() + READY_WAIT_S
+    deadline = time.monotonic() + ready_wait_s
     try:
         while not stopping:
             supervisor.poll_once()
