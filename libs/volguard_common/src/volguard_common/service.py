@@ -28,7 +28,7 @@ from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
 from volguard_common import db, events, metrics, streams
-from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
+from volguard_common.bus import BusConfig, Consumer, Publisher
 from volguard_common.logging import adopt_stdlib_logger, configure_logging
 from volguard_common.settings import Settings, load_settings_or_exit
 
@@ -74,6 +74,12 @@ class _State:
     context: ServiceContext | None = None
     migrations_ok: bool = False
     startup_error: str | None = None
+    watcher: asyncio.Task[None] | None = None
+
+
+async def _watch_consumer(consumer: Consumer, on_failure: Callable[[str], None]) -> None:
+    await consumer.failed.wait()
+    on_failure(consumer.failure or "consumer failed")
 
 
 def _schema_of(stream: str) -> Any:
@@ -87,19 +93,18 @@ def consumer_name(service: str, instance: str) -> str:
     return f"{service}-{instance}"
 
 
-async def log_received(event: events.Event, delivery: Delivery) -> None:
-    """Default handler of a subscribed stream the service does not handle yet: say what arrived."""
-    log.info(
-        "received",
-        stream=delivery.stream,
-        event_type=event.type,
-        entry_id=delivery.entry_id,
-        deliveries=delivery.deliveries,
-    )
+# Exit status of a process whose consumer failed beyond retrying (3 is a failed startup): the
+# supervisor restarts it, where a stuck process would look alive while handling nothing.
+EXIT_CONSUMER_FAILED = 4
 
 
-def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
-    """The service's ASGI app: FastStream lifespan + health, readiness and metrics routes."""
+def build_app(
+    spec: ServiceSpec, settings: Settings, *, on_consumer_failure: Callable[[str], None] | None = None
+) -> AsgiFastStream:
+    """The service's ASGI app: FastStream lifespan + health, readiness and metrics routes.
+
+    `on_consumer_failure` is told why when the consumer fails for good (`run` stops the server then).
+    """
     broker = RedisBroker(settings.redis_url, logger=adopt_stdlib_logger("faststream.access.redis"))
     # Declared for the AsyncAPI document only: the bus's Publisher does the actual XADDs.
     for stream in streams.PUBLICATIONS[spec.name]:
@@ -116,8 +121,12 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
         redis: Redis = await broker.connect()
         state.context = await start_service(spec, settings, redis, broker=broker)
         state.migrations_ok = True
+        if on_consumer_failure is not None:
+            state.watcher = asyncio.create_task(_watch_consumer(state.context.consumer, on_consumer_failure))
 
     async def on_shutdown() -> None:
+        if state.watcher is not None:
+            state.watcher.cancel()
         if state.context is not None:
             await stop_service(state.context)
 
@@ -128,7 +137,7 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
 
     @get(include_in_schema=False)
     async def ready(scope: Any) -> AsgiResponse:
-        """Readiness: Redis and Postgres reachable, migrations applied, consumer running."""
+        """Readiness: Redis and Postgres reachable, migrations applied, consumer healthy."""
         checks = await readiness(state)
         ok = all(checks.values())
         return JSONResponse(
@@ -178,9 +187,12 @@ async def start_service(
         await spec.setup(context)
     for stream in streams.SUBSCRIPTIONS[spec.name]:
         if stream not in consumer.streams:
-            consumer.subscribe(stream, log_received)
+            # Not handled yet: the group is created (its backlog and lag stay visible) but nothing is
+            # read, so a command waits, unacknowledged, for the handler that will act on it.
+            consumer.declare(stream)
     await consumer.start()
-    log.info("started", service=spec.name, subscriptions=list(consumer.streams))
+    unhandled = [s for s in streams.SUBSCRIPTIONS[spec.name] if s not in consumer.streams]
+    log.info("started", service=spec.name, subscriptions=list(consumer.streams), unhandled=unhandled)
     return context
 
 
@@ -201,8 +213,16 @@ async def stop_service(context: ServiceContext) -> None:
 async def readiness(state: _State) -> dict[str, bool]:
     context = state.context
     if context is None:
-        return {"started": False, "redis": False, "postgres": False, "migrations": state.migrations_ok}
-    checks = {"started": True, "migrations": state.migrations_ok}
+        return {
+            "started": False,
+            "redis": False,
+            "postgres": False,
+            "migrations": state.migrations_ok,
+            "consumer": False,
+        }
+    # A consumer task that failed beyond retrying: not ready, whatever else answers (the process is
+    # on its way out to be restarted).
+    checks = {"started": True, "migrations": state.migrations_ok, "consumer": context.consumer.healthy}
     try:
         checks["redis"] = bool(await asyncio.wait_for(context.redis.ping(), timeout=2))  # type: ignore[arg-type]
     except (OSError, TimeoutError, ConnectionError) as exc:
@@ -226,7 +246,14 @@ def run(spec: ServiceSpec) -> None:
     """`python -m volguard_<name>`: serve the app until SIGINT/SIGTERM."""
     settings = load_settings_or_exit()
     loop = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
-    app = build_app(spec, settings)
+    consumer_failures: list[str] = []
+
+    def consumer_failed(reason: str) -> None:
+        consumer_failures.append(reason)
+        log.critical("consumer failed; stopping the service to be restarted", reason=reason)
+        server.should_exit = True
+
+    app = build_app(spec, settings, on_consumer_failure=consumer_failed)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -242,6 +269,8 @@ def run(spec: ServiceSpec) -> None:
     if not server.started:
         # Startup failed (Redis/Postgres unreachable, a migration refused): the supervisor restarts us.
         raise SystemExit(3)
+    if consumer_failures:
+        raise SystemExit(EXIT_CONSUMER_FAILED)
 
 
 class _GracefulServer(uvicorn.Server):

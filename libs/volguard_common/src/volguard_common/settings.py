@@ -149,6 +149,11 @@ class Settings(BaseSettings):
         description="After this many failed deliveries a message goes to the dead-letter stream and an "
         "alert is raised.",
     )
+    bus_handler_timeout_ms: int = Field(
+        default=20000,
+        description="A handler running longer than this (ms) is cancelled and counts as a failed "
+        "delivery: retried, then dead-lettered with an alert.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
@@ -474,6 +479,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("bus_claim_idle_ms", 1)
     at_least("bus_claim_interval_ms", 1)
     at_least("bus_max_deliveries", 1)
+    at_least("bus_handler_timeout_ms", 1)
 
     for field in ("dashboard_port", "service_port_base"):
         value = getattr(s, field)
