@@ -691,8 +691,15 @@ class Consumer:
             sub.nogroup_streak = 0
         except ResponseError as exc:
             if not _is_nogroup(exc):
+                sub.drained = False
                 raise
             await self._recover_group(sub)
+        except Exception:
+            # Redis trouble mid-batch: what this consumer read but did not acknowledge is still pending
+            # on it, in order. Drain it first when reading resumes (handled entries whose ack was lost
+            # come again; idempotent handlers absorb them), rather than holding it until a claim.
+            sub.drained = False
+            raise
 
     async def _drain_own_pending(self, sub: _Subscription) -> None:
         """Re-handle what this consumer read before a restart but never acknowledged."""
