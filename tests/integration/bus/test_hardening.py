@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +30,8 @@ from volguard_common import db, events, metrics, service
 from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher, UnsupportedServer
 from volguard_common.settings import Settings
 from volguard_risk.app import SPEC as RISK
+
+HERE = Path(__file__).resolve().parent
 
 
 def make_bus(
@@ -311,6 +316,53 @@ async def test_two_replicas_with_a_handler_slower_than_claim_idle_never_run_one_
     assert all(len(handled) == 1 for handled in runs.values()), runs
 
 
+async def test_two_replica_processes_with_a_slow_handler_never_run_one_entry_at_once(
+    redis: Redis, settings: Settings
+) -> None:
+    ns = settings.stream_namespace
+    key = f"{ns}st.intents"
+    claim_idle_ms, handler_ms = 1500, 2000  # every handler outlasts the claim idle time
+    publisher, consumer = make_bus(redis, settings)
+    consumer.subscribe("st.intents", _never_called)
+    await consumer._ensure_group(consumer._subs["st.intents"])
+    entry_ids = [await publisher.publish(sample_intent()) for _ in range(4)]
+    # A third replica read these four and died: the live ones claim them while handling their own.
+    await redis.xreadgroup("risk", "risk-dead", {key: ">"}, count=4)
+    replicas = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "replica_process.py"),
+                settings.redis_url,
+                ns,
+                name,
+                str(claim_idle_ms),
+                str(handler_ms),
+            ],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        for name in ("risk-a", "risk-b")
+    ]
+    try:
+        await eventually(lambda: _both_started(redis, ns), what="both replicas consuming", patience_s=120)
+        # One at a time while both read: a busy replica leaves the next one to the other.
+        for _ in range(8):
+            entry_ids.append(await publisher.publish(sample_intent()))
+        await eventually(
+            lambda: _pending(redis, settings, "st.intents", "risk", want=0), what="all acked", patience_s=180
+        )
+        runs = [run.decode().split() for run in await redis.lrange(f"{ns}runs", 0, -1)]  # type: ignore[misc]
+        overlaps = await redis.lrange(f"{ns}overlaps", 0, -1)  # type: ignore[misc]
+    finally:
+        for replica in replicas:
+            replica.send_signal(signal.SIGTERM)
+        for replica in replicas:
+            replica.wait(timeout=60)
+    assert overlaps == []
+    assert sorted(entry for _, entry in runs) == sorted(entry_ids)  # each handled, and once
+    assert {name for name, _ in runs} == {"risk-a", "risk-b"}  # both replicas did work
+
+
 async def test_a_consumer_stalled_past_claim_idle_does_not_take_back_what_a_peer_claimed(
     redis: Redis, settings: Settings
 ) -> None:
@@ -445,7 +497,9 @@ async def test_redis_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
         server.stop()
         server.start()
         for intent in commands[20:]:
-            await eventually(lambda: _published(publisher, intent), what="publish after the restart")
+            await eventually(
+                functools.partial(_published, publisher, intent), what="publish after the restart"
+            )
         expected = sorted(i.event_id for i in commands)
         await eventually(
             lambda: _async(set(expected) <= set(deliveries)), what="every command handled", patience_s=120
@@ -460,6 +514,10 @@ async def test_redis_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert sorted(r["event_id"] for r in rows) == expected
     assert consumer.healthy
     assert run_after != run_before  # it really was a new server process, with the old data
+
+
+async def _both_started(redis: Redis, ns: str) -> bool:
+    return int(await redis.exists(f"{ns}started:risk-a", f"{ns}started:risk-b")) == 2
 
 
 async def _published(publisher: Publisher, event: events.Event) -> bool:

@@ -6,16 +6,39 @@ dead-letter stream, and a lost group (NOGROUP after a flush) restarts in a hot l
 #2611, #3106; #2694 for a backlog published before the group exists). So the consume loop lives here,
 on the Redis connection of the service's FastStream `RedisBroker`:
 
-- one consumer group per service, one stable consumer name per replica;
+- one consumer group per service, one stable consumer name per replica; a service subscribes only to
+  the streams it handles (the group of a declared but unhandled stream is created and left unread,
+  so a command waits for its real handler instead of being acknowledged by a skeleton);
+- Redis >= 7.0 or Valkey >= 7.2 is checked at start (INFO server) with a clear error otherwise;
 - on start a consumer drains its own pending entries, then reads new ones (`>`);
-- an entry is acknowledged only after its handler returned; on failure it stays pending;
-- a claimer re-delivers entries idle longer than `claim_idle_ms` (XAUTOCLAIM) — including this
-  consumer's own failed ones — and after `max_deliveries` deliveries moves the entry to
-  `dlq.<stream>` with the last error, acknowledges it and publishes an Alert;
-- entries being handled are kept fresh (XCLAIM JUSTID) so a slow handler is not stolen mid-flight;
+- an entry is owned from XREADGROUP/XAUTOCLAIM until it is acknowledged or dead-lettered, including
+  while it waits behind other entries: a refresher task, which never runs handlers, confirms each
+  owned entry every quarter of `claim_idle_ms` with a Lua check that this consumer is still its owner
+  before XCLAIM ... JUSTID. An entry a peer took over meanwhile (this consumer stalled) is logged,
+  counted and left to the peer: never taken back, handled or acknowledged here;
+- an entry is acknowledged only after its handler returned; a handler running past its timeout
+  (`handler_timeout_ms`, per stream in `subscribe`) is cancelled and counts as a failed delivery;
+- ordered streams (`StreamSpec.ordered`: ctl.commands, st.intents, ex.commands, ex.reports,
+  rk.decisions) are handled in stream order per consumer: a failed entry is retried in place with
+  back-off (its delivery count kept in Redis) and blocks the entries behind it until it succeeds or,
+  after `max_deliveries`, moves to `dlq.<stream>` with an Alert; then the next one proceeds. Across
+  replicas the order holds when one replica is active (single-active services);
+- other streams leave a failed entry pending; the claimer re-delivers entries idle longer than
+  `claim_idle_ms` (XAUTOCLAIM) and hands them to the stream's reader, the only task that runs that
+  stream's handlers; after `max_deliveries` (counted per entry with XPENDING) the entry moves to the
+  DLQ with the last error, is acknowledged and an Alert is published;
+- snapshot streams may conflate: within a batch only the newest entry per key is handled;
 - a malformed event cannot succeed on retry: it goes to the DLQ at once;
-- NOGROUP is answered by recreating the group from the start of the stream, with an Alert and a
+- NOGROUP (a flush, XGROUP DESTROY, failover to a replica without the group) recreates the group -
+  log streams from 0, relying on idempotent handlers, snapshot streams from `$` - with an Alert and a
   growing back-off, never a hot loop;
+- reader, claimer and refresher are supervised: passing Redis trouble (connection refused or reset,
+  timeouts, READONLY, LOADING, OOM, BUSY, MASTERDOWN, TRYAGAIN) is retried with capped back-off and
+  counted (`bus_transient_errors_total`); anything else, an error inside group recovery included,
+  fails the consumer (`Consumer.failure`, `healthy`, `failed`): the service's /ready turns false and
+  its process exits non-zero for its supervisor to restart it;
+- consumers of the group other than this one, idle far beyond `claim_idle_ms` with nothing pending,
+  are removed (XGROUP DELCONSUMER, checked and removed atomically);
 - `stop()` lets in-flight handlers finish and acknowledge, then returns (SIGTERM path).
 
 Idempotent side effects are the handler's job, with `volguard_common.db.once` recording the
