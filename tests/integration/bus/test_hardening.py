@@ -226,6 +226,7 @@ async def test_ordered_stream_retries_in_place_and_keeps_stream_order(
     try:
         for intent in intents:
             await publisher.publish(intent)
+        await eventually(lambda: _async(handled and handled[-1][0] == 3), what="entry 3 handled")
         await eventually(lambda: _pending(redis, settings, "st.intents", "risk", want=0), what="all acked")
     finally:
         await consumer.stop()
@@ -302,6 +303,9 @@ async def test_two_replicas_with_a_handler_slower_than_claim_idle_never_run_one_
         await replica.start()
     try:
         await eventually(
+            lambda: _async(sum(map(len, runs.values())) >= 12), what="all handled", patience_s=120
+        )
+        await eventually(
             lambda: _pending(redis, settings, "st.intents", "risk", want=0), what="all acked", patience_s=120
         )
         # Both claimers kept looking the whole time; neither took anything from the other.
@@ -348,6 +352,7 @@ async def test_two_replica_processes_with_a_slow_handler_never_run_one_entry_at_
         # One at a time while both read: a busy replica leaves the next one to the other.
         for _ in range(8):
             entry_ids.append(await publisher.publish(sample_intent()))
+        await eventually(lambda: _runs(redis, ns, at_least=12), what="every entry handled", patience_s=180)
         await eventually(
             lambda: _pending(redis, settings, "st.intents", "risk", want=0), what="all acked", patience_s=180
         )
@@ -515,6 +520,10 @@ async def test_redis_restart_mid_stream_loses_nothing_and_applies_nothing_twice(
     assert sorted(r["event_id"] for r in rows) == expected
     assert consumer.healthy
     assert run_after != run_before  # it really was a new server process, with the old data
+
+
+async def _runs(redis: Redis, ns: str, *, at_least: int) -> bool:
+    return int(await redis.llen(f"{ns}runs")) >= at_least  # type: ignore[misc]
 
 
 async def _both_started(redis: Redis, ns: str) -> bool:

@@ -11,7 +11,7 @@ on the Redis connection of the service's FastStream `RedisBroker`:
   so a command waits for its real handler instead of being acknowledged by a skeleton);
 - Redis >= 7.0 or Valkey >= 7.2 is checked at start (INFO server) with a clear error otherwise;
 - on start a consumer drains its own pending entries, then reads new ones (`>`);
-- an entry is owned from XREADGROUP/XAUTOCLAIM until it is acknowledged or dead-lettered, including
+- an entry is owned from XREADGROUP/XCLAIM until it is acknowledged or dead-lettered, including
   while it waits behind other entries: a refresher task, which never runs handlers, confirms each
   owned entry every quarter of `claim_idle_ms` with a Lua check that this consumer is still its owner
   before XCLAIM ... JUSTID. An entry a peer took over meanwhile (this consumer stalled) is logged,
@@ -24,7 +24,7 @@ on the Redis connection of the service's FastStream `RedisBroker`:
   after `max_deliveries`, moves to `dlq.<stream>` with an Alert; then the next one proceeds. Across
   replicas the order holds when one replica is active (single-active services);
 - other streams leave a failed entry pending; the claimer re-delivers entries idle longer than
-  `claim_idle_ms` (XAUTOCLAIM) and hands them to the stream's reader, the only task that runs that
+  `claim_idle_ms` (XPENDING IDLE + XCLAIM) and hands them to the stream's reader, the only task that runs that
   stream's handlers; after `max_deliveries` (counted per entry with XPENDING) the entry moves to the
   DLQ with the last error, is acknowledged and an Alert is published;
 - snapshot streams may conflate: within a batch only the newest entry per key is handled;
@@ -277,9 +277,9 @@ end
 return removed
 """
 
-# The oldest servers whose stream replies this module parses (XAUTOCLAIM's three-element reply,
-# XINFO GROUPS lag): Redis 7.0, and Valkey from its first 7.2 release. Redis 6 cannot be installed
-# here to test its reply shapes, so it is refused rather than claimed.
+# The oldest servers whose stream behaviour this module relies on (XINFO GROUPS lag, XCLAIM dropping
+# entries trimmed while pending): Redis 7.0, and Valkey from its first 7.2 release. Redis 6 cannot be
+# installed here to test its reply shapes, so it is refused rather than claimed.
 MIN_REDIS = (7, 0)
 MIN_VALKEY = (7, 2)
 
@@ -309,7 +309,7 @@ def check_server(info: dict[str, Any]) -> str:
     if _version(str(redis_version)) < MIN_REDIS:
         raise UnsupportedServer(
             f"Redis {redis_version} is too old for VolGuard's bus: Redis >= 7.0 (or Valkey >= 7.2) is "
-            "needed (XAUTOCLAIM's reply, XINFO GROUPS lag)"
+            "needed (XINFO GROUPS lag, XCLAIM dropping trimmed entries)"
         )
     return f"redis {redis_version}"
 
@@ -356,7 +356,7 @@ class _Subscription:
     ordered: bool
     handler_timeout_s: float
     key: str = ""
-    # Entries this consumer owns, from XREADGROUP/XAUTOCLAIM until acknowledged or dead-lettered, with
+    # Entries this consumer owns, from XREADGROUP/XCLAIM until acknowledged or dead-lettered, with
     # the monotonic time until which no peer may claim them (last confirmation + claim idle time).
     owned: dict[str, float] = field(default_factory=dict)
     # Owned entries the refresher found in another consumer's hands: never handled or acked here.
@@ -994,34 +994,45 @@ class Consumer:
         failures) and queue them for the stream's reader, which handles them before new entries."""
         if sub.claimed:
             return  # the reader has not taken the last ones yet
-        cursor = "0-0"
+        # XPENDING IDLE then XCLAIM rather than XAUTOCLAIM: an entry this consumer owns but refreshed
+        # late (a stall) is skipped instead of claimed from itself, which would count a delivery that
+        # never happened and queue it a second time.
+        start = "-"
         while not self._stopping:
-            next_cursor, claimed, deleted = await self._redis.xautoclaim(
+            rows = await self._redis.xpending_range(
                 sub.key,
                 self.group,
-                self.name,
-                min_idle_time=self._config.claim_idle_ms,
-                start_id=cursor,
+                min=start,
+                max="+",
                 count=self._config.batch,
+                idle=self._config.claim_idle_ms,
             )
-            if deleted:
-                # Trimmed away while pending (a capped snapshot stream): nothing left to deliver.
-                log.warning(
-                    "pending entries were trimmed before delivery", stream=sub.stream, count=len(deleted)
+            candidates = [
+                _text(row["message_id"])
+                for row in rows
+                if not (_text(row["consumer"]) == self.name and _text(row["message_id"]) in sub.owned)
+            ]
+            if candidates:
+                # min_idle_time again: an entry its owner refreshed since the XPENDING is left alone.
+                claimed = await self._redis.xclaim(
+                    sub.key,
+                    self.group,
+                    self.name,
+                    min_idle_time=self._config.claim_idle_ms,
+                    message_ids=candidates,
                 )
-            entries = [(eid, fields) for eid, fields in claimed if fields]
-            gone = [_text(eid) for eid, fields in claimed if not fields]
-            if gone:
-                await self._redis.xack(sub.key, self.group, *gone)
-            if entries:
-                ids = [_text(eid) for eid, _ in entries]
-                self._own(sub, ids)
-                sub.lost.difference_update(ids)
-                sub.claimed.extend(entries)
-                log.info("claimed idle entries", stream=sub.stream, count=len(entries))
-            cursor = _text(next_cursor)
-            if cursor == "0-0":
+                # Entries trimmed away while pending (a capped snapshot stream) are dropped from the
+                # pending list by XCLAIM and not returned: nothing is left to deliver.
+                entries = [(eid, fields) for eid, fields in claimed if fields]
+                if entries:
+                    ids = [_text(eid) for eid, _ in entries]
+                    self._own(sub, ids)
+                    sub.lost.difference_update(ids)
+                    sub.claimed.extend(entries)
+                    log.info("claimed idle entries", stream=sub.stream, count=len(entries))
+            if len(rows) < self._config.batch:
                 return
+            start = "(" + _text(rows[-1]["message_id"])
 
     async def _remove_dead_consumers(self, sub: _Subscription) -> None:
         """XGROUP DELCONSUMER the consumers gone long ago with nothing pending.
