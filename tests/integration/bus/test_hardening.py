@@ -368,6 +368,53 @@ async def test_two_replica_processes_with_a_slow_handler_never_run_one_entry_at_
     assert {name for name, _ in runs} == {"risk-a", "risk-b"}  # both replicas did work
 
 
+async def test_sigterm_during_a_slow_handler_finishes_and_acks_it_and_a_restart_does_not_repeat_it(
+    redis: Redis, settings: Settings
+) -> None:
+    ns = settings.stream_namespace
+
+    def replica() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "replica_process.py"),
+                settings.redis_url,
+                ns,
+                "risk-a",
+                "30000",
+                "1500",
+            ],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+
+    publisher, _ = make_bus(redis, settings)
+    intent = sample_intent()
+    first = replica()
+    try:
+        entry_id = await publisher.publish(intent)
+        await eventually(lambda: redis.sismember(f"{ns}active", entry_id), what="handler running")  # type: ignore[arg-type]
+        first.send_signal(signal.SIGTERM)
+        await eventually(lambda: _async(first.poll() is not None), what="replica exits", patience_s=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait()
+    assert first.returncode == 0
+    assert await _pending(redis, settings, "st.intents", "risk", want=0)
+    # The same replica started again drains its own pending list first: nothing is left to repeat.
+    await redis.delete(f"{ns}started:risk-a")
+    second = replica()
+    try:
+        await eventually(lambda: redis.exists(f"{ns}started:risk-a"), what="restarted replica consuming")
+        later = await publisher.publish(sample_intent())
+        await eventually(lambda: _runs(redis, ns, at_least=2), what="the next entry handled")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    runs = [run.decode().split()[1] for run in await redis.lrange(f"{ns}runs", 0, -1)]  # type: ignore[misc]
+    assert runs == [entry_id, later]
+
+
 async def test_a_consumer_stalled_past_claim_idle_does_not_take_back_what_a_peer_claimed(
     redis: Redis, settings: Settings
 ) -> None:
