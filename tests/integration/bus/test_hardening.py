@@ -514,6 +514,7 @@ async def test_destroyed_group_is_recreated_with_an_alert_and_no_effect_twice(
     rows = await pool.fetch("select event_id from bus_executions where event_id = any($1)", list(expected))
     assert sorted(r["event_id"] for r in rows) == sorted(expected)
     assert consumer.group_recoveries >= 1
+    assert consumer.healthy, consumer.failure
     assert "BUS_GROUP_RECREATED" in await alert_codes(redis, settings.stream_namespace)
 
 
