@@ -450,6 +450,54 @@ async def test_a_consumer_stalled_past_claim_idle_does_not_take_back_what_a_peer
     assert [(r["message_id"].decode(), r["consumer"].decode()) for r in rows] == [(entry_id, "risk-peer")]
 
 
+async def test_delivery_counts_are_exact_per_entry_with_many_peer_entries_in_between(
+    redis: Redis, settings: Settings
+) -> None:
+    publisher, consumer = make_bus(redis, settings, claim_idle_ms=30_000)
+    key = f"{settings.stream_namespace}st.intents"
+    handled: list[str] = []
+
+    async def handler(event: events.Event, delivery: Delivery) -> None:
+        handled.append(delivery.entry_id)
+
+    consumer.subscribe("st.intents", handler)
+    await consumer._ensure_group(consumer._subs["st.intents"])
+    first = await publisher.publish(sample_intent())
+    await redis.xreadgroup("risk", "risk-dead", {key: ">"}, count=1)
+    for _ in range(100):
+        await publisher.publish(sample_intent())
+    await redis.xreadgroup("risk", "risk-live", {key: ">"}, count=100)  # a live peer's, fresh
+    last = await publisher.publish(sample_intent())
+    await redis.xreadgroup("risk", "risk-dead", {key: ">"}, count=1)
+    # The dead replica's two entries were delivered max_deliveries times and sit idle long since.
+    await redis.xclaim(
+        key,
+        "risk",
+        "risk-dead",
+        min_idle_time=0,
+        message_ids=[first, last],
+        idle=3_600_000,
+        retrycount=settings.bus_max_deliveries,
+        justid=True,
+    )
+    await consumer.start()
+    try:
+        dlq = await eventually(
+            lambda: _dlq_ids(redis, settings, at_least=2), what="both exhausted entries dead-lettered"
+        )
+    finally:
+        await consumer.stop()
+    assert dlq == {first: str(settings.bus_max_deliveries + 1), last: str(settings.bus_max_deliveries + 1)}
+    assert first not in handled
+    assert last not in handled
+
+
+async def _dlq_ids(redis: Redis, settings: Settings, *, at_least: int) -> dict[str, str] | None:
+    entries = await redis.xrange(f"{settings.stream_namespace}dlq.st.intents")
+    found = {f[b"dlq_entry_id"].decode(): f[b"dlq_deliveries"].decode() for _, f in entries}
+    return found if len(found) >= at_least else None
+
+
 async def test_dead_consumers_with_nothing_pending_are_removed(redis: Redis, settings: Settings) -> None:
     publisher, consumer = make_bus(redis, settings, dead_consumer_idle_ms=400)
     key = f"{settings.stream_namespace}st.intents"
