@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -194,8 +195,6 @@ async def test_a_service_whose_consumer_fails_exits_non_zero(
 
 
 async def _ready(port: int, process: subprocess.Popen[bytes]) -> bool:
-    import httpx
-
     if process.poll() is not None:
         raise AssertionError(f"exited early with code {process.returncode}")
     async with httpx.AsyncClient(timeout=2.0) as client:
