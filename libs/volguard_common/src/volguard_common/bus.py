@@ -1019,7 +1019,7 @@ class Consumer:
                     self.group,
                     self.name,
                     min_idle_time=self._config.claim_idle_ms,
-                    message_ids=candidates,
+                    message_ids=list(candidates),
                 )
                 # Entries trimmed away while pending (a capped snapshot stream) are dropped from the
                 # pending list by XCLAIM and not returned: nothing is left to deliver.
