@@ -99,6 +99,7 @@ def analytics_on_sim(
         ]
         assert len(chain_sets) == 1
         assert chain_sets[0].complete
+        assembler.processed(chain_sets[0])
         chains = chain_sets[0].snapshots
         front = chains[0]
         engine.observe_index(

@@ -116,8 +116,12 @@ class Analytics:
     async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, events.ChainSnapshot):
             raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
+        # A set counts as done only once processed: if processing fails, the entry stays pending and
+        # its redelivery (or the next snapshot) hands the same set on again instead of dropping it
+        # as late.
         for chain_set in self.assembler.add(event):
             await self._process(chain_set)
+            self.assembler.processed(chain_set)
 
     async def on_tick(self, event: events.Event, delivery: Delivery) -> None:
         # Ticks are consumed (DESIGN table) but the engine reads spot and VIX from the chain set
