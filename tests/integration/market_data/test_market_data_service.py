@@ -72,7 +72,7 @@ def _assert_no_arbitrage_and_recoverable_vols(chain: events.ChainSnapshot) -> No
     assert chain.forward is not None
     assert (c <= chain.forward + tick).all()
     t = (clock.expiry_cutoff(chain.expiry) - chain.ts_event).total_seconds() / (365 * 86400)
-    discount = np.exp(-0.065 * t)
+    discount = np.exp(-Settings().risk_free_rate * t)
     vols = iv.implied_vol(c, chain.forward, k, t, True, discount)
     # Out-of-the-money calls with real premium: an in-the-money quote at intrinsic (expiry day) has no
     # identifiable vol, and the solver rightly says so.

@@ -6,6 +6,7 @@ import random
 from datetime import date, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from tests.unit.analytics.chains import CONFIG
 from volguard_analytics.domain.config import AnalyticsConfig
@@ -14,7 +15,15 @@ from volguard_analytics.domain.regime import PRIORITY, RegimeInputs, RegimeTrack
 from volguard_analytics.domain.surface import skew_view, term_structure
 from volguard_analytics.domain.vix_spike import VixSpikeDetector
 from volguard_common.clock import IST
-from volguard_common.events.vol import PremiumSignal, Regime, SkewSignal, TermPoint, TermSignal
+from volguard_common.events.vol import (
+    PremiumSignal,
+    Regime,
+    RegimeView,
+    SkewSignal,
+    TermPoint,
+    TermSignal,
+    TrendDirection,
+)
 from volguard_common.settings import Settings
 
 T0 = datetime(2025, 12, 17, 10, 0, tzinfo=IST)
@@ -168,6 +177,31 @@ def test_alternating_borderline_inputs_do_not_flap() -> None:
     for _ in range(CONFIG.regime_confirm_snapshots - 1):
         assert tracker.update(_inputs(vix_percentile=66.0, cc7=None))[0].regime is regimes[-1]
     assert tracker.update(_inputs(vix_percentile=66.0, cc7=None))[0].regime is Regime.HIGH_VOL
+
+
+@pytest.mark.parametrize(("move", "direction"), [(2.0, TrendDirection.UP), (-2.0, TrendDirection.DOWN)])
+def test_trend_is_published_with_its_direction_and_strength(move: float, direction: TrendDirection) -> None:
+    # Mid-range VIX, no VIX trend: a 2-sigma move from the open is the strongest evidence there is.
+    tape = {"vix": 15.0, "vix_percentile": 50.0, "cc7": None}
+    view, _ = RegimeTracker(CONFIG).update(_inputs(move_sigmas=move, **tape))
+    assert view.regime is Regime.TREND
+    assert view.trend_direction is direction
+    assert view.trend_strength == abs(move)
+    # Not a trend: neither is said.
+    calm, _ = RegimeTracker(CONFIG).update(_inputs())
+    assert calm.regime is not Regime.TREND
+    assert (calm.trend_direction, calm.trend_strength) == (None, None)
+
+
+def test_a_direction_without_the_trend_regime_is_refused() -> None:
+    with pytest.raises(ValidationError, match="trend direction or strength with regime LOW_VOL"):
+        RegimeView(
+            regime=Regime.LOW_VOL,
+            confidence=0.5,
+            vix_spike=False,
+            trend_direction=TrendDirection.UP,
+            trend_strength=1.0,
+        )
 
 
 def test_no_evidence_gives_zero_confidence_and_a_reason() -> None:

@@ -268,7 +268,11 @@ def test_newer_schema_version_is_rejected_with_a_clear_error() -> None:
 
 def test_supported_schema_versions_cover_every_type() -> None:
     assert set(SUPPORTED_SCHEMA_VERSIONS) == set(EVENT_TYPES)
-    assert all(versions == frozenset({1}) for versions in SUPPORTED_SCHEMA_VERSIONS.values())
+    # Every type reads every version it has had, and writes its newest.
+    for name, versions in SUPPORTED_SCHEMA_VERSIONS.items():
+        cls = EVENT_TYPES[name]
+        assert versions == frozenset(range(1, cls.SCHEMA_VERSION + 1)), name
+        assert cls.model_fields["schema_version"].default == cls.SCHEMA_VERSION, name
 
 
 def test_unknown_type_discriminator_is_rejected() -> None:
@@ -439,7 +443,7 @@ def test_zero_price_cannot_stand_in_for_a_missing_quote() -> None:
 
 def test_unknown_flag_bits_are_rejected() -> None:
     with pytest.raises(ValidationError, match="call_flags"):
-        make_chain(chain_fields(call_flags=[0, 64, 0]))
+        make_chain(chain_fields(call_flags=[0, 128, 0]))
 
 
 def test_to_numpy_gives_nan_for_missing_quotes_and_round_trips() -> None:
@@ -780,3 +784,11 @@ def test_command_arguments() -> None:
 def test_alert_code_must_be_upper_snake() -> None:
     with pytest.raises(ValidationError, match="UPPER_SNAKE"):
         Alert(**ENVELOPE, severity=Severity.INFO, code="consumer lag", message="m")
+
+
+def test_version_1_chain_snapshots_still_read() -> None:
+    # Schema 2 of ChainSnapshot added the OI_MISSING and VOLUME_MISSING flags: version 1 still reads.
+    chain = json.loads(sample_chain_snapshot(5).model_dump_json())
+    assert chain["schema_version"] == 2
+    chain["schema_version"] = 1
+    assert parse_event(json.dumps(chain)).schema_version == 1

@@ -94,6 +94,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "event_multiplier_c": 1.0,
     "partial_fill_timeout_s": 30.0,
     "afe_patience_s": 5.0,
+    "risk_free_rate": 0.055,
 }
 
 
@@ -168,6 +169,8 @@ def test_misspelt_keyword_is_rejected() -> None:
 
 
 INVALID_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"risk_free_rate": 5.5}, "VOLGUARD_RISK_FREE_RATE is an annual fraction"),
+    ({"risk_free_rate": -0.01}, "VOLGUARD_RISK_FREE_RATE must be ≥ 0"),
     (
         {"bucket_weekly_pct": 35},
         "VOLGUARD_BUCKET_WEEKLY_PCT + VOLGUARD_BUCKET_MONTHLY_PCT + VOLGUARD_BUCKET_INTRADAY_PCT "

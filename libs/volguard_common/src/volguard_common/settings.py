@@ -53,6 +53,14 @@ SERVICE_NAMES: tuple[str, ...] = (
     "dashboard_api",
 )
 
+# The INR risk-free rate every service prices and discounts with (annual, as a fraction). Source: the
+# cut-off yield of the RBI's weekly 91-day Treasury-bill auctions, the usual reference for short-dated
+# INR carry, which settled near 5.5 % in the second half of 2025 after the repo rate was cut to 5.50 %
+# (RBI MPC, 6 June 2025). Used as a continuously compounded rate: the gap to the quoted yield (a few
+# basis points at three months) is far below the noise of the NIFTY futures basis. Review it when the
+# T-bill yield moves by more than ~25 bp (VOLGUARD_RISK_FREE_RATE).
+DEFAULT_RISK_FREE_RATE = 0.055
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -283,6 +291,14 @@ class Settings(BaseSettings):
         default=2000, description="Upstox order rate limit: orders per 30 minutes."
     )
 
+    risk_free_rate: float = Field(
+        default=DEFAULT_RISK_FREE_RATE,
+        description="INR risk-free rate (annual fraction, continuously compounded) used by analytics, "
+        "strategy and risk to discount option prices and carry spot to a forward. Default 0.055: the RBI "
+        "91-day Treasury-bill cut-off yield, ~5.5 % in the second half of 2025 (after the 6 June 2025 repo "
+        "cut to 5.50 %); update it when that yield moves.",
+    )
+
     # ---- analytics thresholds -----------------------------------------------------------------
     iv_rv_sell_big_pts: float = Field(
         default=4.0,
@@ -409,6 +425,12 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("stop_multiple", 0, strict=True)
     for field in ("max_vega", "max_delta", "max_gamma"):
         at_least(field, 0)
+    at_least("risk_free_rate", 0)
+    if s.risk_free_rate >= 0.5:
+        # A rate entered in percent (5.5 for 5.5 %) would discount every option to nothing.
+        problems.append(
+            f"{env_name('risk_free_rate')} is an annual fraction (0.055 for 5.5 %), got {s.risk_free_rate}"
+        )
 
     for field in ("upstox_orders_per_second", "upstox_orders_per_minute", "upstox_orders_per_30_minutes"):
         at_least(field, 1)

@@ -29,6 +29,9 @@ QUOTE_ZERO_BID = 2
 QUOTE_STALE_LTP = 4
 QUOTE_MISSING = 8
 QUOTE_WIDE_SPREAD = 16
+# Unreported OI / volume: the quote kernels price quotes and read neither (see expiry._reported_counts).
+QUOTE_OI_MISSING = 32
+QUOTE_VOLUME_MISSING = 64
 # IvFlag bits (events.surface_columns).
 IV_NO_QUOTE = 1
 IV_BELOW_INTRINSIC = 2

@@ -290,6 +290,7 @@ def analyse_set(
 
     spots = np.array([chain.spot for chain in chains])
     # The statistics take float64 columns: `set_quotes` converted the four rows.
+    oi_strikes, volume_strikes = _reported_counts(ints, activity, bounds)
     call_oi, put_oi, call_volume, put_volume = activity
     open_interest = stats.open_interest_by_expiry_prepared(
         strike,
@@ -327,10 +328,41 @@ def analyse_set(
             smiles[e],
             surfaces[e],
             open_interest[e],
+            (oi_strikes[e], volume_strikes[e]),
         )
         for e, chain in enumerate(chains)
     ]
     return SetAnalysis(analyses, QuoteVols(expiries, strike, bounds, vols))
+
+
+_CALL_FLAGS = CHAIN_INT_COLUMNS.index("call_flags")
+_PUT_FLAGS = CHAIN_INT_COLUMNS.index("put_flags")
+_OI_MISSING = int(QuoteFlag.OI_MISSING)
+_VOLUME_MISSING = int(QuoteFlag.VOLUME_MISSING)
+
+
+def _reported_counts(
+    ints: Int64Array, activity: Float64Array, bounds: Int64Array
+) -> tuple[list[int], list[int]]:
+    """Leave the strikes whose call or put OI (volume) was not reported out of the OI (volume)
+    statistics, by zeroing both sides of them in `activity` (call OI, put OI, call volume, put volume
+    rows, changed in place), and count per expiry the strikes each statistic is computed from.
+
+    Both sides go: a PCR or max pain that keeps the known side of a strike whose other side is unknown
+    leans towards that side. A reported 0 stays a 0 and counts."""
+    either = ints[_CALL_FLAGS] | ints[_PUT_FLAGS]
+    no_oi = (either & _OI_MISSING) != 0
+    no_volume = (either & _VOLUME_MISSING) != 0
+    starts = bounds[:-1]
+    counts = []
+    for missing, rows in ((no_oi, activity[0:2]), (no_volume, activity[2:4])):
+        if missing.any():
+            rows[:, missing] = 0.0
+            known = np.add.reduceat((~missing).astype(np.int64), starts)
+            counts.append(known.tolist())
+        else:
+            counts.append(np.diff(bounds).tolist())
+    return counts[0], counts[1]
 
 
 def _iv_starts(
@@ -435,6 +467,7 @@ def _expiry_analysis(
     smile: _Smile,
     surface: SurfaceColumns,
     open_interest: stats.OpenInterest,
+    reported: tuple[int, int],
 ) -> ExpiryAnalysis:
     reasons: list[str] = []
     quality = Quality.GOOD
@@ -528,6 +561,8 @@ def _expiry_analysis(
             "max_pain": oi.max_pain,
             "call_oi_wall": oi.call_wall,
             "put_oi_wall": oi.put_wall,
+            "oi_strikes": reported[0],
+            "volume_strikes": reported[1],
         }
     )
     return ExpiryAnalysis(
