@@ -73,17 +73,18 @@ def classify_quotes(
     quote_flags: Int64Array,
     tick_size: float | Float64Array,
     config: AnalyticsConfig,
-) -> tuple[Float64Array, Float64Array, Int64Array, BoolArray]:
-    """Mid, half-spread, IvFlag bits known before solving, and the stale mask of quotes (one side of
-    a chain, or any quotes with their tick sizes as an array).
+) -> tuple[Float64Array, Float64Array, Int64Array]:
+    """Mid, half-spread and IvFlag bits known before solving of quotes (one side of a chain, or any
+    quotes with their tick sizes as an array).
 
     - no ask, no bid, or a producer flag MISSING / ZERO_BID -> NO_QUOTE: an offer with no bid has no
       fair value to solve from (the mid of 0 and the ask is not a price anyone trades at);
     - bid > ask (producer flag CROSSED) -> CROSSED: solved from the mid, never fitted;
     - spread wider than `wide_spread_frac` of the mid and `wide_spread_min_ticks` ticks, or the
       producer's WIDE_SPREAD -> WIDE_SPREAD: solved, never fitted;
-    - producer STALE_LTP -> returned in the stale mask: solved, never fitted (IvFlag has no stale
-      bit, so these quotes show EXCLUDED_FROM_FIT only).
+    - producer STALE_LTP changes nothing: the mid of a valid bid and ask does not depend on when the
+      option last traded, and at the open or on a quiet wing most last trades are old, so leaving
+      those quotes out starved the first minutes' and the expiry day's fits of good mids.
 
     The engine runs the compiled twin, `_quote_kernels.classify`; the tests hold the two equal.
     """
@@ -102,9 +103,8 @@ def classify_quotes(
         )
     flags[crossed] |= int(IvFlag.CROSSED)
     flags[wide] |= int(IvFlag.WIDE_SPREAD)
-    stale = ~missing & ((quote_flags & int(QuoteFlag.STALE_LTP)) != 0)
     half_spread = np.where(missing, np.nan, 0.5 * np.abs(spread))
-    return mid, half_spread, flags, stale
+    return mid, half_spread, flags
 
 
 def _status_flag(status: iv.IVStatus) -> int:
@@ -259,10 +259,8 @@ def analyse_set(
     ints = np.concatenate([chain.columns.int_block for chain in chains], axis=1)
     strike = floats[_STRIKE]
     ticks = np.array([chain.tick_size for chain in chains])
-    mid, half_spread, flags, stale, parity_call, parity_put, parity_usable, activity = (
-        _quote_kernels.set_quotes(
-            floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
-        )
+    mid, half_spread, flags, parity_call, parity_put, parity_usable, activity = _quote_kernels.set_quotes(
+        floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
     )
     parity_fits = parity.forwards_from_parity_prepared(
         strike, parity_call, parity_put, parity_usable, bounds, discount_array
@@ -277,7 +275,7 @@ def analyse_set(
     expiries = tuple(chain.expiry for chain in chains)
     starts = _iv_starts(expiries, strike, bounds, previous_vols)
     vols, status = iv.implied_vol_and_status_block(inputs, starts)
-    fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, stale, mid, strike, bounds, forwards)
+    fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, mid, strike, bounds, forwards)
     greeks = black76.chain_greeks_block(inputs, vols)
     # Every expiry's surface blocks, one after another, and its SABR fit points (its OTM puts, then its
     # calls), expiry after expiry.
