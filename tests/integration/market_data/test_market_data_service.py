@@ -47,7 +47,9 @@ async def test_simulated_market_seeds_history_and_publishes_sane_chains(
             "select symbol, count(*) as days, max(trade_date) as last from market.daily_bars group by symbol"
         )
     by_symbol = {r["symbol"]: r for r in seeded}
-    assert set(by_symbol) == {"NIFTY", "INDIAVIX"}
+    assert set(by_symbol) == {"NIFTY", "INDIAVIX", "NIFTYATMIV"}
+    # The simulated market's 30-day ATM IV history: its VIX history read as one (VIX/100 by construction).
+    assert by_symbol["NIFTYATMIV"]["days"] == by_symbol["INDIAVIX"]["days"]
     assert by_symbol["NIFTY"]["days"] > 480  # two years of trading days
     assert by_symbol["NIFTY"]["last"] == clock.previous_trading_day(START.date())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import date, datetime, timedelta
 
@@ -12,7 +13,7 @@ from tests.unit.analytics.chains import CONFIG
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import PRIORITY, RegimeInputs, RegimeTracker, _best_two
-from volguard_analytics.domain.surface import skew_view, term_structure
+from volguard_analytics.domain.surface import constant_maturity_atm_iv, skew_view, term_structure
 from volguard_analytics.domain.vix_spike import VixSpikeDetector
 from volguard_common.clock import IST
 from volguard_common.events.vol import (
@@ -221,3 +222,20 @@ def test_best_two_is_the_head_of_the_ranking_ties_by_priority() -> None:
         score = dict(zip(PRIORITY, values, strict=True))
         ranked = sorted(PRIORITY, key=lambda regime: (-score[regime], PRIORITY.index(regime)))
         assert _best_two(score) == (ranked[0], ranked[1])
+
+
+def test_thirty_day_atm_iv_interpolates_total_variance_between_the_expiries_around_it() -> None:
+    def point(days: int, vol: float | None) -> tuple[TermPoint, float]:
+        return TermPoint(
+            expiry=date(2026, 1, 1) + timedelta(days=days), days_to_expiry=days, atm_iv=vol
+        ), days / 365.0
+
+    t1, t2, t = 21 / 365.0, 49 / 365.0, 30 / 365.0
+    curve = [point(7, 0.10), point(21, 0.12), point(35, None), point(49, 0.14)]
+    expected = math.sqrt((0.12**2 * t1 + (0.14**2 * t2 - 0.12**2 * t1) * (t - t1) / (t2 - t1)) / t)
+    assert constant_maturity_atm_iv(curve) == pytest.approx(expected, rel=1e-12)
+    assert 0.12 < expected < 0.14
+    # An expiry at 30 days gives its own vol; a curve that does not reach 30 days gives none.
+    assert constant_maturity_atm_iv([point(7, 0.10), point(30, 0.13)]) == pytest.approx(0.13)
+    assert constant_maturity_atm_iv([point(7, 0.10), point(21, 0.12)]) is None
+    assert constant_maturity_atm_iv([point(45, 0.12), point(80, 0.13)]) is None

@@ -35,10 +35,13 @@ MARKET_MIGRATIONS_PACKAGE = "volguard_market_data"
 class Symbol(StrEnum):
     NIFTY = "NIFTY"
     INDIAVIX = "INDIAVIX"
+    NIFTYATMIV = "NIFTYATMIV"  # NIFTY ATM implied vol in percent (nifty_atm_iv_daily.csv-style)
 
 
 history_app = typer.Typer(
-    help="Daily NIFTY and India VIX history in the database.", no_args_is_help=True, add_completion=False
+    help="Daily NIFTY, India VIX and NIFTY ATM IV history in the database.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -95,7 +98,10 @@ async def _import_files(database_url: str, files: list[Path], symbol: str | None
 
 @history_app.command("import")
 def history_import(
-    files: Annotated[list[Path], typer.Argument(help="NSE daily CSV downloads (NIFTY 50 or India VIX).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Daily CSV downloads: NIFTY 50 or India VIX (NSE), or NIFTY ATM IV (percent)."),
+    ],
     symbol: Annotated[
         Symbol | None,
         typer.Option(

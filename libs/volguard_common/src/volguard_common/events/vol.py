@@ -237,6 +237,10 @@ class VolPercentiles(Part):
     vix_rank: Percent0to100 | None
     atm_iv_percentile: Percent0to100 | None
     atm_iv_rank: Percent0to100 | None
+    # The ATM IV the percentile and rank are of: 30-day constant maturity, interpolated in total
+    # variance between the expiries either side of 30 days - the measure of the daily history, whatever
+    # the front expiry happens to be. None when the curve does not span 30 days (and in schema 1).
+    atm_iv_30d: Vol | None = None
 
 
 class PremiumSignal(StrEnum):

@@ -31,7 +31,7 @@ from volguard_common.events.vol import (
     Quality,
 )
 from volguard_common.quant import black76, iv, parity, sabr, stats
-from volguard_common.quant._types import BoolArray, Float64Array, Int64Array
+from volguard_common.quant._types import Float64Array, Int64Array
 
 SECONDS_PER_YEAR = 365.0 * 86_400.0
 # 25-delta search range and fallback grid: log-moneyness in units of the ATM total vol. +-6 total vols
