@@ -90,15 +90,15 @@ def test_premium_bands_and_trend_downgrade() -> None:
     big = tracker.evaluate(T0, 0.19, 0.12, 0.13)  # 7 and 6 points: the binding spread is 6
     assert big.signal is PremiumSignal.SELL_BIG
     assert big.iv_rv_spread == pytest.approx(0.07)
-    # Ten minutes later the binding spread is 4.2 points: SELL_BIG by level, but it fell 1.8 points
+    # Ten minutes later the binding spread is 4.7 points: SELL_BIG by level, but it fell 1.3 points
     # (more than premium_trend_pts) inside the trend window, so the signal weakens one step.
-    later = tracker.evaluate(T0 + timedelta(minutes=10), 0.162, 0.12, 0.12)
+    later = tracker.evaluate(T0 + timedelta(minutes=10), 0.167, 0.12, 0.12)
     assert later.signal is PremiumSignal.SELL_SMALL
     assert later.confidence < big.confidence
     steady = PremiumTracker(CONFIG)
-    steady.evaluate(T0, 0.162, 0.12, 0.12)
-    assert steady.evaluate(T0 + timedelta(minutes=10), 0.162, 0.12, 0.12).signal is PremiumSignal.SELL_BIG
-    avoid = PremiumTracker(CONFIG).evaluate(T0, 0.10, 0.12, None)
+    steady.evaluate(T0, 0.167, 0.12, 0.12)
+    assert steady.evaluate(T0 + timedelta(minutes=10), 0.167, 0.12, 0.12).signal is PremiumSignal.SELL_BIG
+    avoid = PremiumTracker(CONFIG).evaluate(T0, 0.09, 0.12, None)
     assert avoid.signal is PremiumSignal.AVOID
     assert avoid.iv_garch_spread is None
     unknown = PremiumTracker(CONFIG).evaluate(T0, None, 0.12, 0.11)

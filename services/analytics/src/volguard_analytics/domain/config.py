@@ -16,9 +16,9 @@ from volguard_common.settings import DEFAULT_RISK_FREE_RATE, Settings
 @dataclass(frozen=True, slots=True)
 class AnalyticsConfig:
     # ---- from Settings (vol points, seconds, percent, multipliers) ------------------------------
-    iv_rv_sell_big_pts: float = 4.0
-    iv_rv_sell_small_pts: float = 2.0
-    iv_rv_avoid_pts: float = -1.0
+    iv_rv_sell_big_pts: float = 4.5
+    iv_rv_sell_small_pts: float = 3.7
+    iv_rv_avoid_pts: float = -2.0
     term_structure_threshold_pts: float = 1.0
     skew_threshold_pts: float = 2.0
     vix_spike_window_s: int = 180
