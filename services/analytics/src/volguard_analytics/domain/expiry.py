@@ -337,6 +337,7 @@ _CALL_FLAGS = CHAIN_INT_COLUMNS.index("call_flags")
 _PUT_FLAGS = CHAIN_INT_COLUMNS.index("put_flags")
 _OI_MISSING = int(QuoteFlag.OI_MISSING)
 _VOLUME_MISSING = int(QuoteFlag.VOLUME_MISSING)
+_EITHER_MISSING = _OI_MISSING | _VOLUME_MISSING
 
 
 def _reported_counts(
@@ -348,6 +349,10 @@ def _reported_counts(
 
     Both sides go: a PCR or max pain that keeps the known side of a strike whose other side is unknown
     leans towards that side. A reported 0 stays a 0 and counts."""
+    sizes: list[int] = (bounds[1:] - bounds[:-1]).tolist()
+    # The usual case, every count reported, in one reduction over the two flag rows (adjacent, last).
+    if not int(np.bitwise_or.reduce(ints[_CALL_FLAGS : _PUT_FLAGS + 1], axis=None)) & _EITHER_MISSING:
+        return sizes, sizes
     either = ints[_CALL_FLAGS] | ints[_PUT_FLAGS]
     no_oi = (either & _OI_MISSING) != 0
     no_volume = (either & _VOLUME_MISSING) != 0
@@ -359,7 +364,7 @@ def _reported_counts(
             known = np.add.reduceat((~missing).astype(np.int64), starts)
             counts.append(known.tolist())
         else:
-            counts.append(np.diff(bounds).tolist())
+            counts.append(sizes)
     return counts[0], counts[1]
 
 
