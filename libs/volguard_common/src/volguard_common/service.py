@@ -13,8 +13,8 @@ Every active service also runs the outbox relay of what it publishes through
 
 Single-active services (`ServiceSpec(single_active=True)`: market_data, analytics, strategy, risk,
 execution) keep per-process state, so one replica per account acts and the others stand by
-(`volguard_common.lease`). A standby is up (/health answers, `role: standby`; /ready is 503 until
-it acts) and polls for the lease; only the holder runs the service's setup, its consumer, relay and
+(`volguard_common.lease`). A standby is up and ready (/health and /ready answer with `role:
+standby`) and polls for the lease; only the holder runs the service's setup, its consumer, relay and
 tasks. The holder first writes its fencing token to Postgres, so a stale holder's next write is
 refused, and when a renewal fails it stops consuming at once and the process exits with
 `LEASE_LOST_EXIT_CODE`, for the supervisor to restart it as a standby. A clean stop releases the
@@ -46,6 +46,7 @@ from faststream.asgi.response import JSONResponse
 from faststream.redis import RedisBroker
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from volguard_common import clock, db, events, metrics, outbox, streams
 from volguard_common.bus import BusConfig, Consumer, Publisher
@@ -56,17 +57,19 @@ from volguard_common.settings import INSTANCE_AUTO, Settings, load_settings_or_e
 
 log = structlog.get_logger("volguard.service")
 
-# Exit status of a process whose single-active lease was lost (or whose activation failed): the
-# supervisor restarts it, and it comes back as a standby.
-LEASE_LOST_EXIT_CODE = 4
+# Exit status of a replica that stopped acting and must be restarted (it comes back, as a standby if
+# single-active): its lease was lost, its activation failed, its consumer, relay or trimmer failed
+# beyond retrying, or another replica took its instance name. One status for one meaning: the cause
+# is in the log line before the exit.
+EXIT_RESTART = 4
+LEASE_LOST_EXIT_CODE = EXIT_RESTART
 
 Role = Literal["active", "standby"]
 # Shares of VOLGUARD_STOP_GRACE_S (see the module docstring); what is left after both (25 %) closes the
 # service's tasks, its teardown and the pool.
 HTTP_DRAIN_SHARE = 0.15
 CONSUMER_STOP_SHARE = 0.6
-# Exit status of a replica that lost its claimed instance name: not a clean stop, restart it.
-EXIT_INSTANCE_LOST = 4
+EXIT_INSTANCE_LOST = EXIT_RESTART
 # Exit status of a stop that overran VOLGUARD_STOP_GRACE_S: not clean, so not 0.
 EXIT_STOP_OVERRAN = 5
 
@@ -166,9 +169,9 @@ def consumer_name(service: str, instance: str) -> str:
     return instance if instance.startswith(f"{service}-") else f"{service}-{instance}"
 
 
-# Exit status of a process whose consumer failed beyond retrying (3 is a failed startup): the
-# supervisor restarts it, where a stuck process would look alive while handling nothing.
-EXIT_CONSUMER_FAILED = 4
+# A consumer failed beyond retrying (3 is a failed startup): restarted, where a stuck process would
+# look alive while handling nothing.
+EXIT_CONSUMER_FAILED = EXIT_RESTART
 
 
 def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None) -> AsgiFastStream:
@@ -185,10 +188,19 @@ def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None
     process = _State() if state is None else state
 
     def instance_lost(reason: str) -> None:
-        # Another replica may consume under our name now: stop taking entries at once, and exit non-zero.
+        # Another replica may consume under our name now: stop taking entries at once (not after the
+        # graceful drain a SIGTERM would give), and exit non-zero.
         log.error("instance name lost; stopping", reason=reason)
         process.exit_code = EXIT_INSTANCE_LOST
-        os.kill(os.getpid(), signal.SIGTERM)
+        if process.context is None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        context = process.context
+        context.tasks.append(
+            asyncio.get_running_loop().create_task(
+                _stop_acting(context, f"instance name lost: {reason}"), name="stop-acting"
+            )
+        )
 
     async def on_startup() -> None:
         configure_logging(spec.name, fmt=settings.log_format, level=settings.log_level)
@@ -354,7 +366,8 @@ async def _activate(context: ServiceContext) -> None:
     for task in (relay, trim):
         _watch(context, task)
         context.tasks.append(task)
-    await context.consumer.start()
+    # The single active replica starts where its predecessor stopped: its unacknowledged entries first.
+    await context.consumer.start(take_over_pending=spec.single_active)
     # A consumer that fails beyond retrying stops this replica acting, like a lost lease: the process
     # exits non-zero for its supervisor to restart it, never a live process that handles nothing.
     watcher = asyncio.create_task(_stop_acting_when_consumer_fails(context), name="consumer-watch")
@@ -417,10 +430,19 @@ async def _stop_acting(context: ServiceContext, failure: str) -> None:
     context.role = "standby"
     await context.consumer.stop(grace_s=0)
     current = asyncio.current_task()
-    for task in context.tasks:
-        if task is not current:
-            task.cancel()
-    await asyncio.gather(*(t for t in context.tasks if t is not current), return_exceptions=True)
+    others = [t for t in context.tasks if t is not current]
+    if context.lease_task is not None and context.lease_task is not current:
+        others.append(context.lease_task)
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    if context.lease is not None:
+        # Hand over now rather than after the ttl: releasing is compare-and-delete, so a lease that
+        # is already someone else's is left alone.
+        try:
+            await asyncio.wait_for(context.lease.release(), timeout=2)
+        except (OSError, TimeoutError, RedisError) as exc:
+            log.warning("could not release the lease; the standby waits for its ttl", error=repr(exc))
     if context.on_failure is not None:
         context.on_failure(context)
 
@@ -468,10 +490,16 @@ async def stop_service(context: ServiceContext) -> None:
     """Finish and acknowledge in-flight messages, stop the service's tasks, close the pool."""
     spec = context.spec
     log.info("stopping", service=spec.name)
+    if context.lease_task is not None and context.role != "active":
+        # A standby stops waiting first, so it cannot take the lease while it stops.
+        context.lease_task.cancel()
+        await asyncio.gather(context.lease_task, return_exceptions=True)
+    # The holder keeps renewing its lease while in-flight handlers finish: a lease lapsing mid-drain
+    # would fence their last commits and hand their entries to a standby as leftovers.
+    await context.consumer.stop(grace_s=context.settings.stop_grace_s * CONSUMER_STOP_SHARE)
     if context.lease_task is not None:
         context.lease_task.cancel()
         await asyncio.gather(context.lease_task, return_exceptions=True)
-    await context.consumer.stop(grace_s=context.settings.stop_grace_s * CONSUMER_STOP_SHARE)
     for task in context.tasks:
         task.cancel()
     await asyncio.gather(*context.tasks, return_exceptions=True)
@@ -490,14 +518,12 @@ async def readiness(state: _State) -> dict[str, bool]:
     context = state.context
     if context is None:
         return {"started": False, "redis": False, "postgres": False, "migrations": state.migrations_ok}
-    # A standby is alive (/health) but not ready: its consumer does not run until it holds the lease,
-    # and whoever waits for readiness (the launcher, an orchestrator) expects a consuming service.
-    checks = {
-        "started": True,
-        "migrations": state.migrations_ok,
-        "active": context.role == "active" and context.failure is None,
-        "consumer": context.consumer.healthy,
-    }
+    # A healthy hot standby is ready too: ready to take over is its whole job, and an orchestrator's
+    # rolling update waits for each replaced pod to be Ready (a standby that never is would stall it).
+    # The body's `role` says which replica acts. An active replica is ready only while it consumes.
+    checks = {"started": True, "migrations": state.migrations_ok, "acting": context.failure is None}
+    if context.role == "active" or context.failure is not None:
+        checks["consumer"] = context.consumer.healthy
     try:
         checks["redis"] = bool(await asyncio.wait_for(context.redis.ping(), timeout=2))  # type: ignore[arg-type]
     except (OSError, TimeoutError, ConnectionError) as exc:
