@@ -71,6 +71,7 @@ from volguard_common.events.orders import (
     Fill,
     FlattenAll,
     IntentKind,
+    IntentPricing,
     LegResult,
     OrderLeg,
     OrderStatus,
@@ -82,6 +83,7 @@ from volguard_common.events.orders import (
     Urgency,
     client_order_id,
 )
+from volguard_common.events.strategy import Recommendation, StrategyRecommendations
 from volguard_common.events.vol import (
     ALL_IV_FLAGS,
     EventRisk,
@@ -114,6 +116,7 @@ Event = Annotated[
     | FeedStatus
     | VolSnapshot
     | TradeIntent
+    | StrategyRecommendations
     | RiskDecision
     | ExecuteBasket
     | CancelOrders
@@ -138,6 +141,7 @@ ALL_EVENT_TYPES: tuple[type[EventBase], ...] = (
     FeedStatus,
     VolSnapshot,
     TradeIntent,
+    StrategyRecommendations,
     RiskDecision,
     ExecuteBasket,
     CancelOrders,
@@ -220,6 +224,7 @@ __all__ = [
     "Greeks",
     "InstrumentKind",
     "IntentKind",
+    "IntentPricing",
     "IstDatetime",
     "IvFlag",
     "LegResult",
@@ -236,6 +241,7 @@ __all__ = [
     "QuoteFlag",
     "RateLimitHeadroom",
     "RealisedVol",
+    "Recommendation",
     "Regime",
     "RegimeView",
     "RiskCheck",
@@ -245,6 +251,7 @@ __all__ = [
     "Side",
     "SkewSignal",
     "SkewView",
+    "StrategyRecommendations",
     "StrikeSurface",
     "Structure",
     "TermPoint",
