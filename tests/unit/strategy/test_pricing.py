@@ -18,8 +18,8 @@ from volguard_common.quant import black76, sabr
 from volguard_strategy.domain import pricing
 from volguard_strategy.domain.config import StrategyConfig
 from volguard_strategy.domain.market import ExpiryMarket, Quote, expiry_market
-from volguard_strategy.domain.structures import build
 from volguard_strategy.domain.strategist import Strategist
+from volguard_strategy.domain.structures import build
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WEEKLY = date(2025, 12, 23)
@@ -173,7 +173,8 @@ def test_an_iron_condor_intent_costs_its_hand_computed_round_trip() -> None:
     strategist.on_portfolio(empty_portfolio())
     evaluation = strategist.on_vol(snapshot, chains)
     condor = next(i for i in evaluation.intents if i.bucket is Bucket.WEEKLY)
-    assert condor.structure is Structure.IRON_CONDOR and condor.kind is IntentKind.ENTRY
+    assert condor.structure is Structure.IRON_CONDOR
+    assert condor.kind is IntentKind.ENTRY
     assert condor.pricing is not None
     hand = _hand_round_trip([(leg.side, leg.limit_price, leg.quantity) for leg in condor.legs])
     assert condor.pricing.costs == hand

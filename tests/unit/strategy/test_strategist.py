@@ -55,7 +55,8 @@ def test_same_inputs_twice_give_the_same_intents() -> None:
     second = _run(StrategyConfig(), steps)
     a = [_content(i) for e in first for i in e.intents]
     b = [_content(i) for e in second for i in e.intents]
-    assert a and a == b
+    assert a
+    assert a == b
     assert [e.decisions for e in first] == [e.decisions for e in second]
     assert [e.recommendations.model_dump(exclude={"ts_init"}) for e in first] == [
         e.recommendations.model_dump(exclude={"ts_init"}) for e in second
@@ -63,13 +64,14 @@ def test_same_inputs_twice_give_the_same_intents() -> None:
 
 
 def test_entries_trace_to_the_snapshot_and_expire_after_30_seconds() -> None:
-    snapshot, chains = market()
+    snapshot, _ = market()
     evaluation = _run(StrategyConfig(), [(TS, {})])[0]
     assert {i.bucket for i in evaluation.intents} == set(Bucket)
     for intent in evaluation.intents:
         assert intent.correlation_id == snapshot.correlation_id
         assert intent.valid_until - intent.ts_event == timedelta(seconds=30)
-        assert intent.pricing is not None and intent.reasons
+        assert intent.pricing is not None
+        assert intent.reasons
 
 
 @PROPERTY
@@ -110,9 +112,11 @@ def test_every_entry_fits_its_budget_in_whole_lots_on_the_grid_with_valid_quotes
             "0.01"
         )
         if intent.structure in UNDEFINED_RISK_STRUCTURES:
-            assert undefined and intent.bucket is not Bucket.INTRADAY
+            assert undefined
+            assert intent.bucket is not Bucket.INTRADAY
         lots = {leg.quantity // intent.lot_size for leg in intent.legs}
-        assert all(leg.quantity % intent.lot_size == 0 for leg in intent.legs) and min(lots) >= 1
+        assert all(leg.quantity % intent.lot_size == 0 for leg in intent.legs)
+        assert min(lots) >= 1
         for leg in intent.legs:
             chain = chains[leg.expiry]
             row = list(chain.strike).index(leg.strike)  # on the chain's strike grid
@@ -121,7 +125,9 @@ def test_every_entry_fits_its_budget_in_whole_lots_on_the_grid_with_valid_quotes
             bid = (chain.call_bid if call else chain.put_bid)[row]
             ask = (chain.call_ask if call else chain.put_ask)[row]
             flags = int((chain.call_flags if call else chain.put_flags)[row])
-            assert flags == 0 and bid > 0 and ask >= bid
+            assert flags == 0
+            assert bid > 0
+            assert ask >= bid
             assert abs(float(leg.limit_price) - 0.5 * (bid + ask)) <= chain.tick_size / 2 + 1e-9
             assert float(leg.limit_price / Decimal(str(chain.tick_size))).is_integer()
 
@@ -169,7 +175,8 @@ def _condor_trade(
 ) -> OpenTrade:
     legs = [
         Position(
-            instrument_key=leg.instrument_key, expiry=leg.expiry, strike=leg.strike, option_type=leg.option_type,
+            instrument_key=leg.instrument_key, expiry=leg.expiry, strike=leg.strike,
+            option_type=leg.option_type,
             quantity=leg.quantity if leg.side is Side.BUY else -leg.quantity, avg_price=leg.limit_price,
             mark=leg.limit_price, unrealised_pnl=Decimal(0), realised_pnl=Decimal(0),
         )
@@ -241,7 +248,8 @@ def test_regime_change_exit_names_both_regimes() -> None:
         if i.kind is IntentKind.EXIT
     ]
     assert [i.exit_reason for i in exits] == [ExitReason.REGIME_CHANGE]
-    assert "MEAN_REVERSION" in exits[0].reason and "RISING_VOL" in exits[0].reason
+    assert "MEAN_REVERSION" in exits[0].reason
+    assert "RISING_VOL" in exits[0].reason
 
 
 def test_a_tested_short_strike_gets_a_priced_hedge_charged_to_the_intraday_bucket() -> None:
@@ -258,9 +266,13 @@ def test_a_tested_short_strike_gets_a_priced_hedge_charged_to_the_intraday_bucke
     adjustments = [i for i in strategist.on_vol(tested, chains).intents if i.kind is IntentKind.ADJUST]
     assert len(adjustments) == 1
     hedge = adjustments[0]
-    assert hedge.trade_id == "t-1" and hedge.bucket is Bucket.INTRADAY and hedge.structure is Structure.HEDGE
+    assert hedge.trade_id == "t-1"
+    assert hedge.bucket is Bucket.INTRADAY
+    assert hedge.structure is Structure.HEDGE
     (leg,) = hedge.legs
-    assert leg.side is Side.BUY and leg.option_type is OptionType.PE and leg.strike == short_put.strike + 50
+    assert leg.side is Side.BUY
+    assert leg.option_type is OptionType.PE
+    assert leg.strike == short_put.strike + 50
     assert leg.quantity == short_put.quantity
     assert hedge.max_loss == leg.limit_price * leg.quantity
     assert "tested" not in hedge.reason or "short" in hedge.reason
@@ -288,7 +300,8 @@ def test_portfolio_delta_drift_buys_options_against_it() -> None:
     ]
     assert len(adjustments) == 1
     (leg,) = adjustments[0].legs
-    assert leg.side is Side.BUY and leg.option_type is OptionType.PE
+    assert leg.side is Side.BUY
+    assert leg.option_type is OptionType.PE
     assert "delta +400" in adjustments[0].reason
 
 
