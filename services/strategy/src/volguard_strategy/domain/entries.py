@@ -49,12 +49,17 @@ class Proposal:
     costs: Decimal
     expected_value: Decimal  # net of costs
     margin: Decimal
-    greeks: BookGreeks
     reasons: tuple[str, ...]
+    markets: dict[date, ExpiryMarket]
+    spot: float
 
     @property
     def structure(self) -> Structure:
         return self.candidate.structure
+
+    def greeks(self) -> BookGreeks:
+        """The structure's Greeks in risk-limit units (computed when an intent needs them)."""
+        return book_greeks(option_legs(self.candidate, self.markets, self.quantity), self.spot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +69,11 @@ class Declined:
     reason: str
 
 
-def option_legs(candidate: Candidate, markets: dict[date, ExpiryMarket], quantity: int) -> list[OptionLeg]:
+def option_legs(
+    candidate: Candidate, markets: dict[date, ExpiryMarket], quantity: int, *, on_smile: bool = True
+) -> list[OptionLeg]:
+    """The legs for quant.stress / book_greeks. `on_smile=False` keeps each leg at its own vol in every
+    scenario (cheaper): enough to tell whether two books move together, not to price a stress loss."""
     out = []
     for leg in candidate.legs:
         market = markets[leg.quote.expiry]
@@ -72,7 +81,7 @@ def option_legs(candidate: Candidate, markets: dict[date, ExpiryMarket], quantit
             OptionLeg(
                 strike=leg.quote.strike, t=market.t, is_call=leg.is_call,
                 quantity=leg.sign * quantity, vol=leg.quote.iv, forward=market.forward,
-                smile=market.smile,
+                smile=market.smile if on_smile else None,
             )
         )  # fmt: skip
     return out
@@ -151,9 +160,8 @@ def propose(
             else pricing.expiry_payoff(legs, forecast.mids)
         )
         expected_payoff = float(np.sum(forecast.mass * forecast_values))
-    one_lot = option_legs(candidate, markets, lot_size)
     if candidate.structure in UNDEFINED_RISK_STRUCTURES or figures.max_loss is None:
-        max_loss_per_lot = sizing.worst_stress_loss(one_lot)
+        max_loss_per_lot = sizing.worst_stress_loss(option_legs(candidate, markets, lot_size))
         basis = "stress grid"
     else:
         max_loss_per_lot = figures.max_loss * lot_size
@@ -168,7 +176,7 @@ def propose(
     if book_scenarios is not None:
         correlation_lots, said = sizing.correlation_cap(
             book_scenarios,
-            sizing.scenario_pnls(one_lot),
+            sizing.scenario_pnls(option_legs(candidate, markets, lot_size, on_smile=False)),
             float(config.account_size * config.portfolio_loss_budget_pct / 100),
             config.correlation_threshold,
         )
@@ -183,7 +191,6 @@ def propose(
     credit = pricing.net_credit(legs) * quantity
     costs = round_trip_costs(candidate, quantity, today, config)
     expected = round_to_paisa(Decimal(repr(expected_payoff * quantity)) - costs)
-    greeks = book_greeks(option_legs(candidate, markets, quantity), spot)
     margin_total = margin_per_lot * sized.lots
     return Proposal(
         bucket=bucket,
@@ -203,8 +210,9 @@ def propose(
         costs=costs,
         expected_value=expected,
         margin=round_to_paisa(Decimal(repr(margin_total))),
-        greeks=greeks,
         reasons=tuple(reasons),
+        markets=markets,
+        spot=spot,
     )
 
 

@@ -172,6 +172,8 @@ class ExpiryMarket:
     strike: Float64Array
     # Surface row of each chain row (-1 when the surface lacks the strike).
     surface_row: Int64Array
+    # The expiry's fitted smile in the quant library's form (None: analytics could not fit one).
+    smile: sabr.SabrFit | None
 
     @property
     def expiry(self) -> date:
@@ -185,17 +187,6 @@ class ExpiryMarket:
     def strike_step(self) -> float:
         steps = np.diff(self.strike)
         return float(np.min(steps)) if len(steps) else 50.0
-
-    @property
-    def smile(self) -> sabr.SabrFit | None:
-        """The expiry's fitted smile in the quant library's form (None: analytics could not fit one)."""
-        fit = self.block.sabr
-        if fit is None:
-            return None
-        return sabr.SabrFit(
-            alpha=fit.alpha, beta=fit.beta, rho=fit.rho, nu=fit.nu, rmse=fit.rmse,
-            converged=fit.converged, iterations=0, n_points=fit.n_points, n_outliers=0,
-        )  # fmt: skip
 
     def quote(self, strike: float, option_type: OptionType, config: StrategyConfig) -> Quote | str:
         """The tradable quote at `strike`, or why it is not tradable."""
@@ -242,7 +233,23 @@ def expiry_market(block: ExpiryVol, chains: Mapping[date, ChainSnapshot], ts_eve
         else rows < 0
     )
     surface_row = np.where(found, clipped, -1).astype(np.int64)
-    return ExpiryMarket(block, chain, years_to_expiry(ts_event, block.expiry), strike, surface_row)
+    fit = block.sabr
+    smile = (
+        None
+        if fit is None
+        else sabr.SabrFit(
+            alpha=fit.alpha,
+            beta=fit.beta,
+            rho=fit.rho,
+            nu=fit.nu,
+            rmse=fit.rmse,
+            converged=fit.converged,
+            iterations=0,
+            n_points=fit.n_points,
+            n_outliers=0,
+        )
+    )
+    return ExpiryMarket(block, chain, years_to_expiry(ts_event, block.expiry), strike, surface_row, smile)
 
 
 def minutes_to_close(ts: datetime) -> float:

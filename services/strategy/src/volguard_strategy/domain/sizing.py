@@ -19,7 +19,8 @@ from decimal import Decimal
 
 import numpy as np
 
-from volguard_common.quant.stress import PRE_TRADE_SCENARIOS, OptionLeg, StressScenario, stress_pnl
+from volguard_common.quant import black76
+from volguard_common.quant.stress import PRE_TRADE_SCENARIOS, VOL_FLOOR, OptionLeg, StressScenario, stress_pnl
 
 # The correlation grid: the named pre-trade scenarios plus spot moves of -5..+5 % at three vol levels,
 # so a straddle and a condor (both short gamma) read as alike and a put spread and a call spread as not.
@@ -42,8 +43,28 @@ def worst_stress_loss(legs: Sequence[OptionLeg]) -> float:
     return max(0.0, -min(s.pnl for s in stress_pnl(legs, PRE_TRADE_SCENARIOS)))
 
 
+_MOVES = np.array([s.spot_move for s in CORRELATION_SCENARIOS])
+_SCALES = np.array([s.vol_scale for s in CORRELATION_SCENARIOS])
+
+
 def scenario_pnls(legs: Sequence[OptionLeg]) -> np.ndarray:
-    return np.array([s.pnl for s in stress_pnl(legs, CORRELATION_SCENARIOS)])
+    """P&L of `legs` in every correlation scenario. Legs with a smile are revalued on it
+    (quant.stress); legs without one at their own vol, scaled, in one vectorised pass."""
+    if any(leg.smile is not None for leg in legs):
+        return np.array([s.pnl for s in stress_pnl(legs, CORRELATION_SCENARIOS)])
+    strike = np.array([leg.strike for leg in legs])
+    t = np.array([leg.t for leg in legs])
+    is_call = np.array([leg.is_call for leg in legs])
+    quantity = np.array([leg.quantity for leg in legs])
+    vol = np.array([leg.vol for leg in legs])
+    forward = np.array([leg.forward for leg in legs])
+    now = black76.price(forward, strike, t, vol, is_call, 1.0)
+    shocked = forward[None, :] * (1.0 + _MOVES[:, None])
+    after = black76.price(
+        shocked, strike, t, np.maximum(vol[None, :] * _SCALES[:, None], VOL_FLOOR), is_call, 1.0
+    )
+    pnl: np.ndarray = np.sum((after - now) * quantity, axis=1)
+    return pnl
 
 
 def correlation_cap(

@@ -295,7 +295,7 @@ class Strategist:
     ) -> TradeIntent:
         ts = snapshot.ts_event
         intent_id = deterministic_id(snapshot.event_id, proposal.bucket.value, "ENTRY")
-        g = proposal.greeks
+        g = proposal.greeks()
         reasons = [*decision.reasons, *proposal.reasons]
         return TradeIntent(
             event_id=deterministic_event_id(ts, intent_id),
@@ -508,7 +508,7 @@ class Strategist:
             legs.append(
                 OptionLeg(
                     strike=position.strike, t=market.t, is_call=position.option_type.value == "CE",
-                    quantity=float(position.quantity), vol=vol, forward=market.forward, smile=market.smile,
+                    quantity=float(position.quantity), vol=vol, forward=market.forward, smile=None,
                 )
             )  # fmt: skip
         return sizing.scenario_pnls(legs) if legs else None
