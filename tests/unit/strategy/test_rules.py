@@ -4,6 +4,7 @@ names is what the strategist proposes (or waits with the row's reason) on a scri
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -203,3 +204,9 @@ def test_missing_expiry_chain_waits_saying_which() -> None:
     assert str(min(chains)) in weekly.reasons[-1]
     monthly = next(d for d in evaluation.decisions if d.bucket is Bucket.MONTHLY)
     assert monthly.structure is not Structure.WAIT
+
+
+def test_the_docs_print_the_table_the_code_runs() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "strategy.md").read_text()
+    printed = doc.split("<!-- rule-table:start -->\n", 1)[1].split("\n<!-- rule-table:end -->", 1)[0]
+    assert printed == rule_table_markdown()
