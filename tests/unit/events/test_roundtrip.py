@@ -602,6 +602,7 @@ def order_updates(draw: st.DrawFn) -> OrderUpdate:
         basket_id=draw(idents),
         leg_index=draw(st.integers(0, MAX_LEGS - 1)),
         attempt=draw(st.integers(0, 99)),
+        slice_index=draw(st.integers(0, 999)),
         instrument_key=draw(instrument_keys),
         side=draw(st.sampled_from(Side)),
         quantity=quantity,

@@ -365,16 +365,25 @@ class OrderStatus(StrEnum):
 
 
 class OrderUpdate(EventBase):
-    """Execution's report of an order's state at the broker."""
+    """Execution's report of an order's state at the broker.
+
+    Version 2 adds `slice_index`: an attempt above the freeze quantity goes out as several exchange
+    orders under one client order id, each reported on its own. A version-1 update (no slicing yet)
+    reads as slice 0.
+    """
 
     STREAM: ClassVar[str] = streams.EX_REPORTS.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["OrderUpdate"] = "OrderUpdate"
+    schema_version: int = Field(default=2, ge=1)
 
     client_order_id: ClientOrderId
     broker_order_id: Identifier | None  # None until the broker acknowledges
     basket_id: Identifier
     leg_index: LegIndex
     attempt: Attempt
+    slice_index: Annotated[int, Field(ge=0, le=999)] = 0
     instrument_key: InstrumentKey
     side: Side
     quantity: PositiveQuantity
