@@ -210,3 +210,22 @@ def test_the_docs_print_the_table_the_code_runs() -> None:
     doc = (Path(__file__).resolve().parents[3] / "docs" / "strategy.md").read_text()
     printed = doc.split("<!-- rule-table:start -->\n", 1)[1].split("\n<!-- rule-table:end -->", 1)[0]
     assert printed == rule_table_markdown()
+
+
+def test_config_from_settings_carries_the_documented_defaults() -> None:
+    from volguard_common.settings import Settings
+
+    config = StrategyConfig.from_settings(Settings())
+    assert config.risk_budget(Bucket.WEEKLY) == 8000
+    assert config.risk_budget(Bucket.MONTHLY) == 10000
+    assert config.risk_budget(Bucket.INTRADAY) == 4000
+    assert [config.buckets[b].short_delta for b in (Bucket.WEEKLY, Bucket.MONTHLY, Bucket.INTRADAY)] == [
+        0.16,
+        0.12,
+        0.25,
+    ]
+    assert config.cooldown_seconds == 300.0
+    assert not config.allow_undefined_risk
+    assert config == dataclasses.replace(
+        StrategyConfig(), margin=config.margin, timed_rules=config.timed_rules
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from volguard_common.clock import TimedRules
 from volguard_common.events import Bucket
 from volguard_common.events.vol import EventSeverity
 from volguard_common.quant.margin import MarginParameters
@@ -63,10 +64,10 @@ class StrategyConfig:
     portfolio_loss_budget_pct: Decimal = Decimal(3)  # the daily loss limit: combined worst case
     cooldown_seconds: float = 300.0
     valid_for_seconds: float = 30.0
-    # No entry a time-based forced exit would close within this many minutes.
+    # No entry a time-based forced exit (risk's expiry-day flatten, intraday flat) would close within
+    # this many minutes; the exits' own times and the safe entry window are the dated timed rules.
     forced_exit_margin_minutes: float = 30.0
-    expiry_flatten_minutes_before_close: float = 60.0
-    intraday_flat_minutes_before_close: float = 15.0
+    timed_rules: TimedRules = field(default_factory=TimedRules)
     # Management.
     profit_target_pct: Decimal = Decimal(35)
     stop_multiple: Decimal = Decimal(2)
@@ -90,31 +91,47 @@ class StrategyConfig:
         return self.bucket_capital(bucket) * self.buckets[bucket].risk_budget_pct / 100
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> StrategyConfig:
-        base = cls()
-        buckets = {
-            Bucket.WEEKLY: _with_pct(base.buckets[Bucket.WEEKLY], settings.bucket_weekly_pct),
-            Bucket.MONTHLY: _with_pct(base.buckets[Bucket.MONTHLY], settings.bucket_monthly_pct),
-            Bucket.INTRADAY: _with_pct(base.buckets[Bucket.INTRADAY], settings.bucket_intraday_pct),
-        }
-        values: dict[str, object] = {
-            "account_size": settings.account_size,
-            "buckets": buckets,
-            "severity_multipliers": {
+    def from_settings(cls, settings: Settings) -> StrategyConfig:
+        def bucket(pct: Decimal, budget: Decimal, delta: float, free: Decimal) -> BucketRules:
+            return BucketRules(pct, budget, delta, free)
+
+        defaults = cls()
+        return cls(
+            account_size=settings.account_size,
+            buckets={
+                Bucket.WEEKLY: bucket(
+                    settings.bucket_weekly_pct,
+                    settings.strategy_risk_budget_weekly_pct,
+                    settings.strategy_short_delta_weekly,
+                    defaults.buckets[Bucket.WEEKLY].min_free_capital_pct,
+                ),
+                Bucket.MONTHLY: bucket(
+                    settings.bucket_monthly_pct,
+                    settings.strategy_risk_budget_monthly_pct,
+                    settings.strategy_short_delta_monthly,
+                    defaults.buckets[Bucket.MONTHLY].min_free_capital_pct,
+                ),
+                Bucket.INTRADAY: bucket(
+                    settings.bucket_intraday_pct,
+                    settings.strategy_risk_budget_intraday_pct,
+                    settings.strategy_short_delta_intraday,
+                    defaults.buckets[Bucket.INTRADAY].min_free_capital_pct,
+                ),
+            },
+            weekly_min_trading_minutes=settings.strategy_weekly_min_trading_minutes,
+            allow_undefined_risk=settings.strategy_allow_undefined_risk,
+            severity_multipliers={
                 EventSeverity.A: settings.event_multiplier_a,
                 EventSeverity.B: settings.event_multiplier_b,
                 EventSeverity.C: settings.event_multiplier_c,
             },
-            "portfolio_loss_budget_pct": settings.daily_loss_limit_pct,
-            "profit_target_pct": settings.profit_target_pct,
-            "stop_multiple": settings.stop_multiple,
-            "max_portfolio_delta": settings.max_delta,
-            "brokerage_per_order": settings.brokerage_per_order,
-            "margin": MarginParameters.from_settings(settings),
-        }
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _with_pct(rules: BucketRules, pct: Decimal) -> BucketRules:
-    return BucketRules(pct, rules.risk_budget_pct, rules.short_delta, rules.min_free_capital_pct)
+            correlation_threshold=settings.strategy_correlation_threshold,
+            portfolio_loss_budget_pct=settings.daily_loss_limit_pct,
+            cooldown_seconds=settings.strategy_cooldown_s,
+            timed_rules=settings.timed_rules(),
+            profit_target_pct=settings.profit_target_pct,
+            stop_multiple=settings.stop_multiple,
+            max_portfolio_delta=settings.max_delta,
+            brokerage_per_order=settings.brokerage_per_order,
+            margin=MarginParameters.from_settings(settings),
+        )

@@ -250,7 +250,3 @@ def expiry_market(block: ExpiryVol, chains: Mapping[date, ChainSnapshot], ts_eve
         )
     )
     return ExpiryMarket(block, chain, years_to_expiry(ts_event, block.expiry), strike, surface_row, smile)
-
-
-def minutes_to_close(ts: datetime) -> float:
-    return clock.minutes_to_close(ts)

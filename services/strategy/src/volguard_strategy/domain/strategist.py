@@ -257,7 +257,8 @@ class Strategist:
             return f"risk's trading state is {self.trading_state.state.value}: no entries"
         if self.portfolio is None:
             return "no portfolio snapshot from risk yet: capital and correlation are unknown"
-        if not clock.in_safe_window(ts):
+        rules_of_day = self.config.timed_rules
+        if not clock.in_safe_window(ts, rules_of_day):
             return "outside the safe entry window"
         last = self.last_entry.get(bucket)
         if last is not None and (ts - last).total_seconds() < self.config.cooldown_seconds:
@@ -269,12 +270,12 @@ class Strategist:
         free = self._free_capital(bucket)
         if free < need:
             return f"free capital Rs {free:,.0f} below Rs {need:,.0f}"
-        to_close = clock.minutes_to_close(ts)
         margin = self.config.forced_exit_margin_minutes
-        if bucket is Bucket.INTRADAY and to_close < self.config.intraday_flat_minutes_before_close + margin:
+        soon = ts + timedelta(minutes=margin)
+        if bucket is Bucket.INTRADAY and clock.intraday_flat_due(soon, rules_of_day):
             return f"the intraday flat before the close would close it within {margin:.0f} minutes"
         expiring = any(leg.quote.expiry == ts.date() for leg in proposal.candidate.legs)
-        if expiring and to_close < self.config.expiry_flatten_minutes_before_close + margin:
+        if expiring and clock.expiry_flatten_due(soon, rules_of_day):
             return f"the expiry-day flatten would close it within {margin:.0f} minutes"
         return None
 
