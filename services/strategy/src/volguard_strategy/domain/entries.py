@@ -173,6 +173,7 @@ def propose(
     margin_per_lot = margin_estimate(candidate, markets, lot_size, spot, today, config)
     correlation_lots: float | None = None
     reasons = list(candidate.reasons)
+    said_of_book: list[str] = []
     if book_scenarios is not None:
         correlation_lots, said = sizing.correlation_cap(
             book_scenarios,
@@ -180,13 +181,16 @@ def propose(
             float(config.account_size * config.portfolio_loss_budget_pct / 100),
             config.correlation_threshold,
         )
+        said_of_book.append(said)
         reasons.append(said)
     sized = sizing.size(
         max_loss_per_lot, budget, severity_multiplier, margin_per_lot, free_capital, correlation_lots
     )
     reasons.extend(sized.reasons)
     if sized.lots == 0:
-        return Declined(f"{candidate.structure.value}: zero lots - " + "; ".join(sized.reasons))
+        return Declined(
+            f"{candidate.structure.value}: zero lots - " + "; ".join([*said_of_book, *sized.reasons])
+        )
     quantity = sized.lots * lot_size
     credit = pricing.net_credit(legs) * quantity
     costs = round_trip_costs(candidate, quantity, today, config)
