@@ -291,8 +291,9 @@ def test_portfolio_delta_drift_buys_options_against_it() -> None:
     strategist.on_portfolio(empty_portfolio())
     snapshot, chains = market()
     condor = next(i for i in strategist.on_vol(snapshot, chains).intents if i.bucket is Bucket.MONTHLY)
-    trade = _condor_trade(condor, condor.expected_credit, condor.expected_credit, delta=400.0)
-    _with_trade(strategist, trade, later(5), net_delta=400.0)
+    # 180 is past 75 % of the 200 limit (drift to hedge), not past the limit (a Greek stop).
+    trade = _condor_trade(condor, condor.expected_credit, condor.expected_credit, delta=180.0)
+    _with_trade(strategist, trade, later(5), net_delta=180.0)
     adjustments = [
         i
         for i in strategist.on_vol(snapshot.model_copy(update={"ts_event": later(5)}), chains).intents
@@ -302,7 +303,7 @@ def test_portfolio_delta_drift_buys_options_against_it() -> None:
     (leg,) = adjustments[0].legs
     assert leg.side is Side.BUY
     assert leg.option_type is OptionType.PE
-    assert "delta +400" in adjustments[0].reason
+    assert "delta +180" in adjustments[0].reason
 
 
 def test_recommendations_rank_proposals_across_buckets_by_the_models_figures() -> None:
@@ -319,3 +320,19 @@ def test_recommendations_rank_proposals_across_buckets_by_the_models_figures() -
             assert intent.pricing is not None
             assert r.expected_return == intent.pricing.expected_value
             assert r.capital_required == intent.pricing.margin_required
+
+
+def test_portfolio_delta_beyond_its_limit_closes_the_trade_carrying_it() -> None:
+    strategist = Strategist(StrategyConfig())
+    strategist.on_trading_state(running())
+    strategist.on_portfolio(empty_portfolio())
+    snapshot, chains = market()
+    condor = next(i for i in strategist.on_vol(snapshot, chains).intents if i.bucket is Bucket.MONTHLY)
+    trade = _condor_trade(condor, condor.expected_credit, condor.expected_credit, delta=-260.0)
+    _with_trade(strategist, trade, later(5), net_delta=-260.0)
+    later_snapshot = snapshot.model_copy(update={"ts_event": later(5)})
+    exits = [i for i in strategist.on_vol(later_snapshot, chains).intents if i.kind is not IntentKind.ENTRY]
+    assert [(i.kind, i.exit_reason) for i in exits] == [(IntentKind.EXIT, ExitReason.GREEK_STOP)]
+    assert "portfolio delta -260 beyond the limit 200" in exits[0].reason
+    again = strategist.on_vol(later_snapshot.model_copy(update={"ts_event": later(6)}), chains)
+    assert not [i for i in again.intents if i.kind is not IntentKind.ENTRY]

@@ -362,12 +362,14 @@ class Strategist:
                     self.proposed.add(key)
                     out.append(intent)
                     break  # one exit closes the trade; the other rules need not be proposed too
+            if any(i.trade_id == trade.trade_id for i in out):
+                continue  # a trade being closed is not hedged
             hedge = management.tested_hedge(trade, markets, snapshot.spot, self.config)
             if isinstance(hedge, management.HedgeCall) and (trade.trade_id, hedge.rule) not in self.proposed:
                 self.proposed.add((trade.trade_id, hedge.rule))
                 out.append(self._hedge_intent(snapshot, trade, hedge, 0.0))
         drift = self._delta_drift(snapshot, markets)
-        if drift is not None:
+        if drift is not None and not any(i.trade_id == drift.trade_id for i in out):
             out.append(drift)
         return out
 
@@ -382,6 +384,23 @@ class Strategist:
         if not same_sign:
             return None
         trade = max(same_sign, key=lambda t: abs(t.greeks.delta) if t.greeks else 0.0)
+        if abs(delta) > self.config.max_portfolio_delta:
+            # Beyond the limit itself a hedge is too little: the Greek stop closes the trade that
+            # carries most of it.
+            rule = "greek_stop_portfolio_delta"
+            if (trade.trade_id, rule) in self.proposed:
+                return None
+            call = management.ExitCall(
+                trade,
+                ExitReason.GREEK_STOP,
+                rule,
+                f"portfolio delta {delta:+.0f} beyond the limit {self.config.max_portfolio_delta:.0f}; "
+                f"trade delta {trade.greeks.delta if trade.greeks else 0.0:+.0f} is the largest part of it",
+            )
+            intent = self._exit_intent(snapshot, trade, call, markets)
+            if intent is not None:
+                self.proposed.add((trade.trade_id, rule))
+            return intent
         if (trade.trade_id, "delta_drift") in self.proposed:
             return None
         market = markets.get(trade.nearest_expiry)
