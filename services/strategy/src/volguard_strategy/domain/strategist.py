@@ -128,7 +128,7 @@ class Strategist:
         book = self._book_scenarios(snapshot, markets)
         self._densities: dict[date, tuple[pricing.Distribution, pricing.Distribution | None] | str] = {}
         for bucket in BUCKETS:
-            decision, proposal, alternatives = self._bucket(bucket, snapshot, signals, markets, book)
+            decision, proposal, alternatives = self._bucket(bucket, snapshot, markets, book)
             ranked.extend(alternatives)
             if proposal is not None:
                 ranked.append(proposal)
@@ -159,7 +159,6 @@ class Strategist:
         self,
         bucket: Bucket,
         snapshot: VolSnapshot,
-        signals: object,
         markets: dict[date, ExpiryMarket],
         book: np.ndarray | None | str,
     ) -> tuple[BucketDecision, entries.Proposal | None, list[entries.Proposal]]:
