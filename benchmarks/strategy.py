@@ -44,7 +44,7 @@ from volguard_common.events import (
     TradingStateKind,
 )
 from volguard_common.events_samples import sample_chain_snapshot
-from volguard_common.quant.history import parse_daily_csv
+from volguard_market_data.history_files import parse_daily_csv
 from volguard_strategy.domain.config import StrategyConfig
 from volguard_strategy.domain.strategist import Strategist
 

@@ -118,28 +118,46 @@ def round_trip_costs(candidate: Candidate, quantity: int, today: date, config: S
     return structure_charges(legs, today, today, brokerage_per_order=config.brokerage_per_order).total
 
 
-def propose(
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A candidate's payoff figures and odds: what ranks it, before sizing, margin and costs."""
+
+    bucket: Bucket
+    candidate: Candidate
+    near: ExpiryMarket
+    far: ExpiryMarket | None
+    figures: pricing.PayoffFigures
+    odds: pricing.Odds
+    expected_payoff: float  # per unit, gross of costs, under the forecast density when there is one
+    max_loss_per_lot: float
+    basis: str
+
+    @property
+    def markets(self) -> dict[date, ExpiryMarket]:
+        markets = {self.near.expiry: self.near}
+        if self.far is not None:
+            markets[self.far.expiry] = self.far
+        return markets
+
+    @property
+    def edge(self) -> float:
+        """Expected payoff per rupee at risk, gross of costs: the screening score of alternatives."""
+        return self.expected_payoff * self.near.chain.lot_size / self.max_loss_per_lot
+
+
+def price(
     bucket: Bucket,
     candidate: Candidate,
     near: ExpiryMarket,
     far: ExpiryMarket | None,
-    spot: float,
-    today: date,
-    config: StrategyConfig,
-    severity_multiplier: float,
-    free_capital: Decimal,
-    book_scenarios: np.ndarray | None,
     distribution: pricing.Distribution,
     forecast: pricing.Distribution | None,
-) -> Proposal | Declined:
-    """Price, size and finish `candidate`. `distribution` is the near expiry's risk-neutral density
+) -> Priced | Declined:
+    """Payoff figures and odds of `candidate`. `distribution` is the near expiry's risk-neutral density
     (probabilities); `forecast` the same density with its width set by the forecast vol (expected value:
     the seller's edge is implied over forecast vol; under the risk-neutral density alone every trade
     at mid is worth nothing but its costs). None: no forecast, the expected value is risk-neutral."""
     lot_size = near.chain.lot_size
-    markets = {near.expiry: near}
-    if far is not None:
-        markets[far.expiry] = far
     legs = candidate.legs
     spots = distribution.mids
     multi_expiry = len({leg.quote.expiry for leg in legs}) > 1
@@ -160,6 +178,7 @@ def propose(
             else pricing.expiry_payoff(legs, forecast.mids)
         )
         expected_payoff = float(np.sum(forecast.mass * forecast_values))
+    markets = {near.expiry: near} if far is None else {near.expiry: near, far.expiry: far}
     if candidate.structure in UNDEFINED_RISK_STRUCTURES or figures.max_loss is None:
         max_loss_per_lot = sizing.worst_stress_loss(option_legs(candidate, markets, lot_size))
         basis = "stress grid"
@@ -167,6 +186,23 @@ def propose(
         max_loss_per_lot = figures.max_loss * lot_size
     if max_loss_per_lot <= 0.0:
         return Declined(f"{candidate.structure.value}: no loss in any scenario - the quotes are not a market")
+    return Priced(bucket, candidate, near, far, figures, odds, expected_payoff, max_loss_per_lot, basis)
+
+
+def finish(
+    priced: Priced,
+    spot: float,
+    today: date,
+    config: StrategyConfig,
+    severity_multiplier: float,
+    free_capital: Decimal,
+    book_scenarios: np.ndarray | None,
+) -> Proposal | Declined:
+    """Size a priced candidate and complete its figures (margin, costs, expected value net of them)."""
+    bucket, candidate, markets = priced.bucket, priced.candidate, priced.markets
+    lot_size = priced.near.chain.lot_size
+    max_loss_per_lot = priced.max_loss_per_lot
+    figures, odds = priced.figures, priced.odds
     budget = config.risk_budget(bucket)
     # SPAN scanning risk, the short-option minimum and exposure margin are all linear in the quantity
     # of one structure, so one lot's estimate scales.
@@ -192,9 +228,9 @@ def propose(
             f"{candidate.structure.value}: zero lots - " + "; ".join([*said_of_book, *sized.reasons])
         )
     quantity = sized.lots * lot_size
-    credit = pricing.net_credit(legs) * quantity
+    credit = pricing.net_credit(candidate.legs) * quantity
     costs = round_trip_costs(candidate, quantity, today, config)
-    expected = round_to_paisa(Decimal(repr(expected_payoff * quantity)) - costs)
+    expected = round_to_paisa(Decimal(repr(priced.expected_payoff * quantity)) - costs)
     margin_total = margin_per_lot * sized.lots
     return Proposal(
         bucket=bucket,
@@ -204,7 +240,7 @@ def propose(
         quantity=quantity,
         credit=credit,
         max_loss=round_to_paisa(Decimal(repr(max_loss_per_lot * sized.lots))),
-        max_loss_basis=basis,
+        max_loss_basis=priced.basis,
         max_profit=None
         if figures.max_profit is None
         else round_to_paisa(Decimal(repr(figures.max_profit * quantity))),

@@ -25,10 +25,10 @@ from volguard_common.quant import black76, sabr
 from volguard_common.quant._types import Float64Array
 from volguard_strategy.domain.market import ExpiryMarket, Quote
 
-# Density grid: +-8 standard deviations of the ATM vol, fine enough that a 50-point strike spacing
-# holds several cells even on expiry day.
+# Density grid: +-8 standard deviations of the ATM vol in 1,000 cells: a cell is 0.016 sd wide, a few
+# index points for a weekly, so a 50-point strike spacing holds several cells even on expiry day.
 _GRID_SIGMAS = 8.0
-_GRID_POINTS = 2001
+_GRID_POINTS = 1001
 
 
 @dataclass(frozen=True, slots=True)

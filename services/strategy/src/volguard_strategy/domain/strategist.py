@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -65,6 +65,14 @@ class BucketDecision:
     rule: str
     reasons: tuple[str, ...]
     intent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """A priced structure the rule table did not pick, and how to size it if it makes the list."""
+
+    priced: entries.Priced
+    finish: Callable[[entries.Priced], entries.Proposal | str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +133,12 @@ class Strategist:
         decisions: list[BucketDecision] = []
         intents: list[TradeIntent] = []
         ranked: list[entries.Proposal] = []
+        alternatives: list[Alternative] = []
         book = self._book_scenarios(snapshot, markets)
         self._densities: dict[date, tuple[pricing.Distribution, pricing.Distribution | None] | str] = {}
         for bucket in BUCKETS:
-            decision, proposal, alternatives = self._bucket(bucket, snapshot, markets, book)
-            ranked.extend(alternatives)
+            decision, proposal, others = self._bucket(bucket, snapshot, markets, book)
+            alternatives.extend(others)
             if proposal is not None:
                 ranked.append(proposal)
                 gate = self._entry_gate(bucket, snapshot, proposal)
@@ -146,6 +155,17 @@ class Strategist:
                         bucket, Structure.WAIT, decision.rule, (*decision.reasons, gate)
                     )
             decisions.append(decision)
+        # Alternatives for the recommendations: screened on their gross edge, and only as many sized
+        # and costed as the list has room for (the full finish is most of an evaluation's time).
+        alternatives.sort(
+            key=lambda a: (-a.priced.edge, a.priced.bucket.value, a.priced.candidate.structure.value)
+        )
+        for alternative in alternatives:
+            if len(ranked) >= self.config.top_recommendations:
+                break
+            done = alternative.finish(alternative.priced)
+            if not isinstance(done, str):
+                ranked.append(done)
         intents.extend(self._management(snapshot, markets))
         return Evaluation(
             ts,
@@ -161,7 +181,7 @@ class Strategist:
         snapshot: VolSnapshot,
         markets: dict[date, ExpiryMarket],
         book: np.ndarray | None | str,
-    ) -> tuple[BucketDecision, entries.Proposal | None, list[entries.Proposal]]:
+    ) -> tuple[BucketDecision, entries.Proposal | None, list[Alternative]]:
         read = read_signals(snapshot)
         rule = rules.choose(read, bucket, self.config)
         said = [f"rule {rule.name}: {rule.when} -> {rule.structure.value} ({rule.reason})"]
@@ -194,24 +214,29 @@ class Strategist:
             return BucketDecision(bucket, Structure.WAIT, rule.name, (*said, densities)), None, []
         distribution, forecast = densities
 
-        def price(structure: Structure) -> entries.Proposal | str:
+        def priced(structure: Structure) -> entries.Priced | str:
             try:
                 candidate = build(structure, near, far, delta, budget, read.skew, self.config)
             except NoCandidate as none:
                 return f"{structure.value}: {none}"
-            outcome = entries.propose(
-                bucket, candidate, near, far, snapshot.spot, snapshot.ts_event.date(), self.config,
-                multiplier, free, book, distribution, forecast,
-            )  # fmt: skip
+            outcome = entries.price(bucket, candidate, near, far, distribution, forecast)
             return outcome.reason if isinstance(outcome, entries.Declined) else outcome
 
-        chosen = price(rule.structure)
-        alternatives = []
-        for structure in ALTERNATIVES:
-            if structure is not rule.structure and not isinstance(chosen, str):
-                other = price(structure)
-                if not isinstance(other, str):
-                    alternatives.append(other)
+        def finished(candidate: entries.Priced) -> entries.Proposal | str:
+            outcome = entries.finish(
+                candidate, snapshot.spot, snapshot.ts_event.date(), self.config, multiplier, free, book
+            )
+            return outcome.reason if isinstance(outcome, entries.Declined) else outcome
+
+        first = priced(rule.structure)
+        chosen = first if isinstance(first, str) else finished(first)
+        alternatives: list[Alternative] = []
+        if not isinstance(chosen, str):
+            for structure in ALTERNATIVES:
+                if structure is not rule.structure:
+                    other = priced(structure)
+                    if not isinstance(other, str):
+                        alternatives.append(Alternative(other, finished))
         if isinstance(chosen, str):
             return BucketDecision(bucket, Structure.WAIT, rule.name, (*said, chosen)), None, alternatives
         return BucketDecision(bucket, chosen.structure, rule.name, tuple(said)), chosen, alternatives

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
+
 from volguard_common.events import OptionType, Side, Structure
 from volguard_common.events.vol import SkewSignal
 from volguard_strategy.domain.config import StrategyConfig
@@ -88,17 +90,14 @@ def _short(
     surface = market.block.surface
     deltas = surface.call_delta if call else surface.put_delta
     forward = market.forward
-    by_delta: float | None = None
     strikes = surface.strike
-    order = range(len(strikes)) if call else range(len(strikes) - 1, -1, -1)
-    for i in order:
-        strike = float(strikes[i])
-        if (call and strike <= forward) or (not call and strike >= forward):
-            continue
-        delta = float(deltas[i])
-        if math.isfinite(delta) and abs(delta) <= target_delta:
-            by_delta = strike
-            break
+    # Out of the money and at most the target |delta| (NaN, an unknown delta, fails the comparison).
+    otm = strikes > forward if call else strikes < forward
+    eligible = np.flatnonzero(otm & (np.abs(deltas) <= target_delta))
+    by_delta: float | None = None
+    if len(eligible):
+        # The one nearest the money: the lowest such call strike, the highest such put strike.
+        by_delta = float(strikes[eligible[0] if call else eligible[-1]])
     if by_delta is None:
         raise NoCandidate(
             f"{market.expiry}: no {option_type.value} strike with |delta| <= {target_delta:.2f}"
