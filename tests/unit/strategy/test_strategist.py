@@ -275,7 +275,11 @@ def test_a_tested_short_strike_gets_a_priced_hedge_charged_to_the_intraday_bucke
     assert leg.strike == short_put.strike + 50
     assert leg.quantity == short_put.quantity
     assert hedge.max_loss == leg.limit_price * leg.quantity
-    assert "tested" not in hedge.reason or "short" in hedge.reason
+    assert hedge.pricing is not None
+    assert hedge.pricing.breakevens == [round(leg.strike - float(leg.limit_price), 2)]
+    assert hedge.pricing.margin_required == 0
+    assert hedge.pricing.costs > 0
+    assert "within 0.25 of the expected" in hedge.reason
     repeat = strategist.on_vol(tested.model_copy(update={"ts_event": later(6)}), chains)
     assert not [i for i in repeat.intents if i.kind is IntentKind.ADJUST]
     # Exits and hedges still go out while risk pauses entries.

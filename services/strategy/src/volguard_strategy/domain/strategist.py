@@ -19,6 +19,7 @@ from decimal import Decimal
 import numpy as np
 
 from volguard_common import clock
+from volguard_common.charges import round_to_paisa
 from volguard_common.events import (
     Bucket,
     ChainSnapshot,
@@ -49,7 +50,7 @@ from volguard_strategy.domain.market import (
     read_signals,
 )
 from volguard_strategy.domain.pricing import Leg
-from volguard_strategy.domain.structures import NoCandidate, build, strikes_of
+from volguard_strategy.domain.structures import Candidate, NoCandidate, build, strikes_of
 
 BUCKETS = (Bucket.WEEKLY, Bucket.MONTHLY, Bucket.INTRADAY)
 # Defined-risk alternatives priced for the recommendations when the rule table's pick is a trade.
@@ -391,7 +392,7 @@ class Strategist:
             hedge = management.tested_hedge(trade, markets, snapshot.spot, self.config)
             if isinstance(hedge, management.HedgeCall) and (trade.trade_id, hedge.rule) not in self.proposed:
                 self.proposed.add((trade.trade_id, hedge.rule))
-                out.append(self._hedge_intent(snapshot, trade, hedge, 0.0))
+                out.append(self._hedge_intent(snapshot, trade, hedge, 0.0, markets))
         drift = self._delta_drift(snapshot, markets)
         if drift is not None and not any(i.trade_id == drift.trade_id for i in out):
             out.append(drift)
@@ -434,16 +435,49 @@ class Strategist:
         if isinstance(hedge, str):
             return None
         self.proposed.add((trade.trade_id, "delta_drift"))
-        return self._hedge_intent(snapshot, trade, hedge, delta)
+        return self._hedge_intent(snapshot, trade, hedge, delta, markets)
 
     def _hedge_intent(
-        self, snapshot: VolSnapshot, trade: OpenTrade, hedge: management.HedgeCall, portfolio_delta: float
+        self,
+        snapshot: VolSnapshot,
+        trade: OpenTrade,
+        hedge: management.HedgeCall,
+        portfolio_delta: float,
+        markets: dict[date, ExpiryMarket],
     ) -> TradeIntent:
         ts = snapshot.ts_event
         leg = hedge.legs[0]
         lot_size = clock.lot_size(leg.quote.expiry)
         quantity = management.hedge_quantity(hedge, trade, portfolio_delta, lot_size)
         cost = leg.limit * quantity
+        priced: IntentPricing | None = None
+        densities = self._density(snapshot, markets[leg.quote.expiry])
+        if not isinstance(densities, str):
+            # Priced like an entry: the option's own payoff on the smile's density, its charges; a
+            # long option needs its premium, not margin.
+            distribution, forecast = densities
+            figures = pricing.single_expiry_figures([leg])
+            odds = pricing.odds(pricing.expiry_payoff([leg], distribution.mids), distribution, ())
+            expected = (
+                odds.expected_payoff
+                if forecast is None
+                else float(np.sum(forecast.mass * pricing.expiry_payoff([leg], forecast.mids)))
+            )
+            costs = entries.round_trip_costs(
+                Candidate(Structure.HEDGE, (leg,), ()), quantity, ts.date(), self.config
+            )
+            priced = IntentPricing(
+                max_profit=None
+                if figures.max_profit is None
+                else round_to_paisa(Decimal(repr(figures.max_profit * quantity))),
+                breakevens=[round(b, 2) for b in figures.breakevens],
+                probability_of_profit=round(odds.probability_of_profit, 4),
+                probability_of_touch=None,
+                expected_value=round_to_paisa(Decimal(repr(expected * quantity)) - costs),
+                costs=costs,
+                margin_required=Decimal(0),
+                max_loss_basis="expiry payoff",
+            )
         intent_id = deterministic_id(snapshot.event_id, trade.trade_id, hedge.rule)
         return TradeIntent(
             event_id=deterministic_event_id(ts, intent_id),
@@ -464,6 +498,7 @@ class Strategist:
                 f"hedge trade {trade.trade_id}: {hedge.message}; costs Rs {cost:,.2f} (the most it can "
                 "lose), charged to the intraday bucket"
             ),
+            pricing=priced,
             reasons=[hedge.message, "the hedge's legs belong to the trade and close with it"],
         )
 
