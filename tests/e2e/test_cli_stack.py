@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
+from redis import Redis as SyncRedis
 
 from tests.support.processes import free_port, free_port_block, service_env
 from tests.support.waiting import eventually_sync
@@ -40,6 +42,16 @@ def _analytics_consumers(env: dict[str, str], cwd: Path) -> set[int]:
     assert report.returncode == 0, report.stderr
     groups = [line.split() for line in report.stdout.splitlines() if line.split()[:1] == ["analytics"]]
     return {int(g[g.index("consumers") + 1]) for g in groups}
+
+
+def _stream_events(settings: Settings, stream: str) -> list[dict[str, Any]]:
+    """Every event on `stream` of the test's namespace, oldest first, as JSON objects."""
+    client = SyncRedis.from_url(settings.redis_url)
+    try:
+        entries = client.xrange(settings.stream_namespace + stream)
+    finally:
+        client.close()
+    return [json.loads(fields[b"event"]) for _, fields in entries]
 
 
 def test_up_status_streams_crash_restart_and_down(settings: Settings, tmp_path: Path) -> None:
@@ -137,13 +149,32 @@ def test_scaled_up_runs_each_replica_as_its_own_instance_and_down_stops_them_all
         for instance in ("analytics-0", "analytics-1"):
             row = rows[instance]
             assert row[1] == str(processes[instance]["pid"])
-            assert row[3:5] == ["ok", "ready"], status.stdout
+            assert row[3] == "ok", status.stdout
             assert row[6] == str(processes[instance]["port"])
             # The role is what the instance itself reports, "-" when it reports none.
             health = httpx.get(f"http://127.0.0.1:{row[6]}/health", timeout=5).json()
             assert row[5] == health.get("role", "-")
-        # Each replica consumes under its own stable name, the instance itself.
-        eventually_sync(lambda: _analytics_consumers(env, tmp_path) == {2}, what="two analytics consumers")
+        # Analytics is single-active: one replica holds the lease and consumes, the other stands by.
+        roles = {rows[i][5]: i for i in ("analytics-0", "analytics-1")}
+        assert set(roles) == {"active", "standby"}, status.stdout
+        assert rows[roles["active"]][4] == "ready", status.stdout
+        eventually_sync(lambda: _analytics_consumers(env, tmp_path) == {1}, what="one analytics consumer")
+        # an.vol: one VolSnapshot per chain set, in order, each from the whole set.
+        eventually_sync(
+            lambda: len(_stream_events(settings, "an.vol")) >= 5, patience_s=300, what="5 VolSnapshots"
+        )
+        vols = _stream_events(settings, "an.vol")
+        chains = _stream_events(settings, "md.chain")
+        sets: dict[str, set[str]] = {}
+        for chain in chains:
+            sets.setdefault(chain["ts_event"], set()).add(chain["event_id"])
+        times = [vol["ts_event"] for vol in vols]
+        assert times == sorted(times)
+        assert len(set(times)) == len(times), "a chain set was published twice"
+        for vol in vols:
+            assert set(vol["chain_event_ids"]) == sets[vol["ts_event"]], (
+                f"incomplete set at {vol['ts_event']}"
+            )
     finally:
         down = _volguard(["down"], env, tmp_path)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -68,13 +68,23 @@ def _service_env(
     return env
 
 
+def _in_service(settings: Settings, replica: Replica) -> bool:
+    """Ready, or a hot standby: a standby's /ready is 503 by design (it consumes nothing until it holds
+    the lease), but it is up and doing its job, which is to wait."""
+    base = f"http://{settings.http_host}:{replica.port}"
+    if probe(f"{base}/ready")[0]:
+        return True
+    alive, role = health_role(f"{base}/health")
+    return alive and role == "standby"
+
+
 def _wait_ready(settings: Settings, replicas: list[Replica], deadline_s: float) -> list[str]:
-    """Poll every instance's /ready until all answer 200 or the deadline passes (at least one round);
-    returns the instances not ready yet."""
+    """Poll every instance until each is ready (or a standby) or the deadline passes (at least one
+    round); returns the instances not ready yet."""
     deadline = time.monotonic() + deadline_s
     waiting = list(replicas)
     while True:
-        waiting = [r for r in waiting if not probe(f"http://{settings.http_host}:{r.port}/ready")[0]]
+        waiting = [r for r in waiting if not _in_service(settings, r)]
         if not waiting or time.monotonic() >= deadline:
             return [r.instance for r in waiting]
         time.sleep(0.5)
@@ -227,7 +237,10 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Each instance: pid, restarts, health, readiness and role (active/standby, as it reports it)."""
+    """Each instance: pid, restarts, health, readiness and role (active/standby, as it reports it).
+
+    Exits 1 when an instance is down, or up but neither ready nor a hot standby.
+    """
     settings = _settings()
     state = read_state(settings.state_dir.resolve())
     running = state is not None and pid_alive(state.supervisor_pid)
@@ -249,7 +262,10 @@ def status() -> None:
         pid = record.pid if record is not None and pid_alive(record.pid) else None
         health, role = health_role(f"http://{settings.http_host}:{port}/health")
         ready, _ = probe(f"http://{settings.http_host}:{port}/ready")
-        all_ready &= ready
+        # A hot standby is not ready by design (it consumes nothing until it holds the lease): in
+        # service as long as it is alive.
+        standing_by = health and not ready and role == "standby"
+        all_ready &= ready or standing_by
         typer.echo(
             f"{instance:<16} {pid if pid else '-':>8} {record.restarts if record else 0:>8}  "
             f"{'ok' if health else 'down':<8} {'ready' if ready else 'no':<8} {role:<8} {port}"

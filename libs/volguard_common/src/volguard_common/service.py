@@ -48,7 +48,7 @@ from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
 from volguard_common import clock, db, events, metrics, outbox, streams
-from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
+from volguard_common.bus import BusConfig, Consumer, Publisher
 from volguard_common.instance import InstanceClaim, claim_instance
 from volguard_common.lease import Fence, Lease
 from volguard_common.logging import adopt_stdlib_logger, configure_logging
@@ -166,15 +166,9 @@ def consumer_name(service: str, instance: str) -> str:
     return instance if instance.startswith(f"{service}-") else f"{service}-{instance}"
 
 
-async def log_received(event: events.Event, delivery: Delivery) -> None:
-    """Default handler of a subscribed stream the service does not handle yet: say what arrived."""
-    log.info(
-        "received",
-        stream=delivery.stream,
-        event_type=event.type,
-        entry_id=delivery.entry_id,
-        deliveries=delivery.deliveries,
-    )
+# Exit status of a process whose consumer failed beyond retrying (3 is a failed startup): the
+# supervisor restarts it, where a stuck process would look alive while handling nothing.
+EXIT_CONSUMER_FAILED = 4
 
 
 def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None) -> AsgiFastStream:
@@ -224,7 +218,7 @@ def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None
 
     @get(include_in_schema=False)
     async def ready(scope: Any) -> AsgiResponse:
-        """Readiness: Redis and Postgres reachable, migrations applied, active and consuming."""
+        """Readiness: Redis and Postgres reachable, migrations applied, active, consumer healthy."""
         checks = await readiness(process)
         ok = all(checks.values())
         return JSONResponse(
@@ -346,7 +340,9 @@ async def _activate(context: ServiceContext) -> None:
         await spec.setup(context)
     for stream in streams.SUBSCRIPTIONS[spec.name]:
         if stream not in context.consumer.streams:
-            context.consumer.subscribe(stream, log_received)
+            # Not handled yet: the group is created (its backlog and lag stay visible) but nothing is
+            # read, so a command waits, unacknowledged, for the handler that will act on it.
+            context.consumer.declare(stream)
     assert context.relay is not None
     relay = asyncio.create_task(context.relay.run(), name="outbox-relay")
     trim = asyncio.create_task(
@@ -359,11 +355,17 @@ async def _activate(context: ServiceContext) -> None:
         _watch(context, task)
         context.tasks.append(task)
     await context.consumer.start()
+    # A consumer that fails beyond retrying stops this replica acting, like a lost lease: the process
+    # exits non-zero for its supervisor to restart it, never a live process that handles nothing.
+    watcher = asyncio.create_task(_stop_acting_when_consumer_fails(context), name="consumer-watch")
+    context.tasks.append(watcher)
     context.role = "active"
+    unhandled = [s for s in streams.SUBSCRIPTIONS[spec.name] if s not in context.consumer.streams]
     log.info(
         "started",
         service=spec.name,
         subscriptions=list(context.consumer.streams),
+        unhandled=unhandled,
         fencing_token=context.fencing_token,
     )
 
@@ -421,6 +423,11 @@ async def _stop_acting(context: ServiceContext, failure: str) -> None:
     await asyncio.gather(*(t for t in context.tasks if t is not current), return_exceptions=True)
     if context.on_failure is not None:
         context.on_failure(context)
+
+
+async def _stop_acting_when_consumer_fails(context: ServiceContext) -> None:
+    await context.consumer.failed.wait()
+    await _stop_acting(context, f"consumer failed: {context.consumer.failure}")
 
 
 def _watch(context: ServiceContext, task: asyncio.Task[Any]) -> None:
@@ -489,6 +496,7 @@ async def readiness(state: _State) -> dict[str, bool]:
         "started": True,
         "migrations": state.migrations_ok,
         "active": context.role == "active" and context.failure is None,
+        "consumer": context.consumer.healthy,
     }
     try:
         checks["redis"] = bool(await asyncio.wait_for(context.redis.ping(), timeout=2))  # type: ignore[arg-type]

@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         default=60000,
         description="How often (ms) log streams are trimmed below what every consumer group acknowledged.",
     )
+    bus_handler_timeout_ms: int = Field(
+        default=20000,
+        description="A handler running longer than this (ms) is cancelled and counts as a failed "
+        "delivery: retried, then dead-lettered with an alert.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
@@ -771,6 +776,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("stream_trim_interval_ms", 1)
     if not s.account_id.strip():
         problems.append(f"{env_name('account_id')} must not be empty")
+    at_least("bus_handler_timeout_ms", 1)
 
     for field in ("dashboard_port", "service_port_base"):
         value = getattr(s, field)
