@@ -32,7 +32,7 @@ class Recommendation(Part):
     bucket: Bucket
     structure: Structure
     legs: Annotated[list[OrderLeg], Field(min_length=1, max_length=MAX_LEGS)]
-    # 0-1: the model's expected value per rupee at risk, scaled (see volguard_strategy.domain.ranking).
+    # 0-1: the model's expected value per rupee at risk, squashed (0.5 = break-even after costs).
     suitability: UnitInterval
     capital_required: NonNegativeMoney  # margin estimate for the proposed lots
     expected_return: Money  # expected value net of costs, rupees
