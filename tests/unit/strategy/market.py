@@ -70,7 +70,7 @@ def market(
             "vix_spike": signals.get("vix_spike", False),
         }
     )
-    if "trend_direction" in signals and "trend_direction" in type(regime).model_fields:
+    if "trend_direction" in signals:
         regime = regime.model_copy(
             update={"trend_direction": signals["trend_direction"], "trend_strength": 1.0}
         )

@@ -11,7 +11,15 @@ import pytest
 
 from tests.unit.strategy.market import empty_portfolio, market, running
 from volguard_common.events import Bucket, IntentKind, Structure
-from volguard_common.events.vol import EventSeverity, PremiumSignal, Quality, Regime, SkewSignal, TermSignal
+from volguard_common.events.vol import (
+    EventSeverity,
+    PremiumSignal,
+    Quality,
+    Regime,
+    SkewSignal,
+    TermSignal,
+    TrendDirection,
+)
 from volguard_strategy.domain.config import StrategyConfig
 from volguard_strategy.domain.market import Signals, read_signals
 from volguard_strategy.domain.rules import RULES, choose, rule_table_markdown
@@ -77,6 +85,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Bucket, StrategyConfig]] = {
 
 def test_every_row_has_a_scenario() -> None:
     assert set(SCENARIOS) == {rule.name for rule in RULES}
+    assert set(SNAPSHOT_SCRIPTS) == {rule.name for rule in RULES}
 
 
 @pytest.mark.parametrize("name", [rule.name for rule in RULES])
@@ -121,6 +130,16 @@ SNAPSHOT_SCRIPTS: dict[str, tuple[dict[str, Any], Bucket, StrategyConfig]] = {
     "term_inverted": ({"term": TermSignal.INVERTED}, Bucket.WEEKLY, StrategyConfig()),
     "term_unknown": ({"term": None}, Bucket.WEEKLY, StrategyConfig()),
     "event_risk": ({"event_score": 3, "severity": EventSeverity.C}, Bucket.MONTHLY, StrategyConfig()),
+    "trend_up": (
+        {"regime": Regime.TREND, "trend_direction": TrendDirection.UP},
+        Bucket.WEEKLY,
+        StrategyConfig(),
+    ),
+    "trend_down": (
+        {"regime": Regime.TREND, "trend_direction": TrendDirection.DOWN},
+        Bucket.MONTHLY,
+        StrategyConfig(),
+    ),
     "trend_direction_unknown": ({"regime": Regime.TREND}, Bucket.WEEKLY, StrategyConfig()),
     "cheap_premium_calendar": (
         {"premium": PremiumSignal.NEUTRAL, "iv_percentile": 10.0, "skew": SkewSignal.NEUTRAL},
@@ -147,8 +166,6 @@ SNAPSHOT_SCRIPTS: dict[str, tuple[dict[str, Any], Bucket, StrategyConfig]] = {
     "sell_premium": ({"premium": PremiumSignal.SELL_SMALL}, Bucket.WEEKLY, StrategyConfig()),
     "default": ({"premium": PremiumSignal.NEUTRAL}, Bucket.MONTHLY, StrategyConfig()),
 }
-# trend_up / trend_down need VolSnapshot schema 2's trend direction (analytics); on a schema without it
-# they are covered through Signals above and their structures through test_pricing's builders.
 
 
 @pytest.mark.parametrize("name", sorted(SNAPSHOT_SCRIPTS))

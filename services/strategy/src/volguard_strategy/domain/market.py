@@ -53,8 +53,8 @@ class Signals:
     quality: Quality
     quality_reasons: tuple[str, ...]
     regime: Regime
-    # "UP" / "DOWN" with the TREND regime: RegimeView.trend_direction from VolSnapshot schema 2
-    # (analytics' trend direction); None when the snapshot does not say.
+    # "UP" / "DOWN" with the TREND regime (RegimeView.trend_direction, VolSnapshot schema 2); None when
+    # the snapshot does not say (schema 1, or a move too small to have a direction).
     trend_direction: str | None
     atm_iv_percentile: float | None
     atm_iv_rank: float | None
@@ -71,12 +71,12 @@ class Signals:
 
 
 def read_signals(snapshot: VolSnapshot) -> Signals:
-    direction = getattr(snapshot.regime, "trend_direction", None)
+    direction = snapshot.regime.trend_direction
     return Signals(
         quality=snapshot.quality,
         quality_reasons=tuple(snapshot.quality_reasons),
         regime=snapshot.regime.regime,
-        trend_direction=None if direction is None else str(direction),
+        trend_direction=None if direction is None else direction.value,
         atm_iv_percentile=snapshot.percentiles.atm_iv_percentile,
         atm_iv_rank=snapshot.percentiles.atm_iv_rank,
         vix_percentile=snapshot.percentiles.vix_percentile,
