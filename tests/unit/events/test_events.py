@@ -324,6 +324,7 @@ def test_catalogue_is_complete_and_keyed_by_discriminator() -> None:
         "FeedStatus",
         "VolSnapshot",
         "TradeIntent",
+        "StrategyRecommendations",
         "RiskDecision",
         "ExecuteBasket",
         "CancelOrders",

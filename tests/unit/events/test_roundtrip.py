@@ -49,6 +49,7 @@ from volguard_common.events import (
     Greeks,
     InstrumentKind,
     IntentKind,
+    IntentPricing,
     LegResult,
     MarketMode,
     OpenTrade,
@@ -62,6 +63,7 @@ from volguard_common.events import (
     Quality,
     RateLimitHeadroom,
     RealisedVol,
+    Recommendation,
     Regime,
     RegimeView,
     RiskCheck,
@@ -71,6 +73,7 @@ from volguard_common.events import (
     Side,
     SkewSignal,
     SkewView,
+    StrategyRecommendations,
     StrikeSurface,
     Structure,
     TermPoint,
@@ -433,7 +436,24 @@ def exit_fields(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(IntentKind))
     if kind is IntentKind.EXIT:
         return {"exit_reason": draw(st.sampled_from(ExitReason)), "trade_id": draw(idents), "kind": kind}
+    if kind is IntentKind.ADJUST:
+        return {"trade_id": draw(idents), "kind": kind}
     return {"kind": kind}
+
+
+TRADED_STRUCTURES = [s for s in Structure if s is not Structure.WAIT]
+
+intent_pricings = st.builds(
+    IntentPricing,
+    max_profit=optional(nonneg_money),
+    breakevens=st.lists(pos_float, max_size=4),
+    probability_of_profit=unit,
+    probability_of_touch=optional(unit),
+    expected_value=money,
+    costs=nonneg_money,
+    margin_required=nonneg_money,
+    max_loss_basis=names,
+)
 
 
 @st.composite
@@ -446,7 +466,7 @@ def trade_intents(draw: st.DrawFn) -> TradeIntent:
         **draw(exit_fields()),
         intent_id=draw(idents),
         bucket=draw(st.sampled_from(Bucket)),
-        structure=draw(st.sampled_from(Structure)),
+        structure=draw(st.sampled_from(TRADED_STRUCTURES)),
         lot_size=lot_size,
         legs=legs,
         expected_credit=draw(money),
@@ -454,6 +474,37 @@ def trade_intents(draw: st.DrawFn) -> TradeIntent:
         greeks=draw(optional(greeks)),
         valid_until=env["ts_event"] + draw(st.timedeltas(timedelta(0), timedelta(hours=1))),
         reason=draw(texts),
+        pricing=draw(optional(intent_pricings)),
+        reasons=draw(st.lists(texts, max_size=3)),
+    )
+
+
+@st.composite
+def strategy_recommendations(draw: st.DrawFn) -> StrategyRecommendations:
+    env = draw(envelope())
+    count = draw(st.integers(0, 5))
+    recommendations = []
+    for rank in range(1, count + 1):
+        lot_size = draw(lot_sizes)
+        legs = draw(st.lists(leg_fields(lot_size).map(lambda f: OrderLeg(**f)), min_size=1, max_size=4))
+        recommendations.append(
+            Recommendation(
+                rank=rank,
+                bucket=draw(st.sampled_from(Bucket)),
+                structure=draw(st.sampled_from(TRADED_STRUCTURES)),
+                legs=legs,
+                suitability=draw(unit),
+                capital_required=draw(nonneg_money),
+                expected_return=draw(money),
+                max_loss=draw(nonneg_money),
+                reason=draw(texts),
+            )
+        )
+    return StrategyRecommendations(
+        **env,
+        vol_event_id=draw(event_ids),
+        recommendations=recommendations,
+        waits=draw(st.lists(texts, max_size=3)),
     )
 
 
@@ -720,6 +771,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "FeedStatus": feed_statuses,
     "VolSnapshot": vol_snapshots(),
     "TradeIntent": trade_intents(),
+    "StrategyRecommendations": strategy_recommendations(),
     "RiskDecision": risk_decisions(),
     "ExecuteBasket": execute_baskets(),
     "CancelOrders": cancel_orders(),

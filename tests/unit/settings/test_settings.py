@@ -128,6 +128,16 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "margin_calendar_spread_pct": 1.75,
     "margin_exposure_pct": 2.0,
     "margin_expiry_day_elm_pct": 2.0,
+    "strategy_short_delta_weekly": 0.16,
+    "strategy_short_delta_monthly": 0.12,
+    "strategy_short_delta_intraday": 0.25,
+    "strategy_risk_budget_weekly_pct": Decimal("1"),
+    "strategy_risk_budget_monthly_pct": Decimal("1"),
+    "strategy_risk_budget_intraday_pct": Decimal("2"),
+    "strategy_allow_undefined_risk": False,
+    "strategy_cooldown_s": 300.0,
+    "strategy_weekly_min_trading_minutes": 375.0,
+    "strategy_correlation_threshold": 0.7,
     "risk_free_rate": 0.055,
 }
 

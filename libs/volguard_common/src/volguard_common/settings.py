@@ -432,6 +432,45 @@ class Settings(BaseSettings):
         "cut to 5.50 %); update it when that yield moves.",
     )
 
+    # ---- strategy (volguard_strategy.domain) -----------------------------------------------------
+    strategy_short_delta_weekly: float = Field(
+        default=0.16, description="Target |delta| of the weekly bucket's short strikes (our own Greeks)."
+    )
+    strategy_short_delta_monthly: float = Field(
+        default=0.12, description="Target |delta| of the monthly bucket's short strikes."
+    )
+    strategy_short_delta_intraday: float = Field(
+        default=0.25, description="Target |delta| of the intraday bucket's short strikes."
+    )
+    strategy_risk_budget_weekly_pct: Decimal = Field(
+        default=Decimal("1"),
+        description="Per-trade risk budget of the weekly bucket: the largest max loss of one trade, in "
+        "percent of the bucket (Rs 8,000 on the default account).",
+    )
+    strategy_risk_budget_monthly_pct: Decimal = Field(
+        default=Decimal("1"), description="Per-trade risk budget of the monthly bucket, in percent of it."
+    )
+    strategy_risk_budget_intraday_pct: Decimal = Field(
+        default=Decimal("2"), description="Per-trade risk budget of the intraday bucket, in percent of it."
+    )
+    strategy_allow_undefined_risk: bool = Field(
+        default=False,
+        description="Allow short strangles and straddles (never in the intraday bucket), sized on the "
+        "stress grid's worst loss.",
+    )
+    strategy_cooldown_s: float = Field(
+        default=300.0, description="Event-time seconds between two entries of one bucket."
+    )
+    strategy_weekly_min_trading_minutes: float = Field(
+        default=375.0,
+        description="Trading minutes a weekly expiry needs left to be the weekly bucket's (one session).",
+    )
+    strategy_correlation_threshold: float = Field(
+        default=0.7,
+        description="Scenario-P&L correlation with the open book above which a new trade is shrunk so the "
+        "combined worst case stays within the daily loss limit.",
+    )
+
     # ---- analytics thresholds -----------------------------------------------------------------
     # The three IV-RV thresholds are calibrated on the real daily history in ../shared/data: 30-day
     # implied vol (the nifty_atm_iv_daily.csv closes, which are India VIX to two decimals) minus the

@@ -42,6 +42,9 @@ AN_VOL = StreamSpec("an.vol", Retention.SNAPSHOT, 10_000, "VolSnapshot: the full
 ST_INTENTS = StreamSpec(
     "st.intents", Retention.LOG, None, "TradeIntent proposals from strategy", ordered=True
 )
+ST_RECOMMENDATIONS = StreamSpec(
+    "st.recommendations", Retention.SNAPSHOT, 10_000, "StrategyRecommendations: top 5 across buckets"
+)
 RK_DECISIONS = StreamSpec("rk.decisions", Retention.LOG, None, "RiskDecision on every intent", ordered=True)
 RK_PORTFOLIO = StreamSpec("rk.portfolio", Retention.SNAPSHOT, 10_000, "PortfolioSnapshot")
 RK_STATE = StreamSpec("rk.state", Retention.SNAPSHOT, 10_000, "TradingState (running, paused, killed)")
@@ -61,6 +64,7 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (
     MD_STATUS,
     AN_VOL,
     ST_INTENTS,
+    ST_RECOMMENDATIONS,
     RK_DECISIONS,
     RK_PORTFOLIO,
     RK_STATE,
@@ -115,7 +119,7 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
 PUBLICATIONS: dict[str, tuple[str, ...]] = {
     "market_data": (MD_TICKS.name, MD_CHAIN.name, MD_STATUS.name, SYS_ALERTS.name),
     "analytics": (AN_VOL.name, SYS_ALERTS.name),
-    "strategy": (ST_INTENTS.name, SYS_ALERTS.name),
+    "strategy": (ST_INTENTS.name, ST_RECOMMENDATIONS.name, SYS_ALERTS.name),
     "risk": (EX_COMMANDS.name, RK_DECISIONS.name, RK_PORTFOLIO.name, RK_STATE.name, SYS_ALERTS.name),
     "execution": (EX_REPORTS.name, EX_HEALTH.name, SYS_ALERTS.name),
     "dashboard_api": (CTL_COMMANDS.name, SYS_ALERTS.name),

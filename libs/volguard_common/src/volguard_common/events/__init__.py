@@ -71,6 +71,7 @@ from volguard_common.events.orders import (
     Fill,
     FlattenAll,
     IntentKind,
+    IntentPricing,
     LegResult,
     OrderLeg,
     OrderStatus,
@@ -82,6 +83,7 @@ from volguard_common.events.orders import (
     Urgency,
     client_order_id,
 )
+from volguard_common.events.strategy import Recommendation, StrategyRecommendations
 from volguard_common.events.vol import (
     ALL_IV_FLAGS,
     EventRisk,
@@ -115,6 +117,7 @@ Event = Annotated[
     | FeedStatus
     | VolSnapshot
     | TradeIntent
+    | StrategyRecommendations
     | RiskDecision
     | ExecuteBasket
     | CancelOrders
@@ -139,6 +142,7 @@ ALL_EVENT_TYPES: tuple[type[EventBase], ...] = (
     FeedStatus,
     VolSnapshot,
     TradeIntent,
+    StrategyRecommendations,
     RiskDecision,
     ExecuteBasket,
     CancelOrders,
@@ -221,6 +225,7 @@ __all__ = [
     "Greeks",
     "InstrumentKind",
     "IntentKind",
+    "IntentPricing",
     "IstDatetime",
     "IvFlag",
     "LegResult",
@@ -237,6 +242,7 @@ __all__ = [
     "QuoteFlag",
     "RateLimitHeadroom",
     "RealisedVol",
+    "Recommendation",
     "Regime",
     "RegimeView",
     "RiskCheck",
@@ -246,6 +252,7 @@ __all__ = [
     "Side",
     "SkewSignal",
     "SkewView",
+    "StrategyRecommendations",
     "StrikeSurface",
     "Structure",
     "TermPoint",

@@ -80,7 +80,11 @@ class PortfolioSnapshot(EventBase):
     """Risk's view of the account. Figures that cannot be known now (no mark, no broker margin) are None."""
 
     STREAM: ClassVar[str] = streams.RK_PORTFOLIO.name
+    # Schema 2: an open trade's structure may be one of those added to Structure in its schema 2.
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["PortfolioSnapshot"] = "PortfolioSnapshot"
+    schema_version: int = Field(default=2, ge=1)
 
     account_capital: NonNegativeMoney
     positions: list[Position]

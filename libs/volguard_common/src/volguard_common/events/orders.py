@@ -65,8 +65,13 @@ def client_order_id(basket_id: str, leg_index: int, attempt: int) -> str:
 
 
 class Structure(StrEnum):
+    """What a trade is, in the trader's words. Every value of schema 1 is kept so older events read;
+    the values after CUSTOM came with schema 2 of the events that carry a structure (TradeIntent,
+    ExecuteBasket, PortfolioSnapshot, StrategyRecommendations)."""
+
     IRON_CONDOR = "IRON_CONDOR"
     IRON_FLY = "IRON_FLY"
+    # Short strangle and short straddle: undefined risk, proposed only when a setting enables them.
     STRANGLE = "STRANGLE"
     STRADDLE = "STRADDLE"
     CREDIT_SPREAD = "CREDIT_SPREAD"
@@ -74,11 +79,27 @@ class Structure(StrEnum):
     CALENDAR = "CALENDAR"
     # Risk-forced exits of an arbitrary set of positions.
     CUSTOM = "CUSTOM"
+    # Schema 2.
+    DEFENSIVE_IRON_CONDOR = "DEFENSIVE_IRON_CONDOR"  # shorts and wings further out, around events
+    BULL_PUT_SPREAD = "BULL_PUT_SPREAD"
+    BEAR_CALL_SPREAD = "BEAR_CALL_SPREAD"
+    DIAGONAL = "DIAGONAL"
+    # A hedge added to an open trade (an ADJUST intent's legs).
+    HEDGE = "HEDGE"
+    # Strategy's decision not to trade: it appears in the journal and recommendations, never in an intent.
+    WAIT = "WAIT"
+
+
+# Structures whose loss at expiry has no bound: sized on the stress grid, proposed only when enabled.
+UNDEFINED_RISK_STRUCTURES = frozenset({Structure.STRANGLE, Structure.STRADDLE})
 
 
 class IntentKind(StrEnum):
     ENTRY = "ENTRY"
     EXIT = "EXIT"
+    # Schema 2: a hedge for an open trade (buy a protective option, roll the untested side). Its legs
+    # belong to `trade_id`; its capital is charged to the intraday bucket.
+    ADJUST = "ADJUST"
 
 
 class ExitReason(StrEnum):
@@ -121,16 +142,47 @@ def _check_lot_multiples(owner: str, legs: Sequence[OrderLeg], lot_size: int) ->
             )
 
 
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class IntentPricing(Part):
+    """What strategy's model says of a proposal, for the whole quantity (rupees) unless said otherwise.
+
+    Probabilities come from the risk-neutral density of the expiry's fitted SABR smile (Breeden-
+    Litzenberger), not from a flat-vol normal. `expected_value` is the payoff's expectation under that
+    density plus the net premium, less `costs` (the charges schedule, a round trip at the leg limits).
+    """
+
+    max_profit: NonNegativeMoney | None  # None: unbounded (a calendar's far leg can be worth more)
+    breakevens: list[PositiveFloat]
+    probability_of_profit: Probability
+    # Of NIFTY touching any short strike before expiry (reflection principle on the smile's density).
+    probability_of_touch: Probability | None
+    expected_value: Money
+    costs: NonNegativeMoney
+    margin_required: NonNegativeMoney
+    # How max loss was found: "expiry payoff", "stress grid" (undefined risk) or "near expiry, far leg
+    # on the smile" (calendars and diagonals).
+    max_loss_basis: Name
+
+
 class TradeIntent(EventBase):
-    """Strategy's proposal. Only risk turns it into orders."""
+    """Strategy's proposal. Only risk turns it into orders.
+
+    Schema 2 added ADJUST intents, the structures after CUSTOM, `pricing` and `reasons` (the why of
+    every choice, one line each); all default so schema 1 payloads read as "not said".
+    """
 
     STREAM: ClassVar[str] = streams.ST_INTENTS.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["TradeIntent"] = "TradeIntent"
+    schema_version: int = Field(default=2, ge=1)
 
     intent_id: Identifier
     kind: IntentKind
     exit_reason: ExitReason | None = None
-    # The risk-ledger trade an EXIT closes; None for entries.
+    # The risk-ledger trade an EXIT closes or an ADJUST hedges; None for entries.
     trade_id: Identifier | None = None
     bucket: Bucket
     structure: Structure
@@ -144,6 +196,8 @@ class TradeIntent(EventBase):
     # After this exchange time the market has moved on; risk rejects the intent.
     valid_until: IstDatetime
     reason: Text
+    pricing: IntentPricing | None = None
+    reasons: list[Text] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> TradeIntent:
@@ -151,6 +205,10 @@ class TradeIntent(EventBase):
             raise ValueError("TradeIntent: an EXIT needs exit_reason and trade_id")
         if self.kind is IntentKind.ENTRY and (self.exit_reason is not None or self.trade_id is not None):
             raise ValueError("TradeIntent: an ENTRY has no exit_reason or trade_id")
+        if self.kind is IntentKind.ADJUST and (self.exit_reason is not None or self.trade_id is None):
+            raise ValueError("TradeIntent: an ADJUST names the trade it hedges and has no exit_reason")
+        if self.structure is Structure.WAIT:
+            raise ValueError("TradeIntent: WAIT is a decision not to trade, never an intent")
         if self.valid_until < self.ts_event:
             raise ValueError("TradeIntent: valid_until is before ts_event")
         _check_lot_multiples("TradeIntent", self.legs, self.lot_size)
@@ -218,7 +276,11 @@ class ExecuteBasket(EventBase):
     """
 
     STREAM: ClassVar[str] = streams.EX_COMMANDS.name
+    # Schema 2: ADJUST purpose and the structures after CUSTOM (see Structure).
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["ExecuteBasket"] = "ExecuteBasket"
+    schema_version: int = Field(default=2, ge=1)
 
     basket_id: Identifier
     intent_id: Identifier | None  # None for risk-forced exits
