@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -71,7 +70,11 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "outbox_poll_interval_ms": 1000,
     "outbox_sent_ttl_s": 86400,
     "stream_trim_interval_ms": 60000,
+    "instance": "auto",
+    "bus_handler_timeout_ms": 20000,
     "http_host": "127.0.0.1",
+    "http_port": None,
+    "stop_grace_s": 20.0,
     "dashboard_port": 8000,
     "service_port_base": 8100,
     "log_format": "json",
@@ -132,12 +135,11 @@ def test_defaults_equal_the_documented_defaults() -> None:
     settings = Settings()
     actual = {name: getattr(settings, name) for name in DOCUMENTED_DEFAULTS}
     assert actual == DOCUMENTED_DEFAULTS
-    assert settings.instance == socket.gethostname()
 
 
 def test_every_field_is_documented_and_covered_by_the_defaults_test() -> None:
     fields = Settings.model_fields
-    assert set(fields) == set(DOCUMENTED_DEFAULTS) | {"instance"}
+    assert set(fields) == set(DOCUMENTED_DEFAULTS)
     undocumented = [name for name, info in fields.items() if not info.description]
     assert undocumented == []
 
@@ -253,9 +255,12 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"bus_batch": 0}, "VOLGUARD_BUS_BATCH must be ≥ 1"),
     ({"bus_max_deliveries": 0}, "VOLGUARD_BUS_MAX_DELIVERIES must be ≥ 1"),
     ({"bus_claim_idle_ms": -1}, "VOLGUARD_BUS_CLAIM_IDLE_MS must be ≥ 1"),
+    ({"bus_handler_timeout_ms": 0}, "VOLGUARD_BUS_HANDLER_TIMEOUT_MS must be ≥ 1"),
     ({"dashboard_port": 70000}, "VOLGUARD_DASHBOARD_PORT must be a TCP port"),
     ({"dashboard_port": 8103}, "VOLGUARD_DASHBOARD_PORT (8103) collides with the service ports"),
     ({"instance": "  "}, "VOLGUARD_INSTANCE must not be empty"),
+    ({"http_port": 0}, "VOLGUARD_HTTP_PORT must be a TCP port"),
+    ({"stop_grace_s": 0}, "VOLGUARD_STOP_GRACE_S must be > 0"),
     ({"mode": "live", "feed": "upstox"}, "VOLGUARD_MODE=live needs VOLGUARD_UPSTOX_ACCESS_TOKEN"),
     ({"mode": "live", "upstox_access_token": TOKEN}, "VOLGUARD_MODE=live needs VOLGUARD_FEED=upstox"),
     ({"feed": "upstox"}, "VOLGUARD_FEED=upstox needs VOLGUARD_UPSTOX_ACCESS_TOKEN"),
@@ -337,6 +342,19 @@ def test_port_for_each_service() -> None:
     }
     with pytest.raises(ValueError, match="unknown service 'pricing'"):
         settings.port_for("pricing")
+
+
+def test_replicas_of_one_service_listen_ten_ports_apart_and_never_on_another_services_port() -> None:
+    settings = Settings()
+    assert [settings.port_for("risk", n) for n in range(3)] == [8104, 8114, 8124]
+    assert [settings.port_for("dashboard_api", n) for n in range(2)] == [8000, 8010]
+    ports = [settings.port_for(service, n) for service in SERVICE_NAMES for n in range(10)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_own_port_is_the_standard_port_unless_http_port_is_set() -> None:
+    assert Settings().own_port("analytics") == 8102
+    assert Settings(http_port=8112).own_port("analytics") == 8112
 
 
 def test_default_ports() -> None:

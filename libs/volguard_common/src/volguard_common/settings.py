@@ -13,7 +13,6 @@ it prints those messages and exits with status 2 instead of dumping a traceback.
 from __future__ import annotations
 
 import functools
-import socket
 import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -46,6 +45,11 @@ SERVICE_PORT_OFFSETS: dict[str, int] = {
     "risk": 4,
     "execution": 5,
 }
+# Replicas of one service on one machine (`volguard up --scale`): replica n listens on the standard port
+# + 10 × n. The offsets 1-5 differ modulo 10, so up to 10 replicas of every service never collide.
+REPLICA_PORT_STRIDE = 10
+# `VOLGUARD_INSTANCE=auto`: the service claims its instance name in Redis at start.
+INSTANCE_AUTO = "auto"
 SERVICE_NAMES: tuple[str, ...] = (
     "market_data",
     "analytics",
@@ -131,9 +135,12 @@ class Settings(BaseSettings):
         "runs never see each other's streams.",
     )
     instance: str = Field(
-        default_factory=socket.gethostname,
-        description="Stable name of this replica (its Redis consumer name). Defaults to the host name; "
-        "must stay the same across restarts so pending messages are picked up again.",
+        default=INSTANCE_AUTO,
+        description="Stable name of this replica, e.g. 'risk-0' (its Redis consumer name); must stay the "
+        "same across restarts so the replica drains the pending entries it left behind. 'auto' (the "
+        "default) claims the lowest free '<service>-<n>' in Redis when the service starts "
+        "(volguard_common.instance). `volguard up` names its replicas '<service>-<n>'; Kubernetes uses the "
+        "StatefulSet pod name.",
     )
     bus_block_ms: int = Field(
         default=1000, description="How long a consumer waits for new stream entries per read, in ms."
@@ -179,6 +186,11 @@ class Settings(BaseSettings):
         default=60000,
         description="How often (ms) log streams are trimmed below what every consumer group acknowledged.",
     )
+    bus_handler_timeout_ms: int = Field(
+        default=20000,
+        description="A handler running longer than this (ms) is cancelled and counts as a failed "
+        "delivery: retried, then dead-lettered with an alert.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
@@ -187,6 +199,18 @@ class Settings(BaseSettings):
         default=8100,
         description="Health/metrics ports of the services are this base plus 1 (market_data), 2 "
         "(analytics), 3 (strategy), 4 (risk) and 5 (execution).",
+    )
+    http_port: int | None = Field(
+        default=None,
+        description="This process's own HTTP port. Unset: the service's standard port (dashboard_port, or "
+        "service_port_base + its offset). `volguard up --scale` sets it per replica: replica n listens on "
+        "the standard port + 10 × n.",
+    )
+    stop_grace_s: float = Field(
+        default=20.0,
+        description="Seconds a service gives itself on SIGTERM to finish and acknowledge in-flight messages "
+        "and close; kept below what the orchestrator waits before SIGKILL (the `volguard up` supervisor "
+        "35 s, docker compose stop_grace_period 40 s, Kubernetes terminationGracePeriodSeconds 45).",
     )
     log_format: Literal["json", "console"] = Field(
         default="json", description="'json' for machines and log shippers, 'console' for humans."
@@ -552,14 +576,19 @@ class Settings(BaseSettings):
             return self.holidays_file
         return self.imported_holidays_file if self.imported_holidays_file.is_file() else None
 
-    def port_for(self, service: str) -> int:
-        """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
+    def port_for(self, service: str, replica: int = 0) -> int:
+        """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`'s replica number
+        `replica` on one machine: the standard port plus REPLICA_PORT_STRIDE per replica."""
         if service == "dashboard_api":
-            return self.dashboard_port
+            return self.dashboard_port + REPLICA_PORT_STRIDE * replica
         offset = SERVICE_PORT_OFFSETS.get(service)
         if offset is None:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
-        return self.service_port_base + offset
+        return self.service_port_base + offset + REPLICA_PORT_STRIDE * replica
+
+    def own_port(self, service: str) -> int:
+        """The port this process serves on: `http_port` when set, else the service's standard port."""
+        return self.http_port if self.http_port is not None else self.port_for(service)
 
 
 def _consistency_problems(s: Settings) -> list[str]:
@@ -708,6 +737,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("stream_trim_interval_ms", 1)
     if not s.account_id.strip():
         problems.append(f"{env_name('account_id')} must not be empty")
+    at_least("bus_handler_timeout_ms", 1)
 
     for field in ("dashboard_port", "service_port_base"):
         value = getattr(s, field)
@@ -721,6 +751,9 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{env_name('dashboard_port')} ({s.dashboard_port}) collides with the service ports "
             f"{s.service_port_base + 1}-{top_port} from {env_name('service_port_base')}"
         )
+    if s.http_port is not None and not 1 <= s.http_port <= 65535:
+        problems.append(f"{env_name('http_port')} must be a TCP port (1-65535), got {s.http_port}")
+    at_least("stop_grace_s", 0, strict=True)
     if not s.instance.strip():
         problems.append(f"{env_name('instance')} must not be empty")
 
