@@ -119,14 +119,14 @@ class MarketView:
     """Event-time facts about the market the checks need."""
 
     now: datetime
-    spot: float
+    spot: float | None  # None: no chain yet; Greeks and margin are then unknown
     entries_open: bool
     window: str  # e.g. "entries 09:30-15:25 IST on 2026-12-07", for the decision's message
     feed_at: datetime | None
     vol_at: datetime | None
     legs: Mapping[str, LegMarket]
-    scan_ranges: ScanRanges
-    freeze_quantity: int
+    scan_ranges: ScanRanges | None  # from the underlying's EWMA vol; None while unknown
+    freeze_quantity: int | None  # from the instrument master; None while unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +326,7 @@ def assess(
     checks.append(_at_most("bucket_capital", reserve, context.bucket_free, "Rs", "margin the trade adds"))
 
     greeks_after: BookGreeks | None = None
-    if after_legs is not None:
+    if after_legs is not None and market.spot is not None:
         greeks_after = book_greeks(after_legs, market.spot)
     checks.extend(_greek_checks(greeks_after, limits))
     checks.append(
@@ -399,7 +399,7 @@ def _worst_loss(legs: Sequence[OptionLeg] | None, limits: RiskLimits) -> Decimal
 
 def _margin(book: Sequence[BookLeg], market: MarketView, params: MarginParameters) -> Decimal | None:
     legs = _margin_legs(book, market)
-    if legs is None:
+    if legs is None or market.spot is None or market.scan_ranges is None:
         return None
     return rupees(portfolio_margin(legs, market.spot, market.scan_ranges, market.now.date(), params).total)
 
@@ -426,6 +426,10 @@ def _leg_prices(intent: TradeIntent, market: MarketView, limits: RiskLimits) -> 
 
 
 def _order_budget(intent: TradeIntent, market: MarketView, context: Context, limits: RiskLimits) -> Check:
+    if market.freeze_quantity is None:
+        return Check(
+            "order_budget", False, None, limits.orders_per_minute, "orders/min", "freeze quantity unknown"
+        )
     needed = orders_needed(intent, market.freeze_quantity)
     minute = context.orders_last_minute + needed
     half_hour = context.orders_last_30_minutes + needed
