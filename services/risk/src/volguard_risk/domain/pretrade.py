@@ -108,8 +108,8 @@ class LegMarket:
 
     mid: Decimal
     quoted_at: datetime
-    vol: float
-    forward: float
+    vol: float | None  # None: no vol reproduces the mid (or no forward to solve it on)
+    forward: float | None  # None: the snapshot carries none and parity could not give one
     t: float  # years to expiry
     expiry: date
 
@@ -201,7 +201,7 @@ def _option_legs(book: Sequence[BookLeg], market: MarketView) -> list[OptionLeg]
     legs: list[OptionLeg] = []
     for leg in book:
         quote = market.legs.get(leg.instrument_key)
-        if quote is None:
+        if quote is None or quote.vol is None or quote.forward is None:
             return None
         legs.append(
             OptionLeg(leg.strike, quote.t, leg.is_call, float(leg.quantity), quote.vol, quote.forward)
@@ -213,7 +213,7 @@ def _margin_legs(book: Sequence[BookLeg], market: MarketView) -> list[MarginLeg]
     legs: list[MarginLeg] = []
     for leg in book:
         quote = market.legs.get(leg.instrument_key)
-        if quote is None:
+        if quote is None or quote.vol is None or quote.forward is None:
             return None
         legs.append(
             MarginLeg(
