@@ -20,35 +20,63 @@ unknown, and every entry is rejected with the checks that say so. (Issue 16, ser
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+import math
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import structlog
 
 from volguard_common import clock, events, outbox, streams
 from volguard_common.bus import Delivery
+from volguard_common.charges import round_to_paisa
 from volguard_common.events import Bucket, TradingCause, TradingState
+from volguard_common.events.vol import VolSnapshot
 from volguard_common.outbox import OutboxTransaction
-from volguard_common.quant.margin import MarginParameters
+from volguard_common.quant.margin import MarginParameters, ScanRanges, scan_ranges
 from volguard_common.service import ServiceContext
 from volguard_risk.domain.capital import CapitalLedger, Movement, MovementKind
-from volguard_risk.domain.controls import Effects, apply_command
-from volguard_risk.domain.pretrade import Context, MarketView, RiskLimits, assess, decision
+from volguard_risk.domain.controls import Effects, StopLevels, apply_command, loss_stops
+from volguard_risk.domain.marks import leg_markets
+from volguard_risk.domain.portfolio import Portfolio, TradeOrigin, portfolio_snapshot
+from volguard_risk.domain.pretrade import (
+    BookLeg,
+    Context,
+    LegMarket,
+    MarketView,
+    RiskLimits,
+    assess,
+    decision,
+)
 from volguard_risk.domain.trading_state import TradingStateMachine, Transition
 
 log = structlog.get_logger("volguard.risk")
 
+# rk.portfolio goes out on every fill and at least this often in event time while chains arrive.
+SNAPSHOT_EVERY = timedelta(seconds=5)
 UNRECONCILED_DETAIL = "book not yet rebuilt from fills and compared with execution's reconciled view"
 
 
 class Risk:
-    def __init__(self, ctx: ServiceContext, machine: TradingStateMachine, ledger: CapitalLedger) -> None:
+    def __init__(
+        self, ctx: ServiceContext, machine: TradingStateMachine, ledger: CapitalLedger, portfolio: Portfolio
+    ) -> None:
         self.ctx = ctx
         self.machine = machine
         self.ledger = ledger
         self.limits = RiskLimits.from_settings(ctx.settings)
         self.margin = MarginParameters.from_settings(ctx.settings)
         self.account = ctx.settings.account_size
+        self.portfolio = portfolio
+        # What the latest md.chain / an.vol said (event time), for the checks and the marks.
+        self.legs: dict[str, LegMarket] = {}
+        self.spot: float | None = None
+        self.feed_at: datetime | None = None
+        self.vol_at: datetime | None = None
+        self.scan: ScanRanges | None = None
+        self.differences: list[str] = []
+        self.snapshot_at: datetime | None = None
+        # The same figure execution slices at (its setting; the instrument master's in live mode).
+        self.freeze_quantity: int | None = ctx.settings.nifty_freeze_quantity
 
     # ---- persistence ------------------------------------------------------------------------------
     async def _record_transitions(
@@ -129,7 +157,7 @@ class Risk:
     async def on_intent(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, events.TradeIntent):
             raise TypeError(f"st.intents carries TradeIntents, got {event.type}")
-        ledger = copy.deepcopy(self.ledger)
+        ledger, portfolio = copy.deepcopy(self.ledger), copy.deepcopy(self.portfolio)
         async with self.ctx.handle_once(event.event_id) as tx:
             if tx is None:
                 return
@@ -147,6 +175,7 @@ class Risk:
             verdict, basket = decision(event, assessment, at=event.ts_event, source=self.ctx.source)
             if basket is not None:
                 assert assessment.reserve is not None
+                await self._open_basket(tx, portfolio, event, basket.basket_id, assessment.reserve)
                 row = ledger.reserve(
                     event.bucket,
                     basket.basket_id,
@@ -169,9 +198,249 @@ class Risk:
                     self.ctx.fencing_token,
                 )
             await tx.publish(verdict)
-        self.ledger = ledger
+        self.ledger, self.portfolio = ledger, portfolio
         log.info(
             "intent decided", intent_id=event.intent_id, approved=verdict.approved, reasons=verdict.reasons
+        )
+
+    async def _open_basket(
+        self,
+        tx: OutboxTransaction,
+        portfolio: Portfolio,
+        intent: events.TradeIntent,
+        basket_id: str,
+        reserve: Decimal,
+    ) -> None:
+        """The approved basket's fills will belong to this trade (a new one for an entry)."""
+        if intent.kind is events.IntentKind.ENTRY:
+            trade_id = f"tr-{intent.intent_id}"[:64]
+            portfolio.open_trade(
+                trade_id, intent.bucket, intent.structure, intent.ts_event, origin=TradeOrigin.VOLGUARD
+            )
+            await tx.conn.execute(
+                "insert into risk.trades (trade_id, bucket, structure, origin, opened_at, fencing_token) "
+                "values ($1, $2, $3, $4, $5, $6)",
+                trade_id,
+                intent.bucket.value,
+                intent.structure.value,
+                TradeOrigin.VOLGUARD.value,
+                intent.ts_event,
+                self.ctx.fencing_token,
+            )
+        else:
+            assert intent.trade_id is not None
+            trade_id = intent.trade_id
+        portfolio.expect_basket(basket_id, trade_id)
+        await tx.conn.execute(
+            "insert into risk.baskets (basket_id, trade_id, units, reserved, fencing_token) "
+            "values ($1, $2, $3, $4, $5)",
+            basket_id,
+            trade_id,
+            sum(leg.quantity for leg in intent.legs),
+            reserve,
+            self.ctx.fencing_token,
+        )
+
+    async def on_report(self, event: events.Event, delivery: Delivery) -> None:
+        if isinstance(event, events.OrderUpdate):
+            return  # the book moves on fills; order states are execution's
+        if isinstance(event, events.Fill):
+            await self._on_fill(event)
+        elif isinstance(event, events.BasketResult):
+            await self._on_basket_result(event)
+        else:
+            raise TypeError(f"ex.reports carries OrderUpdate, Fill and BasketResult, got {event.type}")
+
+    async def _on_fill(self, fill: events.Fill) -> None:
+        ledger, portfolio = copy.deepcopy(self.ledger), copy.deepcopy(self.portfolio)
+        async with self.ctx.handle_once(fill.event_id) as tx:
+            if tx is None:
+                return
+            booked = portfolio.apply_fill(fill)
+            if booked is None:
+                return
+            movements: list[Movement] = []
+            row = await tx.conn.fetchrow(
+                "select units, reserved from risk.baskets where basket_id = $1", fill.basket_id
+            )
+            assert row is not None  # apply_fill refused a basket risk never issued
+            holder = ledger.bucket_of(fill.basket_id)
+            held = (
+                Decimal(0)
+                if holder is None
+                else ledger.balance(holder).reserved_by.get(fill.basket_id, Decimal(0))
+            )
+            if held > 0:
+                # Reserved capital is committed in proportion to the units filled, rounded to the
+                # paisa and never more than is still reserved.
+                share = round_to_paisa(Decimal(row["reserved"]) * fill.quantity / Decimal(row["units"]))
+                amount = min(share, held)
+                if amount > 0:
+                    movements.append(
+                        ledger.commit(fill.basket_id, amount, fill.ts_event, f"fill {fill.fill_id}")
+                    )
+            if booked.closed_trade:
+                for basket_id in portfolio.baskets_of(booked.trade_id):
+                    released = ledger.release(basket_id, fill.ts_event, f"trade {booked.trade_id} closed")
+                    if released is not None:
+                        movements.append(released)
+            await self._record_movements(tx, movements)
+            await tx.conn.execute(
+                "insert into risk.fills "
+                "(fill_id, basket_id, event, cash_flow, charges, realised, fencing_token) "
+                "values ($1, $2, $3, $4, $5, $6, $7)",
+                fill.fill_id,
+                fill.basket_id,
+                fill.model_dump_json(),
+                booked.cash_flow,
+                booked.charges,
+                booked.realised,
+                self.ctx.fencing_token,
+            )
+            await tx.publish(self._snapshot(portfolio, ledger, fill.ts_event, fill.correlation_id))
+        self.ledger, self.portfolio = ledger, portfolio
+
+    async def _on_basket_result(self, result: events.BasketResult) -> None:
+        machine, ledger = copy.deepcopy(self.machine), copy.deepcopy(self.ledger)
+        async with self.ctx.handle_once(result.event_id) as tx:
+            if tx is None:
+                return
+            effects = Effects()
+            released = ledger.release_reservation(
+                result.basket_id, result.ts_event, f"basket {result.status.value}"
+            )
+            if released is not None:
+                effects.movements.append(released)
+            if result.status is events.BasketStatus.STUCK:
+                effects.add(
+                    machine.raise_cause(
+                        TradingCause.STUCK_BASKET,
+                        result.ts_event,
+                        f"basket {result.basket_id}: {result.message}",
+                    )
+                )
+            await self._record(tx, effects, result)
+        self.machine, self.ledger = machine, ledger
+
+    async def on_health(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.BrokerHealth):
+            raise TypeError(f"ex.health carries BrokerHealth, got {event.type}")
+        machine = copy.deepcopy(self.machine)
+        effects = Effects()
+        at = event.ts_event
+        if event.connected:
+            effects.add(machine.cause_cleared(TradingCause.BROKER_UNHEALTHY, at, f"{event.broker} connected"))
+        else:
+            effects.add(
+                machine.raise_cause(TradingCause.BROKER_UNHEALTHY, at, f"{event.broker} disconnected")
+            )
+        differences: list[str] | None = None
+        if event.reconciled and event.positions is not None:
+            differences = [d.describe() for d in self.portfolio.compare(event.positions)]
+            if differences:
+                effects.add(machine.raise_cause(TradingCause.UNRECONCILED, at, "; ".join(differences)[:500]))
+            else:
+                effects.add(
+                    machine.cause_cleared(TradingCause.UNRECONCILED, at, "book agrees with execution's view")
+                )
+        alert = differences is not None and bool(differences) and differences != self.differences
+        if not effects.transitions and not alert:
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+            if alert and differences is not None:
+                await tx.publish(
+                    events.Alert(
+                        ts_event=at,
+                        source=self.ctx.source,
+                        correlation_id=event.correlation_id,
+                        severity=events.Severity.CRITICAL,
+                        code="RISK_BOOK_UNRECONCILED",
+                        message="risk's book differs from execution's reconciled view: "
+                        + "; ".join(differences)[:900],
+                    )
+                )
+        self.machine = machine
+        if differences is not None:
+            self.differences = differences
+
+    async def on_status(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.FeedStatus):
+            raise TypeError(f"md.status carries FeedStatus, got {event.type}")
+        machine = copy.deepcopy(self.machine)
+        effects = Effects()
+        if event.state in (events.FeedState.STALE, events.FeedState.DISCONNECTED):
+            effects.add(
+                machine.raise_cause(TradingCause.STALE_DATA, event.ts_event, f"feed {event.state.value}")
+            )
+        elif event.state is events.FeedState.CONNECTED:
+            effects.add(machine.cause_cleared(TradingCause.STALE_DATA, event.ts_event, "feed connected"))
+        if not effects.transitions:
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+        self.machine = machine
+
+    async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.ChainSnapshot):
+            raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
+        markets = leg_markets(event)
+        self.legs.update(markets)
+        self.spot = event.spot
+        self.feed_at = event.ts_event if self.feed_at is None else max(self.feed_at, event.ts_event)
+        self.portfolio.mark({key: market.mid for key, market in markets.items()})
+        day = event.ts_event.date()
+        if self.portfolio.day != day:
+            self.portfolio.start_day(day)
+        self.portfolio.observe_equity()
+        machine = copy.deepcopy(self.machine)
+        levels = StopLevels(
+            self.account,
+            self.ctx.settings.soft_stop_pct,
+            self.ctx.settings.hard_stop_pct,
+            self.ctx.settings.daily_loss_limit_pct,
+        )
+        effects = loss_stops(self.portfolio.day_pnl(), levels, machine, event.ts_event, self.ctx.source)
+        due = self.snapshot_at is None or event.ts_event - self.snapshot_at >= SNAPSHOT_EVERY
+        if not effects.transitions and not due:
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+            if due:
+                snapshot = self._snapshot(self.portfolio, self.ledger, event.ts_event, event.correlation_id)
+                await tx.publish(snapshot)
+        self.machine = machine
+        if due:
+            self.snapshot_at = event.ts_event
+
+    async def on_vol(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, VolSnapshot):
+            raise TypeError(f"an.vol carries VolSnapshots, got {event.type}")
+        self.vol_at = event.ts_event if self.vol_at is None else max(self.vol_at, event.ts_event)
+        realised = event.realised.cc21
+        # NSE Clearing scans on the EWMA vol of the underlying, which an.vol does not publish; the
+        # 21-session close-to-close realised vol stands in for it. The 9.3 % price-scan floor binds
+        # unless daily vol exceeds 9.3 % / (6 x sqrt 2) = 1.1 %, so the stand-in rarely moves the margin.
+        self.scan = (
+            None if realised is None else scan_ranges(realised / math.sqrt(252), realised, self.margin)
+        )
+
+    def _snapshot(
+        self, portfolio: Portfolio, ledger: CapitalLedger, at: datetime, correlation_id: str
+    ) -> events.PortfolioSnapshot:
+        return portfolio_snapshot(
+            portfolio,
+            ledger,
+            at=at,
+            source=self.ctx.source,
+            correlation_id=correlation_id,
+            reconciled=(not self.machine.holds(TradingCause.UNRECONCILED)),
         )
 
     # ---- what the checks know ---------------------------------------------------------------------
@@ -180,38 +449,58 @@ class Risk:
         rules = self.ctx.settings.timed_rules()
         return MarketView(
             now=now,
-            # No chain is read yet: spot, legs, scan ranges, the freeze quantity and the feed's age are
-            # unknown, and the checks say so.
-            spot=None,
+            spot=self.spot,
             entries_open=calendar.in_safe_window(now, rules),
             window=(
                 f"entries from open + {rules.entries_from_open} to close - {rules.entries_stop_before_close}"
             ),
-            feed_at=None,
-            vol_at=None,
-            legs={},
-            scan_ranges=None,
-            freeze_quantity=None,
+            feed_at=self.feed_at,
+            vol_at=self.vol_at,
+            legs=self.legs,
+            scan_ranges=self.scan,
+            freeze_quantity=self.freeze_quantity,
         )
 
     def _context(self, intent: events.TradeIntent, seen: bool) -> Context:
         balance = self.ledger.balance(intent.bucket)
+        holds: dict[str, int] | None = None
+        if intent.trade_id is not None and intent.trade_id in {t.trade_id for t in self.portfolio.trades}:
+            trade = self.portfolio.trade(intent.trade_id)
+            holds = {key: leg.quantity for key, leg in trade.legs.items() if leg.quantity != 0}
         return Context(
-            book=[],
+            book=[
+                BookLeg(key, float(leg.contract.strike), leg.contract.option_type.value == "CE", leg.quantity)
+                for trade in self.portfolio.open_trades()
+                for key, leg in trade.legs.items()
+                if leg.quantity != 0
+            ],
             bucket_allocated=balance.allocated,
             bucket_free=balance.free,
             margin_available=self.account,
-            day_pnl=None,
+            day_pnl=self.portfolio.day_pnl(),
             orders_last_minute=0,
             orders_last_30_minutes=0,
             seen_intent=seen,
-            trade_holds=None,
+            trade_holds=holds,
         )
 
 
-async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedger]:
-    """The trading state and capital ledger as Postgres has them (after a restart or a failover)."""
+async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedger, Portfolio]:
+    """Trading state, capital ledger and the book as Postgres has them (after a restart or a failover)."""
+    portfolio = Portfolio(ctx.settings.account_size, brokerage_per_order=ctx.settings.brokerage_per_order)
     async with ctx.pool.acquire() as conn:
+        for trade in await conn.fetch("select * from risk.trades order by opened_at, trade_id"):
+            portfolio.open_trade(
+                trade["trade_id"],
+                Bucket(trade["bucket"]),
+                events.Structure(trade["structure"]),
+                clock.to_ist(trade["opened_at"]),
+                origin=TradeOrigin(trade["origin"]),
+            )
+        for basket in await conn.fetch("select basket_id, trade_id from risk.baskets"):
+            portfolio.expect_basket(basket["basket_id"], basket["trade_id"])
+        for row in await conn.fetch("select event from risk.fills order by seq"):
+            portfolio.apply_fill(events.Fill.model_validate_json(row["event"]))
         last = await conn.fetchval(
             "select event from risk.trading_state_transitions order by seq desc limit 1"
         )
@@ -232,17 +521,17 @@ async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedg
         )
         for r in rows
     )
-    return machine, ledger
+    return machine, ledger, portfolio
 
 
 async def setup(ctx: ServiceContext) -> None:
-    machine, ledger = await restore(ctx)
+    machine, ledger, portfolio = await restore(ctx)
     settings = ctx.settings
     # Start-up answers no event, so it has no event time: its rows carry the wall time they were
     # written at, in one fenced transaction of their own.
     now = datetime.now(clock.IST)
     async with outbox.transaction(ctx.pool, publisher=ctx.spec.name, fence=ctx.fence) as tx:
-        risk = Risk(ctx, machine, ledger)
+        risk = Risk(ctx, machine, ledger, portfolio)
         movements: list[Movement] = []
         if not any(row.kind is MovementKind.ALLOCATE for row in ledger.rows):
             percentages = {
@@ -259,4 +548,11 @@ async def setup(ctx: ServiceContext) -> None:
             await risk._record_transitions(tx, [transition], f"risk-start-{ctx.fencing_token}")
     ctx.consumer.subscribe(streams.CTL_COMMANDS.name, risk.on_command)
     ctx.consumer.subscribe(streams.ST_INTENTS.name, risk.on_intent)
+    ctx.consumer.subscribe(streams.EX_REPORTS.name, risk.on_report)
+    ctx.consumer.subscribe(streams.EX_HEALTH.name, risk.on_health)
+    ctx.consumer.subscribe(streams.MD_STATUS.name, risk.on_status)
+    ctx.consumer.subscribe(
+        streams.MD_CHAIN.name, risk.on_chain, conflate_key=lambda e: getattr(e, "expiry", "")
+    )
+    ctx.consumer.subscribe(streams.AN_VOL.name, risk.on_vol)
     log.info("risk restored", state=machine.state.value, causes=[c.cause.value for c in machine.causes])

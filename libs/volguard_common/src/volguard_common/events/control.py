@@ -293,8 +293,18 @@ class RateLimitHeadroom(Part):
 
 
 class BrokerHealth(EventBase):
+    """Execution's view of the broker.
+
+    Version 2 adds `positions`: the reconciled net position per instrument (signed units) when
+    `reconciled`, so risk can compare its book built from fills with the broker's. None means not
+    reported, which is not evidence of a flat book.
+    """
+
     STREAM: ClassVar[str] = streams.EX_HEALTH.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["BrokerHealth"] = "BrokerHealth"
+    schema_version: int = Field(default=2, ge=1)
 
     broker: Name  # "upstox" or "paper"
     connected: bool
@@ -306,3 +316,4 @@ class BrokerHealth(EventBase):
     # Execution has reconciled orders, fills and positions with the broker since (re)connecting.
     reconciled: bool
     message: Text = ""
+    positions: dict[InstrumentKey, int] | None = None

@@ -22,14 +22,26 @@ Pure: no I/O and no clock. Times are event times the caller passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
 from volguard_common.charges import ChargeSchedule, fill_charges, nse_option_charges
-from volguard_common.events import Bucket, Fill, OptionType, Side, Structure
+from volguard_common.events import (
+    Bucket,
+    BucketState,
+    Fill,
+    Greeks,
+    OpenTrade,
+    OptionType,
+    PortfolioSnapshot,
+    Position,
+    Side,
+    Structure,
+)
+from volguard_risk.domain.capital import CapitalLedger
 
 ZERO = Decimal(0)
 
@@ -217,6 +229,9 @@ class Portfolio:
     def trade(self, trade_id: str) -> Trade:
         return self._trades[trade_id]
 
+    def baskets_of(self, trade_id: str) -> list[str]:
+        return [basket for basket, trade in self._basket_trade.items() if trade == trade_id]
+
     def trade_of_basket(self, basket_id: str) -> str | None:
         return self._basket_trade.get(basket_id)
 
@@ -317,6 +332,10 @@ class Portfolio:
             return None
         return self.account + self.realised_net() + unrealised
 
+    @property
+    def day(self) -> date | None:
+        return self._day
+
     def start_day(self, day: date) -> None:
         """The trading day's open: day P&L counts from the equity now (or realised P&L while unmarked)."""
         self._day = day
@@ -359,3 +378,103 @@ def _fill_figures(fill: Fill) -> tuple[object, ...]:
 def replay(portfolio: Portfolio, fills: Iterable[Fill]) -> list[BookedFill]:
     """Book fills in order (after a restart: the same ledger as before it)."""
     return [booked for fill in fills if (booked := portfolio.apply_fill(fill)) is not None]
+
+
+def _paisa(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"))
+
+
+def portfolio_snapshot(
+    portfolio: Portfolio,
+    ledger: CapitalLedger,
+    *,
+    at: datetime,
+    source: str,
+    correlation_id: str,
+    reconciled: bool,
+    greeks_of: Callable[[Sequence[LegPosition]], Greeks | None] = lambda legs: None,
+) -> PortfolioSnapshot:
+    """The book as `rk.portfolio` shows it: unknown figures (no mark, no vol) are None, never zero.
+
+    Averages are rounded to the paisa for display only; the ledger keeps exact lots.
+    """
+    marks = portfolio.marks
+    net: dict[str, list[LegPosition]] = {}
+    for trade in portfolio.trades:
+        for key, leg in trade.legs.items():
+            net.setdefault(key, []).append(leg)
+    positions: list[Position] = []
+    for key, legs in sorted(net.items()):
+        quantity = sum(leg.quantity for leg in legs)
+        realised = sum((leg.realised for leg in legs), ZERO)
+        if quantity == 0:
+            continue
+        cost = sum((leg.cost for leg in legs), ZERO)
+        mark = marks.get(key)
+        contract = legs[0].contract
+        positions.append(
+            Position(
+                instrument_key=key,
+                expiry=contract.expiry,
+                strike=float(contract.strike),
+                option_type=contract.option_type,
+                quantity=quantity,
+                avg_price=_paisa(abs(cost / quantity)),
+                mark=mark,
+                unrealised_pnl=None if mark is None else mark * quantity - cost,
+                realised_pnl=realised,
+            )
+        )
+    trades: list[OpenTrade] = []
+    for trade in portfolio.open_trades():
+        legs = trade.open_legs()
+        unrealised = trade.unrealised(marks)
+        values = [marks.get(leg.contract.instrument_key) for leg in legs]
+        cost_to_close = (
+            None
+            if any(v is None for v in values)
+            else -sum((v * leg.quantity for v, leg in zip(values, legs, strict=True) if v is not None), ZERO)
+        )
+        trades.append(
+            OpenTrade(
+                trade_id=trade.trade_id,
+                intent_id=None,
+                bucket=trade.bucket,
+                structure=trade.structure,
+                opened_at=trade.opened_at,
+                nearest_expiry=min(leg.contract.expiry for leg in legs),
+                legs=[p for p in positions if p.instrument_key in trade.legs],
+                entry_credit=-sum((leg.cost for leg in legs), ZERO),
+                cost_to_close=cost_to_close,
+                unrealised_pnl=unrealised,
+                greeks=greeks_of(legs),
+            )
+        )
+    buckets = [
+        BucketState(
+            bucket=bucket,
+            capital_allocated=ledger.balance(bucket).allocated,
+            capital_used=ledger.balance(bucket).used + ledger.balance(bucket).reserved,
+            realised_pnl=portfolio.realised_net(bucket),
+            unrealised_pnl=portfolio.unrealised(bucket),
+            open_trades=len(portfolio.open_trades(bucket)),
+        )
+        for bucket in Bucket
+    ]
+    all_legs = [leg for trade in portfolio.open_trades() for leg in trade.open_legs()]
+    return PortfolioSnapshot(
+        ts_event=at,
+        source=source,
+        correlation_id=correlation_id,
+        account_capital=portfolio.account,
+        positions=positions,
+        trades=trades,
+        buckets=buckets,
+        net_greeks=greeks_of(all_legs),
+        realised_pnl=portfolio.realised_net(),
+        unrealised_pnl=portfolio.unrealised(),
+        day_pnl=portfolio.day_pnl(),
+        margin_used=None,
+        margin_available=None,
+        reconciled=reconciled,
+    )

@@ -42,3 +42,33 @@ create table if not exists risk.decisions (
     decision jsonb not null,
     fencing_token bigint
 );
+
+-- The book: trades risk approved (or adopted), which basket fills belong to which trade, and every fill.
+-- Positions and P&L are derived from these rows alone (volguard_risk.domain.portfolio).
+create table if not exists risk.trades (
+    trade_id text primary key,
+    bucket text not null,
+    structure text not null,
+    origin text not null,
+    opened_at timestamptz not null,
+    fencing_token bigint
+);
+
+create table if not exists risk.baskets (
+    basket_id text primary key,
+    trade_id text not null references risk.trades (trade_id),
+    units bigint not null check (units > 0),
+    reserved numeric not null check (reserved >= 0),
+    fencing_token bigint
+);
+
+create table if not exists risk.fills (
+    fill_id text primary key,
+    basket_id text not null references risk.baskets (basket_id),
+    seq bigserial not null,
+    event jsonb not null,
+    cash_flow numeric not null,
+    charges numeric not null,
+    realised numeric not null,
+    fencing_token bigint
+);
