@@ -29,13 +29,21 @@ import structlog
 from volguard_common import clock, events, outbox, streams
 from volguard_common.bus import Delivery
 from volguard_common.charges import round_to_paisa
-from volguard_common.events import Bucket, TradingCause, TradingState
+from volguard_common.events import Bucket, TradingCause, TradingState, TradingStateKind
 from volguard_common.events.vol import VolSnapshot
 from volguard_common.outbox import OutboxTransaction
 from volguard_common.quant.margin import MarginParameters, ScanRanges, scan_ranges
 from volguard_common.service import ServiceContext
 from volguard_risk.domain.capital import CapitalLedger, Movement, MovementKind
-from volguard_risk.domain.controls import Effects, StopLevels, apply_command, loss_stops
+from volguard_risk.domain.controls import (
+    Effects,
+    ForcedExitTimes,
+    StopLevels,
+    Unpriced,
+    apply_command,
+    forced_exits,
+    loss_stops,
+)
 from volguard_risk.domain.marks import leg_markets
 from volguard_risk.domain.portfolio import Portfolio, TradeOrigin, portfolio_snapshot
 from volguard_risk.domain.pretrade import (
@@ -47,7 +55,7 @@ from volguard_risk.domain.pretrade import (
     assess,
     decision,
 )
-from volguard_risk.domain.trading_state import TradingStateMachine, Transition
+from volguard_risk.domain.trading_state import Action, TradingStateMachine, Transition
 
 log = structlog.get_logger("volguard.risk")
 
@@ -75,6 +83,10 @@ class Risk:
         self.scan: ScanRanges | None = None
         self.differences: list[str] = []
         self.snapshot_at: datetime | None = None
+        # Forced exits already alerted as unpriceable (an Alert each, not one per chain).
+        self.unpriced_alerted: set[tuple[str, events.ExitReason]] = set()
+        # Execution's working orders as its last BrokerHealth said; None until it says.
+        self.open_orders: int | None = None
         # The same figure execution slices at (its setting; the instrument master's in live mode).
         self.freeze_quantity: int | None = ctx.settings.nifty_freeze_quantity
 
@@ -251,7 +263,19 @@ class Risk:
         else:
             raise TypeError(f"ex.reports carries OrderUpdate, Fill and BasketResult, got {event.type}")
 
+    def _flat_transition(
+        self, machine: TradingStateMachine, portfolio: Portfolio, at: datetime
+    ) -> list[Transition]:
+        """FLATTENING ends in HALTED once no position is left and execution reports no working order."""
+        if machine.state is not TradingStateKind.FLATTENING:
+            return []
+        if portfolio.net_positions() or self.open_orders != 0:
+            return []
+        transition = machine.book_flat(at)
+        return [] if transition is None else [transition]
+
     async def _on_fill(self, fill: events.Fill) -> None:
+        machine = copy.deepcopy(self.machine)
         ledger, portfolio = copy.deepcopy(self.ledger), copy.deepcopy(self.portfolio)
         async with self.ctx.handle_once(fill.event_id) as tx:
             if tx is None:
@@ -285,6 +309,8 @@ class Risk:
                     if released is not None:
                         movements.append(released)
             await self._record_movements(tx, movements)
+            flat = self._flat_transition(machine, portfolio, fill.ts_event)
+            await self._record_transitions(tx, flat, fill.correlation_id)
             await tx.conn.execute(
                 "insert into risk.fills "
                 "(fill_id, basket_id, event, cash_flow, charges, realised, fencing_token) "
@@ -298,7 +324,7 @@ class Risk:
                 self.ctx.fencing_token,
             )
             await tx.publish(self._snapshot(portfolio, ledger, fill.ts_event, fill.correlation_id))
-        self.ledger, self.portfolio = ledger, portfolio
+        self.machine, self.ledger, self.portfolio = machine, ledger, portfolio
 
     async def _on_basket_result(self, result: events.BasketResult) -> None:
         machine, ledger = copy.deepcopy(self.machine), copy.deepcopy(self.ledger)
@@ -328,6 +354,8 @@ class Risk:
         machine = copy.deepcopy(self.machine)
         effects = Effects()
         at = event.ts_event
+        self.open_orders = event.open_orders
+        effects.transitions += self._flat_transition(machine, self.portfolio, at)
         if event.connected:
             effects.add(machine.cause_cleared(TradingCause.BROKER_UNHEALTHY, at, f"{event.broker} connected"))
         else:
@@ -394,30 +422,78 @@ class Risk:
         self.feed_at = event.ts_event if self.feed_at is None else max(self.feed_at, event.ts_event)
         self.portfolio.mark({key: market.mid for key, market in markets.items()})
         day = event.ts_event.date()
-        if self.portfolio.day != day:
-            self.portfolio.start_day(day)
-        self.portfolio.observe_equity()
-        machine = copy.deepcopy(self.machine)
+        machine, portfolio = copy.deepcopy(self.machine), copy.deepcopy(self.portfolio)
+        effects = Effects()
+        if portfolio.day != day:
+            if portfolio.day is not None:
+                # The next trading day's open: soft, hard and daily-loss stops clear; a kill switch stays.
+                effects.add(machine.new_trading_day(event.ts_event))
+            portfolio.start_day(day)
+        portfolio.observe_equity()
         levels = StopLevels(
             self.account,
             self.ctx.settings.soft_stop_pct,
             self.ctx.settings.hard_stop_pct,
             self.ctx.settings.daily_loss_limit_pct,
         )
-        effects = loss_stops(self.portfolio.day_pnl(), levels, machine, event.ts_event, self.ctx.source)
+        stops = loss_stops(portfolio.day_pnl(), levels, machine, event.ts_event, self.ctx.source)
+        effects.transitions += stops.transitions
+        effects.flatten += stops.flatten
+        baskets, unpriced = self._forced_exits(portfolio, machine, event.ts_event)
+        unpriced = [u for u in unpriced if (u.trade_id, u.reason) not in self.unpriced_alerted]
         due = self.snapshot_at is None or event.ts_event - self.snapshot_at >= SNAPSHOT_EVERY
-        if not effects.transitions and not due:
+        if not (effects.transitions or effects.flatten or baskets or unpriced or due):
+            self.portfolio = portfolio
             return
         async with self.ctx.handle_once(event.event_id) as tx:
             if tx is None:
                 return
             await self._record(tx, effects, event)
+            for basket in baskets:
+                assert basket.trade_id is not None
+                portfolio.expect_basket(basket.basket_id, basket.trade_id)
+                await tx.conn.execute(
+                    "insert into risk.baskets (basket_id, trade_id, units, reserved, fencing_token) "
+                    "values ($1, $2, $3, 0, $4)",
+                    basket.basket_id,
+                    basket.trade_id,
+                    sum(leg.quantity for leg in basket.legs),
+                    self.ctx.fencing_token,
+                )
+                await tx.publish(basket.model_copy(update={"correlation_id": event.correlation_id}))
+            for missing in unpriced:
+                await tx.publish(
+                    events.Alert(
+                        ts_event=event.ts_event,
+                        source=self.ctx.source,
+                        correlation_id=event.correlation_id,
+                        severity=events.Severity.CRITICAL,
+                        code="RISK_FORCED_EXIT_UNPRICED",
+                        message=f"{missing.reason.value} of trade {missing.trade_id} is due but "
+                        f"{', '.join(missing.instrument_keys)} have no two-sided quote to price the exit",
+                    )
+                )
             if due:
-                snapshot = self._snapshot(self.portfolio, self.ledger, event.ts_event, event.correlation_id)
-                await tx.publish(snapshot)
-        self.machine = machine
+                await tx.publish(self._snapshot(portfolio, self.ledger, event.ts_event, event.correlation_id))
+        self.machine, self.portfolio = machine, portfolio
+        self.unpriced_alerted |= {(u.trade_id, u.reason) for u in unpriced}
         if due:
             self.snapshot_at = event.ts_event
+
+    def _forced_exits(
+        self, portfolio: Portfolio, machine: TradingStateMachine, now: datetime
+    ) -> tuple[list[events.ExecuteBasket], list[Unpriced]]:
+        """Expiry-day and intraday exits due at `now` (event time), from the day's dated close."""
+        calendar = clock.nse_calendar()
+        if not calendar.is_trading_day(now) or not machine.allows(Action.FORCED_EXIT):
+            return [], []
+        rules = self.ctx.settings.timed_rules()
+        times = ForcedExitTimes(
+            close=calendar.session_bounds(now)[1],
+            expiry_flatten_before_close=rules.expiry_flatten_before_close,
+            intraday_flat_before_close=rules.intraday_flat_before_close,
+        )
+        return forced_exits(portfolio, now, times, portfolio.known_baskets(), self.ctx.source)
 
     async def on_vol(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, VolSnapshot):

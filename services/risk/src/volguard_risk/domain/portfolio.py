@@ -229,6 +229,10 @@ class Portfolio:
     def trade(self, trade_id: str) -> Trade:
         return self._trades[trade_id]
 
+    def known_baskets(self) -> set[str]:
+        """Every basket whose fills the book expects (issued entries, exits and forced exits)."""
+        return set(self._basket_trade)
+
     def baskets_of(self, trade_id: str) -> list[str]:
         return [basket for basket, trade in self._basket_trade.items() if trade == trade_id]
 
