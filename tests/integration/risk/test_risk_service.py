@@ -84,6 +84,29 @@ async def test_a_kill_switch_halts_trading_within_one_event_flattens_and_survive
         assert next(c for c in verdict.checks if c.name == "trading_state").message.startswith(
             "FLATTENING does not allow ENTRY"
         )
+        # Execution reports no working order and the book holds nothing: FLATTENING ends in HALTED.
+        await Publisher(
+            redis, BusConfig.from_settings(risk_settings), service="execution", source="execution/test"
+        ).publish(
+            events.BrokerHealth(
+                ts_event=T0 + timedelta(seconds=2),
+                source="execution/test",
+                broker="paper",
+                connected=True,
+                latency_ms=None,
+                rate_limit=events.RateLimitHeadroom(per_second=10, per_minute=500, per_30_minutes=2000),
+                token_expires_at=None,
+                open_orders=0,
+                in_flight_unknown=0,
+                reconciled=False,
+            )
+        )
+
+        async def halted() -> bool:
+            states = await _states(redis, risk_settings)
+            return states[-1].state is events.TradingStateKind.HALTED
+
+        await eventually(halted, what="HALTED once the book is flat")
     async with running_service(RISK, risk_settings, redis):
         second = sample_intent(T0 + timedelta(seconds=2))
         await publisher_for_strategy(redis, risk_settings).publish(second)
@@ -91,7 +114,7 @@ async def test_a_kill_switch_halts_trading_within_one_event_flattens_and_survive
             lambda: decision_for(redis, risk_settings, second.intent_id), what="a decision after the restart"
         )
         assert next(c for c in verdict.checks if c.name == "trading_state").message.startswith(
-            "FLATTENING does not allow ENTRY"
+            "HALTED does not allow ENTRY"
         )
     # One FlattenAll for one kill switch: the restart re-sent nothing.
     assert len(await _flattens(redis, risk_settings)) == 1
