@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from datetime import date, datetime, timedelta
@@ -18,6 +19,7 @@ from volguard_common.events import (
     IntentKind,
     OptionType,
     OrderLeg,
+    RiskDecision,
     Side,
     Structure,
     TradeIntent,
@@ -349,3 +351,23 @@ def test_no_approved_intent_breaches_any_limit(proposals: list[tuple[Bucket, str
 
 def replace_id(proposal: TradeIntent, n: int) -> TradeIntent:
     return proposal.model_copy(update={"intent_id": f"{proposal.intent_id}-{n}"})
+
+
+def test_rupee_checks_travel_exact_in_the_decision_and_a_version_1_decision_still_reads() -> None:
+    proposal = condor(Bucket.INTRADAY)
+    result = assess(
+        proposal, TradingStateMachine(), market_for(proposal), context([], Bucket.INTRADAY), LIMITS, PARAMS
+    )
+    verdict, _ = decision(proposal, result, at=NOW, source="risk/test")
+    capital = next(c for c in verdict.checks if c.name == "bucket_capital")
+    assert (capital.exact_value, capital.exact_limit, capital.unit) == (
+        result.reserve,
+        ALLOCATED[Bucket.INTRADAY],
+        "Rs",
+    )
+    old = json.loads(verdict.model_dump_json())
+    old["schema_version"] = 1
+    for check_row in old["checks"]:
+        for field in ("unit", "exact_value", "exact_limit"):
+            check_row.pop(field)
+    assert RiskDecision.model_validate_json(json.dumps(old)).checks[0].exact_value is None

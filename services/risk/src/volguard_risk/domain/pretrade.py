@@ -173,6 +173,9 @@ class Check:
             value=None if self.value is None else float(self.value),
             limit=None if self.limit is None else float(self.limit),
             message=self.message,
+            unit=self.unit,
+            exact_value=self.value if isinstance(self.value, Decimal) else None,
+            exact_limit=self.limit if isinstance(self.limit, Decimal) else None,
         )
 
 
