@@ -112,7 +112,7 @@ async def test_service_runs_alone_is_ready_handles_only_what_it_handles_and_stop
             group = next(
                 g
                 for g in await redis.xinfo_groups(settings.stream_namespace + stream)
-                if g["name"] == service.encode()
+                if g["name"] == service.encode() or g["name"].startswith(f"{service}.".encode())
             )
             assert (group["lag"], group["pending"], group["entries-read"]) == (1, 0, None)
     finally:
@@ -134,12 +134,20 @@ async def _ready(url: str, process: subprocess.Popen[bytes]) -> dict[str, object
 
 async def _backlog(url: str, service: str, stream: str, *, lag: float, pending: float) -> bool:
     response = await _get(f"{url}/metrics")
-    if (
-        response is None
-        or f'consumer_lag{{group="{service}",service="{service}",stream="{stream}"}}' not in response.text
-    ):
+    if response is None:
         return False
+    # The service's group is its name; a dashboard replica reads through a group of its own
+    # (`dashboard_api.<instance>`), so the group label is matched by its service prefix.
     labels = {"service": service, "stream": stream}
+    lines = [
+        line
+        for line in response.text.splitlines()
+        if line.startswith("consumer_lag{")
+        and all(f'{k}="{v}"' in line for k, v in labels.items())
+        and (f'group="{service}"' in line or f'group="{service}.' in line)
+    ]
+    if not lines:
+        return False
     return (
         _metric(response.text, "consumer_lag", **labels) == lag
         and _metric(response.text, "consumer_pending", **labels) == pending

@@ -96,9 +96,9 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "upstox_orders_per_second": 10,
     "upstox_orders_per_minute": 500,
     "upstox_orders_per_30_minutes": 2000,
-    "iv_rv_sell_big_pts": 4.0,
-    "iv_rv_sell_small_pts": 2.0,
-    "iv_rv_avoid_pts": -1.0,
+    "iv_rv_sell_big_pts": 4.5,
+    "iv_rv_sell_small_pts": 3.7,
+    "iv_rv_avoid_pts": -2.0,
     "term_structure_threshold_pts": 1.0,
     "skew_threshold_pts": 2.0,
     "vix_spike_window_s": 180,
@@ -129,6 +129,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "margin_calendar_spread_pct": 1.75,
     "margin_exposure_pct": 2.0,
     "margin_expiry_day_elm_pct": 2.0,
+    "risk_free_rate": 0.055,
 }
 
 
@@ -202,6 +203,8 @@ def test_misspelt_keyword_is_rejected() -> None:
 
 
 INVALID_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"risk_free_rate": 5.5}, "VOLGUARD_RISK_FREE_RATE is an annual fraction"),
+    ({"risk_free_rate": -0.01}, "VOLGUARD_RISK_FREE_RATE must be ≥ 0"),
     (
         {"bucket_weekly_pct": 35},
         "VOLGUARD_BUCKET_WEEKLY_PCT + VOLGUARD_BUCKET_MONTHLY_PCT + VOLGUARD_BUCKET_INTRADAY_PCT "
@@ -233,7 +236,7 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"vix_spike_pct": -8}, "VOLGUARD_VIX_SPIKE_PCT must be > 0"),
     ({"iv_rv_sell_big_pts": -4, "iv_rv_sell_small_pts": -5}, "VOLGUARD_IV_RV_SELL_BIG_PTS must be ≥ 0"),
     ({"iv_rv_sell_small_pts": 5}, "VOLGUARD_IV_RV_SELL_SMALL_PTS (5.0) must not exceed"),
-    ({"iv_rv_avoid_pts": 2.5}, "VOLGUARD_IV_RV_AVOID_PTS (2.5) must be below VOLGUARD_IV_RV_SELL_SMALL_PTS"),
+    ({"iv_rv_avoid_pts": 3.8}, "VOLGUARD_IV_RV_AVOID_PTS (3.8) must be below VOLGUARD_IV_RV_SELL_SMALL_PTS"),
     ({"term_structure_threshold_pts": -1}, "VOLGUARD_TERM_STRUCTURE_THRESHOLD_PTS must be ≥ 0"),
     ({"skew_threshold_pts": -2}, "VOLGUARD_SKEW_THRESHOLD_PTS must be ≥ 0"),
     ({"event_multiplier_c": 1.5}, "VOLGUARD_EVENT_MULTIPLIER_C must be between 0 and 1"),

@@ -38,10 +38,13 @@ from volguard_market_data.cli_api import (
 class Symbol(StrEnum):
     NIFTY = "NIFTY"
     INDIAVIX = "INDIAVIX"
+    NIFTYATMIV = "NIFTYATMIV"  # NIFTY ATM implied vol in percent (nifty_atm_iv_daily.csv-style)
 
 
 history_app = typer.Typer(
-    help="Daily NIFTY and India VIX history in the database.", no_args_is_help=True, add_completion=False
+    help="Daily NIFTY, India VIX and NIFTY ATM IV history in the database.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -85,7 +88,10 @@ async def _import_files(database_url: str, files: list[Path], symbol: str | None
 
 @history_app.command("import")
 def history_import(
-    files: Annotated[list[Path], typer.Argument(help="NSE daily CSV downloads (NIFTY 50 or India VIX).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Daily CSV downloads: NIFTY 50 or India VIX (NSE), or NIFTY ATM IV (percent)."),
+    ],
     symbol: Annotated[
         Symbol | None,
         typer.Option(

@@ -59,6 +59,14 @@ SERVICE_NAMES: tuple[str, ...] = (
     "dashboard_api",
 )
 
+# The INR risk-free rate every service prices and discounts with (annual, as a fraction). Source: the
+# cut-off yield of the RBI's weekly 91-day Treasury-bill auctions, the usual reference for short-dated
+# INR carry, which settled near 5.5 % in the second half of 2025 after the repo rate was cut to 5.50 %
+# (RBI MPC, 6 June 2025). Used as a continuously compounded rate: the gap to the quoted yield (a few
+# basis points at three months) is far below the noise of the NIFTY futures basis. Review it when the
+# T-bill yield moves by more than ~25 bp (VOLGUARD_RISK_FREE_RATE).
+DEFAULT_RISK_FREE_RATE = 0.055
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -416,21 +424,39 @@ class Settings(BaseSettings):
         "notional (SEBI circular of 1 Oct 2024, from 20 Nov 2024).",
     )
 
+    risk_free_rate: float = Field(
+        default=DEFAULT_RISK_FREE_RATE,
+        description="INR risk-free rate (annual fraction, continuously compounded) used by analytics, "
+        "strategy and risk to discount option prices and carry spot to a forward. Default 0.055: the RBI "
+        "91-day Treasury-bill cut-off yield, ~5.5 % in the second half of 2025 (after the 6 June 2025 repo "
+        "cut to 5.50 %); update it when that yield moves.",
+    )
+
     # ---- analytics thresholds -----------------------------------------------------------------
+    # The three IV-RV thresholds are calibrated on the real daily history in ../shared/data: 30-day
+    # implied vol (the nifty_atm_iv_daily.csv closes, which are India VIX to two decimals) minus the
+    # 21-session Yang-Zhang realised vol of nifty50_daily_nse.csv, 186 sessions from January to October
+    # 2025 (median +2.0 points, 10th percentile -1.8, 90th +3.6, 95th +4.5). A signal marks the unusual:
+    # with these, SELL_SMALL or SELL_BIG on 9 % of those days and AVOID on 10 %
+    # (tests/unit/analytics/test_calibration.py checks the shares). The old 2 / 4 / -1 sold vol on
+    # half of all days.
     iv_rv_sell_big_pts: float = Field(
-        default=4.0,
+        default=4.5,
         description="Implied minus realised/forecast volatility, in vol points, at or above which "
-        "selling volatility is favoured at full size.",
+        "selling volatility is favoured at full size. Default 4.5: the 95th percentile of daily 30-day "
+        "IV minus 21-session realised vol of NIFTY, Jan-Oct 2025 (5 % of days).",
     )
     iv_rv_sell_small_pts: float = Field(
-        default=2.0,
+        default=3.7,
         description="IV minus RV, in vol points, at or above which selling volatility is allowed at "
-        "reduced size.",
+        "reduced size. Default 3.7: the 91st percentile of daily IV minus RV of NIFTY, Jan-Oct 2025, so "
+        "a selling signal (small or big) marks the richest ~9 % of days rather than every other day.",
     )
     iv_rv_avoid_pts: float = Field(
-        default=-1.0,
+        default=-2.0,
         description="IV minus RV, in vol points, at or below which options are cheap and no volatility "
-        "is sold (usually negative).",
+        "is sold (usually negative). Default -2.0: the 10th percentile of daily IV minus RV of NIFTY, "
+        "Jan-Oct 2025 (10 % of days).",
     )
     term_structure_threshold_pts: float = Field(
         default=1.0,
@@ -631,6 +657,12 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("stop_multiple", 0, strict=True)
     for field in ("max_vega", "max_delta", "max_gamma"):
         at_least(field, 0)
+    at_least("risk_free_rate", 0)
+    if s.risk_free_rate >= 0.5:
+        # A rate entered in percent (5.5 for 5.5 %) would discount every option to nothing.
+        problems.append(
+            f"{env_name('risk_free_rate')} is an annual fraction (0.055 for 5.5 %), got {s.risk_free_rate}"
+        )
 
     for field in ("upstox_orders_per_second", "upstox_orders_per_minute", "upstox_orders_per_30_minutes"):
         at_least(field, 1)
