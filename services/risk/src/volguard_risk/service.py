@@ -34,7 +34,7 @@ from volguard_common.events.vol import VolSnapshot
 from volguard_common.outbox import OutboxTransaction
 from volguard_common.quant.margin import MarginParameters, ScanRanges, scan_ranges
 from volguard_common.service import ServiceContext
-from volguard_risk.domain.capital import CapitalLedger, Movement, MovementKind
+from volguard_risk.domain.capital import CapitalLedger, Movement, MovementKind, crossed_up
 from volguard_risk.domain.controls import (
     Effects,
     ForcedExitTimes,
@@ -59,6 +59,8 @@ from volguard_risk.domain.trading_state import Action, TradingStateMachine, Tran
 
 log = structlog.get_logger("volguard.risk")
 
+# An Alert when a bucket's reserved + used capital passes this share of its allocation.
+BUCKET_ALERT_SHARE = Decimal("0.9")
 # rk.portfolio goes out on every fill and at least this often in event time while chains arrive.
 SNAPSHOT_EVERY = timedelta(seconds=5)
 UNRECONCILED_DETAIL = "book not yet rebuilt from fills and compared with execution's reconciled view"
@@ -197,6 +199,18 @@ class Risk:
                 )
                 await self._record_movements(tx, [row])
                 await tx.publish(basket)
+                after = ledger.balance(event.bucket).utilisation
+                if crossed_up(self.ledger.balance(event.bucket).utilisation, after, BUCKET_ALERT_SHARE):
+                    await tx.publish(
+                        events.Alert(
+                            ts_event=event.ts_event,
+                            source=self.ctx.source,
+                            correlation_id=event.correlation_id,
+                            severity=events.Severity.WARNING,
+                            code="RISK_BUCKET_NEARLY_FULL",
+                            message=f"{event.bucket.value} bucket {after:.1%} used after {basket.basket_id}",
+                        )
+                    )
             if not seen:
                 await tx.conn.execute(
                     "insert into risk.decisions "
