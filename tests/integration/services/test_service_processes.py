@@ -46,7 +46,10 @@ assert set(RECEIVES) == set(streams.SERVICES)
 assert all(stream in streams.SUBSCRIPTIONS[s] for s, (stream, _) in RECEIVES.items())
 # The streams each skeleton handles today; on the others an event must wait, unacknowledged, for the
 # handler that will act on it (a kill switch consumed by a skeleton would be lost).
-HANDLED: dict[str, frozenset[str]] = {"analytics": frozenset({"md.ticks", "md.chain"})}
+HANDLED: dict[str, frozenset[str]] = {
+    "analytics": frozenset({"md.ticks", "md.chain"}),
+    "risk": frozenset(streams.SUBSCRIPTIONS["risk"]),
+}
 
 
 @pytest.fixture

@@ -118,6 +118,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "afe_wait_urgent_s": 1.0,
     "afe_max_slippage_pct": 2.0,
     "afe_protection_band_pct": 5.0,
+    "nifty_freeze_quantity": 1800,
     "algo_order_threshold_per_second": 10,
     "brokerage_per_order": Decimal("20"),
     "margin_price_scan_sigmas": 6.0,

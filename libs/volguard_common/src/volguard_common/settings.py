@@ -589,6 +589,12 @@ class Settings(BaseSettings):
         description="Adaptive fill engine: the final marketable limit is the touch plus (buy) or minus "
         "(sell) this percentage of the touch, at least one tick.",
     )
+    nifty_freeze_quantity: int = Field(
+        default=1800,
+        description="Execution: NSE's quantity freeze limit for NIFTY options in units (1,800, as Upstox's "
+        "instrument master `freeze_quantity` gives it; NSE revises it); orders are sliced below it in "
+        "whole lots (27 lots of 65). In live mode the broker's instrument master overrides it.",
+    )
     algo_order_threshold_per_second: int = Field(
         default=10,
         description="Orders per second at or above which a retail client's API orders must be a "
@@ -767,6 +773,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     for field in ("afe_passive_s", *waits, "afe_max_slippage_pct", "afe_protection_band_pct"):
         at_least(field, 0, strict=True)
     at_least("afe_max_reprices", 1)
+    at_least("nifty_freeze_quantity", 1)
     if not s.afe_wait_passive_s >= s.afe_wait_normal_s >= s.afe_wait_urgent_s:
         problems.append(f"{' ≥ '.join(env_name(f) for f in waits)} must hold")
     slowest = s.afe_passive_s + s.afe_max_reprices * max(getattr(s, f) for f in waits)

@@ -101,7 +101,15 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "market_data": (CTL_COMMANDS.name,),
     "analytics": (MD_CHAIN.name, MD_TICKS.name),
     "strategy": (AN_VOL.name, RK_PORTFOLIO.name, RK_STATE.name),
-    "risk": (ST_INTENTS.name, EX_REPORTS.name, MD_CHAIN.name, AN_VOL.name, CTL_COMMANDS.name),
+    "risk": (
+        ST_INTENTS.name,
+        EX_REPORTS.name,
+        EX_HEALTH.name,
+        MD_STATUS.name,
+        MD_CHAIN.name,
+        AN_VOL.name,
+        CTL_COMMANDS.name,
+    ),
     "execution": (EX_COMMANDS.name, MD_CHAIN.name, MD_TICKS.name),
     "dashboard_api": (
         MD_TICKS.name,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from volguard_common.service import ServiceSpec
+from volguard_risk.service import setup
 
 SPEC = ServiceSpec(
     name="risk",
     schema="risk",
     migrations_package="volguard_risk",
+    setup=setup,
     description=("Turns approved proposals into orders, owns positions, capital and the trading state."),
     single_active=True,
 )

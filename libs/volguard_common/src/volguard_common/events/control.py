@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
@@ -205,26 +206,55 @@ class Command(EventBase):
     """An operator command from the dashboard or CLI.
 
     Arguments are typed fields rather than a free-form dict: SET_CAPITAL needs `capital` (rupees, for
-    `bucket` or the whole account when bucket is None); FLATTEN may name a `bucket`; the others take
-    no arguments.
+    `bucket` or the whole account when bucket is None) and/or a re-allocation; FLATTEN may name a
+    `bucket`; the others take no arguments.
+
+    Version 2 adds the re-allocation: `weekly_pct`, `monthly_pct` and `intraday_pct` travel together
+    (all three or none) on a SET_CAPITAL; risk accepts them only when they sum to 100 and no bucket drops
+    below what it already holds. A version-1 command has none of them and reads as before.
     """
 
     STREAM: ClassVar[str] = streams.CTL_COMMANDS.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["Command"] = "Command"
+    schema_version: int = Field(default=2, ge=1)
 
     command: CommandKind
     issued_by: Name
     reason: Text
     capital: PositiveMoney | None = None
     bucket: Bucket | None = None
+    weekly_pct: Annotated[Decimal, Field(ge=0, le=100)] | None = None
+    monthly_pct: Annotated[Decimal, Field(ge=0, le=100)] | None = None
+    intraday_pct: Annotated[Decimal, Field(ge=0, le=100)] | None = None
+
+    @property
+    def percentages(self) -> dict[Bucket, Decimal] | None:
+        """The re-allocation by bucket, or None when the command carries none."""
+        if self.weekly_pct is None or self.monthly_pct is None or self.intraday_pct is None:
+            return None
+        return {
+            Bucket.WEEKLY: self.weekly_pct,
+            Bucket.MONTHLY: self.monthly_pct,
+            Bucket.INTRADAY: self.intraday_pct,
+        }
 
     @model_validator(mode="after")
     def _arguments(self) -> Command:
+        given = [p is not None for p in (self.weekly_pct, self.monthly_pct, self.intraday_pct)]
+        if any(given) and not all(given):
+            raise ValueError("Command: a re-allocation carries all three bucket percentages")
         if self.command is CommandKind.SET_CAPITAL:
-            if self.capital is None:
-                raise ValueError("Command: SET_CAPITAL needs capital")
-        elif self.capital is not None:
-            raise ValueError(f"Command: {self.command.value} takes no capital")
+            if self.capital is None and not any(given):
+                raise ValueError("Command: SET_CAPITAL needs capital or a re-allocation")
+            if any(given) and self.bucket is not None:
+                raise ValueError("Command: a re-allocation is for the whole account, not one bucket")
+        else:
+            if self.capital is not None:
+                raise ValueError(f"Command: {self.command.value} takes no capital")
+            if any(given):
+                raise ValueError(f"Command: {self.command.value} takes no re-allocation")
         if self.bucket is not None and self.command not in (CommandKind.SET_CAPITAL, CommandKind.FLATTEN):
             raise ValueError(f"Command: {self.command.value} takes no bucket")
         return self
@@ -267,8 +297,18 @@ class RateLimitHeadroom(Part):
 
 
 class BrokerHealth(EventBase):
+    """Execution's view of the broker.
+
+    Version 2 adds `positions`: the reconciled net position per instrument (signed units) when
+    `reconciled`, so risk can compare its book built from fills with the broker's. None means not
+    reported, which is not evidence of a flat book.
+    """
+
     STREAM: ClassVar[str] = streams.EX_HEALTH.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["BrokerHealth"] = "BrokerHealth"
+    schema_version: int = Field(default=2, ge=1)
 
     broker: Name  # "upstox" or "paper"
     connected: bool
@@ -280,3 +320,4 @@ class BrokerHealth(EventBase):
     # Execution has reconciled orders, fills and positions with the broker since (re)connecting.
     reconciled: bool
     message: Text = ""
+    positions: dict[InstrumentKey, int] | None = None

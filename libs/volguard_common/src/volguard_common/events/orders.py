@@ -216,20 +216,31 @@ class TradeIntent(EventBase):
 
 
 class RiskCheck(Part):
-    """One rule risk evaluated. value/limit are None for checks without a number (e.g. trading state)."""
+    """One rule risk evaluated. value/limit are None for checks without a number (e.g. trading state).
+
+    Rupee figures (capital, margin, stress, loss headroom) also travel exact in `exact_value` /
+    `exact_limit` (Decimal, serialised as strings), with `unit` naming what the numbers are in
+    (RiskDecision v2); a v1 decision has neither.
+    """
 
     name: Name
     passed: bool
     value: float | None = None
     limit: float | None = None
     message: Text = ""
+    unit: Text = ""
+    exact_value: Money | None = None
+    exact_limit: Money | None = None
 
 
 class RiskDecision(EventBase):
     """Risk's verdict on every intent, approved or not."""
 
     STREAM: ClassVar[str] = streams.RK_DECISIONS.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["RiskDecision"] = "RiskDecision"
+    schema_version: int = Field(default=2, ge=1)
 
     intent_id: Identifier
     approved: bool

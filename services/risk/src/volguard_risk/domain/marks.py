@@ -1,0 +1,72 @@
+"""What one chain snapshot says about each instrument: its mid (the mark) and what prices it.
+
+- mid = (bid + ask) / 2 only when both sides are quoted; one side, or none, is no mark (never zero);
+- forward: the snapshot's own when it carries one, else from put-call parity on its mids (discount 1:
+  NIFTY options settle in cash at expiry, and over days the discounting is far below a tick);
+- t: calendar years from the snapshot's event time to the dated close of the expiry;
+- vol: Black-76 implied vol of the mid on that forward; NaN (no vol reproduces the mid) -> no vol.
+
+Pure: the chain in, a mapping out.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from decimal import Decimal
+
+import numpy as np
+
+from volguard_common.clock import expiry_cutoff
+from volguard_common.events import ChainSnapshot
+from volguard_common.quant import iv
+from volguard_common.quant.parity import forward_from_parity
+from volguard_risk.domain.pretrade import LegMarket
+
+YEAR = timedelta(days=365)
+
+
+def chain_forward(chain: ChainSnapshot) -> float | None:
+    if chain.forward is not None:
+        return chain.forward
+    arrays = chain.to_numpy()
+    call_mid = (arrays.call_bid + arrays.call_ask) / 2
+    put_mid = (arrays.put_bid + arrays.put_ask) / 2
+    try:
+        forward, _ = forward_from_parity(arrays.strike, call_mid, put_mid, 1.0)
+    except ValueError:
+        # No strike with both a call and a put quote: the forward is not known from this snapshot.
+        return None
+    return forward if math.isfinite(forward) and forward > 0 else None
+
+
+def leg_markets(chain: ChainSnapshot) -> dict[str, LegMarket]:
+    """Every instrument of the snapshot with a two-sided quote."""
+    arrays = chain.to_numpy()
+    t = (expiry_cutoff(chain.expiry) - chain.ts_event) / YEAR
+    forward = chain_forward(chain)
+    found: dict[str, LegMarket] = {}
+    sides = (
+        (chain.call_instrument_key, arrays.call_bid, arrays.call_ask, True),
+        (chain.put_instrument_key, arrays.put_bid, arrays.put_ask, False),
+    )
+    for keys, bid, ask, is_call in sides:
+        quoted = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0)
+        mid = np.where(quoted, (bid + ask) / 2, np.nan)
+        if forward is not None and t > 0:
+            vols = iv.implied_vol(np.where(quoted, mid, 1.0), forward, arrays.strike, t, is_call)
+        else:
+            vols = np.full(mid.shape, np.nan)
+        for i, key in enumerate(keys):
+            if not quoted[i]:
+                continue
+            vol = float(vols[i])
+            found[key] = LegMarket(
+                mid=Decimal(repr(float(mid[i]))),
+                quoted_at=chain.ts_event,
+                vol=vol if math.isfinite(vol) and vol > 0 else None,
+                forward=forward,
+                t=max(t, 0.0),
+                expiry=chain.expiry,
+            )
+    return found

@@ -1,0 +1,648 @@
+"""The risk process: the domain (trading state, capital ledger, pre-trade checks, controls) wired to the
+bus and Postgres.
+
+Every handled event is one transaction (`ServiceContext.handle_once`): the processed-event record, the
+rows it adds (`risk.trading_state_transitions`, `risk.capital_ledger`, `risk.decisions`) and the events
+it publishes (rk.state, rk.decisions, ex.commands, sys.alerts) through the outbox, under the lease's
+fencing token, so a replica that lost the lease writes nothing and a crash gives each event exactly once.
+The domain works on copies that replace the live state only after the commit: a refused or failed
+transaction leaves memory as Postgres has it.
+
+Start and failover rebuild the trading state from its last transition and the capital ledger from its
+rows. Until the portfolio is rebuilt from execution's fills and agrees with execution's reconciled
+broker view, risk holds UNRECONCILED (REDUCING): no entry is approved on a book it cannot vouch for.
+
+Handled here: ctl.commands and st.intents. ex.reports, md.chain and an.vol are declared (their groups
+exist, nothing is read yet), so the fills, marks and VolSnapshot freshness the entry checks need are
+unknown, and every entry is rejected with the checks that say so. (Issue 16, service: in progress.)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+
+from volguard_common import clock, events, outbox, streams
+from volguard_common.bus import Delivery
+from volguard_common.charges import round_to_paisa
+from volguard_common.events import Bucket, TradingCause, TradingState, TradingStateKind
+from volguard_common.events.vol import VolSnapshot
+from volguard_common.outbox import OutboxTransaction
+from volguard_common.quant.margin import MarginParameters, ScanRanges, scan_ranges
+from volguard_common.service import ServiceContext
+from volguard_risk.domain.capital import CapitalLedger, Movement, MovementKind, crossed_up
+from volguard_risk.domain.controls import (
+    Effects,
+    ForcedExitTimes,
+    StopLevels,
+    Unpriced,
+    apply_command,
+    forced_exits,
+    loss_stops,
+)
+from volguard_risk.domain.marks import leg_markets
+from volguard_risk.domain.portfolio import Portfolio, TradeOrigin, portfolio_snapshot
+from volguard_risk.domain.pretrade import (
+    BookLeg,
+    Context,
+    LegMarket,
+    MarketView,
+    RiskLimits,
+    assess,
+    decision,
+)
+from volguard_risk.domain.trading_state import Action, TradingStateMachine, Transition
+
+log = structlog.get_logger("volguard.risk")
+
+# An Alert when a bucket's reserved + used capital passes this share of its allocation.
+BUCKET_ALERT_SHARE = Decimal("0.9")
+# rk.portfolio goes out on every fill and at least this often in event time while chains arrive.
+SNAPSHOT_EVERY = timedelta(seconds=5)
+UNRECONCILED_DETAIL = "book not yet rebuilt from fills and compared with execution's reconciled view"
+
+
+class Risk:
+    def __init__(
+        self, ctx: ServiceContext, machine: TradingStateMachine, ledger: CapitalLedger, portfolio: Portfolio
+    ) -> None:
+        self.ctx = ctx
+        self.machine = machine
+        self.ledger = ledger
+        self.limits = RiskLimits.from_settings(ctx.settings)
+        self.margin = MarginParameters.from_settings(ctx.settings)
+        self.account = ctx.settings.account_size
+        self.portfolio = portfolio
+        # What the latest md.chain / an.vol said (event time), for the checks and the marks.
+        self.legs: dict[str, LegMarket] = {}
+        self.spot: float | None = None
+        self.feed_at: datetime | None = None
+        self.vol_at: datetime | None = None
+        self.scan: ScanRanges | None = None
+        self.differences: list[str] = []
+        self.snapshot_at: datetime | None = None
+        # Forced exits already alerted as unpriceable (an Alert each, not one per chain).
+        self.unpriced_alerted: set[tuple[str, events.ExitReason]] = set()
+        # Execution's working orders as its last BrokerHealth said; None until it says.
+        self.open_orders: int | None = None
+        # The same figure execution slices at (its setting; the instrument master's in live mode).
+        self.freeze_quantity: int | None = ctx.settings.nifty_freeze_quantity
+
+    # ---- persistence ------------------------------------------------------------------------------
+    async def _record_transitions(
+        self, tx: OutboxTransaction, transitions: list[Transition], cause: str
+    ) -> None:
+        for transition in transitions:
+            event = transition.event(source=self.ctx.source, correlation_id=cause)
+            await tx.conn.execute(
+                "insert into risk.trading_state_transitions "
+                "(ts_event, state, previous, reason, event, fencing_token) values ($1, $2, $3, $4, $5, $6)",
+                transition.at,
+                transition.state.value,
+                transition.previous.value,
+                transition.reason,
+                event.model_dump_json(),
+                self.ctx.fencing_token,
+            )
+            await tx.publish(event)
+
+    async def _record_movements(self, tx: OutboxTransaction, movements: list[Movement]) -> None:
+        for row in movements:
+            await tx.conn.execute(
+                "insert into risk.capital_ledger "
+                "(seq, ts_event, bucket, kind, amount, reference, reason, fencing_token) "
+                "values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                row.seq,
+                row.at,
+                row.bucket.value,
+                row.kind.value,
+                row.amount,
+                row.reference,
+                row.reason,
+                self.ctx.fencing_token,
+            )
+
+    async def _record(self, tx: OutboxTransaction, effects: Effects, cause: events.Event) -> None:
+        await self._record_transitions(tx, effects.transitions, cause.correlation_id)
+        await self._record_movements(tx, effects.movements)
+        for flatten in effects.flatten:
+            await tx.publish(flatten)
+        for refusal in effects.refused:
+            await tx.publish(
+                events.Alert(
+                    ts_event=cause.ts_event,
+                    source=self.ctx.source,
+                    correlation_id=cause.correlation_id,
+                    severity=events.Severity.WARNING,
+                    code="RISK_COMMAND_REFUSED",
+                    message=refusal,
+                )
+            )
+
+    # ---- handlers ---------------------------------------------------------------------------------
+    async def on_command(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.Command):
+            raise TypeError(f"ctl.commands carries Commands, got {event.type}")
+        machine, ledger = copy.deepcopy(self.machine), copy.deepcopy(self.ledger)
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            effects = apply_command(event, machine, ledger, self.account, event.ts_event, self.ctx.source)
+            await self._record(tx, effects, event)
+        if (
+            event.command is events.CommandKind.SET_CAPITAL
+            and not effects.refused
+            and event.capital is not None
+        ):
+            self.account = event.capital
+        self.machine, self.ledger = machine, ledger
+        log.info(
+            "command handled",
+            command=event.command.value,
+            state=machine.state.value,
+            flatten=len(effects.flatten),
+            refused=effects.refused,
+        )
+
+    async def on_intent(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.TradeIntent):
+            raise TypeError(f"st.intents carries TradeIntents, got {event.type}")
+        ledger, portfolio = copy.deepcopy(self.ledger), copy.deepcopy(self.portfolio)
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            seen = await tx.conn.fetchval(
+                "select exists(select 1 from risk.decisions where intent_id = $1)", event.intent_id
+            )
+            assessment = assess(
+                event,
+                self.machine,
+                self._market(event.ts_event),
+                self._context(event, seen),
+                self.limits,
+                self.margin,
+            )
+            verdict, basket = decision(event, assessment, at=event.ts_event, source=self.ctx.source)
+            if basket is not None:
+                assert assessment.reserve is not None
+                await self._open_basket(tx, portfolio, event, basket.basket_id, assessment.reserve)
+                row = ledger.reserve(
+                    event.bucket,
+                    basket.basket_id,
+                    assessment.reserve,
+                    event.ts_event,
+                    f"intent {event.intent_id}",
+                )
+                await self._record_movements(tx, [row])
+                await tx.publish(basket)
+                after = ledger.balance(event.bucket).utilisation
+                if crossed_up(self.ledger.balance(event.bucket).utilisation, after, BUCKET_ALERT_SHARE):
+                    await tx.publish(
+                        events.Alert(
+                            ts_event=event.ts_event,
+                            source=self.ctx.source,
+                            correlation_id=event.correlation_id,
+                            severity=events.Severity.WARNING,
+                            code="RISK_BUCKET_NEARLY_FULL",
+                            message=f"{event.bucket.value} bucket {after:.1%} used after {basket.basket_id}",
+                        )
+                    )
+            if not seen:
+                await tx.conn.execute(
+                    "insert into risk.decisions "
+                    "(intent_id, ts_event, approved, basket_id, decision, fencing_token) "
+                    "values ($1, $2, $3, $4, $5, $6)",
+                    event.intent_id,
+                    event.ts_event,
+                    verdict.approved,
+                    verdict.basket_id,
+                    verdict.model_dump_json(),
+                    self.ctx.fencing_token,
+                )
+            await tx.publish(verdict)
+        self.ledger, self.portfolio = ledger, portfolio
+        log.info(
+            "intent decided", intent_id=event.intent_id, approved=verdict.approved, reasons=verdict.reasons
+        )
+
+    async def _open_basket(
+        self,
+        tx: OutboxTransaction,
+        portfolio: Portfolio,
+        intent: events.TradeIntent,
+        basket_id: str,
+        reserve: Decimal,
+    ) -> None:
+        """The approved basket's fills will belong to this trade (a new one for an entry)."""
+        if intent.kind is events.IntentKind.ENTRY:
+            trade_id = f"tr-{intent.intent_id}"[:64]
+            portfolio.open_trade(
+                trade_id, intent.bucket, intent.structure, intent.ts_event, origin=TradeOrigin.VOLGUARD
+            )
+            await tx.conn.execute(
+                "insert into risk.trades (trade_id, bucket, structure, origin, opened_at, fencing_token) "
+                "values ($1, $2, $3, $4, $5, $6)",
+                trade_id,
+                intent.bucket.value,
+                intent.structure.value,
+                TradeOrigin.VOLGUARD.value,
+                intent.ts_event,
+                self.ctx.fencing_token,
+            )
+        else:
+            assert intent.trade_id is not None
+            trade_id = intent.trade_id
+        portfolio.expect_basket(basket_id, trade_id)
+        await tx.conn.execute(
+            "insert into risk.baskets (basket_id, trade_id, units, reserved, fencing_token) "
+            "values ($1, $2, $3, $4, $5)",
+            basket_id,
+            trade_id,
+            sum(leg.quantity for leg in intent.legs),
+            reserve,
+            self.ctx.fencing_token,
+        )
+
+    async def on_report(self, event: events.Event, delivery: Delivery) -> None:
+        if isinstance(event, events.OrderUpdate):
+            return  # the book moves on fills; order states are execution's
+        if isinstance(event, events.Fill):
+            await self._on_fill(event)
+        elif isinstance(event, events.BasketResult):
+            await self._on_basket_result(event)
+        else:
+            raise TypeError(f"ex.reports carries OrderUpdate, Fill and BasketResult, got {event.type}")
+
+    def _flat_transition(
+        self, machine: TradingStateMachine, portfolio: Portfolio, at: datetime
+    ) -> list[Transition]:
+        """FLATTENING ends in HALTED once no position is left and execution reports no working order."""
+        if machine.state is not TradingStateKind.FLATTENING:
+            return []
+        if portfolio.net_positions() or self.open_orders != 0:
+            return []
+        transition = machine.book_flat(at)
+        return [] if transition is None else [transition]
+
+    async def _on_fill(self, fill: events.Fill) -> None:
+        machine = copy.deepcopy(self.machine)
+        ledger, portfolio = copy.deepcopy(self.ledger), copy.deepcopy(self.portfolio)
+        async with self.ctx.handle_once(fill.event_id) as tx:
+            if tx is None:
+                return
+            booked = portfolio.apply_fill(fill)
+            if booked is None:
+                return
+            movements: list[Movement] = []
+            row = await tx.conn.fetchrow(
+                "select units, reserved from risk.baskets where basket_id = $1", fill.basket_id
+            )
+            assert row is not None  # apply_fill refused a basket risk never issued
+            holder = ledger.bucket_of(fill.basket_id)
+            held = (
+                Decimal(0)
+                if holder is None
+                else ledger.balance(holder).reserved_by.get(fill.basket_id, Decimal(0))
+            )
+            if held > 0:
+                # Reserved capital is committed in proportion to the units filled, rounded to the
+                # paisa and never more than is still reserved.
+                share = round_to_paisa(Decimal(row["reserved"]) * fill.quantity / Decimal(row["units"]))
+                amount = min(share, held)
+                if amount > 0:
+                    movements.append(
+                        ledger.commit(fill.basket_id, amount, fill.ts_event, f"fill {fill.fill_id}")
+                    )
+            if booked.closed_trade:
+                for basket_id in portfolio.baskets_of(booked.trade_id):
+                    released = ledger.release(basket_id, fill.ts_event, f"trade {booked.trade_id} closed")
+                    if released is not None:
+                        movements.append(released)
+            await self._record_movements(tx, movements)
+            flat = self._flat_transition(machine, portfolio, fill.ts_event)
+            await self._record_transitions(tx, flat, fill.correlation_id)
+            await tx.conn.execute(
+                "insert into risk.fills "
+                "(fill_id, basket_id, event, cash_flow, charges, realised, fencing_token) "
+                "values ($1, $2, $3, $4, $5, $6, $7)",
+                fill.fill_id,
+                fill.basket_id,
+                fill.model_dump_json(),
+                booked.cash_flow,
+                booked.charges,
+                booked.realised,
+                self.ctx.fencing_token,
+            )
+            await tx.publish(self._snapshot(portfolio, ledger, fill.ts_event, fill.correlation_id))
+        self.machine, self.ledger, self.portfolio = machine, ledger, portfolio
+
+    async def _on_basket_result(self, result: events.BasketResult) -> None:
+        machine, ledger = copy.deepcopy(self.machine), copy.deepcopy(self.ledger)
+        async with self.ctx.handle_once(result.event_id) as tx:
+            if tx is None:
+                return
+            effects = Effects()
+            released = ledger.release_reservation(
+                result.basket_id, result.ts_event, f"basket {result.status.value}"
+            )
+            if released is not None:
+                effects.movements.append(released)
+            if result.status is events.BasketStatus.STUCK:
+                effects.add(
+                    machine.raise_cause(
+                        TradingCause.STUCK_BASKET,
+                        result.ts_event,
+                        f"basket {result.basket_id}: {result.message}",
+                    )
+                )
+            await self._record(tx, effects, result)
+        self.machine, self.ledger = machine, ledger
+
+    async def on_health(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.BrokerHealth):
+            raise TypeError(f"ex.health carries BrokerHealth, got {event.type}")
+        machine = copy.deepcopy(self.machine)
+        effects = Effects()
+        at = event.ts_event
+        self.open_orders = event.open_orders
+        effects.transitions += self._flat_transition(machine, self.portfolio, at)
+        if event.connected:
+            effects.add(machine.cause_cleared(TradingCause.BROKER_UNHEALTHY, at, f"{event.broker} connected"))
+        else:
+            effects.add(
+                machine.raise_cause(TradingCause.BROKER_UNHEALTHY, at, f"{event.broker} disconnected")
+            )
+        differences: list[str] | None = None
+        if event.reconciled and event.positions is not None:
+            differences = [d.describe() for d in self.portfolio.compare(event.positions)]
+            if differences:
+                effects.add(machine.raise_cause(TradingCause.UNRECONCILED, at, "; ".join(differences)[:500]))
+            else:
+                effects.add(
+                    machine.cause_cleared(TradingCause.UNRECONCILED, at, "book agrees with execution's view")
+                )
+        alert = differences is not None and bool(differences) and differences != self.differences
+        if not effects.transitions and not alert:
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+            if alert and differences is not None:
+                await tx.publish(
+                    events.Alert(
+                        ts_event=at,
+                        source=self.ctx.source,
+                        correlation_id=event.correlation_id,
+                        severity=events.Severity.CRITICAL,
+                        code="RISK_BOOK_UNRECONCILED",
+                        message="risk's book differs from execution's reconciled view: "
+                        + "; ".join(differences)[:900],
+                    )
+                )
+        self.machine = machine
+        if differences is not None:
+            self.differences = differences
+
+    async def on_status(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.FeedStatus):
+            raise TypeError(f"md.status carries FeedStatus, got {event.type}")
+        machine = copy.deepcopy(self.machine)
+        effects = Effects()
+        if event.state in (events.FeedState.STALE, events.FeedState.DISCONNECTED):
+            effects.add(
+                machine.raise_cause(TradingCause.STALE_DATA, event.ts_event, f"feed {event.state.value}")
+            )
+        elif event.state is events.FeedState.CONNECTED:
+            effects.add(machine.cause_cleared(TradingCause.STALE_DATA, event.ts_event, "feed connected"))
+        if not effects.transitions:
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+        self.machine = machine
+
+    async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, events.ChainSnapshot):
+            raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
+        markets = leg_markets(event)
+        self.legs.update(markets)
+        self.spot = event.spot
+        self.feed_at = event.ts_event if self.feed_at is None else max(self.feed_at, event.ts_event)
+        self.portfolio.mark({key: market.mid for key, market in markets.items()})
+        day = event.ts_event.date()
+        machine, portfolio = copy.deepcopy(self.machine), copy.deepcopy(self.portfolio)
+        effects = Effects()
+        if portfolio.day != day:
+            if portfolio.day is not None:
+                # The next trading day's open: soft, hard and daily-loss stops clear; a kill switch stays.
+                effects.add(machine.new_trading_day(event.ts_event))
+            portfolio.start_day(day)
+        portfolio.observe_equity()
+        levels = StopLevels(
+            self.account,
+            self.ctx.settings.soft_stop_pct,
+            self.ctx.settings.hard_stop_pct,
+            self.ctx.settings.daily_loss_limit_pct,
+        )
+        stops = loss_stops(portfolio.day_pnl(), levels, machine, event.ts_event, self.ctx.source)
+        effects.transitions += stops.transitions
+        effects.flatten += stops.flatten
+        baskets, unpriced = self._forced_exits(portfolio, machine, event.ts_event)
+        unpriced = [u for u in unpriced if (u.trade_id, u.reason) not in self.unpriced_alerted]
+        due = self.snapshot_at is None or event.ts_event - self.snapshot_at >= SNAPSHOT_EVERY
+        if not (effects.transitions or effects.flatten or baskets or unpriced or due):
+            self.portfolio = portfolio
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+            for basket in baskets:
+                assert basket.trade_id is not None
+                portfolio.expect_basket(basket.basket_id, basket.trade_id)
+                await tx.conn.execute(
+                    "insert into risk.baskets (basket_id, trade_id, units, reserved, fencing_token) "
+                    "values ($1, $2, $3, 0, $4)",
+                    basket.basket_id,
+                    basket.trade_id,
+                    sum(leg.quantity for leg in basket.legs),
+                    self.ctx.fencing_token,
+                )
+                await tx.publish(basket.model_copy(update={"correlation_id": event.correlation_id}))
+            for missing in unpriced:
+                await tx.publish(
+                    events.Alert(
+                        ts_event=event.ts_event,
+                        source=self.ctx.source,
+                        correlation_id=event.correlation_id,
+                        severity=events.Severity.CRITICAL,
+                        code="RISK_FORCED_EXIT_UNPRICED",
+                        message=f"{missing.reason.value} of trade {missing.trade_id} is due but "
+                        f"{', '.join(missing.instrument_keys)} have no two-sided quote to price the exit",
+                    )
+                )
+            if due:
+                await tx.publish(self._snapshot(portfolio, self.ledger, event.ts_event, event.correlation_id))
+        self.machine, self.portfolio = machine, portfolio
+        self.unpriced_alerted |= {(u.trade_id, u.reason) for u in unpriced}
+        if due:
+            self.snapshot_at = event.ts_event
+
+    def _forced_exits(
+        self, portfolio: Portfolio, machine: TradingStateMachine, now: datetime
+    ) -> tuple[list[events.ExecuteBasket], list[Unpriced]]:
+        """Expiry-day and intraday exits due at `now` (event time), from the day's dated close."""
+        calendar = clock.nse_calendar()
+        if not calendar.is_trading_day(now) or not machine.allows(Action.FORCED_EXIT):
+            return [], []
+        rules = self.ctx.settings.timed_rules()
+        times = ForcedExitTimes(
+            close=calendar.session_bounds(now)[1],
+            expiry_flatten_before_close=rules.expiry_flatten_before_close,
+            intraday_flat_before_close=rules.intraday_flat_before_close,
+        )
+        return forced_exits(portfolio, now, times, portfolio.known_baskets(), self.ctx.source)
+
+    async def on_vol(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, VolSnapshot):
+            raise TypeError(f"an.vol carries VolSnapshots, got {event.type}")
+        self.vol_at = event.ts_event if self.vol_at is None else max(self.vol_at, event.ts_event)
+        realised = event.realised.cc21
+        # NSE Clearing scans on the EWMA vol of the underlying, which an.vol does not publish; the
+        # 21-session close-to-close realised vol stands in for it. The 9.3 % price-scan floor binds
+        # unless daily vol exceeds 9.3 % / (6 x sqrt 2) = 1.1 %, so the stand-in rarely moves the margin.
+        self.scan = (
+            None if realised is None else scan_ranges(realised / math.sqrt(252), realised, self.margin)
+        )
+
+    def _snapshot(
+        self, portfolio: Portfolio, ledger: CapitalLedger, at: datetime, correlation_id: str
+    ) -> events.PortfolioSnapshot:
+        return portfolio_snapshot(
+            portfolio,
+            ledger,
+            at=at,
+            source=self.ctx.source,
+            correlation_id=correlation_id,
+            reconciled=(not self.machine.holds(TradingCause.UNRECONCILED)),
+        )
+
+    # ---- what the checks know ---------------------------------------------------------------------
+    def _market(self, now: datetime) -> MarketView:
+        calendar = clock.nse_calendar()
+        rules = self.ctx.settings.timed_rules()
+        return MarketView(
+            now=now,
+            spot=self.spot,
+            entries_open=calendar.in_safe_window(now, rules),
+            window=(
+                f"entries from open + {rules.entries_from_open} to close - {rules.entries_stop_before_close}"
+            ),
+            feed_at=self.feed_at,
+            vol_at=self.vol_at,
+            legs=self.legs,
+            scan_ranges=self.scan,
+            freeze_quantity=self.freeze_quantity,
+        )
+
+    def _context(self, intent: events.TradeIntent, seen: bool) -> Context:
+        balance = self.ledger.balance(intent.bucket)
+        holds: dict[str, int] | None = None
+        if intent.trade_id is not None and intent.trade_id in {t.trade_id for t in self.portfolio.trades}:
+            trade = self.portfolio.trade(intent.trade_id)
+            holds = {key: leg.quantity for key, leg in trade.legs.items() if leg.quantity != 0}
+        return Context(
+            book=[
+                BookLeg(key, float(leg.contract.strike), leg.contract.option_type.value == "CE", leg.quantity)
+                for trade in self.portfolio.open_trades()
+                for key, leg in trade.legs.items()
+                if leg.quantity != 0
+            ],
+            bucket_allocated=balance.allocated,
+            bucket_free=balance.free,
+            margin_available=self.account,
+            day_pnl=self.portfolio.day_pnl(),
+            orders_last_minute=0,
+            orders_last_30_minutes=0,
+            seen_intent=seen,
+            trade_holds=holds,
+        )
+
+
+async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedger, Portfolio]:
+    """Trading state, capital ledger and the book as Postgres has them (after a restart or a failover)."""
+    portfolio = Portfolio(ctx.settings.account_size, brokerage_per_order=ctx.settings.brokerage_per_order)
+    async with ctx.pool.acquire() as conn:
+        for trade in await conn.fetch("select * from risk.trades order by opened_at, trade_id"):
+            portfolio.open_trade(
+                trade["trade_id"],
+                Bucket(trade["bucket"]),
+                events.Structure(trade["structure"]),
+                clock.to_ist(trade["opened_at"]),
+                origin=TradeOrigin(trade["origin"]),
+            )
+        for basket in await conn.fetch("select basket_id, trade_id from risk.baskets"):
+            portfolio.expect_basket(basket["basket_id"], basket["trade_id"])
+        for row in await conn.fetch("select event from risk.fills order by seq"):
+            portfolio.apply_fill(events.Fill.model_validate_json(row["event"]))
+        last = await conn.fetchval(
+            "select event from risk.trading_state_transitions order by seq desc limit 1"
+        )
+        rows = await conn.fetch(
+            "select seq, ts_event, bucket, kind, amount, reference, reason "
+            "from risk.capital_ledger order by seq"
+        )
+    machine = TradingStateMachine.restore(None if last is None else TradingState.model_validate_json(last))
+    ledger = CapitalLedger.rebuild(
+        Movement(
+            r["seq"],
+            clock.to_ist(r["ts_event"]),
+            Bucket(r["bucket"]),
+            MovementKind(r["kind"]),
+            Decimal(r["amount"]),
+            r["reference"],
+            r["reason"],
+        )
+        for r in rows
+    )
+    return machine, ledger, portfolio
+
+
+async def setup(ctx: ServiceContext) -> None:
+    machine, ledger, portfolio = await restore(ctx)
+    settings = ctx.settings
+    # Start-up answers no event, so it has no event time: its rows carry the wall time they were
+    # written at, in one fenced transaction of their own.
+    now = datetime.now(clock.IST)
+    async with outbox.transaction(ctx.pool, publisher=ctx.spec.name, fence=ctx.fence) as tx:
+        risk = Risk(ctx, machine, ledger, portfolio)
+        movements: list[Movement] = []
+        if not any(row.kind is MovementKind.ALLOCATE for row in ledger.rows):
+            percentages = {
+                Bucket.WEEKLY: settings.bucket_weekly_pct,
+                Bucket.MONTHLY: settings.bucket_monthly_pct,
+                Bucket.INTRADAY: settings.bucket_intraday_pct,
+            }
+            movements = ledger.allocate(
+                settings.account_size, percentages, now, "initial allocation from settings"
+            )
+        transition = machine.raise_cause(TradingCause.UNRECONCILED, now, UNRECONCILED_DETAIL)
+        await risk._record_movements(tx, movements)
+        if transition is not None:
+            await risk._record_transitions(tx, [transition], f"risk-start-{ctx.fencing_token}")
+    ctx.consumer.subscribe(streams.CTL_COMMANDS.name, risk.on_command)
+    ctx.consumer.subscribe(streams.ST_INTENTS.name, risk.on_intent)
+    ctx.consumer.subscribe(streams.EX_REPORTS.name, risk.on_report)
+    ctx.consumer.subscribe(streams.EX_HEALTH.name, risk.on_health)
+    ctx.consumer.subscribe(streams.MD_STATUS.name, risk.on_status)
+    ctx.consumer.subscribe(
+        streams.MD_CHAIN.name, risk.on_chain, conflate_key=lambda e: getattr(e, "expiry", "")
+    )
+    ctx.consumer.subscribe(streams.AN_VOL.name, risk.on_vol)
+    log.info("risk restored", state=machine.state.value, causes=[c.cause.value for c in machine.causes])

@@ -1,0 +1,210 @@
+"""The book from fills: P&L from the ledger equals P&L recomputed from fills and the charges schedule."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from volguard_common.charges import fill_charges
+from volguard_common.clock import IST
+from volguard_common.events import Bucket, Fill, OptionType, Side, Structure
+from volguard_risk.domain.portfolio import Contract, Portfolio, PortfolioError, TradeOrigin
+
+T0 = datetime(2026, 12, 7, 10, 0, tzinfo=IST)
+EXPIRY = date(2026, 12, 8)
+BROKERAGE = Decimal(20)
+KEYS = {
+    "NSE_FO|P25800": (25800.0, OptionType.PE),
+    "NSE_FO|P25900": (25900.0, OptionType.PE),
+    "NSE_FO|C26300": (26300.0, OptionType.CE),
+    "NSE_FO|C26400": (26400.0, OptionType.CE),
+}
+
+
+def fill(
+    n: int, basket: str, key: str, side: Side, quantity: int, price: str, order: str, at: datetime = T0
+) -> Fill:
+    strike, kind = KEYS[key]
+    return Fill(
+        ts_event=at,
+        source="execution/test",
+        fill_id=f"f{n}",
+        client_order_id=f"c{order}",
+        broker_order_id=order,
+        basket_id=basket,
+        leg_index=0,
+        instrument_key=key,
+        expiry=EXPIRY,
+        strike=strike,
+        option_type=kind,
+        side=side,
+        quantity=quantity,
+        price=Decimal(price),
+        fees=Decimal(0),
+    )
+
+
+def book() -> Portfolio:
+    portfolio = Portfolio(Decimal("2000000"), brokerage_per_order=BROKERAGE)
+    portfolio.open_trade("t1", Bucket.WEEKLY, Structure.IRON_CONDOR, T0, origin=TradeOrigin.VOLGUARD)
+    portfolio.expect_basket("b1", "t1")
+    return portfolio
+
+
+def test_a_short_leg_bought_back_realises_the_premium_difference_less_both_sides_charges() -> None:
+    portfolio = book()
+    sold = portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    portfolio.expect_basket("b2", "t1")
+    bought = portfolio.apply_fill(fill(2, "b2", "NSE_FO|C26300", Side.BUY, 65, "60", "o2"))
+    assert sold is not None
+    assert bought is not None
+    # Selling one lot at Rs 100 costs Rs 36.08 under the current schedule (charges module notes).
+    assert sold.charges == Decimal("36.08")
+    trade = portfolio.trade("t1")
+    assert trade.realised_net == Decimal(40 * 65) - sold.charges - bought.charges
+    assert bought.closed_trade
+
+
+def test_an_open_leg_without_a_mark_makes_unrealised_pnl_unknown_not_zero() -> None:
+    portfolio = book()
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    assert portfolio.unrealised() is None
+    assert portfolio.equity() is None
+    portfolio.mark({"NSE_FO|C26300": Decimal("90")})
+    assert portfolio.unrealised() == Decimal(10 * 65)
+
+
+def test_a_redelivered_fill_changes_nothing() -> None:
+    portfolio = book()
+    first = fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1")
+    portfolio.apply_fill(first)
+    assert portfolio.apply_fill(first) is None
+    assert portfolio.net_positions() == {"NSE_FO|C26300": -65}
+
+
+def test_a_fill_of_a_basket_risk_never_issued_is_refused() -> None:
+    with pytest.raises(PortfolioError, match="unknown basket"):
+        book().apply_fill(fill(1, "b-unknown", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+
+
+def test_brokerage_is_charged_once_per_exchange_order_not_per_fill() -> None:
+    portfolio = book()
+    one = portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    two = portfolio.apply_fill(fill(2, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    assert one is not None
+    assert two is not None
+    day = T0.date()
+    with_brokerage = fill_charges(
+        Side.SELL, Decimal(100), 65, day, first_fill_of_order=True, brokerage_per_order=BROKERAGE
+    )
+    without = fill_charges(
+        Side.SELL, Decimal(100), 65, day, first_fill_of_order=False, brokerage_per_order=BROKERAGE
+    )
+    assert (one.charges, two.charges) == (with_brokerage.total, without.total)
+
+
+def test_reconciliation_names_every_instrument_that_differs_and_a_missing_report_is_not_flat() -> None:
+    portfolio = book()
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    portfolio.apply_fill(fill(2, "b1", "NSE_FO|C26400", Side.BUY, 65, "40", "o2"))
+    differences = portfolio.compare({"NSE_FO|C26300": -65, "NSE_FO|P25800": 130})
+    assert [d.describe() for d in differences] == [
+        "NSE_FO|C26400: risk 65, broker not reported",
+        "NSE_FO|P25800: risk 0, broker 130",
+    ]
+
+
+def test_an_external_position_is_counted_in_the_book() -> None:
+    portfolio = book()
+    contract = Contract("NSE_FO|P25800", EXPIRY, Decimal(25800), OptionType.PE)
+    portfolio.adopt_external("ext-1", contract, -65, Decimal("30"), T0)
+    assert portfolio.net_positions() == {"NSE_FO|P25800": -65}
+    assert portfolio.trade("ext-1").origin is TradeOrigin.EXTERNAL
+
+
+class FillsVersusLedger(RuleBasedStateMachine):
+    """Random fills (opening, closing, crossing through flat, several orders) against a recomputation."""
+
+    @initialize()
+    def start(self) -> None:
+        self.portfolio = book()
+        self.portfolio.expect_basket("b2", "t1")
+        self.fills: list[Fill] = []
+        self.orders: set[str] = set()
+
+    @rule(
+        key=st.sampled_from(sorted(KEYS)),
+        side=st.sampled_from(Side),
+        lots=st.integers(1, 5),
+        paise=st.integers(5, 40000),
+        order=st.integers(0, 6),
+        basket=st.sampled_from(["b1", "b2"]),
+    )
+    def a_fill(self, key: str, side: Side, lots: int, paise: int, order: int, basket: str) -> None:
+        price = str(Decimal(paise) / 100)
+        made = fill(len(self.fills) + 1, basket, key, side, lots * 65, price, f"o{order}")
+        self.portfolio.apply_fill(made)
+        self.fills.append(made)
+
+    @rule(key=st.sampled_from(sorted(KEYS)), paise=st.integers(5, 40000))
+    def a_mark(self, key: str, paise: int) -> None:
+        self.portfolio.mark({key: Decimal(paise) / 100})
+
+    @invariant()
+    def ledger_pnl_equals_pnl_from_fills_and_the_schedule(self) -> None:
+        cash = Decimal(0)
+        charges = Decimal(0)
+        held: dict[str, int] = {}
+        seen: set[str] = set()
+        for f in self.fills:
+            cash += f.price * f.quantity * (1 if f.side is Side.SELL else -1)
+            charges += fill_charges(
+                f.side,
+                f.price,
+                f.quantity,
+                f.ts_event.date(),
+                first_fill_of_order=f.broker_order_id not in seen,
+                brokerage_per_order=BROKERAGE,
+            ).total
+            seen.add(f.broker_order_id)
+            held[f.instrument_key] = held.get(f.instrument_key, 0) + (
+                f.quantity if f.side is Side.BUY else -f.quantity
+            )
+        marks = self.portfolio.marks
+        open_keys = [k for k, q in held.items() if q != 0]
+        unrealised = self.portfolio.unrealised()
+        if any(k not in marks for k in open_keys):
+            assert unrealised is None
+            return
+        assert unrealised is not None
+        value = sum((marks[k] * held[k] for k in open_keys), Decimal(0))
+        assert self.portfolio.realised_net() + unrealised == cash + value - charges
+
+    @invariant()
+    def positions_are_the_sum_of_fills(self) -> None:
+        held: dict[str, int] = {}
+        for f in self.fills:
+            held[f.instrument_key] = held.get(f.instrument_key, 0) + (
+                f.quantity if f.side is Side.BUY else -f.quantity
+            )
+        assert self.portfolio.net_positions() == {k: q for k, q in held.items() if q != 0}
+
+
+TestFillsVersusLedger = FillsVersusLedger.TestCase
+TestFillsVersusLedger.settings = hypothesis_settings(max_examples=60, stateful_step_count=25, deadline=None)
+
+
+def test_day_pnl_counts_from_the_open_and_drawdown_from_the_peak() -> None:
+    portfolio = book()
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    portfolio.mark({"NSE_FO|C26300": Decimal("100")})
+    portfolio.start_day(T0.date())
+    assert portfolio.observe_equity() == Decimal(0)
+    portfolio.mark({"NSE_FO|C26300": Decimal("120")})
+    assert portfolio.day_pnl() == Decimal(-20 * 65)
+    assert portfolio.observe_equity() == Decimal(20 * 65)
