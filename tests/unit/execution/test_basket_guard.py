@@ -223,7 +223,7 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
 
     def _resolve(self, key: OrderKey) -> None:
         assert self.guard is not None
-        entries = [e for eid, e in self._entries() if self.routes[eid] == key]
+        entries = [e for e in self.exchange.order_book() if self.routes[e.exchange_order_id] == key]
         if not entries:
             self.guard.resolved(key, None, [])
             return
@@ -234,9 +234,6 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
             if t.exchange_order_id == entry.exchange_order_id
         ]
         self.guard.resolved(key, entry.broker_report(), trades)
-
-    def _entries(self) -> list[tuple[str, object]]:
-        return [(e.exchange_order_id, e) for e in self.exchange.order_book()]
 
     def _act(self, actions: list[Action]) -> None:
         assert self.guard is not None
