@@ -214,7 +214,8 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         if isinstance(report, Accepted):
             self.guard.acknowledged(key, report.exchange_order_id)
         elif isinstance(report, Traded):
-            self.guard.trade(key, Trade(report.trade_id, report.quantity, report.price, report.ts_event))
+            trade = Trade(report.trade_id, report.quantity, report.price, report.ts_event)
+            self.guard.trade(key, trade, report.exchange_order_id)
         elif isinstance(report, Rejected | Cancelled):
             entry = self.exchange.entry(report.exchange_order_id)
             self.guard.report(key, entry.broker_report())
@@ -479,8 +480,10 @@ class Harness(GuardAgainstAnUnreliableBroker):
     def run(self) -> BasketStatus:
         self.run_to_the_end(faults_go_on=True)
         assert self.guard is not None
-        assert self.guard.outcome is not None
-        return self.guard.outcome.status
+        outcome = self.guard.outcome
+        assert outcome is not None
+        status: BasketStatus = outcome.status
+        return status
 
 
 def harness(purpose: IntentKind, faults: list[str], *, urgency: Urgency = Urgency.NORMAL) -> Harness:

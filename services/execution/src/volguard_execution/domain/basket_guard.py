@@ -269,8 +269,11 @@ class BasketGuard:
     def report(self, key: OrderKey, report: BrokerReport) -> None:
         self.orders[key].apply_report(report)
 
-    def trade(self, key: OrderKey, trade: Trade) -> bool:
-        """Record a trade; False when it was already known (it arrives from the stream and the book)."""
+    def trade(self, key: OrderKey, trade: Trade, broker_order_id: str | None = None) -> bool:
+        """Record a trade; False when it was already known (it arrives from the stream and the book).
+        A trade can overtake the ack (or be the only answer to an UNKNOWN submit): it names the order."""
+        if broker_order_id is not None:
+            self.orders[key].acknowledge(broker_order_id)
         try:
             self.orders[key].add_trade(trade)
         except DuplicateTrade:
@@ -289,7 +292,7 @@ class BasketGuard:
             return
         for trade in trades:
             self.trade(key, trade)
-        if order.status is OrderStatus.UNKNOWN and report.broker_order_id is not None:
+        if order.broker_order_id is None and report.broker_order_id is not None:
             order.acknowledge(report.broker_order_id)
         order.apply_report(report)
 
@@ -480,10 +483,10 @@ class BasketGuard:
 
     def _cancel(self, order: Order, now: datetime, actions: list[Action]) -> None:
         asked = self._asked.setdefault(order.key, _Asked())
-        if order.status is OrderStatus.UNKNOWN or order.broker_order_id is None:
-            # Nothing to cancel by id yet: an UNKNOWN submit is looked up; a NEW one waits for its ack.
-            if order.status is OrderStatus.UNKNOWN:
-                self._resolve_if_silent(order, now, actions, at_once=True)
+        if order.broker_order_id is None:
+            # Nothing to cancel by id yet (an UNKNOWN submit, or one whose trades overtook its lost ack):
+            # the broker's book names it.
+            self._resolve_if_silent(order, now, actions, at_once=True)
             return
         if asked.cancel_at is None:
             asked.cancel_at = now
