@@ -47,7 +47,7 @@ from volguard_common.events import ChainSnapshot
 from volguard_common.events.vol import Quality, VolSnapshot
 from volguard_common.events_samples import sample_chain_snapshot
 from volguard_common.quant import black76, iv
-from volguard_common.quant.history import parse_daily_csv
+from volguard_market_data.history_files import parse_daily_csv
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TS = datetime(2025, 12, 17, 10, 30, tzinfo=IST)

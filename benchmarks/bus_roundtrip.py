@@ -13,6 +13,11 @@ consumes), so the headline throughput runs the producer in a process of its own,
 alike; the same figure with both in one Python thread (their CPU costs then add up) is printed too.
 Targets (issue 2): bus p99 ≤ 1.5× raw, bus throughput ≥ 0.6× raw.
 
+Outbox (issue 13): the same snapshot published through `volguard_common.outbox` - inserted in a
+Postgres transaction, committed, then moved to Redis by the relay woken by NOTIFY. Its line reports
+commit → published (the relay's XADD done) p50/p99, next to the raw hop of the same run, plus the
+whole transaction-to-published time; the hops are taken in turn with the others, message by message.
+
 Run: .venv/bin/python benchmarks/bus_roundtrip.py [--messages N]
 """
 
@@ -28,10 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from redis.asyncio import Redis
 
 from volguard_cli import infra
-from volguard_common import events
+from volguard_common import db, events, outbox
 from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
 from volguard_common.events_samples import STRIKES_FOR_20KB, sample_chain_snapshot
 
@@ -183,6 +189,37 @@ async def latencies_interleaved(
     return samples
 
 
+async def outbox_latencies(
+    redis: Redis, pool: db.Pool, database_url: str, prefix: str, snapshot: events.ChainSnapshot, n: int
+) -> dict[str, list[float]]:
+    """n outbox publishes, one in flight: commit → published, and transaction start → published."""
+    relay = outbox.OutboxRelay(
+        pool, redis, BusConfig(namespace=prefix), publisher="market_data", database_url=database_url
+    )
+    sent: asyncio.Queue[float] = asyncio.Queue()
+    relay.sent_listeners.append(lambda event_ids: sent.put_nowait(time.perf_counter()))
+    task = asyncio.create_task(relay.run())
+    samples: dict[str, list[float]] = {"outbox_commit": [], "outbox_total": []}
+    try:
+        # The relay LISTENs once it has started; the first publish waits for it through the poll.
+        async with outbox.transaction(pool, publisher="market_data") as tx:
+            await tx.publish(snapshot.model_copy(update={"event_id": events.new_event_id()}))
+        await sent.get()
+        for _ in range(n):
+            event = snapshot.model_copy(update={"event_id": events.new_event_id()})
+            start = time.perf_counter()
+            async with outbox.transaction(pool, publisher="market_data") as tx:
+                await tx.publish(event)
+            committed = time.perf_counter()
+            published = await sent.get()
+            samples["outbox_commit"].append(published - committed)
+            samples["outbox_total"].append(published - start)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return samples
+
+
 async def raw_throughput(redis: Redis, key: str, payload: bytes, n: int, batch: int) -> float:
     await redis.xgroup_create(key, GROUP, id="$", mkstream=True)
     done = asyncio.Event()
@@ -248,6 +285,12 @@ async def main(messages: int, rounds: int) -> None:
         "postgresql://postgres@127.0.0.1:5432/postgres",
     )
     redis = Redis.from_url(endpoints.redis_url)
+    bench_db = f"vgbench_{uuid.uuid4().hex[:8]}"
+    admin_url = endpoints.database_url
+    database_url = admin_url.rsplit("/", 1)[0] + f"/{bench_db}"
+    await db.ensure_database(database_url)
+    pool = await db.create_pool(database_url, min_size=1, max_size=4)
+    await db.ensure_core_schema(pool)
     snapshot = sample_chain_snapshot(STRIKES_FOR_20KB)
     payload = snapshot.model_dump_json().encode()
     prefix = f"vgbench:{uuid.uuid4().hex[:8]}:"
@@ -256,12 +299,17 @@ async def main(messages: int, rounds: int) -> None:
         "raw": {"lat": [], "tput": [], "tput1": []},
         "raw_blocked": {"lat": []},
         "bus": {"lat": [], "tput": [], "tput1": []},
+        "outbox_commit": {"lat": []},
+        "outbox_total": {"lat": []},
     }
     try:
         # Latency hop by hop in turn (see latencies_interleaved); throughput in rounds, side by side.
         for r in range(rounds):
-            lat = await latencies_interleaved(redis, f"{prefix}lat{r}:", payload, snapshot, messages)
-            for side, samples in lat.items():
+            hops = await latencies_interleaved(redis, f"{prefix}lat{r}:", payload, snapshot, messages)
+            for side, samples in hops.items():
+                results[side]["lat"] += samples
+            box = await outbox_latencies(redis, pool, database_url, f"{prefix}box{r}:", snapshot, messages)
+            for side, samples in box.items():
                 results[side]["lat"] += samples
             for side in ("raw", "bus"):
                 ns = f"{prefix}{side}{r}:"
@@ -285,6 +333,12 @@ async def main(messages: int, rounds: int) -> None:
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
+        await pool.close()
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
     print(f"payload: ChainSnapshot with {len(snapshot.strike)} strikes, {len(payload):,} bytes of JSON")
     print(f"{rounds} rounds x {messages} messages per side (latency hop by hop in turn, throughput "
@@ -314,6 +368,13 @@ async def main(messages: int, rounds: int) -> None:
     print(
         f"bus vs the same hop shape done raw (consumer parked in a blocking read): "
         f"p50 {summary['bus'][0] / b50:.2f}x  p99 {summary['bus'][1] / b99:.2f}x"
+    )
+    c50, c99 = (percentile(results["outbox_commit"]["lat"], q) * 1e6 for q in (0.50, 0.99))
+    t50, t99 = (percentile(results["outbox_total"]["lat"], q) * 1e6 for q in (0.50, 0.99))
+    print(
+        f"outbox commit → published: p50 {c50:.0f} µs  p99 {c99:.0f} µs "
+        f"({c50 / summary['raw'][0]:.2f}x / {c99 / summary['raw'][1]:.2f}x the raw hop); "
+        f"transaction start → published p50 {t50:.0f} µs  p99 {t99:.0f} µs"
     )
 
 

@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/simulator.py [--seconds 22500] [--seed 7] [--start 2026-12-01T09:15:00+05:30]
 
-One-second snapshots over the whole 09:15-15:30 session (22,500 batches): per batch the NIFTY, India
-VIX and near-future Ticks plus one 121-strike ChainSnapshot per listed expiry (4 weeklies + 3
-monthlies; 6 or 7 expiries depending on the overlap). Two passes with the same seed:
+One-second snapshots over 22,500 seconds of a session (09:15-15:30; a day from 3 Aug 2026, when F&O
+closes at 15:40, has 23,100): per batch the NIFTY, India VIX and near-future Ticks plus one
+121-strike ChainSnapshot per listed expiry (4 weeklies + 3 monthlies; 6 or 7 expiries depending on
+the overlap). Two passes with the same seed:
 1. generation only: simulate, quote, build and serialise every event (SimSource.next_batch);
 2. generation + publication: the same, each batch XADDed to the local Redis with
    `Publisher.publish_many` (one pipelined round trip per batch), in a unique key namespace that the

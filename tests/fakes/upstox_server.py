@@ -6,6 +6,11 @@ Wire shapes follow the Upstox docs the adapter cites: bearer token auth, `{"stat
 [{"errorCode", "message"}]}` errors, `data.authorized_redirect_uri` with a single-use code, binary
 protobuf FeedResponse frames (market_info first, initial_feed after a subscribe, then live_feed), and
 JSON subscription requests in binary frames.
+
+Feed misbehaviour the tests can ask for: `stalled` (a hung server: no frames and no pongs), `quiet` (a
+quiet market: no data, only a WebSocket ping every `ping_every_s`, as Upstox does when idle), `omit`
+(partial frames: leave those parts out of every option entry) and `start_maintenance()` (the nightly
+window: REST answers UDAPI100074 and open feed sockets are closed).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request as HandshakeRequest
 
 from tests.support.waiting import eventually_sync
 from volguard_common.clock import IST
@@ -44,6 +51,9 @@ INDIA_VIX_KEY = "NSE_INDEX|India VIX"
 # Deliberately bad bytes: a length-delimited field claiming far more bytes than follow.
 DEFAULT_STRIKES: tuple[float, ...] = tuple(float(strike) for strike in range(23_800, 24_201, 50))
 GARBAGE_FRAME = b"\x12\xff\xff\xff\xff\x0fnot a FeedResponse"
+# Parts of an option entry a partial frame can leave out (see FakeUpstox.omit).
+PARTIAL_PARTS = frozenset({"ltpc", "depth", "greeks", "vtt", "oi", "iv"})
+MAINTENANCE_CODE = "UDAPI100074"
 
 
 @dataclass
@@ -57,6 +67,7 @@ class FakeQuote:
     ask_qty: int = 650
     volume: int = 1000
     oi: int = 50_000
+    iv: float = 14.0
 
 
 @dataclass
@@ -121,6 +132,17 @@ class FakeUpstox:
         self.reject_token = False
         self.chain_body: bytes | None = None  # raw override of the option chain response body
         self.stalled = False
+        self.quiet = False
+        self.ping_every_s = 0.05
+        self.omit: set[str] = set()
+        self.maintenance = False
+        # Upstox does not document the HTTP status that goes with UDAPI100074; the adapter reads the code.
+        self.maintenance_status = 423
+        # ---- market information (GET /v2/market/holidays, /v2/market/timings/{date}) ----
+        # Bodies' `data` entries as Upstox sends them; timings by ISO date (a day not listed: NFO and
+        # NSE trade 09:15-15:30 before 3 Aug 2026 and 09:15-15:40 from then on, as the exchange said).
+        self.market_holidays: list[dict[str, Any]] = []
+        self.market_timings: dict[str, list[dict[str, Any]]] = {}
         self.garbage_to_send = 0
         self._drop_generation = 0
         # ---- what happened, read by tests ----
@@ -128,6 +150,8 @@ class FakeUpstox:
         self.connections: list[Connection] = []
         self.bad_subscription_messages = 0
         self.rejected_feed_codes = 0
+        self.pings_sent = 0
+        self.data_frames_sent = 0
         self._issued_codes: set[str] = set()
         self._closing = False
         self._sequence = 0
@@ -157,6 +181,14 @@ class FakeUpstox:
         """Close every open feed socket abruptly (code 1011), as a dying server would."""
         self._drop_generation += 1
 
+    def start_maintenance(self) -> None:
+        """Enter the nightly window: REST refuses with UDAPI100074 and the feed sockets close."""
+        self.maintenance = True
+        self.drop_connections()
+
+    def end_maintenance(self) -> None:
+        self.maintenance = False
+
     def send_garbage(self, frames: int) -> None:
         self.garbage_to_send += frames
 
@@ -181,7 +213,29 @@ class FakeUpstox:
             return _error(failure.status, code, f"fake failure {failure.status}", headers)
         if auth and (self.reject_token or request.headers.get("Authorization") != f"Bearer {TOKEN}"):
             return _error(401, "UDAPI100050", "Invalid token used to access API")
+        if auth and self.maintenance:
+            return _error(
+                self.maintenance_status, MAINTENANCE_CODE, "API is accessible from 5:30 AM to 12:00 AM IST"
+            )
         return None
+
+    async def holidays(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        return JSONResponse({"status": "success", "data": self.market_holidays})
+
+    async def timings(self, request: Request) -> Response:
+        if (refused := self._gate(request)) is not None:
+            return refused
+        day = date.fromisoformat(request.path_params["day"])
+        listed = self.market_timings.get(day.isoformat())
+        if listed is None:
+            close = (15, 30) if day < date(2026, 8, 3) else (15, 40)
+            listed = [
+                {"exchange": exchange, "start_time": ist_ms(day, 9, 15), "end_time": ist_ms(day, *close)}
+                for exchange in ("NSE", "NFO")
+            ]
+        return JSONResponse({"status": "success", "data": listed})
 
     async def authorize(self, request: Request) -> Response:
         if (refused := self._gate(request)) is not None:
@@ -328,23 +382,47 @@ class FakeUpstox:
         reader = asyncio.create_task(self._read_requests(websocket, connection))
         generation = self._drop_generation
         fresh: set[str] = set()
+        # ASGI has no ping message; the uvicorn protocol does (see _PingableProtocol).
+        protocol: WebSocketsSansIOProtocol = websocket.scope[PROTOCOL_SCOPE_KEY]
+        hung = False
+        last_ping = time.monotonic()
         try:
             while not reader.done() and not self._closing:
                 if self._drop_generation != generation:
                     await websocket.close(code=1011)
                     return
-                if self.garbage_to_send > 0:
+                if self.stalled != hung:
+                    # A hung server reads nothing, so it answers no pings either.
+                    hung = self.stalled
+                    if hung:
+                        protocol.transport.pause_reading()
+                    else:
+                        protocol.transport.resume_reading()
+                if self.stalled:
+                    pass
+                elif self.garbage_to_send > 0:
                     self.garbage_to_send -= 1
                     await websocket.send_bytes(GARBAGE_FRAME)
-                elif not self.stalled and connection.subscriptions:
+                elif self.quiet:
+                    if time.monotonic() - last_ping >= self.ping_every_s:
+                        last_ping = time.monotonic()
+                        self._ping(protocol)
+                elif connection.subscriptions:
                     new = set(connection.subscriptions) - fresh
                     fresh |= new
                     await websocket.send_bytes(self._feed_frame(connection, initial=bool(new)))
+                    self.data_frames_sent += 1
                 await asyncio.sleep(self.feed_interval_s)
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
             reader.cancel()
+
+    def _ping(self, protocol: WebSocketsSansIOProtocol) -> None:
+        # uvicorn's websockets-sansio protocol: queue a ping on the sans-I/O connection, write it out.
+        protocol.conn.send_ping(str(self.pings_sent).encode())
+        protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        self.pings_sent += 1
 
     async def _read_requests(self, websocket: WebSocket, connection: Connection) -> None:
         while True:
@@ -401,12 +479,23 @@ class FakeUpstox:
                 _fill_ltpc(feed.ltpc, quote.ltp or 0.0, now_ms, quote.ltp or 0.0)
             elif mode == "option_greeks":
                 level = feed.firstLevelWithGreeks
-                _fill_ltpc(level.ltpc, quote.ltp or 0.0, now_ms, quote.ltp or 0.0)
-                level.firstDepth.bidP, level.firstDepth.askP = quote.bid or 0.0, quote.ask or 0.0
-                level.firstDepth.bidQ = quote.bid_qty if quote.bid else 0
-                level.firstDepth.askQ = quote.ask_qty if quote.ask else 0
-                level.optionGreeks.delta, level.optionGreeks.vega = 0.5, 10.0
-                level.vtt, level.oi, level.iv = quote.volume + self._sequence, float(quote.oi), 14.0
+                # Touch the union member even when every part is omitted: an entry with nothing new.
+                level.SetInParent()
+                omit = self.omit
+                if "ltpc" not in omit:
+                    _fill_ltpc(level.ltpc, quote.ltp or 0.0, now_ms, quote.ltp or 0.0)
+                if "depth" not in omit:
+                    level.firstDepth.bidP, level.firstDepth.askP = quote.bid or 0.0, quote.ask or 0.0
+                    level.firstDepth.bidQ = quote.bid_qty if quote.bid else 0
+                    level.firstDepth.askQ = quote.ask_qty if quote.ask else 0
+                if "greeks" not in omit:
+                    level.optionGreeks.delta, level.optionGreeks.vega = 0.5, 10.0
+                if "vtt" not in omit:
+                    level.vtt = quote.volume + self._sequence
+                if "oi" not in omit:
+                    level.oi = float(quote.oi)
+                if "iv" not in omit:
+                    level.iv = quote.iv
                 feed.requestMode = pb.option_greeks
             else:
                 market = feed.fullFeed.marketFF
@@ -426,6 +515,8 @@ class FakeUpstox:
                 Route("/v2/option/chain", self.option_chain, methods=["GET"]),
                 Route("/market-quote/instruments/exchange/NSE.json.gz", self.instruments, methods=["GET"]),
                 Route("/v2/order/place", self.place_order, methods=["POST"]),
+                Route("/v2/market/holidays", self.holidays, methods=["GET"]),
+                Route("/v2/market/timings/{day}", self.timings, methods=["GET"]),
                 WebSocketRoute("/market-data-feeder/v3/feeds", self.feed),
             ]
         )
@@ -436,7 +527,7 @@ class FakeUpstox:
         config = uvicorn.Config(
             app,
             log_level="warning",
-            ws="websockets-sansio",
+            ws=_PingableProtocol,
             lifespan="off",
             timeout_graceful_shutdown=2,
         )
@@ -452,6 +543,19 @@ class FakeUpstox:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join()
+
+
+PROTOCOL_SCOPE_KEY = "fake_upstox.protocol"
+
+
+class _PingableProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, handing itself to the app in the scope so the fake can send
+    WebSocket pings and stop reading (ASGI has no message for either)."""
+
+    def handle_connect(self, event: HandshakeRequest) -> None:
+        super().handle_connect(event)
+        scope: Any = self.scope  # set by super(); the ASGI task it started has not run yet
+        scope[PROTOCOL_SCOPE_KEY] = self
 
 
 @contextmanager
@@ -483,3 +587,8 @@ def _now_ms() -> int:
 def _expiry_ms(expiry: date) -> int:
     # The master stamps an expiry as the last moment of the expiry day, IST.
     return int(datetime.combine(expiry, dtime(23, 59, 59), tzinfo=IST).timestamp() * 1000)
+
+
+def ist_ms(day: date, hour: int, minute: int) -> int:
+    """Epoch milliseconds of `hour:minute` IST on `day`, as Upstox's market information gives times."""
+    return int(datetime(day.year, day.month, day.day, hour, minute, tzinfo=IST).timestamp() * 1000)

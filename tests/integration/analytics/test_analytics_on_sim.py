@@ -38,7 +38,7 @@ from volguard_market_data.adapters.sim_source import SimSource
 from volguard_market_data.domain.sim.daily_bars import INDIA_VIX, NIFTY, daily_bars
 from volguard_market_data.domain.sim.surface import ExpiryTruth
 
-# Tuesday 1 December 2026 is a weekly expiry day (seven expiries listed, the first expiring at 15:30);
+# Tuesday 1 December 2026 is a weekly expiry day (seven expiries listed, the first expiring at 15:40);
 # Wednesday 2 December an ordinary day. No built-in RBI or Budget date is within weeks of either, so
 # event risk stays far below the EVENT_CRUSH bar and only the simulated market decides the regime.
 EXPIRY_DAY_OPEN = datetime(2026, 12, 1, 9, 15, tzinfo=IST)
@@ -263,7 +263,7 @@ LINEARISATION_SLACK = 1.25
 
 def test_fitted_smiles_and_atm_ivs_track_the_true_ones_on_an_expiry_day() -> None:
     # 40 snapshots a minute apart from the open of an expiry day: every expiry of the day, weekly to
-    # third monthly, and the one expiring at 15:30, which on this seed's tape is fitted on some
+    # third monthly, and the one expiring at 15:40, which on this seed's tape is fitted on some
     # snapshots and has too few clean quotes on others.
     steps = 40
     fitted: dict[date, int] = {}

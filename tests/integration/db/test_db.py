@@ -126,16 +126,19 @@ async def test_core_schema_is_created_once(pool: db.Pool) -> None:
     first = await db.ensure_core_schema(pool)
     second = await db.ensure_core_schema(pool)
 
-    assert [m.version for m in first] == [1, 2]
+    assert [m.version for m in first] == [1, 2, 3]
     assert second == []
     async with pool.acquire() as conn:
         assert await ledger(conn, db.CORE_SCHEMA) == [
             (1, "0001_volguard_migrations.sql"),
             (2, "0002_processed_events.sql"),
+            (3, "0003_outbox_and_fencing.sql"),
         ]
         assert (
             await conn.fetchval("SELECT to_regclass('public.processed_events')::text") == "processed_events"
         )
+        assert await conn.fetchval("SELECT to_regclass('public.outbox')::text") == "outbox"
+        assert await conn.fetchval("SELECT to_regclass('public.fencing')::text") == "fencing"
 
 
 async def test_migrations_apply_in_order_into_their_schema(pool: db.Pool) -> None:
@@ -304,6 +307,7 @@ async def test_concurrent_appliers_apply_each_migration_exactly_once(pg_dsn: str
         assert await ledger(setup, db.CORE_SCHEMA) == [
             (1, "0001_volguard_migrations.sql"),
             (2, "0002_processed_events.sql"),
+            (3, "0003_outbox_and_fencing.sql"),
         ]
     finally:
         await setup.close()
@@ -369,6 +373,21 @@ async def test_mark_processed_is_true_once_per_consumer(pool: db.Pool) -> None:
             assert await db.mark_processed(conn, "risk", "evt-2")
         rows = await conn.fetch("SELECT consumer, event_id FROM public.processed_events ORDER BY 1, 2")
         assert [tuple(row) for row in rows] == [("execution", "evt-1"), ("risk", "evt-1"), ("risk", "evt-2")]
+
+
+async def test_dedup_is_keyed_by_a_service_consumer_group_not_free_text(pool: db.Pool) -> None:
+    """A replica-specific name would give each replica its own ledger, so a redelivery to another
+    replica would repeat the effect: only a service's consumer group is accepted."""
+    await db.ensure_core_schema(pool)
+    async with pool.acquire() as conn:
+        for name in ("risk-replica-2", "risk/a", "Risk", ""):
+            async with conn.transaction():
+                with pytest.raises(db.UnknownConsumerGroupError):
+                    await db.mark_processed(conn, name, "evt-1")
+        with pytest.raises(db.UnknownConsumerGroupError):
+            async with db.once(pool, "execution-0", "evt-1"):
+                pass
+        assert await conn.fetchval("SELECT count(*) FROM public.processed_events") == 0
 
 
 async def test_mark_processed_outside_a_transaction_is_refused(pool: db.Pool) -> None:

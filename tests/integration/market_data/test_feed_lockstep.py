@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
 from tests.support.waiting import eventually
 from volguard_common import events
 from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
+from volguard_common.clock import IST
 from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
 from volguard_common.settings import Settings
+from volguard_market_data.adapters.sim_source import SimSource
 from volguard_market_data.feed import FeedLoop
 from volguard_market_data.ports import MarketBatch, Publication
 
@@ -158,5 +160,44 @@ async def test_a_stale_source_raises_one_alert_and_one_on_recovery(redis: Redis,
         ("FEED_STALE", events.Severity.CRITICAL),
         ("FEED_RECOVERED", events.Severity.INFO),
     ]
+    # Each alert is stamped with the event time of the status that caused it, not the wall clock.
+    assert [a.ts_event for a in alerts] == [
+        DEFAULT_TS_EVENT + timedelta(seconds=1),
+        DEFAULT_TS_EVENT + timedelta(seconds=3),
+    ]
     # The source's own statuses went out unchanged and the loop added none.
     assert await redis.xlen(config.key("md.status")) == len(states)
+
+
+async def test_simulated_status_reports_what_was_measured(redis: Redis, settings: Settings) -> None:
+    config = BusConfig.from_settings(settings)
+    sim = settings.model_copy(update={"sim_strikes_each_side": 5, "sim_weeklies": 1})
+    start = datetime(2026, 12, 2, 10, 0, tzinfo=IST)
+    # Unpaced: there is no wall time to be behind, so the lag is unknown; the instruments are counted.
+    source = SimSource(sim, seed=5, start=start, steps=3)
+    await make_feed(source, redis, settings).run()  # type: ignore[arg-type]
+    unpaced = events.parse_event((await redis.xrange(config.key("md.status")))[-1][1][b"event"])
+    assert isinstance(unpaced, events.FeedStatus)
+    assert unpaced.schema_version == 2
+    assert unpaced.lag_ms is None
+    expiries = len(source.market.advance().chains)
+    assert unpaced.subscribed_instruments == 3 + expiries * 2 * 11
+    # Paced: the lag is how far publication ran behind the pace, a measured number of milliseconds.
+    paced_settings = settings.model_copy(update={"stream_namespace": settings.stream_namespace + "paced:"})
+    paced_config = BusConfig.from_settings(paced_settings)
+    feed = FeedLoop(
+        SimSource(sim, seed=5, start=start, steps=3),
+        Publisher(redis, paced_config, service="market_data", source="market_data/test"),
+        redis,
+        paced_config,
+        speed=1000.0,
+        lockstep=False,
+        lockstep_max_lag=0,
+        mode=events.MarketMode.SIM,
+        source_name="sim",
+    )
+    await feed.run()
+    paced = events.parse_event((await redis.xrange(paced_config.key("md.status")))[-1][1][b"event"])
+    assert isinstance(paced, events.FeedStatus)
+    assert paced.lag_ms is not None
+    assert paced.subscribed_instruments == unpaced.subscribed_instruments

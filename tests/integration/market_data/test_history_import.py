@@ -20,15 +20,15 @@ import pytest
 from tests.unit.quant.shared_data import shared_data
 from volguard_cli.infra import InfraEndpoints
 from volguard_common import db
-from volguard_common.quant.history import parse_daily_csv
+from volguard_common.daily_bars import read_daily_bars
 from volguard_market_data.history import (
     INDIAVIX,
     NIFTY,
     SymbolInferenceError,
     import_daily_bars,
-    load_daily_bars,
     write_daily_bars,
 )
+from volguard_market_data.history_files import parse_daily_csv
 
 NIFTY_FILE = shared_data("nifty50_daily_nse.csv")
 VIX_FILE = shared_data("india_vix_daily_nse.csv")
@@ -206,7 +206,7 @@ async def test_write_and_load_daily_bars(pool: db.Pool) -> None:
     assert (first.inserted, first.updated, first.unchanged) == (4, 0, 0)
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, 4)
 
-    frame = await load_daily_bars(pool, NIFTY)
+    frame = await read_daily_bars(pool, NIFTY)
     assert [ts.date() for ts in frame.index] == [date(2026, 1, 2), date(2026, 1, 5), date(2026, 1, 6)]
     assert frame.index.name == "date"
     assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
@@ -214,12 +214,15 @@ async def test_write_and_load_daily_bars(pool: db.Pool) -> None:
     assert frame["volume"].iloc[:2].tolist() == [900.0, 1000.0]
     assert frame["volume"].isna().tolist() == [False, False, True]
 
-    limited = await load_daily_bars(pool, NIFTY, until=date(2026, 1, 5), limit=1)
+    # Bars known before a day's session: strictly before it.
+    limited = await read_daily_bars(pool, NIFTY, before=date(2026, 1, 6), limit=1)
     assert [ts.date() for ts in limited.index] == [date(2026, 1, 5)]
-    until = await load_daily_bars(pool, NIFTY, until=date(2026, 1, 5))
-    assert [ts.date() for ts in until.index] == [date(2026, 1, 2), date(2026, 1, 5)]
-    assert (await load_daily_bars(pool, INDIAVIX))["close"].tolist() == [13.4]
-    assert (await load_daily_bars(pool, NIFTY, until=date(2025, 1, 1))).empty
+    before = await read_daily_bars(pool, NIFTY, before=date(2026, 1, 6))
+    assert [ts.date() for ts in before.index] == [date(2026, 1, 2), date(2026, 1, 5)]
+    assert (await read_daily_bars(pool, INDIAVIX))["close"].tolist() == [13.4]
+    assert (await read_daily_bars(pool, NIFTY, before=date(2026, 1, 2))).empty
+    with pytest.raises(ValueError, match="limit"):
+        await read_daily_bars(pool, NIFTY, limit=0)
 
     with pytest.raises(ValueError, match="two bars"):
         await write_daily_bars(pool, [seed[0], seed[0]], "simulator:7")
@@ -227,7 +230,7 @@ async def test_write_and_load_daily_bars(pool: db.Pool) -> None:
 
 async def test_loaded_history_matches_the_parsed_file(pool: db.Pool) -> None:
     await import_daily_bars(pool, NIFTY_FILE)
-    loaded = await load_daily_bars(pool, NIFTY)
+    loaded = await read_daily_bars(pool, NIFTY)
     parsed = parse_daily_csv(NIFTY_FILE).frame
     assert list(loaded.index) == list(parsed.index)
     for column in ("open", "high", "low", "close"):

@@ -77,6 +77,9 @@ async def test_service_runs_alone_is_ready_logs_what_it_receives_and_stops_on_si
         health = await _get(f"{url}/health")
         assert health is not None
         assert health.json()["status"] == "ok"
+        assert health.json()["role"] == "active"
+        single_active = service != "dashboard_api"
+        assert (health.json()["fencing_token"] is not None) == single_active
 
         # Publish on a stream it consumes; its metrics must show the event arrived.
         stream, event = RECEIVES[service]
@@ -100,7 +103,11 @@ async def _ready(url: str, process: subprocess.Popen[bytes]) -> dict[str, object
     if process.poll() is not None:
         raise AssertionError(f"service exited early with code {process.returncode}")
     response = await _get(f"{url}/ready")
-    return response.json() if response is not None and response.status_code == 200 else None
+    if response is None or response.status_code != 200:
+        return None
+    body = response.json()
+    # A single-active service is ready as a standby too; alone, it takes the lease and acts.
+    return body if body["role"] == "active" else None
 
 
 async def _events_in(url: str, service: str, stream: str) -> bool:

@@ -18,7 +18,7 @@ from volguard_common import clock
 from volguard_common.clock import IST
 from volguard_common.events import ChainSnapshot, QuoteFlag
 from volguard_common.quant import black76, sabr
-from volguard_common.quant.history import parse_daily_csv
+from volguard_market_data.history_files import parse_daily_csv
 
 TICK = 0.05
 RATE = 0.065

@@ -14,11 +14,13 @@ from volguard_common.clock import (
     STRIKE_STEP,
     CalendarCoverageError,
     Holiday,
+    TimedRules,
     TradingCalendar,
     expiry_cutoff,
     expiry_flatten_due,
     expiry_weekday,
     in_safe_window,
+    intraday_flat_due,
     is_expiry_day,
     is_monthly_expiry,
     is_trading_day,
@@ -49,6 +51,7 @@ def test_calendar_data_ships_inside_the_package() -> None:
     data = resources.files("volguard_common").joinpath("calendar_data")
     assert data.joinpath("nse_holidays.csv").is_file()
     assert data.joinpath("nse_special_sessions.csv").is_file()
+    assert data.joinpath("nse_session_times.csv").is_file()
 
 
 def test_coverage_is_2025_to_2027() -> None:
@@ -307,6 +310,84 @@ def test_expiry_day_flatten_at_1430() -> None:
     assert not expiry_flatten_due(ist(2026, 3, 4, 14, 45))  # not an expiry day
 
 
+# ---- the dated close (NSE circular, May 2026: F&O closes 15:40 from 3 August 2026) -------------
+
+
+def test_a_july_2026_session_closes_at_1530_and_a_december_2026_session_at_1540() -> None:
+    assert session_bounds(date(2026, 7, 31)) == (ist(2026, 7, 31, 9, 15), ist(2026, 7, 31, 15, 30))
+    assert session_bounds(date(2026, 8, 3)) == (ist(2026, 8, 3, 9, 15), ist(2026, 8, 3, 15, 40))
+    assert session_bounds(date(2026, 12, 7)) == (ist(2026, 12, 7, 9, 15), ist(2026, 12, 7, 15, 40))
+    assert market_open(ist(2026, 12, 7, 15, 35))
+    assert not market_open(ist(2026, 7, 31, 15, 35))
+    assert minutes_to_close(ist(2026, 7, 31, 9, 0)) == 375.0
+    assert minutes_to_close(ist(2026, 12, 7, 9, 0)) == 385.0
+    assert minutes_to_close(ist(2026, 12, 7, 15, 30)) == 10.0
+    rule = nse_calendar().regular_session(date(2026, 12, 7))
+    assert (rule.effective_from, rule.close) == (date(2026, 8, 3), time(15, 40))
+    assert "circular" in rule.source
+
+
+def test_an_expirys_time_to_expiry_runs_to_its_dated_close() -> None:
+    # Tuesday 28 July 2026 (July monthly) expires at 15:30; Tuesday 1 December 2026 at 15:40.
+    assert expiry_cutoff(date(2026, 7, 28)) == ist(2026, 7, 28, 15, 30)
+    assert expiry_cutoff(date(2026, 12, 1)) == ist(2026, 12, 1, 15, 40)
+    assert trading_minutes_between(ist(2026, 12, 1, 15, 0), expiry_cutoff(date(2026, 12, 1))) == 40.0
+    # Still active at 15:35 on its December expiry day, gone at 15:35 in July.
+    assert next_expiries(ist(2026, 12, 1, 15, 35), weeklies=1, monthlies=0).weekly == (date(2026, 12, 1),)
+    assert next_expiries(ist(2026, 7, 28, 15, 35), weeklies=1, monthlies=0).weekly == (date(2026, 8, 4),)
+    # Friday 31 July 15:00 to Tuesday 4 August's cutoff: 30 min, then 385 on Monday and on Tuesday.
+    assert trading_minutes_between(ist(2026, 7, 31, 15, 0), expiry_cutoff(date(2026, 8, 4))) == 30 + 2 * 385
+
+
+def test_timed_rules_follow_the_dated_close() -> None:
+    # Entries from 09:30 until 15 minutes before the close: 15:15 in July, 15:25 in December.
+    assert in_safe_window(ist(2026, 7, 30, 15, 14, 59))
+    assert not in_safe_window(ist(2026, 7, 30, 15, 15))
+    assert in_safe_window(ist(2026, 12, 7, 15, 24, 59))
+    assert not in_safe_window(ist(2026, 12, 7, 15, 25))
+    assert not in_safe_window(ist(2026, 12, 7, 9, 29, 59))
+    assert in_safe_window(ist(2026, 12, 7, 9, 30))
+    # Expiry-day flatten 60 minutes before the close: 14:30 on 28 July, 14:40 on 1 December.
+    assert expiry_flatten_due(ist(2026, 7, 28, 14, 30))
+    assert not expiry_flatten_due(ist(2026, 12, 1, 14, 39, 59))
+    assert expiry_flatten_due(ist(2026, 12, 1, 14, 40))
+    # The intraday bucket is flat 15 minutes before the close.
+    assert not intraday_flat_due(ist(2026, 7, 30, 15, 14, 59))
+    assert intraday_flat_due(ist(2026, 7, 30, 15, 15))
+    assert not intraday_flat_due(ist(2026, 12, 7, 15, 24, 59))
+    assert intraday_flat_due(ist(2026, 12, 7, 15, 25))
+    assert not intraday_flat_due(ist(2026, 12, 5, 15, 30))  # Saturday: no session, nothing to flatten
+
+
+def test_timed_rules_are_configurable_offsets() -> None:
+    rules = TimedRules(
+        entries_from_open=timedelta(minutes=30),
+        entries_stop_before_close=timedelta(minutes=45),
+        expiry_flatten_before_close=timedelta(minutes=90),
+        intraday_flat_before_close=timedelta(minutes=5),
+    )
+    assert not in_safe_window(ist(2026, 12, 7, 9, 40), rules)
+    assert in_safe_window(ist(2026, 12, 7, 9, 45), rules)
+    assert not in_safe_window(ist(2026, 12, 7, 14, 55), rules)
+    assert expiry_flatten_due(ist(2026, 12, 1, 14, 10), rules)
+    assert not intraday_flat_due(ist(2026, 12, 7, 15, 34), rules)
+    with pytest.raises(ValueError, match="must not be negative"):
+        TimedRules(intraday_flat_before_close=timedelta(minutes=-1))
+
+
+def test_settings_build_the_timed_rules() -> None:
+    from volguard_common.settings import Settings
+
+    rules = Settings(expiry_flatten_before_close_min=45).timed_rules()
+    assert rules.expiry_flatten_before_close == timedelta(minutes=45)
+    assert rules.entries_stop_before_close == timedelta(minutes=15)
+
+
+def test_session_times_must_cover_the_calendar() -> None:
+    with pytest.raises(ValueError, match="no regular session times cover"):
+        TradingCalendar([], [], date(2020, 1, 1), date(2020, 12, 31))
+
+
 def test_trading_minutes_within_a_day() -> None:
     assert trading_minutes_between(ist(2026, 3, 2, 9, 15), ist(2026, 3, 2, 15, 30)) == 375.0
     assert trading_minutes_between(ist(2026, 3, 2, 6, 0), ist(2026, 3, 2, 23, 0)) == 375.0
@@ -421,8 +502,9 @@ def test_windows_nest(ts: datetime) -> None:
         assert market_open(ts)
     if market_open(ts):
         assert is_trading_day(ts)
-        assert 0.0 < minutes_to_close(ts) <= 375.0
-    if ts.time() < time(9, 15) or ts.time() >= time(15, 30):
+        assert 0.0 < minutes_to_close(ts) <= 385.0
+    close = time(15, 30) if ts.date() < date(2026, 8, 3) else time(15, 40)
+    if ts.time() < time(9, 15) or ts.time() >= close:
         assert not market_open(ts)
 
 

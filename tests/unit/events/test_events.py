@@ -40,6 +40,7 @@ from volguard_common.events import (
     Event,
     ExecuteBasket,
     ExitReason,
+    FeedStatus,
     Fill,
     InstrumentKind,
     IntentKind,
@@ -272,6 +273,34 @@ def test_supported_schema_versions_cover_every_type() -> None:
         # Every version up to the one this code writes stays readable, and the one written is the newest.
         assert SUPPORTED_SCHEMA_VERSIONS[name] == frozenset(range(1, event_type.SCHEMA_VERSION + 1)), name
         assert event_type.model_fields["schema_version"].default == event_type.SCHEMA_VERSION, name
+
+
+def test_feed_status_v1_placeholders_of_sim_and_replay_read_as_unknown() -> None:
+    # Version 1 simulated and replayed statuses carried lag_ms=0 and subscribed_instruments=0 without
+    # measuring them; read back, they say "unknown". A live v1 status measured both and keeps them.
+    def v1(mode: str) -> dict[str, object]:
+        return {
+            "type": "FeedStatus",
+            "event_id": "0190b3a2-5c4e-7d2f-8a1b-3c4d5e6f7a8b",
+            "schema_version": 1,
+            "ts_event": "2026-07-01T10:00:00+05:30",
+            "ts_init": "2026-07-01T10:00:00+05:30",
+            "source": "market_data/host-1",
+            "feed": "sim" if mode != "LIVE" else "upstox",
+            "mode": mode,
+            "state": "CONNECTED",
+            "last_tick_at": "2026-07-01T10:00:00+05:30",
+            "lag_ms": 0.0,
+            "subscribed_instruments": 0 if mode != "LIVE" else 250,
+        }
+
+    for mode in ("SIM", "REPLAY"):
+        status = parse_event(json.dumps(v1(mode)))
+        assert isinstance(status, FeedStatus)
+        assert (status.schema_version, status.lag_ms, status.subscribed_instruments) == (1, None, None)
+    live = parse_event(json.dumps(v1("LIVE")))
+    assert isinstance(live, FeedStatus)
+    assert (live.lag_ms, live.subscribed_instruments) == (0.0, 250)
 
 
 def test_unknown_type_discriminator_is_rejected() -> None:

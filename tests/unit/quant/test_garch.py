@@ -12,7 +12,7 @@ from arch.utility.exceptions import ConvergenceWarning, DataScaleWarning
 
 from tests.unit.quant.shared_data import shared_data
 from volguard_common.quant import garch, realized
-from volguard_common.quant.history import parse_daily_csv
+from volguard_market_data.history_files import parse_daily_csv
 
 
 @pytest.fixture(scope="module")

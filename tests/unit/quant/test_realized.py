@@ -10,7 +10,7 @@ import pytest
 from tests.unit.quant.shared_data import shared_data
 from volguard_common.quant import _reference_vol as ref
 from volguard_common.quant import realized
-from volguard_common.quant.history import parse_daily_csv
+from volguard_market_data.history_files import parse_daily_csv
 
 SQRT_252 = math.sqrt(252.0)
 

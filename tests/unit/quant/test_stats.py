@@ -15,7 +15,7 @@ from scipy.stats import norm
 from tests.unit.quant.shared_data import shared_data
 from volguard_common.quant import _chain_kernels, black76, sabr, stats
 from volguard_common.quant import _reference_vol as ref
-from volguard_common.quant.history import parse_daily_csv
+from volguard_market_data.history_files import parse_daily_csv
 
 # --- IV percentile and rank -------------------------------------------------------------------------
 

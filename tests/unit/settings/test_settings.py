@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -49,7 +48,12 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "lockstep_max_lag": 0,
     "replay_dir": None,
     "feed_stale_after_s": 10.0,
+    "holidays_file": None,
     "upstox_api_base": "https://api.upstox.com",
+    "upstox_strikes_each_side": 40,
+    "upstox_recentre_after_strikes": 5,
+    "upstox_field_stale_after_s": 120.0,
+    "upstox_maintenance_window": "",
     "mode": "paper",
     "feed": "sim",
     "redis_url": "redis://127.0.0.1:6379/0",
@@ -60,7 +64,16 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "bus_claim_idle_ms": 30000,
     "bus_claim_interval_ms": 5000,
     "bus_max_deliveries": 5,
+    "account_id": "main",
+    "lease_ttl_ms": 10000,
+    "lease_poll_interval_ms": 1000,
+    "outbox_poll_interval_ms": 1000,
+    "outbox_sent_ttl_s": 86400,
+    "stream_trim_interval_ms": 60000,
+    "instance": "auto",
     "http_host": "127.0.0.1",
+    "http_port": None,
+    "stop_grace_s": 20.0,
     "dashboard_port": 8000,
     "service_port_base": 8100,
     "log_format": "json",
@@ -92,6 +105,10 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "event_multiplier_a": 0.3,
     "event_multiplier_b": 0.5,
     "event_multiplier_c": 1.0,
+    "entries_from_open_min": 15.0,
+    "entries_stop_before_close_min": 15.0,
+    "expiry_flatten_before_close_min": 60.0,
+    "intraday_flat_before_close_min": 15.0,
     "partial_fill_timeout_s": 60.0,
     "afe_passive_s": 3.0,
     "afe_max_reprices": 5,
@@ -117,12 +134,11 @@ def test_defaults_equal_the_documented_defaults() -> None:
     settings = Settings()
     actual = {name: getattr(settings, name) for name in DOCUMENTED_DEFAULTS}
     assert actual == DOCUMENTED_DEFAULTS
-    assert settings.instance == socket.gethostname()
 
 
 def test_every_field_is_documented_and_covered_by_the_defaults_test() -> None:
     fields = Settings.model_fields
-    assert set(fields) == set(DOCUMENTED_DEFAULTS) | {"instance"}
+    assert set(fields) == set(DOCUMENTED_DEFAULTS)
     undocumented = [name for name, info in fields.items() if not info.description]
     assert undocumented == []
 
@@ -204,6 +220,12 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
         {"upstox_orders_per_minute": 3000},
         "VOLGUARD_UPSTOX_ORDERS_PER_MINUTE (3000) must not exceed VOLGUARD_UPSTOX_ORDERS_PER_30_MINUTES",
     ),
+    ({"upstox_strikes_each_side": 0}, "VOLGUARD_UPSTOX_STRIKES_EACH_SIDE must be ≥ 1"),
+    ({"upstox_field_stale_after_s": 0}, "VOLGUARD_UPSTOX_FIELD_STALE_AFTER_S must be > 0"),
+    (
+        {"upstox_strikes_each_side": 5},
+        "VOLGUARD_UPSTOX_RECENTRE_AFTER_STRIKES (5) must be smaller than VOLGUARD_UPSTOX_STRIKES_EACH_SIDE",
+    ),
     ({"vix_spike_window_s": 0}, "VOLGUARD_VIX_SPIKE_WINDOW_S must be > 0"),
     ({"vix_spike_window_s": -60}, "VOLGUARD_VIX_SPIKE_WINDOW_S must be > 0"),
     ({"vix_spike_pct": -8}, "VOLGUARD_VIX_SPIKE_PCT must be > 0"),
@@ -221,6 +243,8 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"afe_max_reprices": 0}, "VOLGUARD_AFE_MAX_REPRICES must be ≥ 1"),
     ({"afe_max_slippage_pct": 0}, "VOLGUARD_AFE_MAX_SLIPPAGE_PCT must be > 0"),
     ({"afe_wait_urgent_s": 5}, "VOLGUARD_AFE_WAIT_NORMAL_S ≥ VOLGUARD_AFE_WAIT_URGENT_S must hold"),
+    ({"expiry_flatten_before_close_min": -5}, "VOLGUARD_EXPIRY_FLATTEN_BEFORE_CLOSE_MIN must be ≥ 0"),
+    ({"intraday_flat_before_close_min": 400}, "VOLGUARD_INTRADAY_FLAT_BEFORE_CLOSE_MIN must be at most 120"),
     (
         {"partial_fill_timeout_s": 30},
         "the slowest fill schedule (VOLGUARD_AFE_PASSIVE_S + VOLGUARD_AFE_MAX_REPRICES × the longest wait "
@@ -233,6 +257,8 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"dashboard_port": 70000}, "VOLGUARD_DASHBOARD_PORT must be a TCP port"),
     ({"dashboard_port": 8103}, "VOLGUARD_DASHBOARD_PORT (8103) collides with the service ports"),
     ({"instance": "  "}, "VOLGUARD_INSTANCE must not be empty"),
+    ({"http_port": 0}, "VOLGUARD_HTTP_PORT must be a TCP port"),
+    ({"stop_grace_s": 0}, "VOLGUARD_STOP_GRACE_S must be > 0"),
     ({"mode": "live", "feed": "upstox"}, "VOLGUARD_MODE=live needs VOLGUARD_UPSTOX_ACCESS_TOKEN"),
     ({"mode": "live", "upstox_access_token": TOKEN}, "VOLGUARD_MODE=live needs VOLGUARD_FEED=upstox"),
     ({"feed": "upstox"}, "VOLGUARD_FEED=upstox needs VOLGUARD_UPSTOX_ACCESS_TOKEN"),
@@ -314,6 +340,19 @@ def test_port_for_each_service() -> None:
     }
     with pytest.raises(ValueError, match="unknown service 'pricing'"):
         settings.port_for("pricing")
+
+
+def test_replicas_of_one_service_listen_ten_ports_apart_and_never_on_another_services_port() -> None:
+    settings = Settings()
+    assert [settings.port_for("risk", n) for n in range(3)] == [8104, 8114, 8124]
+    assert [settings.port_for("dashboard_api", n) for n in range(2)] == [8000, 8010]
+    ports = [settings.port_for(service, n) for service in SERVICE_NAMES for n in range(10)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_own_port_is_the_standard_port_unless_http_port_is_set() -> None:
+    assert Settings().own_port("analytics") == 8102
+    assert Settings(http_port=8112).own_port("analytics") == 8112
 
 
 def test_default_ports() -> None:

@@ -160,13 +160,16 @@ class Publisher:
         code: str,
         message: str,
         *,
+        ts_event: datetime,
         correlation_id: str | None = None,
         details: dict[str, str | int | float | bool | None] | None = None,
     ) -> None:
-        now = _now_ist()
+        """Publish an Alert about something that happened at `ts_event`: the event time of what caused
+        it (the chain set with the VIX spike, the feed status that went stale), so a replay raises the
+        same alerts at the same times. Only faults of the process itself happen in wall time."""
         if correlation_id is None:
             alert = events.Alert(
-                ts_event=now,
+                ts_event=ts_event,
                 source=self.source,
                 severity=severity,
                 code=code,
@@ -175,7 +178,7 @@ class Publisher:
             )
         else:
             alert = events.Alert(
-                ts_event=now,
+                ts_event=ts_event,
                 source=self.source,
                 severity=severity,
                 code=code,
@@ -312,6 +315,8 @@ class Consumer:
                 "BUS_GROUP_RECREATED",
                 f"consumer group {self.group} on {sub.stream} vanished (NOGROUP) and was recreated; "
                 "entries added before the loss are gone",
+                # A fault of the bus itself: it happens in wall time, not in the market's.
+                ts_event=_now_ist(),
                 details={"stream": sub.stream, "group": self.group},
             )
         await self._backoff(attempt)
@@ -549,6 +554,8 @@ class Consumer:
             events.Severity.CRITICAL,
             "BUS_DEAD_LETTER",
             f"{sub.stream} entry {entry_id} moved to {dlq} after {deliveries} deliveries: {error[:300]}",
+            # A delivery fault: wall time (the entry's own time is unknown when it does not parse).
+            ts_event=_now_ist(),
             details={"stream": sub.stream, "entry_id": entry_id, "group": self.group, "dlq": dlq},
         )
 

@@ -5,16 +5,20 @@ wall clock in Asia/Kolkata, in simulation and replay it is the `ts_event` of the
 whole trading day can run at any speed and every timed rule (safe-trade window, expiry-day flatten,
 end-of-day flatten) fires from event time.
 
-The NSE calendar is DATA (`calendar_data/*.csv`, shipped in the package): weekday trading holidays
-and special sessions, for the years listed there. Asking about a date outside those years raises
-`CalendarCoverageError` rather than guessing that it is an ordinary day. In live mode the broker's
-instrument master overrides the contract rules below.
+The NSE calendar is DATA (`calendar_data/*.csv`, shipped in the package): weekday trading holidays,
+special sessions and the dated regular session times (the F&O close moved from 15:30 to 15:40 on
+3 August 2026), for the years listed there. Timed rules are offsets from the day's dated open and close
+(`TimedRules`), never clock times, so they follow the session when the exchange moves it.
+
+Asking about a date outside those years raises `CalendarCoverageError` rather than guessing that it
+is an ordinary day. In live mode the broker's instrument master overrides the contract rules below.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,18 +28,6 @@ from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 IST = ZoneInfo("Asia/Kolkata")
-
-# Regular session of the NSE equity-derivatives segment (IST).
-MARKET_OPEN = time(9, 15)
-MARKET_CLOSE = time(15, 30)
-# New positions only inside this window: the first and last 15 minutes are the noisiest.
-SAFE_WINDOW_START = time(9, 30)
-SAFE_WINDOW_END = time(15, 15)
-# On expiry day every position in the expiring contract is flattened from this time on: the last hour
-# carries pin risk and physical-settlement-like gamma with no time left to repair a mistake.
-EXPIRY_FLATTEN_TIME = time(14, 30)
-# An expiry stays tradable (active) on its own day until the close.
-EXPIRY_CUTOFF = MARKET_CLOSE
 
 STRIKE_STEP = 50
 
@@ -54,6 +46,39 @@ _LOT_SIZE_MODELLED_FROM = date(2025, 1, 1)
 _MONDAY, _TUESDAY, _THURSDAY, _SATURDAY = 0, 1, 3, 5
 _DATA_PACKAGE = "volguard_common"
 _DATA_DIR = "calendar_data"
+
+
+@dataclass(frozen=True, slots=True)
+class TimedRules:
+    """The day's timed trading rules as offsets from its dated open and close.
+
+    Defaults are the original VolGuard's times against its 15:30 close (entries 09:30-15:15, expiry
+    flatten 14:30, intraday flat 15:15); against the 15:40 close from 3 August 2026 they are
+    09:30-15:25, 14:40 and 15:25. `Settings.timed_rules()` builds them from the configuration.
+    """
+
+    # New positions only inside [open + this, close - entries_stop_before_close): the first and last
+    # minutes are the noisiest.
+    entries_from_open: timedelta = timedelta(minutes=15)
+    entries_stop_before_close: timedelta = timedelta(minutes=15)
+    # On expiry day positions in the expiring contract are flattened from here on: the last hour carries
+    # pin risk and settlement gamma with no time left to repair a mistake.
+    expiry_flatten_before_close: timedelta = timedelta(minutes=60)
+    # The intraday bucket is flat by the close: its positions are closed from here on.
+    intraday_flat_before_close: timedelta = timedelta(minutes=15)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "entries_from_open",
+            "entries_stop_before_close",
+            "expiry_flatten_before_close",
+            "intraday_flat_before_close",
+        ):
+            if getattr(self, name) < timedelta(0):
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+DEFAULT_TIMED_RULES = TimedRules()
 
 
 class CalendarCoverageError(ValueError):
@@ -147,6 +172,16 @@ class Holiday:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionTimes:
+    """Regular session times in force from `effective_from` until the next rule takes over."""
+
+    effective_from: date
+    open: time
+    close: time
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class SpecialSession:
     day: date
     open: time
@@ -189,6 +224,18 @@ def _load_special_sessions() -> list[SpecialSession]:
     return sessions
 
 
+def _load_session_times() -> list[SessionTimes]:
+    return [
+        SessionTimes(
+            effective_from=date.fromisoformat(row["from"]),
+            open=time.fromisoformat(row["open"]),
+            close=time.fromisoformat(row["close"]),
+            source=row["source"],
+        )
+        for row in _data_rows("nse_session_times.csv")
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class ActiveExpiries:
     """Expiries still tradable at a point in time, nearest first."""
@@ -211,9 +258,23 @@ class TradingCalendar:
         special_sessions: Iterable[SpecialSession],
         first_day: date,
         last_day: date,
+        session_times: Iterable[SessionTimes] | None = None,
     ) -> None:
+        """`session_times` are the dated regular sessions; None takes the packaged NSE rules."""
         if last_day < first_day:
             raise ValueError(f"calendar coverage {first_day}..{last_day} is empty")
+        rules = sorted(
+            _load_session_times() if session_times is None else session_times, key=lambda r: r.effective_from
+        )
+        if not rules or rules[0].effective_from > first_day:
+            raise ValueError(f"no regular session times cover {first_day}, the start of the calendar")
+        for earlier, later in itertools.pairwise(rules):
+            if earlier.effective_from == later.effective_from:
+                raise ValueError(f"session times from {later.effective_from} listed twice")
+        for rule in rules:
+            if rule.close <= rule.open:
+                raise ValueError(f"session times from {rule.effective_from} close before they open")
+        self._session_times = tuple(rules)
         self.first_day = first_day
         self.last_day = last_day
         self._holidays: dict[date, Holiday] = {}
@@ -256,6 +317,32 @@ class TradingCalendar:
         d = _as_date(day)
         self._check_covered(d)
         return self._special.get(d)
+
+    @property
+    def special_sessions(self) -> tuple[SpecialSession, ...]:
+        return tuple(sorted(self._special.values(), key=lambda s: s.day))
+
+    @property
+    def session_times(self) -> tuple[SessionTimes, ...]:
+        """The dated regular session rules, oldest first."""
+        return self._session_times
+
+    def regular_session(self, day: date | datetime) -> SessionTimes:
+        """The regular session rule in force on `day` (whether or not the market trades that day)."""
+        d = _as_date(day)
+        self._check_covered(d)
+        in_force = self._session_times[0]
+        for rule in self._session_times[1:]:
+            if rule.effective_from > d:
+                break
+            in_force = rule
+        return in_force
+
+    def _close_time(self, day: date) -> time:
+        special = self._special.get(day)
+        if special is not None and special.kind == "full":
+            return special.close
+        return self.regular_session(day).close
 
     @property
     def holidays(self) -> tuple[Holiday, ...]:
@@ -307,7 +394,8 @@ class TradingCalendar:
         special = self._special.get(d)
         if special is not None:
             return _at(d, special.open), _at(d, special.close)
-        return _at(d, MARKET_OPEN), _at(d, MARKET_CLOSE)
+        regular = self.regular_session(d)
+        return _at(d, regular.open), _at(d, regular.close)
 
     def market_open(self, ts: datetime) -> bool:
         """Is the regular market in session at `ts` (open ≤ ts < close on a trading day)?"""
@@ -317,12 +405,22 @@ class TradingCalendar:
         open_dt, close_dt = self.session_bounds(t.date())
         return open_dt <= t < close_dt
 
-    def in_safe_window(self, ts: datetime) -> bool:
-        """May new positions be opened at `ts` (09:30 ≤ ts < 15:15 on a trading day)?"""
+    def in_safe_window(self, ts: datetime, rules: TimedRules = DEFAULT_TIMED_RULES) -> bool:
+        """May new positions be opened at `ts` (open + 15 min ≤ ts < close - 15 min on a trading day by
+        default: 09:30-15:15 against a 15:30 close, 09:30-15:25 against 15:40)?"""
         t = to_ist(ts)
         if not self.is_trading_day(t.date()):
             return False
-        return SAFE_WINDOW_START <= t.time() < SAFE_WINDOW_END
+        open_dt, close_dt = self.session_bounds(t.date())
+        return open_dt + rules.entries_from_open <= t < close_dt - rules.entries_stop_before_close
+
+    def intraday_flat_due(self, ts: datetime, rules: TimedRules = DEFAULT_TIMED_RULES) -> bool:
+        """Must the intraday bucket be flat at `ts` (from close - 15 min on, by default, on a trading day)?"""
+        t = to_ist(ts)
+        if not self.is_trading_day(t.date()):
+            return False
+        _, close_dt = self.session_bounds(t.date())
+        return t >= close_dt - rules.intraday_flat_before_close
 
     def trading_minutes_between(self, start: datetime, end: datetime) -> float:
         """Minutes of trading sessions inside [start, end]; what analytics uses as time to expiry.
@@ -410,12 +508,16 @@ class TradingCalendar:
         nxt = self.weekly_expiries(d, 1)
         return bool(nxt) and nxt[0] == d
 
+    def expiry_cutoff(self, expiry: date) -> datetime:
+        """The moment a contract expiring on `expiry` stops trading: that day's dated close."""
+        return _at(expiry, self._close_time(expiry))
+
     def next_expiries(self, as_of: datetime, weeklies: int = 4, monthlies: int = 3) -> ActiveExpiries:
-        """Expiries still active at `as_of`: an expiry is active on its own day until 15:30 IST."""
+        """Expiries still active at `as_of`: an expiry is active on its own day until that day's close."""
         if weeklies < 0 or monthlies < 0:
             raise ValueError(f"weeklies and monthlies must be ≥ 0, got {weeklies} and {monthlies}")
         t = to_ist(as_of)
-        first_day = t.date() if t < _at(t.date(), EXPIRY_CUTOFF) else t.date() + timedelta(days=1)
+        first_day = t.date() if t < self.expiry_cutoff(t.date()) else t.date() + timedelta(days=1)
         weekly = tuple(self.weekly_expiries(first_day, weeklies))
         monthly: list[date] = []
         year, month = first_day.year, first_day.month
@@ -426,10 +528,13 @@ class TradingCalendar:
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
         return ActiveExpiries(weekly=weekly, monthly=tuple(monthly))
 
-    def expiry_flatten_due(self, ts: datetime) -> bool:
-        """On an expiry day, from 14:30 IST on, positions in the expiring contract must be flattened."""
+    def expiry_flatten_due(self, ts: datetime, rules: TimedRules = DEFAULT_TIMED_RULES) -> bool:
+        """On an expiry day, from 60 minutes before the close on (by default; 14:30 against a 15:30 close,
+        14:40 against 15:40), positions in the expiring contract must be flattened."""
         t = to_ist(ts)
-        return self.is_expiry_day(t.date()) and t.time() >= EXPIRY_FLATTEN_TIME
+        if not self.is_expiry_day(t.date()):
+            return False
+        return t >= self.expiry_cutoff(t.date()) - rules.expiry_flatten_before_close
 
 
 def expiry_weekday(day: date) -> int:
@@ -439,10 +544,10 @@ def expiry_weekday(day: date) -> int:
 
 @functools.lru_cache(maxsize=256)
 def expiry_cutoff(expiry: date) -> datetime:
-    """The moment (15:30 IST on expiry day) a contract stops trading; time to expiry runs to here.
-    Memoised: every chain set asks it of the same few expiries, and building an aware datetime costs
-    more than the lookup."""
-    return _at(expiry, EXPIRY_CUTOFF)
+    """The moment (the dated close on expiry day: 15:30 IST until July 2026, 15:40 from August) a
+    contract stops trading; time to expiry runs to here. Memoised: every chain set asks it of the same
+    few expiries, and building an aware datetime costs more than the lookup."""
+    return nse_calendar().expiry_cutoff(expiry)
 
 
 def lot_size(expiry: date) -> int:
@@ -463,8 +568,63 @@ def round_to_strike(price: float, step: int = STRIKE_STEP) -> int:
     return math.floor(price / step + 0.5) * step
 
 
-@functools.cache
+# The calendar this process trusts over the bundled data: in live mode, the bundled calendar
+# corrected by the broker's market-information endpoints (see `install_calendar`).
+_installed_calendar: TradingCalendar | None = None
+
+
 def nse_calendar() -> TradingCalendar:
+    """The process's NSE calendar: the installed one (broker-corrected in live mode), else the bundled."""
+    return _installed_calendar if _installed_calendar is not None else bundled_nse_calendar()
+
+
+def install_calendar(calendar: TradingCalendar | None) -> None:
+    """Make `calendar` the process's NSE calendar (None goes back to the bundled data). Every function of
+    this module follows it from the next call on."""
+    global _installed_calendar
+    _installed_calendar = calendar
+    expiry_cutoff.cache_clear()
+
+
+def holidays_from_csv(text: str) -> list[Holiday]:
+    """Holidays from text in the format of the bundled `nse_holidays.csv` (date,holiday,source)."""
+    rows = csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#"))
+    missing = {"date", "holiday", "source"} - set(rows.fieldnames or ())
+    if missing:
+        raise ValueError(f"holiday file has no {', '.join(sorted(missing))} column")
+    return [Holiday(date.fromisoformat(row["date"]), row["holiday"], row["source"]) for row in rows]
+
+
+def calendar_with_holidays(
+    holidays: Iterable[Holiday], base: TradingCalendar | None = None
+) -> TradingCalendar:
+    """`base` (the bundled calendar by default) with its holidays replaced, year by year, by `holidays`
+    for every year they list. A year after the covered ones extends the coverage; a gap is refused."""
+    calendar = base or bundled_nse_calendar()
+    updated = list(holidays)
+    years = {h.day.year for h in updated}
+    if not years:
+        raise ValueError("the holiday file lists no holidays")
+    kept = [h for h in calendar.holidays if h.day.year not in years]
+    last_year = max(calendar.last_day.year, *years)
+    first_year = min(calendar.first_day.year, *years)
+    covered = (
+        years | {h.day.year for h in kept} | set(range(calendar.first_day.year, calendar.last_day.year + 1))
+    )
+    gaps = set(range(first_year, last_year + 1)) - covered
+    if gaps:
+        raise ValueError(f"coverage must be contiguous: no holidays for {sorted(gaps)}")
+    return TradingCalendar(
+        [*kept, *updated],
+        calendar.special_sessions,
+        date(first_year, 1, 1),
+        date(last_year, 12, 31),
+        calendar.session_times,
+    )
+
+
+@functools.cache
+def bundled_nse_calendar() -> TradingCalendar:
     """The NSE calendar built from the packaged data; coverage is every year that has holiday rows."""
     holidays = _load_holidays()
     years = sorted({h.day.year for h in holidays})
@@ -506,8 +666,12 @@ def market_open(ts: datetime) -> bool:
     return nse_calendar().market_open(ts)
 
 
-def in_safe_window(ts: datetime) -> bool:
-    return nse_calendar().in_safe_window(ts)
+def in_safe_window(ts: datetime, rules: TimedRules = DEFAULT_TIMED_RULES) -> bool:
+    return nse_calendar().in_safe_window(ts, rules)
+
+
+def intraday_flat_due(ts: datetime, rules: TimedRules = DEFAULT_TIMED_RULES) -> bool:
+    return nse_calendar().intraday_flat_due(ts, rules)
 
 
 def minutes_to_close(ts: datetime) -> float:
@@ -538,5 +702,5 @@ def is_expiry_day(day: date | datetime) -> bool:
     return nse_calendar().is_expiry_day(day)
 
 
-def expiry_flatten_due(ts: datetime) -> bool:
-    return nse_calendar().expiry_flatten_due(ts)
+def expiry_flatten_due(ts: datetime, rules: TimedRules = DEFAULT_TIMED_RULES) -> bool:
+    return nse_calendar().expiry_flatten_due(ts, rules)

@@ -13,7 +13,17 @@ Two shared tables live in `public` and are created by the built-in core migratio
 - `public.volguard_migrations(schema, version, name, checksum, applied_at)`: the migration ledger;
 - `public.processed_events(consumer, event_id, processed_at)`: the idempotency ledger (DESIGN §3).
   A side-effecting consumer records the event id in the same transaction as its effect, so a
-  redelivered event changes nothing, and an effect that fails rolls the mark back with it.
+  redelivered event changes nothing, and an effect that fails rolls the mark back with it. The
+  `consumer` column holds the service's consumer group (`streams.group_name`), checked here, so a
+  replica-specific name cannot split one service's ledger. Rows are never pruned by age: a log
+  stream can redeliver an entry for as long as it holds it, and log streams are trimmed only below
+  what every group acknowledged (`volguard_common.outbox.trim_log_streams`), so the record outlives
+  every delivery its stream can still make.
+- `public.outbox(id, publisher, stream, event_id, event_type, payload, created_at, sent_at,
+  entry_id)`: events a handler publishes, written in the handler's transaction with their ids fixed
+  there; the relay in `volguard_common.outbox` moves committed rows to Redis in `id` order.
+- `public.fencing(name, token)`: the highest lease fencing token that has written, per lease
+  (`volguard_common.lease`); a writer holding a lower token is refused inside its transaction.
 """
 
 from __future__ import annotations
@@ -32,12 +42,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from volguard_common import streams
+
 # A pooled connection is a proxy, a direct one is a Connection; both speak the same protocol.
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 Pool: TypeAlias = "asyncpg.Pool[Any]"
 
 MIGRATIONS_TABLE = "public.volguard_migrations"
 PROCESSED_EVENTS_TABLE = "public.processed_events"
+OUTBOX_TABLE = "public.outbox"
+FENCING_TABLE = "public.fencing"
 # The owner name the core migrations are recorded under; no service may use it.
 CORE_SCHEMA = "public"
 
@@ -103,6 +117,33 @@ CREATE TABLE public.processed_events (
 );
 -- Retention jobs prune by age.
 CREATE INDEX processed_events_processed_at_idx ON public.processed_events (processed_at);
+""",
+    ),
+    Migration(
+        3,
+        "0003_outbox_and_fencing.sql",
+        """\
+-- The transactional outbox (DESIGN §3): rows are inserted in the publishing handler's transaction,
+-- under a per-publisher transaction lock, so `id` order is commit order; the relay sends them in
+-- that order and stamps sent_at and the Redis entry id.
+CREATE TABLE public.outbox (
+    id          bigserial   PRIMARY KEY,
+    publisher   text        NOT NULL,
+    stream      text        NOT NULL,
+    event_id    text        NOT NULL UNIQUE,
+    event_type  text        NOT NULL,
+    payload     bytea       NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    sent_at     timestamptz,
+    entry_id    text
+);
+CREATE INDEX outbox_unsent_idx ON public.outbox (publisher, id) WHERE sent_at IS NULL;
+
+-- Lease fencing: the highest token that has written under each lease name.
+CREATE TABLE public.fencing (
+    name   text   PRIMARY KEY,
+    token  bigint NOT NULL CHECK (token > 0)
+);
 """,
     ),
 )
@@ -377,8 +418,27 @@ async def migrations_applied(
 # Idempotency (DESIGN §3)
 
 
-async def mark_processed(conn: Connection, consumer: str, event_id: str) -> bool:
-    """Record `event_id` for `consumer` in the caller's transaction.
+class UnknownConsumerGroupError(ValueError):
+    """The dedup key is not a service's consumer group, so it could not protect that service."""
+
+
+def check_consumer_group(group: str) -> str:
+    """`group` when it is the consumer group of a known service; raise otherwise.
+
+    Dedup is keyed by the group, the one name every replica of a service shares: free text such as
+    `risk-replica-2` would let a redelivery to another replica repeat the effect.
+    """
+    known = {streams.group_name(service) for service in streams.SERVICES}
+    if group not in known:
+        raise UnknownConsumerGroupError(
+            f"{group!r} is not a consumer group; dedup is keyed by the service's group, "
+            f"one of {sorted(known)}"
+        )
+    return group
+
+
+async def mark_processed(conn: Connection, group: str, event_id: str) -> bool:
+    """Record `event_id` for the consumer group `group` in the caller's transaction.
 
     True: first time seen, so perform the side effect in this same transaction. False: already
     processed (committed by an earlier delivery), so skip the effect and ack. A concurrent delivery
@@ -389,25 +449,28 @@ async def mark_processed(conn: Connection, consumer: str, event_id: str) -> bool
             "mark_processed must run inside the transaction that performs the side effect, "
             "otherwise a failed effect would leave the event marked as done"
         )
+    check_consumer_group(group)
     inserted = await conn.fetchval(
         "INSERT INTO public.processed_events (consumer, event_id) VALUES ($1, $2) "
         "ON CONFLICT (consumer, event_id) DO NOTHING RETURNING true",
-        consumer,
+        group,
         event_id,
     )
     return inserted is True
 
 
 @asynccontextmanager
-async def once(pool: Pool, consumer: str, event_id: str) -> AsyncIterator[Connection | None]:
-    """`async with once(pool, consumer, event_id) as tx:` — a connection inside a transaction that has
-    already marked the event, or None when an earlier delivery processed it.
+async def once(pool: Pool, group: str, event_id: str) -> AsyncIterator[Connection | None]:
+    """`async with once(pool, group, event_id) as tx:` — a connection inside a transaction that has
+    already marked the event for the consumer group `group`, or None when an earlier delivery
+    processed it. A handler that also publishes uses `volguard_common.outbox.handle_once`, which
+    puts the published events in the same transaction.
 
     An exception in the body rolls back the effect and the mark together, so the redelivery does
     the work again.
     """
     async with pool.acquire() as conn, conn.transaction():
-        if await mark_processed(conn, consumer, event_id):
+        if await mark_processed(conn, group, event_id):
             yield conn
         else:
             yield None

@@ -13,6 +13,7 @@ import math
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from volguard_common import clock
 from volguard_common.events import IST, ChainSnapshot, QuoteFlag
 from volguard_common.quant import black76
 
@@ -83,7 +84,7 @@ def sample_chain_snapshot(
     """
     if n_strikes < 1:
         raise ValueError("n_strikes must be at least 1")
-    expiry_close = datetime(expiry.year, expiry.month, expiry.day, 15, 30, tzinfo=IST)
+    expiry_close = clock.expiry_cutoff(expiry)
     years = (expiry_close - ts_event).total_seconds() / (365.0 * 86_400.0)
     if years <= 0:
         raise ValueError(f"ts_event {ts_event} is not before expiry {expiry}")

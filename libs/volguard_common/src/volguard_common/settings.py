@@ -13,9 +13,8 @@ it prints those messages and exits with status 2 instead of dumping a traceback.
 from __future__ import annotations
 
 import functools
-import socket
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from volguard_common.clock import TimedRules
 
 ENV_PREFIX = "VOLGUARD_"
 
@@ -44,6 +45,11 @@ SERVICE_PORT_OFFSETS: dict[str, int] = {
     "risk": 4,
     "execution": 5,
 }
+# Replicas of one service on one machine (`volguard up --scale`): replica n listens on the standard port
+# + 10 × n. The offsets 1-5 differ modulo 10, so up to 10 replicas of every service never collide.
+REPLICA_PORT_STRIDE = 10
+# `VOLGUARD_INSTANCE=auto`: the service claims its instance name in Redis at start.
+INSTANCE_AUTO = "auto"
 SERVICE_NAMES: tuple[str, ...] = (
     "market_data",
     "analytics",
@@ -129,9 +135,12 @@ class Settings(BaseSettings):
         "runs never see each other's streams.",
     )
     instance: str = Field(
-        default_factory=socket.gethostname,
-        description="Stable name of this replica (its Redis consumer name). Defaults to the host name; "
-        "must stay the same across restarts so pending messages are picked up again.",
+        default=INSTANCE_AUTO,
+        description="Stable name of this replica, e.g. 'risk-0' (its Redis consumer name); must stay the "
+        "same across restarts so the replica drains the pending entries it left behind. 'auto' (the "
+        "default) claims the lowest free '<service>-<n>' in Redis when the service starts "
+        "(volguard_common.instance). `volguard up` names its replicas '<service>-<n>'; Kubernetes uses the "
+        "StatefulSet pod name.",
     )
     bus_block_ms: int = Field(
         default=1000, description="How long a consumer waits for new stream entries per read, in ms."
@@ -149,6 +158,34 @@ class Settings(BaseSettings):
         description="After this many failed deliveries a message goes to the dead-letter stream and an "
         "alert is raised.",
     )
+    account_id: str = Field(
+        default="main",
+        description="Name of the trading account this deployment trades. Strategy, risk, execution and "
+        "the other single-active services hold one Redis lease per (service, account).",
+    )
+    lease_ttl_ms: int = Field(
+        default=10000,
+        description="How long (ms) a single-active service's lease lives without renewal; the holder "
+        "renews it every third of this. A standby takes over at most this plus "
+        "VOLGUARD_LEASE_POLL_INTERVAL_MS after the holder dies.",
+    )
+    lease_poll_interval_ms: int = Field(
+        default=1000, description="How often (ms) a standby replica tries to take the lease."
+    )
+    outbox_poll_interval_ms: int = Field(
+        default=1000,
+        description="The outbox relay is woken by Postgres NOTIFY at each commit; it also looks for "
+        "unsent rows this often (ms) in case a notification was missed.",
+    )
+    outbox_sent_ttl_s: int = Field(
+        default=86400,
+        description="How long (s) Redis remembers that an outbox event was added to its stream, so a "
+        "relay that crashed between adding it and marking it sent does not add it twice.",
+    )
+    stream_trim_interval_ms: int = Field(
+        default=60000,
+        description="How often (ms) log streams are trimmed below what every consumer group acknowledged.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
@@ -157,6 +194,18 @@ class Settings(BaseSettings):
         default=8100,
         description="Health/metrics ports of the services are this base plus 1 (market_data), 2 "
         "(analytics), 3 (strategy), 4 (risk) and 5 (execution).",
+    )
+    http_port: int | None = Field(
+        default=None,
+        description="This process's own HTTP port. Unset: the service's standard port (dashboard_port, or "
+        "service_port_base + its offset). `volguard up --scale` sets it per replica: replica n listens on "
+        "the standard port + 10 × n.",
+    )
+    stop_grace_s: float = Field(
+        default=20.0,
+        description="Seconds a service gives itself on SIGTERM to finish and acknowledge in-flight messages "
+        "and close; kept below what the orchestrator waits before SIGKILL (the `volguard up` supervisor "
+        "35 s, docker compose stop_grace_period 40 s, Kubernetes terminationGracePeriodSeconds 45).",
     )
     log_format: Literal["json", "console"] = Field(
         default="json", description="'json' for machines and log shippers, 'console' for humans."
@@ -211,8 +260,41 @@ class Settings(BaseSettings):
         description="Exchange seconds without a tick or a chain snapshot after which the feed is stale: "
         "an Alert is raised and md.status says STALE so risk stops new entries.",
     )
+    holidays_file: Path | None = Field(
+        default=None,
+        description="NSE holiday file (date,holiday,source) replacing the bundled holidays for the years "
+        "it lists, e.g. when NSE publishes next year's list. Default: <state_dir>/calendar/nse_holidays.csv "
+        "if `volguard calendar import` wrote one, else the bundled calendar.",
+    )
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
+    )
+    upstox_strikes_each_side: int = Field(
+        default=40,
+        description="Strikes either side of the at-the-money strike the Upstox feed subscribes per expiry "
+        "(option_greeks mode), re-centred as spot moves. Upstox caps one feed connection at 2000 "
+        "option_greeks keys when modes are combined (NIFTY 50 and India VIX ride in full mode, so they "
+        "always are): 7 expiries x 2 sides x (2 x band + 1) strikes must stay <= 2000, i.e. band <= 70 "
+        "with 7 expiries. The default 40 (1134 keys, +/-2000 points at 50-point strikes) fits; all listed "
+        "strikes of 7 expiries usually do not. A band over the cap is refused at start.",
+    )
+    upstox_recentre_after_strikes: int = Field(
+        default=5,
+        description="Re-centre the Upstox strike band of an expiry when its at-the-money strike has moved "
+        "this many strikes from the band's centre (unsubscribe the far side, subscribe the near side). "
+        "Must be smaller than upstox_strikes_each_side.",
+    )
+    upstox_field_stale_after_s: float = Field(
+        default=120.0,
+        description="Seconds after which a quote field the Upstox feed has not refreshed (bid/ask, volume, "
+        "OI, IV, greeks) is flagged as old in md.status and the source health. Partial feed frames keep "
+        "the last value meanwhile; a quiet strike legitimately goes this long without a change.",
+    )
+    upstox_maintenance_window: str = Field(
+        default="",
+        description="Upstox's nightly API maintenance window as 'HH:MM-HH:MM' IST, overriding the dated "
+        "table in market_data (00:00-05:30 as reported by public clients; errors UDAPI100074 / "
+        "UDAPI100072). Inside it the feed reports 'broker closed' and waits instead of failing.",
     )
 
     # ---- money and risk (DESIGN §7) -----------------------------------------------------------
@@ -375,6 +457,28 @@ class Settings(BaseSettings):
     event_multiplier_c: float = Field(
         default=1.0, description="Position-size multiplier around a severity-C event (least severe)."
     )
+    # ---- timed rules: offsets from the day's dated open and close (DESIGN §4) -------------------
+    # Minutes, not clock times: the F&O close moved from 15:30 to 15:40 on 3 August 2026 and the rules
+    # move with it. Defaults are the original VolGuard's times against its 15:30 close.
+    entries_from_open_min: float = Field(
+        default=15.0,
+        description="Minutes after the open before new positions may be opened (09:30 with the 09:15 open).",
+    )
+    entries_stop_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the day's close from which no new positions are opened (15:15 with "
+        "a 15:30 close, 15:25 with the 15:40 close from 3 Aug 2026).",
+    )
+    expiry_flatten_before_close_min: float = Field(
+        default=60.0,
+        description="Minutes before the close on an expiry day from which positions in the expiring "
+        "contract are flattened (14:30 with a 15:30 close, 14:40 with 15:40).",
+    )
+    intraday_flat_before_close_min: float = Field(
+        default=15.0,
+        description="Minutes before the close from which the intraday bucket is flattened, so it is "
+        "flat by the close (15:15 with a 15:30 close, 15:25 with 15:40).",
+    )
     partial_fill_timeout_s: float = Field(
         default=60.0,
         description="Seconds a basket may stay partly filled before execution completes it aggressively "
@@ -447,14 +551,39 @@ class Settings(BaseSettings):
             raise ValueError("; ".join(problems))
         return self
 
-    def port_for(self, service: str) -> int:
-        """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
+    def timed_rules(self) -> TimedRules:
+        """The timed trading rules (entry window, expiry flatten, intraday flat) of this configuration."""
+        return TimedRules(
+            entries_from_open=timedelta(minutes=self.entries_from_open_min),
+            entries_stop_before_close=timedelta(minutes=self.entries_stop_before_close_min),
+            expiry_flatten_before_close=timedelta(minutes=self.expiry_flatten_before_close_min),
+            intraday_flat_before_close=timedelta(minutes=self.intraday_flat_before_close_min),
+        )
+
+    @property
+    def imported_holidays_file(self) -> Path:
+        """Where `volguard calendar import` puts an updated holiday file."""
+        return self.state_dir / "calendar" / "nse_holidays.csv"
+
+    def holidays_file_in_use(self) -> Path | None:
+        """The holiday file that replaces the bundled holidays, if any (see `holidays_file`)."""
+        if self.holidays_file is not None:
+            return self.holidays_file
+        return self.imported_holidays_file if self.imported_holidays_file.is_file() else None
+
+    def port_for(self, service: str, replica: int = 0) -> int:
+        """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`'s replica number
+        `replica` on one machine: the standard port plus REPLICA_PORT_STRIDE per replica."""
         if service == "dashboard_api":
-            return self.dashboard_port
+            return self.dashboard_port + REPLICA_PORT_STRIDE * replica
         offset = SERVICE_PORT_OFFSETS.get(service)
         if offset is None:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
-        return self.service_port_base + offset
+        return self.service_port_base + offset + REPLICA_PORT_STRIDE * replica
+
+    def own_port(self, service: str) -> int:
+        """The port this process serves on: `http_port` when set, else the service's standard port."""
+        return self.http_port if self.http_port is not None else self.port_for(service)
 
 
 def _consistency_problems(s: Settings) -> list[str]:
@@ -546,6 +675,17 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{s.event_multiplier_a}, {s.event_multiplier_b}, {s.event_multiplier_c}"
         )
     at_least("algo_order_threshold_per_second", 2)
+    timed = (
+        "entries_from_open_min",
+        "entries_stop_before_close_min",
+        "expiry_flatten_before_close_min",
+        "intraday_flat_before_close_min",
+    )
+    for field in timed:
+        at_least(field, 0)
+        # A rule reaching outside a session would fire before the open or never.
+        if getattr(s, field) > 120:
+            problems.append(f"{env_name(field)} must be at most 120 minutes, got {getattr(s, field)}")
     at_least("partial_fill_timeout_s", 0, strict=True)
     waits = ("afe_wait_passive_s", "afe_wait_normal_s", "afe_wait_urgent_s")
     for field in ("afe_passive_s", *waits, "afe_max_slippage_pct", "afe_protection_band_pct"):
@@ -568,6 +708,14 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("sim_weeklies", 1)
     at_least("sim_snapshot_interval_s", 0, strict=True)
     at_least("feed_stale_after_s", 0, strict=True)
+    at_least("upstox_strikes_each_side", 1)
+    at_least("upstox_recentre_after_strikes", 1)
+    at_least("upstox_field_stale_after_s", 0, strict=True)
+    if s.upstox_recentre_after_strikes >= s.upstox_strikes_each_side:
+        problems.append(
+            f"{env_name('upstox_recentre_after_strikes')} ({s.upstox_recentre_after_strikes}) must be "
+            f"smaller than {env_name('upstox_strikes_each_side')} ({s.upstox_strikes_each_side})"
+        )
     if s.sim_start is not None and s.sim_start.tzinfo is None:
         problems.append(f"{env_name('sim_start')} needs a UTC offset (e.g. +05:30), got {s.sim_start}")
     if s.feed == "replay" and s.replay_dir is None:
@@ -577,6 +725,13 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("bus_claim_idle_ms", 1)
     at_least("bus_claim_interval_ms", 1)
     at_least("bus_max_deliveries", 1)
+    at_least("lease_ttl_ms", 3)
+    at_least("lease_poll_interval_ms", 1)
+    at_least("outbox_poll_interval_ms", 1)
+    at_least("outbox_sent_ttl_s", 1)
+    at_least("stream_trim_interval_ms", 1)
+    if not s.account_id.strip():
+        problems.append(f"{env_name('account_id')} must not be empty")
 
     for field in ("dashboard_port", "service_port_base"):
         value = getattr(s, field)
@@ -590,6 +745,9 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{env_name('dashboard_port')} ({s.dashboard_port}) collides with the service ports "
             f"{s.service_port_base + 1}-{top_port} from {env_name('service_port_base')}"
         )
+    if s.http_port is not None and not 1 <= s.http_port <= 65535:
+        problems.append(f"{env_name('http_port')} must be a TCP port (1-65535), got {s.http_port}")
+    at_least("stop_grace_s", 0, strict=True)
     if not s.instance.strip():
         problems.append(f"{env_name('instance')} must not be empty")
 

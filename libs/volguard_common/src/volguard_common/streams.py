@@ -116,3 +116,15 @@ def group_name(service: str) -> str:
     if service not in SERVICES:
         raise KeyError(f"unknown service {service!r}; known: {SERVICES}")
     return service
+
+
+# Services with no side effects whose replicas must each see every entry (every dashboard shows the
+# whole picture): each replica reads through a group of its own instead of sharing the service's.
+GROUP_PER_REPLICA: frozenset[str] = frozenset({"dashboard_api"})
+
+
+def replica_group_name(service: str, instance: str) -> str:
+    """The consumer group of one replica of a `GROUP_PER_REPLICA` service."""
+    if service not in GROUP_PER_REPLICA:
+        raise KeyError(f"{service!r} shares one group across replicas; use group_name")
+    return f"{group_name(service)}.{instance}"

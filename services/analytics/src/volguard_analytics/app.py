@@ -11,4 +11,5 @@ SPEC = ServiceSpec(
     migrations_package="volguard_analytics",
     setup=setup,
     description="The full volatility picture (an.vol) on every set of chain snapshots.",
+    single_active=True,
 )

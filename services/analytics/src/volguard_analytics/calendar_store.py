@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncpg
 
 from volguard_analytics.domain.calendar import parse_events_calendar
-from volguard_common.quant.history import BadRow
+from volguard_common.file_rows import BadRow
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ History (daily NIFTY and VIX bars from market.daily_bars, our own daily ATM IV f
 analytics.vol_snapshots, the events calendar) is loaded at start and again when the trading day
 changes; if market_data has not seeded it yet, it is retried each minute of exchange time.
 Snapshots are persisted to analytics.vol_snapshots at most once per `PERSIST_EVERY` of exchange time.
+
+Single-active (`ServiceSpec(single_active=True)`, one lease per account): the chain-set assembler,
+the IV warm starts, the VIX-spike filter and the regime tracker are state of this process, so two
+replicas sharing the `analytics` group would split chain sets between them and interleave `an.vol`.
+Extra replicas are hot standbys that take over when the holder's lease lapses.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.snapshot import VolEngine
 from volguard_common import events, streams
 from volguard_common.bus import Delivery
+from volguard_common.daily_bars import read_daily_bars
 from volguard_common.events.vol import Quality, VolSnapshot
 from volguard_common.service import ServiceContext
 
@@ -44,33 +50,26 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
         has_market = await conn.fetchval("select to_regclass('market.daily_bars') is not null")
         if not has_market:
             return None
-        rows = await conn.fetch(
-            "select symbol, trade_date, open, high, low, close from market.daily_bars "
-            "where trade_date < $1 order by symbol, trade_date",
-            before,
-        )
         atm = await conn.fetch(
-            "select distinct on (ts_event::date) ts_event::date as trade_date, atm_iv_front "
-            "from analytics.vol_snapshots where ts_event::date < $1 and atm_iv_front is not null "
-            "order by ts_event::date, ts_event desc",
+            # The trading day of a snapshot is its IST date, whatever the session time zone.
+            "select distinct on (ist_day) ist_day as trade_date, atm_iv_front from ("
+            "select (ts_event at time zone 'Asia/Kolkata')::date as ist_day, ts_event, atm_iv_front "
+            "from analytics.vol_snapshots) s where ist_day < $1 and atm_iv_front is not null "
+            "order by ist_day, ts_event desc",
             before,
         )
-    index = [r for r in rows if r["symbol"] == "NIFTY"]
-    if not index:
+    index = await read_daily_bars(pool, "NIFTY", before=before)
+    if index.empty:
         return None
     bars = pd.DataFrame(
         {
-            "trade_date": [r["trade_date"] for r in index],
-            **{col: [float(r[col]) for r in index] for col in ("open", "high", "low", "close")},
+            "trade_date": [ts.date() for ts in index.index],
+            **{col: index[col].to_numpy() for col in ("open", "high", "low", "close")},
         }
     )
-    vix_rows = [r for r in rows if r["symbol"] == "INDIAVIX"]
+    vix_bars = await read_daily_bars(pool, "INDIAVIX", before=before)
     vix = (
-        pd.Series(
-            [float(r["close"]) for r in vix_rows], index=pd.to_datetime([r["trade_date"] for r in vix_rows])
-        )
-        if vix_rows
-        else None
+        None if vix_bars.empty else pd.Series(vix_bars["close"].to_numpy(), index=vix_bars.index.rename(None))
     )
     atm_iv = (
         pd.Series(
@@ -160,12 +159,10 @@ class Analytics:
                 "VIX_SPIKE",
                 f"India VIX {spike.vix:.2f} is up {spike.change_pct:.1f}% within "
                 f"{self.config.vix_spike_window_s:.0f}s (from {spike.window_low:.2f})",
+                # The chain set whose VIX print turned the spike on.
+                ts_event=front.ts_event,
                 correlation_id=front.correlation_id,
-                details={
-                    "vix": spike.vix,
-                    "change_pct": spike.change_pct,
-                    "ts_event": front.ts_event.isoformat(),
-                },
+                details={"vix": spike.vix, "change_pct": spike.change_pct},
             )
         if self.deterministic:
             snapshot = engine.snapshot(chain_set.snapshots)

@@ -9,4 +9,5 @@ SPEC = ServiceSpec(
     schema="execution",
     migrations_package="volguard_execution",
     description=("The only process that talks to a broker: leg-by-leg baskets, fills and reconciliation."),
+    single_active=True,
 )

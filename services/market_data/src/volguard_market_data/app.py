@@ -14,4 +14,5 @@ SPEC = ServiceSpec(
         "The system's only window on the market: md.ticks, md.chain and "
         "md.status from the simulator, a replay or Upstox."
     ),
+    single_active=True,
 )

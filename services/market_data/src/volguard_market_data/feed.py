@@ -59,10 +59,13 @@ class Pacer:
         self._anchor_event: datetime | None = None
         self._anchor_wall = 0.0
         self._last_event: datetime | None = None
+        # Wall time (monotonic) the latest batch was due at; None when unpaced.
+        self.last_due: float | None = None
 
     def delay(self, ts_event: datetime, now_wall: float) -> float:
         """Seconds to wait before publishing a batch stamped `ts_event` (0 when due or unpaced)."""
         if self.speed == 0:
+            self.last_due = None
             return 0.0
         if (
             self._anchor_event is None
@@ -73,7 +76,15 @@ class Pacer:
             self._anchor_wall = now_wall
         self._last_event = ts_event
         due = self._anchor_wall + (ts_event - self._anchor_event).total_seconds() / self.speed
+        self.last_due = due
         return max(0.0, due - now_wall)
+
+    def lag_ms(self, now_wall: float) -> float | None:
+        """How far (wall ms) publishing at `now_wall` runs behind the latest batch's due time; None when
+        unpaced, where exchange time has no wall time to be behind."""
+        if self.last_due is None:
+            return None
+        return max(0.0, (now_wall - self.last_due) * 1000.0)
 
 
 class FeedLoop:
@@ -142,7 +153,7 @@ class FeedLoop:
             await self.wait_for_consumers()
         publications = [(p.stream, p.payload, p.event_type) for p in batch.publications]
         if self.publish_status and self._status_due(batch):
-            status = self._status(batch.ts_event)
+            status = self._status(batch.ts_event, batch.instruments)
             publications.append((streams.MD_STATUS.name, status.model_dump_json().encode(), status.type))
         if publications:
             await self.publisher.publish_many(publications)
@@ -189,6 +200,8 @@ class FeedLoop:
                 f"FEED_{state.value}",
                 f"{status.feed} feed is {state.value.lower()} (last tick {details['last_tick_at']}): "
                 f"risk stops new entries until it recovers. {status.message}".strip(),
+                ts_event=status.ts_event,
+                correlation_id=status.correlation_id,
                 details=details,
             )
         elif state is events.FeedState.DEGRADED:
@@ -196,6 +209,8 @@ class FeedLoop:
                 events.Severity.WARNING,
                 "FEED_DEGRADED",
                 f"{status.feed} feed degraded: {status.message}",
+                ts_event=status.ts_event,
+                correlation_id=status.correlation_id,
                 details=details,
             )
         elif previous is not None:
@@ -203,6 +218,8 @@ class FeedLoop:
                 events.Severity.INFO,
                 "FEED_RECOVERED",
                 f"{status.feed} feed is {state.value.lower()} again",
+                ts_event=status.ts_event,
+                correlation_id=status.correlation_id,
                 details=details,
             )
 
@@ -217,16 +234,17 @@ class FeedLoop:
             return True
         return False
 
-    def _status(self, ts_event: datetime) -> events.FeedStatus:
+    def _status(self, ts_event: datetime, instruments: int | None) -> events.FeedStatus:
         return events.FeedStatus(
             ts_event=ts_event,
             source=self.publisher.source,
             feed=self.source_name,
             mode=self.mode,
+            # An in-process source has no connection to lose: it is connected while it yields batches.
             state=events.FeedState.CONNECTED,
             last_tick_at=ts_event,
-            lag_ms=0.0,
-            subscribed_instruments=0,
+            lag_ms=self.pacer.lag_ms(time.monotonic()),
+            subscribed_instruments=instruments,
             message=f"{self.source_name} at {self.pacer.speed:g}x"
             + (" in lockstep" if self.lockstep else ""),
         )

@@ -6,8 +6,7 @@ updates the row and is counted as updated. Rows the parser rejects are reported 
 numbers and reasons; the good rows of the same file are still imported, because one broken line in a
 year of history should be visible, not fatal.
 
-Analytics reads history with the same query as `load_daily_bars` (`LOAD_DAILY_BARS_SQL`): rows up to
-and including a day, the most recent `limit` of them, returned oldest first.
+Everyone reads the table through `volguard_common.daily_bars.read_daily_bars`, the one reader.
 """
 
 from __future__ import annotations
@@ -19,13 +18,14 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from volguard_common import db
-from volguard_common.quant.history import BadRow, parse_daily_csv
+from volguard_common.file_rows import BadRow
+from volguard_market_data.history_files import parse_daily_csv
 
 NIFTY = "NIFTY"
 INDIAVIX = "INDIAVIX"
@@ -50,15 +50,6 @@ SET open = excluded.open, high = excluded.high, low = excluded.low, close = excl
 WHERE (bars.open, bars.high, bars.low, bars.close, bars.volume)
     IS DISTINCT FROM (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
 RETURNING (xmax = 0) AS inserted
-"""
-
-LOAD_DAILY_BARS_SQL = """
-SELECT trade_date, open::float8 AS open, high::float8 AS high, low::float8 AS low,
-       close::float8 AS close, volume
-FROM market.daily_bars
-WHERE symbol = $1 AND ($2::date IS NULL OR trade_date <= $2::date)
-ORDER BY trade_date DESC
-LIMIT $3
 """
 
 
@@ -274,27 +265,3 @@ async def write_daily_bars(pool: db.Pool, bars: Iterable[DailyBar], source: str)
             updated += counts.updated
             unchanged += counts.unchanged
     return UpsertCounts(inserted, updated, unchanged)
-
-
-async def load_daily_bars(
-    pool: db.Pool, symbol: str, until: date | None = None, limit: int | None = None
-) -> pd.DataFrame:
-    """Daily bars of `symbol` up to and including `until`, the last `limit` of them, oldest first.
-
-    Indexed by a DatetimeIndex named `date` (as `parse_daily_csv` returns); columns open, high, low,
-    close (float64) and volume (float64, NaN where unknown — India VIX has none).
-    """
-    resolved = _check_symbol(symbol)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(LOAD_DAILY_BARS_SQL, resolved, until, limit)
-    rows = list(reversed(rows))
-    columns: dict[str, Any] = {
-        name: np.array([row[name] for row in rows], dtype=np.float64) for name in _PRICE_COLUMNS
-    }
-    columns["volume"] = np.array(
-        [np.nan if row["volume"] is None else float(row["volume"]) for row in rows], dtype=np.float64
-    )
-    index = pd.DatetimeIndex(pd.to_datetime([row["trade_date"] for row in rows]), name="date")
-    return pd.DataFrame(columns, index=index)

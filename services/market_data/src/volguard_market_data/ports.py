@@ -25,6 +25,9 @@ class Publication:
 class MarketBatch:
     ts_event: datetime  # IST-aware exchange time of every event in the batch
     publications: tuple[Publication, ...] = field(default_factory=tuple)
+    # Distinct instruments the batch carries (ticks plus both sides of every chain strike), for
+    # md.status; None when the source does not know without parsing its payloads (replay).
+    instruments: int | None = None
 
 
 class MarketSource(Protocol):

@@ -60,9 +60,13 @@ async def build_source(
         if settings.replay_dir is None:
             raise ValueError("VOLGUARD_FEED=replay needs VOLGUARD_REPLAY_DIR")
         return ReplaySource(settings.replay_dir), events.MarketMode.REPLAY, False, None
+    from volguard_market_data.adapters.upstox.market_info import BrokerCalendarCheck
     from volguard_market_data.adapters.upstox.source import UpstoxSource
 
     source = UpstoxSource(settings)
+    # The broker's holidays and timings correct the bundled calendar, checked now and once a day.
+    calendar_check = BrokerCalendarCheck(source.http, ctx.publisher)
+    ctx.tasks.append(asyncio.create_task(calendar_check.run(), name="broker-calendar"))
     await source.start()
     return source, events.MarketMode.LIVE, False, source.token_alert
 
@@ -101,6 +105,8 @@ async def run_feed(ctx: ServiceContext, loop: FeedLoop) -> None:
             events.Severity.CRITICAL,
             "FEED_FAILED",
             f"{loop.source_name} feed failed: {type(exc).__name__}: {exc}",
+            # A crash of this process: it happens in wall time.
+            ts_event=datetime.now(clock.IST),
         )
         os.kill(os.getpid(), signal.SIGTERM)
     else:

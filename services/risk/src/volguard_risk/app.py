@@ -9,4 +9,5 @@ SPEC = ServiceSpec(
     schema="risk",
     migrations_package="volguard_risk",
     description=("Turns approved proposals into orders, owns positions, capital and the trading state."),
+    single_active=True,
 )

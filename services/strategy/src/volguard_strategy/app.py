@@ -9,4 +9,5 @@ SPEC = ServiceSpec(
     schema="strategy",
     migrations_package="volguard_strategy",
     description="Proposes trades (st.intents) from the volatility picture and the portfolio.",
+    single_active=True,
 )

@@ -63,14 +63,14 @@ def test_a_batch_holds_three_ticks_then_one_chain_per_expiry() -> None:
 
 def test_exchange_time_steps_by_the_interval_and_crosses_to_the_next_open() -> None:
     settings = Settings(sim_snapshot_interval_s=2.0)
-    source = SimSource(settings, seed=5, start=datetime(2026, 12, 4, 15, 29, 54, tzinfo=IST), steps=5)
+    source = SimSource(settings, seed=5, start=datetime(2026, 12, 4, 15, 39, 54, tzinfo=IST), steps=5)
     times = [b.ts_event for b in collect(source)]
-    # Snapshots sit on a grid anchored at the open; Friday 4 Dec 2026 closes at 15:30 and the next
-    # session is Monday 7 Dec at 09:15.
+    # Snapshots sit on a grid anchored at the open; Friday 4 Dec 2026 closes at 15:40 (the F&O close
+    # from 3 Aug 2026) and the next session is Monday 7 Dec at 09:15.
     assert times == [
-        datetime(2026, 12, 4, 15, 29, 54, tzinfo=IST),
-        datetime(2026, 12, 4, 15, 29, 56, tzinfo=IST),
-        datetime(2026, 12, 4, 15, 29, 58, tzinfo=IST),
+        datetime(2026, 12, 4, 15, 39, 54, tzinfo=IST),
+        datetime(2026, 12, 4, 15, 39, 56, tzinfo=IST),
+        datetime(2026, 12, 4, 15, 39, 58, tzinfo=IST),
         datetime(2026, 12, 7, 9, 15, tzinfo=IST),
         datetime(2026, 12, 7, 9, 15, 2, tzinfo=IST),
     ]
@@ -78,8 +78,29 @@ def test_exchange_time_steps_by_the_interval_and_crosses_to_the_next_open() -> N
     assert friday_close == [date(2026, 12, 4), date(2026, 12, 7)]
 
 
+def test_the_simulated_day_ends_at_the_dated_close() -> None:
+    # Friday 31 July 2026 still closes at 15:30; the next session (Monday 3 August) runs to 15:40.
+    settings = Settings(sim_snapshot_interval_s=2.0)
+    july = SimSource(settings, seed=5, start=datetime(2026, 7, 31, 15, 29, 56, tzinfo=IST), steps=3)
+    assert [b.ts_event for b in collect(july)] == [
+        datetime(2026, 7, 31, 15, 29, 56, tzinfo=IST),
+        datetime(2026, 7, 31, 15, 29, 58, tzinfo=IST),
+        datetime(2026, 8, 3, 9, 15, tzinfo=IST),
+    ]
+    august = SimSource(settings, seed=5, start=datetime(2026, 8, 3, 15, 29, 58, tzinfo=IST), steps=2)
+    assert [b.ts_event for b in collect(august)] == [
+        datetime(2026, 8, 3, 15, 29, 58, tzinfo=IST),
+        datetime(2026, 8, 3, 15, 30, tzinfo=IST),
+    ]
+    last_of_day = SimSource(settings, seed=5, start=datetime(2026, 8, 3, 15, 39, 58, tzinfo=IST), steps=2)
+    assert [b.ts_event for b in collect(last_of_day)] == [
+        datetime(2026, 8, 3, 15, 39, 58, tzinfo=IST),
+        datetime(2026, 8, 4, 9, 15, tzinfo=IST),
+    ]
+
+
 def test_monday_opens_from_friday_close() -> None:
-    source = SimSource(Settings(), seed=5, start=datetime(2026, 12, 4, 15, 29, 59, tzinfo=IST), steps=2)
+    source = SimSource(Settings(), seed=5, start=datetime(2026, 12, 4, 15, 39, 59, tzinfo=IST), steps=2)
     friday, monday = (events.parse_event(b.publications[0].payload) for b in collect(source))
     assert isinstance(friday, events.Tick)
     assert isinstance(monday, events.Tick)

@@ -244,16 +244,36 @@ class MarketMode(StrEnum):
 
 
 class FeedStatus(EventBase):
-    """Health of the market-data feed as market_data sees it."""
+    """Health of the market-data feed as market_data sees it.
 
+    Version 2: `lag_ms` and `subscribed_instruments` are measured or None (unknown). Version 1 from the
+    simulator and replay carried a hard-coded `lag_ms=0` and `subscribed_instruments=0`; those are read
+    as unknown, because they never were measurements.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     STREAM: ClassVar[str] = streams.MD_STATUS.name
     type: Literal["FeedStatus"] = "FeedStatus"
+    schema_version: int = Field(default=2, ge=1)
 
     feed: Name
     mode: MarketMode
     state: FeedState
     # None until the first tick: "never received" is not "received long ago".
     last_tick_at: IstDatetime | None = None
+    # Live: exchange time of the last tick against the feed's clock. Sim/replay: how far publication
+    # runs behind the pace (`speed`), in wall ms. None when unpaced or not measured.
     lag_ms: NonNegativeFloat | None = None
-    subscribed_instruments: Quantity
+    # Live: instruments subscribed at the broker. Sim/replay: distinct instruments the last batch
+    # published (ticks plus both sides of every chain strike). None when unknown.
+    subscribed_instruments: Quantity | None = None
     message: Text = ""
+
+    @model_validator(mode="after")
+    def _v1_sim_placeholders_are_unknown(self) -> FeedStatus:
+        if self.schema_version == 1 and self.mode is not MarketMode.LIVE:
+            # Frozen model: set through object.__setattr__ during validation only.
+            object.__setattr__(self, "lag_ms", None)
+            object.__setattr__(self, "subscribed_instruments", None)
+        return self

@@ -10,7 +10,8 @@ schedules:
 - RBI MPC decisions, 10:00: the 2025 and FY2025-26 schedule published by RBI.
 - Union Budget, 11:00: 1 Feb 2025 (a Saturday session) and 1 Feb 2026 (a Sunday session), matching the
   special sessions in `volguard_common/calendar_data`.
-- NIFTY expiry days, at the 15:30 cutoff, from `volguard_common.clock`.
+- NIFTY expiry days, at the day's dated close (15:30 until July 2026, 15:40 from August), from
+  `volguard_common.clock`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from volguard_common import clock
 from volguard_common.clock import IST
-from volguard_common.quant.history import BadRow
+from volguard_common.file_rows import BadRow
 
 RBI_POLICY_DATES = (
     date(2025, 2, 7),

@@ -1,10 +1,11 @@
 """One expiry's volatility picture from one ChainSnapshot: forward, per-quote IVs and flags, Greeks,
 SABR smile, ATM IV, 25-delta risk reversal and butterfly, straddle, expected move and OI statistics.
 
-Conventions (those of `volguard_common.quant`): time to expiry in ACT/365 years to the 15:30 IST cutoff,
-Black-76 on the forward, discount D = exp(-r t). The smile is built from out-of-the-money quotes only
-(puts below the forward, calls at and above it): OTM options carry all of their price as time value,
-so their mids pin the vol best, and ITM quotes add only the (wider) spread of the intrinsic part.
+Conventions (those of `volguard_common.quant`): time to expiry in ACT/365 years to the expiry day's
+dated close, Black-76 on the forward, discount D = exp(-r t). The smile is built from out-of-the-money
+quotes only (puts below the forward, calls at and above it): OTM options carry all of their price as
+time value, so their mids pin the vol best, and ITM quotes add only the (wider) spread of the
+intrinsic part.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ class VolHistory:
         vix: pd.DataFrame | None = None,
         atm_iv_percent: pd.DataFrame | None = None,
     ) -> VolHistory:
-        """From `quant.history.parse_daily_csv` frames (DatetimeIndex `date`, snake_case columns).
+        """From daily-CSV frames as market_data's `parse_daily_csv` returns them (DatetimeIndex `date`,
+        snake_case columns).
         `atm_iv_percent` holds ATM IV in percent, as the usual downloads do; it is stored as a fraction."""
         bars = index.loc[:, ["open", "high", "low", "close"]].reset_index(names="trade_date")
         return cls(

@@ -37,7 +37,8 @@ from volguard_common.events.market import InstrumentKind
 from volguard_common.events.vol import ExpiryVol, Quality, RealisedVol, VolSnapshot
 from volguard_common.quant import sabr
 
-LAST_HOUR_FROM = time(14, 30)
+# The session's last hour, measured back from the day's dated close (15:30 until July 2026, 15:40 on).
+LAST_HOUR = timedelta(hours=1)
 _SEVERITY = {Quality.GOOD: 0, Quality.DEGRADED: 1, Quality.BAD: 2}
 _BITS_48 = (1 << 48) - 1
 _BITS_62 = (1 << 62) - 1
@@ -342,7 +343,7 @@ class _DayCalendar:
         return minutes
 
     def is_last_hour(self, ts: datetime) -> bool:
-        return self._close is not None and ts.time() >= LAST_HOUR_FROM and ts < self._close
+        return self._close is not None and self._close - LAST_HOUR <= ts < self._close
 
 
 def _reference(analyses: Sequence[ExpiryAnalysis]) -> ExpiryAnalysis:

@@ -159,7 +159,11 @@ class SimSource:
             return None
         if self._remaining is not None:
             self._remaining -= 1
-        return MarketBatch(ts_event=frame.ts_event, publications=self.publications(frame))
+        # The index, VIX and future ticks, and a call and a put on every listed strike.
+        instruments = 3 + sum(2 * len(chain.columns.floats("strike")) for chain in frame.chains)
+        return MarketBatch(
+            ts_event=frame.ts_event, publications=self.publications(frame), instruments=instruments
+        )
 
     def _tick(
         self,

@@ -12,12 +12,27 @@ Upstox facts relied on (upstox.com/developer/api-documentation/v3/get-market-dat
   3000, full 2000 when one mode is used; ltpc 2000, option_greeks 2000, full 1500 when modes are
   combined; full_d30 (Upstox Plus) 50. Over-limit subscriptions are refused here with a clear error,
   before the server silently drops them;
-- when idle the server sends WebSocket pings, which the client library answers.
+- when there is nothing to send (a quiet market, a closed segment) the server sends only WebSocket
+  pings, which the client library answers; a quiet feed is not a dead one;
+- a feed message may be partial: an instrument's entry carries only what changed. The proto copy here
+  marks the scalars such a frame may leave out as `optional` (wire-identical) so presence is visible;
+  sub-messages (ltpc, firstDepth, optionGreeks, marketOHLC) have presence in any proto3.
+
+Partial frames: each field of `FeedQuote` keeps its last value until a frame carries it again, and
+`FeedQuote.refreshed_mono` remembers when each field was last carried, so a consumer can flag values
+that are old (`stale_fields`) instead of reading a missing field as 0. A top-of-book message, when
+present, is the whole top of book: a 0 price in it is an empty side (Upstox's convention), not "unchanged".
+
+Liveness (is the connection alive?) and staleness (is the data fresh?) are separate. Any frame from the
+server counts as life: data, a ping, or the pong to the pings this client sends every `ping_interval_s`.
+Only `stall_timeout_s` without any of them is a dead connection (reconnect). How old the data is, is the
+consumer's business (`UpstoxSource` reports it as STALE in FeedStatus).
 
 Robustness: reconnects with exponential backoff and jitter, re-sends every subscription after a
-reconnect, drops undecodable frames (counted and logged, never fatal), and treats `stall_timeout_s`
-without any frame as a dead connection. A 401 while authorizing stops the loop (`auth_error`): no
-retry can revive an expired token (they expire daily at 03:30 IST).
+reconnect, drops undecodable frames (counted and logged, never fatal). A 401 while authorizing stops the
+loop (`auth_error`): no retry can revive an expired token (they expire daily at 03:30 IST). During
+Upstox's nightly maintenance (UDAPI100074 / UDAPI100072) the loop keeps `broker_closed` set and retries
+every `broker_closed_retry_s` until the broker opens again.
 """
 
 from __future__ import annotations
@@ -39,9 +54,16 @@ from typing import Any
 import websockets
 from google.protobuf.message import DecodeError
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from volguard_common.clock import IST
-from volguard_market_data.adapters.upstox.http import UpstoxAuthError, UpstoxError, UpstoxHttp
+from volguard_market_data.adapters.upstox.http import (
+    UpstoxAuthError,
+    UpstoxBrokerClosedError,
+    UpstoxError,
+    UpstoxHttp,
+)
 from volguard_market_data.adapters.upstox.proto import MarketDataFeedV3_pb2
 
 # The generated module builds its classes at import time; typed as Any so mypy does not guess.
@@ -88,7 +110,12 @@ class SubscriptionLimitError(ValueError):
 
 def check_subscriptions(plan: Mapping[FeedMode, Collection[str]], limits: SubscriptionLimits) -> None:
     """Raise SubscriptionLimitError naming every mode over its cap; the plan is left to the caller."""
-    used = {mode: len(keys) for mode, keys in plan.items() if keys}
+    check_key_counts({mode: len(keys) for mode, keys in plan.items()}, limits)
+
+
+def check_key_counts(counts: Mapping[FeedMode, int], limits: SubscriptionLimits) -> None:
+    """As `check_subscriptions`, from the number of keys per mode (a plan not yet resolved to keys)."""
+    used = {mode: count for mode, count in counts.items() if count}
     caps = limits.combined if len(used) > 1 else limits.individual
     kind = "combined (several modes on one connection)" if len(used) > 1 else "single-mode"
     over = [
@@ -128,6 +155,20 @@ class FeedQuote:
     received_at: datetime | None = None  # wall time (IST) the last update arrived
     received_mono: float = 0.0  # time.monotonic() of the last update
     updates: int = 0
+    # time.monotonic() each field was last carried by a frame; a field absent here was never carried.
+    refreshed_mono: Mapping[str, float] = field(default_factory=dict)
+
+    def stale_fields(self, now_mono: float, after_s: float) -> tuple[str, ...]:
+        """Watched fields holding a value no frame has refreshed for more than `after_s` seconds."""
+        return tuple(
+            name
+            for name in WATCHED_FIELDS
+            if name in self.refreshed_mono and now_mono - self.refreshed_mono[name] > after_s
+        )
+
+
+# Fields whose age matters to a trader reading the chain (the last trade has its own STALE_LTP rule).
+WATCHED_FIELDS = ("bid", "ask", "volume", "oi", "iv", "delta")
 
 
 @dataclass(slots=True)
@@ -142,6 +183,9 @@ class FeedStats:
     reconnects: int = 0
     authorize_failures: int = 0
     subscribe_requests: int = 0
+    pings_received: int = 0  # server pings: the server is alive even when it has no data
+    pongs_received: int = 0  # answers to our pings
+    broker_closed: int = 0  # authorize attempts refused by the nightly maintenance window
 
 
 class _BadUpdate(ValueError):
@@ -171,10 +215,25 @@ def _epoch_ms(value: int) -> datetime | None:
 
 
 def _apply_ltpc(fields: dict[str, Any], ltpc: Any) -> None:
-    fields["ltp"] = _price(ltpc.ltp, "ltp")
-    fields["ltt"] = _epoch_ms(ltpc.ltt)
-    fields["ltq"] = _count(ltpc.ltq, "ltq")
-    fields["prev_close"] = _price(ltpc.cp, "cp")
+    # Field by field: a partial LTPC (say, only a new close) must not erase the last trade.
+    if ltpc.HasField("ltp"):
+        fields["ltp"] = _price(ltpc.ltp, "ltp")
+    if ltpc.HasField("ltt"):
+        fields["ltt"] = _epoch_ms(ltpc.ltt)
+    if ltpc.HasField("ltq"):
+        fields["ltq"] = _count(ltpc.ltq, "ltq")
+    if ltpc.HasField("cp"):
+        fields["prev_close"] = _price(ltpc.cp, "cp")
+
+
+def _apply_totals(fields: dict[str, Any], level: Any) -> None:
+    """Volume, OI and IV of a FirstLevelWithGreeks or MarketFullFeed, only those the frame carries."""
+    if level.HasField("vtt"):
+        fields["volume"] = _count(level.vtt, "vtt")
+    if level.HasField("oi"):
+        fields["oi"] = _count(level.oi, "oi")
+    if level.HasField("iv"):
+        fields["iv"] = _finite(level.iv, "iv")
 
 
 def _apply_depth(fields: dict[str, Any], quote: Any) -> None:
@@ -211,24 +270,20 @@ def feed_update_fields(feed: Any) -> dict[str, Any]:
             _apply_depth(fields, level.firstDepth)
         if level.HasField("optionGreeks"):
             _apply_greeks(fields, level.optionGreeks)
-        fields["volume"] = _count(level.vtt, "vtt")
-        fields["oi"] = _count(level.oi, "oi")
-        fields["iv"] = _finite(level.iv, "iv")
+        _apply_totals(fields, level)
     elif which == "fullFeed":
         kind = feed.fullFeed.WhichOneof("FullFeedUnion")
         if kind == "marketFF":
             market = feed.fullFeed.marketFF
             if market.HasField("ltpc"):
                 _apply_ltpc(fields, market.ltpc)
-            if market.marketLevel.bidAskQuote:
+            if market.HasField("marketLevel") and market.marketLevel.bidAskQuote:
                 _apply_depth(fields, market.marketLevel.bidAskQuote[0])
             if market.HasField("optionGreeks"):
                 _apply_greeks(fields, market.optionGreeks)
             if market.HasField("marketOHLC"):
                 _apply_ohlc(fields, market.marketOHLC)
-            fields["volume"] = _count(market.vtt, "vtt")
-            fields["oi"] = _count(market.oi, "oi")
-            fields["iv"] = _finite(market.iv, "iv")
+            _apply_totals(fields, market)
         elif kind == "indexFF":
             index = feed.fullFeed.indexFF
             if index.HasField("ltpc"):
@@ -237,9 +292,28 @@ def feed_update_fields(feed: Any) -> dict[str, Any]:
                 _apply_ohlc(fields, index.marketOHLC)
         else:
             raise _BadUpdate("fullFeed without marketFF or indexFF")
-    else:
-        raise _BadUpdate("feed carries no ltpc, fullFeed or firstLevelWithGreeks")
+    # An entry with no payload at all says "nothing new" for that instrument: no fields, no update.
     return fields
+
+
+class _LivenessConnection(ClientConnection):
+    """A client connection that notes every frame the server sends, control frames included.
+
+    websockets answers pings and matches pongs itself and hands only data to `recv()`; liveness needs
+    to see the others too. `process_event` is the hook the library's subclasses override for this."""
+
+    last_frame_mono: float = 0.0
+    pings: int = 0
+    pongs: int = 0
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame):
+            self.last_frame_mono = time.monotonic()
+            if event.opcode is Opcode.PING:
+                self.pings += 1
+            elif event.opcode is Opcode.PONG:
+                self.pongs += 1
+        super().process_event(event)
 
 
 def subscription_request(method: str, keys: Iterable[str], mode: FeedMode | None = None) -> bytes:
@@ -258,15 +332,24 @@ class MarketFeed:
         *,
         authorize_path: str = AUTHORIZE_PATH,
         stall_timeout_s: float = 10.0,
+        ping_interval_s: float | None = 3.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         open_timeout_s: float = 10.0,
+        broker_closed_retry_s: float = 60.0,
         limits: SubscriptionLimits | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        if ping_interval_s is not None and ping_interval_s >= stall_timeout_s:
+            raise ValueError(
+                f"ping_interval_s ({ping_interval_s}) must be shorter than stall_timeout_s "
+                f"({stall_timeout_s}): a quiet server is known to be alive by its pongs"
+            )
         self.http = http
         self.authorize_path = authorize_path
         self.stall_timeout_s = stall_timeout_s
+        self.ping_interval_s = ping_interval_s
+        self.broker_closed_retry_s = broker_closed_retry_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.open_timeout_s = open_timeout_s
@@ -276,13 +359,15 @@ class MarketFeed:
         self.segment_status: dict[str, str] = {}
         self.stats = FeedStats()
         self.auth_error: UpstoxAuthError | None = None
+        # Set while Upstox refuses the feed for its nightly maintenance; cleared by the next connect.
+        self.broker_closed: UpstoxBrokerClosedError | None = None
         self.last_error: str = ""
         self.last_message_mono: float | None = None
         self.last_message_at: datetime | None = None
         self.last_server_ts: datetime | None = None
         self.connected_since_mono: float | None = None
         self._subscriptions: dict[FeedMode, dict[str, None]] = {mode: {} for mode in FeedMode}
-        self._ws: ClientConnection | None = None
+        self._ws: _LivenessConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._connected = asyncio.Event()
@@ -338,7 +423,7 @@ class MarketFeed:
         except websockets.ConnectionClosed:
             log.info("upstox feed: connection closed while sending a subscription; resent after reconnect")
 
-    async def _send_all(self, ws: ClientConnection) -> None:
+    async def _send_all(self, ws: _LivenessConnection) -> None:
         for mode, keys in self._subscriptions.items():
             if keys:
                 self.stats.subscribe_requests += 1
@@ -360,6 +445,15 @@ class MarketFeed:
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
+
+    @property
+    def pings_received(self) -> int:
+        """Server pings over every connection so far, the open one included."""
+        return self.stats.pings_received + (self._ws.pings if self._ws is not None else 0)
+
+    @property
+    def pongs_received(self) -> int:
+        return self.stats.pongs_received + (self._ws.pongs if self._ws is not None else 0)
 
     async def close(self) -> None:
         self._closing.set()
@@ -389,6 +483,15 @@ class MarketFeed:
                 self.last_error = str(exc)
                 log.error("upstox feed stopped: %s", exc)
                 return
+            except UpstoxBrokerClosedError as exc:
+                self.stats.broker_closed += 1
+                if self.broker_closed is None:
+                    log.warning("upstox feed: broker closed, waiting for it to open: %s", exc)
+                self.broker_closed = exc
+                self.last_error = str(exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), timeout=self.broker_closed_retry_s)
+                continue
             except UpstoxError as exc:
                 self.stats.authorize_failures += 1
                 self.last_error = str(exc)
@@ -399,9 +502,25 @@ class MarketFeed:
             healthy = False
             try:
                 async with websockets.connect(
-                    url, open_timeout=self.open_timeout_s, max_size=16 * 2**20, compression=None
-                ) as ws:
+                    url,
+                    open_timeout=self.open_timeout_s,
+                    max_size=16 * 2**20,
+                    compression=None,
+                    create_connection=_LivenessConnection,
+                    # Our pings keep a quiet connection provably alive (the pong is a frame); the
+                    # library's own timeout is off so that `stall_timeout_s` is the one rule.
+                    ping_interval=self.ping_interval_s,
+                    ping_timeout=None,
+                    # A hung server never answers our close frame; waiting the library's 10 s for it
+                    # would delay the reconnect that a dead connection needs.
+                    close_timeout=min(1.0, self.stall_timeout_s),
+                ) as opened:
+                    if not isinstance(opened, _LivenessConnection):  # create_connection= guarantees it
+                        raise TypeError(f"websockets returned {type(opened).__name__}")
+                    ws = opened
+                    ws.last_frame_mono = time.monotonic()
                     self._ws = ws
+                    self.broker_closed = None
                     self.connected_since_mono = time.monotonic()
                     self.stats.connects += 1
                     self._connected.set()
@@ -412,6 +531,9 @@ class MarketFeed:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("upstox feed connection failed: %s", self.last_error)
             finally:
+                if self._ws is not None:
+                    self.stats.pings_received += self._ws.pings
+                    self.stats.pongs_received += self._ws.pongs
                 self._ws = None
                 self._connected.clear()
             if self._closing.is_set():
@@ -426,16 +548,23 @@ class MarketFeed:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), timeout=delay)
 
-    async def _receive(self, ws: ClientConnection) -> bool:
-        """Read frames until the socket closes or stalls; True if any frame arrived."""
+    async def _receive(self, ws: _LivenessConnection) -> bool:
+        """Read frames until the socket closes or goes silent; True if any data frame arrived."""
         got_any = False
+        # Look at liveness a few times per timeout; recv() is safe to cancel and resume.
+        check_s = self.stall_timeout_s / 4
         while True:
             try:
-                frame = await asyncio.wait_for(ws.recv(), timeout=self.stall_timeout_s)
+                frame = await asyncio.wait_for(ws.recv(), timeout=check_s)
             except TimeoutError:
+                silent_s = time.monotonic() - ws.last_frame_mono
+                if silent_s < self.stall_timeout_s:
+                    continue  # pings or pongs still arrive: quiet market, live connection
                 self.stats.stalls += 1
-                self.last_error = f"no message for {self.stall_timeout_s}s"
-                log.warning("upstox feed stalled: no message for %.1fs; reconnecting", self.stall_timeout_s)
+                self.last_error = f"no frame (data, ping or pong) for {silent_s:.1f}s"
+                log.warning(
+                    "upstox feed dead: no frame, ping or pong for %.1fs; reconnecting", self.stall_timeout_s
+                )
                 await ws.close()
                 return got_any
             except websockets.ConnectionClosed as exc:
@@ -479,9 +608,18 @@ class MarketFeed:
                 self.stats.rejected_updates += 1
                 log.warning("upstox feed: rejected update for %s (%s)", key, exc)
                 continue
+            if not fields:
+                continue
             previous = self.quotes.get(key) or FeedQuote(instrument_key=key)
+            # Only the fields this frame carried change; the rest keep their value and their age.
+            refreshed = {**previous.refreshed_mono, **dict.fromkeys(fields, now_mono)}
             self.quotes[key] = replace(
-                previous, **fields, received_at=now, received_mono=now_mono, updates=previous.updates + 1
+                previous,
+                **fields,
+                received_at=now,
+                received_mono=now_mono,
+                updates=previous.updates + 1,
+                refreshed_mono=refreshed,
             )
 
     def _garbage(self, what: str) -> None:

@@ -107,6 +107,16 @@ class UpstoxUnavailableError(UpstoxError):
     """No response: connect or read timeout, connection refused or reset, after the allowed retries."""
 
 
+# Upstox answers these outside its API service hours (the nightly maintenance window, reported by public
+# clients as 00:00-05:30 IST). Nothing is wrong with the token or the request: the broker is closed.
+BROKER_CLOSED_ERROR_CODES = frozenset({"UDAPI100074", "UDAPI100072"})
+
+
+class UpstoxBrokerClosedError(UpstoxError):
+    """Upstox is in its nightly maintenance window (UDAPI100074 / UDAPI100072). Not retried here: the
+    caller waits for the window to end instead of hammering a closed service."""
+
+
 # ---- rate limiting ---------------------------------------------------------------------------------
 
 
@@ -399,6 +409,15 @@ class UpstoxHttp:
             return response
         code, message = _error_details(response)
         where = f"Upstox {method} {path} → HTTP {status}" + (f" {code}" if code else "")
+        if code in BROKER_CLOSED_ERROR_CODES:
+            raise UpstoxBrokerClosedError(
+                f"{where}: {message or 'outside API service hours'} (broker closed for its nightly "
+                "maintenance)",
+                status=status,
+                error_code=code,
+                method=method,
+                path=path,
+            )
         if status == 401:
             auth_error = UpstoxAuthError(
                 f"{where}: {message or 'unauthorized'}. The access token is invalid or expired. {TOKEN_HELP}",

@@ -88,7 +88,7 @@ def history_calendar() -> TradingCalendar:
         if session is not None:
             specials.append(session)
         day += timedelta(days=1)
-    return TradingCalendar(holidays, specials, date(2024, 1, 1), base.last_day)
+    return TradingCalendar(holidays, specials, date(2024, 1, 1), base.last_day, base.session_times)
 
 
 def trading_days(end: date, years: int = 2) -> list[date]:

@@ -99,6 +99,9 @@ class OptionBook:
     def __init__(self, opening_fair: Float64Array, oi_lots: Int64Array) -> None:
         self.ltp_ticks = np.maximum(to_ticks(opening_fair), 1)
         self.last_trade_s = np.zeros(opening_fair.shape, dtype=np.int64)
+        # Second of the session each option was last quoted (0: the open). Trades arrive in market time,
+        # so a quote step accounts for every second since the previous one, however far apart they are.
+        self.last_quoted_s = np.zeros(opening_fair.shape, dtype=np.int64)
         self.volume_lots = np.zeros(opening_fair.shape, dtype=np.int64)
         self.oi_lots = oi_lots.copy()
 
@@ -138,24 +141,39 @@ class OptionBook:
         bid_lots = np.where(has_bid, 1 + np.floor(draws[1] * depth).astype(np.int64), 0)
         ask_lots = np.where(has_ask, 1 + np.floor(draws[2] * depth).astype(np.int64), 0)
 
-        # Trades: likelier and bigger near the money, on liquid expiries, at the open and close.
-        p_trade = np.clip(0.7 * liq * np.exp(-m * m / 3.0) * activity, 0.003, 0.9)
-        traded = (draws[3] < p_trade) & has_ask
+        e_idx, g_idx = rows
+        # Trades arrive as a Poisson process in market time: likelier near the money, on liquid
+        # expiries, at the open and close. The rate is set so a one-second step trades with the
+        # probability it always had (0.3 % to 90 % a second); a step `elapsed` seconds after the
+        # previous quote of an option sees a trade with probability 1 - exp(-rate * elapsed), and the
+        # latest one lies an exponential gap before now. So a coarse snapshot interval or a start in
+        # mid-session does not leave liquid strikes with a stale last trade.
+        per_second = np.clip(0.7 * liq * np.exp(-m * m / 3.0) * activity, 0.003, 0.9)
+        rate = -np.log1p(-per_second)
+        elapsed = np.maximum(second - self.last_quoted_s[:, e_idx, g_idx], 0).astype(np.float64)
+        gap = -np.log1p(-draws[3]) / rate
+        traded = (gap < elapsed) & has_ask
         at_bid = (draws[4] < 0.45) & has_bid
         at_mid = (draws[4] > 0.9) & has_bid
         trade_ticks = np.where(at_bid, bid_ticks, np.where(at_mid, centre, ask_ticks))
-        lots = 1 + np.floor(-np.log1p(-draws[5]) * 40.0 * liq * np.exp(-0.5 * m * m) * activity).astype(
-            np.int64
-        )
+        # Size of what traded since the previous quote: the expected number of trades given at least
+        # one, relative to a one-second step's (1 at one-second steps).
+        expected = rate * elapsed
+        one_second = rate / -np.expm1(-rate)
+        trades = np.where(traded, expected / -np.expm1(-np.maximum(expected, 1e-12)) / one_second, 1.0)
+        lots = 1 + np.floor(
+            -np.log1p(-draws[5]) * 40.0 * liq * np.exp(-0.5 * m * m) * activity * np.maximum(trades, 1.0)
+        ).astype(np.int64)
         lots = np.where(traded, lots, 0)
         # Buyers lifting offers mostly open positions, sellers hitting bids mostly close them: OI builds
         # through the day as it does on the exchange.
         oi_change = np.where(at_bid, -(lots // 4), (lots * 3) // 10)
 
-        e_idx, g_idx = rows
         ltp_ticks = self.ltp_ticks[:, e_idx, g_idx]
         ltp_ticks = np.where(traded, trade_ticks, ltp_ticks)
-        last_trade = np.where(traded, second, self.last_trade_s[:, e_idx, g_idx])
+        latest = second - np.floor(np.minimum(gap, elapsed)).astype(np.int64)
+        last_trade = np.where(traded, latest, self.last_trade_s[:, e_idx, g_idx])
+        self.last_quoted_s[:, e_idx, g_idx] = second
         volume = self.volume_lots[:, e_idx, g_idx] + lots
         oi = np.maximum(self.oi_lots[:, e_idx, g_idx] + np.where(traded, oi_change, 0), 0)
         self.ltp_ticks[:, e_idx, g_idx] = ltp_ticks

@@ -24,7 +24,7 @@ CLOSE_DECAY = 0.04
 
 
 def session_seconds(open_dt: datetime, close_dt: datetime) -> int:
-    """Whole seconds in the session (22,500 on a regular 09:15–15:30 day)."""
+    """Whole seconds in the session (22,500 for 09:15–15:30, 23,100 for 09:15–15:40 from 3 Aug 2026)."""
     return int((close_dt - open_dt).total_seconds())
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from volguard_common.quant._types import Float64Array
 from volguard_market_data.domain.sim.scenarios import SessionScript
-from volguard_market_data.domain.sim.vix import SESSION_SECONDS, TRADING_SECONDS_PER_YEAR, VixModel
+from volguard_market_data.domain.sim.vix import SESSIONS_PER_YEAR, VixModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +80,12 @@ def simulate_session(
     z = standard_t(rng, spot_model.t_dof, n).tolist()
     e = rng.standard_normal(n).tolist()
     w = rng.standard_normal(n).tolist()
-    jump_at = rng.random(n) < spot_model.jumps_per_day / SESSION_SECONDS
+    jump_at = rng.random(n) < spot_model.jumps_per_day / n
     jumps = np.where(jump_at, rng.normal(spot_model.jump_mean, spot_model.jump_sd, n), 0.0).tolist()
     noise = rng.standard_normal(n) * vix_model.tick_noise
 
-    dt = 1.0 / TRADING_SECONDS_PER_YEAR
+    # Year fraction of one second of this session: a session is 1/252 of a year, however long it is.
+    dt = 1.0 / (SESSIONS_PER_YEAR * n)
     var_scale = spot_model.realised_to_implied**2 * (1.0 - spot_model.overnight_share) * dt / 1e4
     drift = spot_model.drift * dt
     phi = math.exp(-math.log(2.0) / spot_model.sv_half_life_s)

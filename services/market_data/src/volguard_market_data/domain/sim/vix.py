@@ -32,6 +32,8 @@ class VixModel:
         return min(max(log_vix, math.log(self.floor)), math.log(self.cap))
 
 
-# Seconds of trading time in a trading year: 252 sessions of 22,500 seconds (09:15-15:30).
+# Sessions in a trading year. A session's seconds are its own dated length (22,500 for 09:15-15:30,
+# 23,100 for 09:15-15:40 from 3 Aug 2026): a day carries a day's variance whatever its length.
+SESSIONS_PER_YEAR = 252
+# A 09:15-15:30 session, the length before 3 Aug 2026; a reference for tests, not a rule.
 SESSION_SECONDS = 22_500
-TRADING_SECONDS_PER_YEAR = 252 * SESSION_SECONDS

@@ -1,5 +1,8 @@
 """Parsers for daily history files as people download them (NSE index and VIX CSVs, ISO-date CSVs).
 
+Reading files is I/O, so this lives with market_data (which imports history), not in the pure quant
+package; `volguard history import` and the tests over ../shared/data use it.
+
 The real files carry quirks this module absorbs: a UTF-8 byte-order mark, trailing spaces in the
 column names (`"Date "`), `16-DEC-2025` dates, newest-first or oldest-first row order, thousands
 separators inside quoted numbers. Every data row either lands in the frame or is reported in
@@ -16,10 +19,11 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from volguard_common.file_rows import BadRow
 
 # Formats seen in NSE downloads and in hand-made files; tried in order, first match wins. A row
 # whose date matches none of them is a bad row, not a guess.
@@ -27,13 +31,6 @@ _DATE_FORMATS = ("%d-%b-%Y", "%Y-%m-%d", "%d-%m-%Y", "%d %b %Y", "%d-%b-%y", "%d
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 # Cells that mean "no value" in broker and exchange exports; they make the row bad, never zero.
 _MISSING_MARKERS = frozenset({"", "-", "na", "n/a", "nan", "null", "none"})
-
-
-class BadRow(NamedTuple):
-    """One rejected line: 1-based line number in the file (the header is line 1) and why."""
-
-    line: int
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

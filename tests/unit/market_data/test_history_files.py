@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.unit.quant.shared_data import shared_data
-from volguard_common.quant.history import BadRow, column_key, parse_daily_csv
+from volguard_common.file_rows import BadRow
+from volguard_market_data.history_files import column_key, parse_daily_csv
 
 
 def test_nifty_nse_file_newest_first_with_bom_and_spaced_headers() -> None:

