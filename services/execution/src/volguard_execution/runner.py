@@ -77,6 +77,17 @@ class BasketRunner:
         await self._act(guard, guard.cancel(self.clock(), reason))
         return True
 
+    async def adopt(self, guard: BasketGuard) -> None:
+        """A recovered basket: its orders are read back from the broker, then it acts."""
+        self.guards[guard.basket.basket_id] = guard
+        for order in guard.orders:
+            if order.broker_order_id is not None:
+                self._routes[order.broker_order_id] = order.key
+        for order in list(guard.orders):
+            if order.live:
+                await self._resolve(guard, order.key)
+        await self._act(guard, guard.progress(self.clock()))
+
     async def tick(self) -> None:
         """Let every working basket act on the time (re-prices, deadlines, silent orders)."""
         for guard in list(self.guards.values()):

@@ -220,6 +220,7 @@ class BasketGuard:
         self._next_attempt: dict[int, int] = {leg.leg_index: 0 for leg in basket.legs}
         self._asked: dict[OrderKey, _Asked] = {}
         self._cancel_requested: str | None = None
+        self._recovered: str | None = None  # why a basket of an earlier process is being finished here
         self._unwinding = False
         self._alerted_unwind = False
         sequences = sorted({leg.sequence for leg in basket.legs})
@@ -240,6 +241,48 @@ class BasketGuard:
             for sequence in sequences
         ]
         self._stage: _Stage | None = None
+
+    @classmethod
+    def recover(
+        cls,
+        basket: ExecuteBasket,
+        orders: Iterable[Order],
+        *,
+        contract: Contract,
+        config: GuardConfig,
+        now: datetime,
+        reason: str,
+    ) -> BasketGuard:
+        """A basket another process was working when it died (failover, restart), from its persisted
+        orders (reconciled with the broker by the caller). Its stage plan died with that process, so it
+        is not resumed: whatever is still working is cancelled, then what filled is unwound (an exit is
+        not reversed: it ends STUCK, hedged, for an operator), exactly as an abandoned stage."""
+        guard = cls(basket, contract=contract, config=config, now=now)
+        guard._pending_stages = []
+        guard._recovered = reason
+        # Every leg is in the recovery stage, those never placed too: a basket that had in fact filled
+        # in full ends FILLED, and one that had not is unwound from what filled.
+        items = {
+            leg.leg_index: _Item(
+                ItemKind.LEG,
+                leg.leg_index,
+                leg.instrument_key,
+                leg.side,
+                leg.quantity,
+                basket.urgency,
+                leg.limit_price,
+                abandoned=True,
+            )
+            for leg in basket.legs
+        }
+        for order in orders:
+            guard.orders.adopt(order)
+            leg_index = order.key.leg_index
+            guard._next_attempt[leg_index] = max(guard._next_attempt[leg_index], order.key.attempt + 1)
+            if order.key.attempt not in items[leg_index].attempts:
+                items[leg_index].attempts.append(order.key.attempt)
+        guard._stage = _Stage(list(items.values()), now, abandoned=True)
+        return guard
 
     # -- what the caller feeds in -----------------------------------------------------------------
 
@@ -350,7 +393,9 @@ class BasketGuard:
             return
         # The stage failed: nothing of it is live any more, so what filled is final.
         self._stage = None
-        self._finish_abandoned(now, actions, self._cancel_requested or "a stage did not fill in time")
+        self._finish_abandoned(
+            now, actions, self._cancel_requested or self._recovered or "a stage did not fill in time"
+        )
 
     def _work(self, item: _Item, stage: _Stage, now: datetime, actions: list[Action]) -> None:
         orders = [order for order in self._orders_of(item) if order.live]
@@ -405,7 +450,11 @@ class BasketGuard:
         ]
 
     def _filled(self, item: _Item) -> int:
-        return sum(order.filled_qty for order in self._orders_of(item))
+        # Signed: a recovered leg may hold the orders of its unwind too, which take away from it.
+        return sum(
+            order.filled_qty if order.side is item.side else -order.filled_qty
+            for order in self._orders_of(item)
+        )
 
     def _place(
         self, item: _Item, quantity: int, now: datetime, actions: list[Action], *, repair: bool
@@ -572,7 +621,7 @@ class BasketGuard:
         )
 
     def _nothing_filled_status(self) -> BasketStatus:
-        if self._cancel_requested is not None:
+        if self._cancel_requested is not None or self._recovered is not None:
             return BasketStatus.CANCELLED
         return BasketStatus.REJECTED
 
