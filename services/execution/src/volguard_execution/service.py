@@ -96,6 +96,10 @@ class ExchangeTime:
         if self.latest is None or ts > self.latest:
             self.latest = ts
 
+    @property
+    def known(self) -> bool:
+        return self.latest is not None
+
     def __call__(self) -> datetime:
         return self.latest if self.latest is not None else to_ist(datetime.now(UTC))
 
@@ -323,6 +327,10 @@ class ExecutionService:
     # -- background work ------------------------------------------------------------------------------
 
     async def _drain_and_tick(self) -> None:
+        if not self.time.known:
+            # Nothing has said what time it is at the exchange yet (a simulated day may be years ago):
+            # the paper exchange must not be moved to the wall clock and then refuse the market's time.
+            return
         if isinstance(self.broker, PaperBroker):
             await self.broker.advance(self.clock())
         await self.runner.tick()
