@@ -28,7 +28,9 @@ from volguard_common.events.orders import (
 )
 from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
 from volguard_common.settings import Settings
+from volguard_execution.adapters.paper_broker import PaperBroker
 from volguard_execution.app import SPEC
+from volguard_execution.service import running_service as running_execution
 
 
 def chain(ts: datetime) -> events.ChainSnapshot:
@@ -146,3 +148,114 @@ async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
         await pool.close()
     assert status == "FILLED"
     assert persisted_fills == paper_trades == len(fills)
+
+
+async def alerts(redis: Redis, config: BusConfig) -> list[events.Alert]:
+    found = [
+        events.parse_event(fields[b"event"]) for _, fields in await redis.xrange(config.key("sys.alerts"))
+    ]
+    return [a for a in found if isinstance(a, events.Alert)]
+
+
+async def test_three_failed_health_checks_make_the_broker_unhealthy_and_recovery_is_announced(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(
+        update={"database_url": fresh_database_url, "broker_health_interval_s": 0.05}
+    )
+    config = BusConfig.from_settings(settings)
+    async with running_service(SPEC, settings, redis) as ctx:
+        service = running_execution(ctx)
+        assert isinstance(service.broker, PaperBroker)
+        await eventually(lambda: _health(redis, config, connected=True), what="a healthy BrokerHealth")
+        service.broker.faults.down = True
+        unhealthy = await eventually(
+            lambda: _health(redis, config, connected=False), what="an unhealthy BrokerHealth"
+        )
+        codes = [a.code for a in await alerts(redis, config)]
+        assert codes.count("BROKER_UNHEALTHY") == 1
+        assert service.health_failures >= settings.broker_unhealthy_after
+        assert unhealthy.broker == "paper"
+        service.broker.faults.down = False
+
+        async def recovered() -> bool:
+            return "BROKER_RECOVERED" in [a.code for a in await alerts(redis, config)]
+
+        await eventually(recovered, what="recovery announced")
+        assert not service.unhealthy
+
+
+async def _health(redis: Redis, config: BusConfig, *, connected: bool) -> events.BrokerHealth | None:
+    for _, fields in reversed(await redis.xrange(config.key("ex.health"))):
+        event = events.parse_event(fields[b"event"])
+        if isinstance(event, events.BrokerHealth) and event.connected is connected:
+            return event
+    return None
+
+
+async def test_a_position_volguard_did_not_open_is_reported_at_start(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    # Someone traded on the account while execution was down: the paper account knows, our fills do not.
+    async with running_service(SPEC, settings, redis):
+        pass
+    pool = await db.create_pool(settings.database_url)
+    try:
+        await pool.execute(
+            "insert into execution.paper_trades values ('999', '1', 'manual', 'NSE_FO|40001', 'SELL', 65, "
+            "12.5, true, $1)",
+            DEFAULT_TS_EVENT,
+        )
+    finally:
+        await pool.close()
+    async with running_service(SPEC, settings, redis):
+        found = await eventually(
+            lambda: _codes(redis, config, "POSITIONS_NOT_OURS"), what="the foreign position reported"
+        )
+    assert found[0].details == {"NSE_FO|40001": -65}
+
+
+async def _codes(redis: Redis, config: BusConfig, code: str) -> list[events.Alert]:
+    return [a for a in await alerts(redis, config) if a.code == code]
+
+
+async def test_flatten_all_buys_back_the_shorts_before_selling_the_wings(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    async with running_service(SPEC, settings, redis) as ctx:
+        ts = DEFAULT_TS_EVENT
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-to-flatten")
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+        async def results(count: int) -> list[events.BasketResult] | None:
+            nonlocal ts
+            ts += timedelta(seconds=1)
+            await market.publish(chain(ts))
+            found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+            return found if len(found) >= count else None
+
+        await eventually(lambda: results(1), what="the condor filled", poll_s=0.1)
+        await risk.publish(
+            events.FlattenAll(ts_event=ts, source="risk/test", reason=events.ExitReason.KILL_SWITCH)
+        )
+        done = await eventually(lambda: results(2), what="the flatten basket's end", poll_s=0.1)
+        positions = await running_execution(ctx).broker.positions()
+    flatten = done[1]
+    assert flatten.status is BasketStatus.FILLED, flatten
+    assert positions == []
+    updates = [
+        e
+        for e in await reports(redis, config)
+        if isinstance(e, events.OrderUpdate) and e.basket_id == flatten.basket_id
+    ]
+    first_sell = min(i for i, u in enumerate(updates) if u.side is Side.SELL)
+    bought_back = {u.instrument_key for u in updates[:first_sell] if u.status is OrderStatus.FILLED}
+    assert bought_back == {leg.instrument_key for leg in basket.legs if leg.side is Side.SELL}

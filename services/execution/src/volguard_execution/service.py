@@ -371,7 +371,8 @@ class ExecutionService:
             ts_event=self.clock(),
             source=self.ctx.source,
             broker=self.broker.name,
-            connected=probe.ok and not self.unhealthy,
+            # The verdict, not one probe: a single failed check is noise until it is the third in a row.
+            connected=not self.unhealthy,
             latency_ms=probe.latency_ms,
             # The paper broker has no order-rate limit of its own: its headroom is the Upstox budget
             # VolGuard keeps to, unused.
@@ -384,7 +385,9 @@ class ExecutionService:
             open_orders=open_orders,
             in_flight_unknown=unknown,
             reconciled=self.reconciled,
-            message=probe.message,
+            message=probe.message
+            if probe.ok
+            else f"check failed ({self.health_failures} in a row): {probe.message}",
         )
         async with outbox.transaction(self.ctx.pool, publisher=PUBLISHER, fence=self.ctx.fence) as tx:
             await tx.publish(health)
@@ -404,13 +407,17 @@ class ExecutionService:
 
     async def run_reconcile(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.reconcile_interval_s)
-            try:
-                await self.reconcile()
-            except BrokerUnavailable as exc:
-                # Unknown is not agreement: new orders wait until the broker answers.
-                self.reconciled = False
-                log.warning("reconciliation failed", error=str(exc))
+            # Until a reconciliation agrees, new orders wait: try again soon rather than at the interval.
+            await asyncio.sleep(self.settings.reconcile_interval_s if self.reconciled else 1.0)
+            await self.try_reconcile()
+
+    async def try_reconcile(self) -> None:
+        try:
+            await self.reconcile()
+        except BrokerUnavailable as exc:
+            # Unknown is not agreement: new orders wait until the broker answers.
+            self.reconciled = False
+            log.warning("reconciliation failed", error=str(exc))
 
     async def reconcile(self) -> None:
         """Read back every order not known to have ended, then compare positions with the fills."""
@@ -679,7 +686,7 @@ async def setup(ctx: ServiceContext) -> None:
     service = ExecutionService(ctx, await _paper_broker(ctx, time), time)
     _RUNNING[ctx.source] = service
     await service.recover_unfinished()
-    await service.reconcile()
+    await service.try_reconcile()
     for stream, handler in (
         ("ex.commands", service.on_command),
         ("md.chain", service.on_chain),
