@@ -175,6 +175,7 @@ async def test_three_failed_health_checks_make_the_broker_unhealthy_and_recovery
         codes = [a.code for a in await alerts(redis, config)]
         assert codes.count("BROKER_UNHEALTHY") == 1
         assert service.health_failures >= settings.broker_unhealthy_after
+        assert unhealthy is not None
         assert unhealthy.broker == "paper"
         service.broker.faults.down = False
 
@@ -248,6 +249,7 @@ async def test_flatten_all_buys_back_the_shorts_before_selling_the_wings(
         )
         done = await eventually(lambda: results(2), what="the flatten basket's end", poll_s=0.1)
         positions = await running_execution(ctx).broker.positions()
+    assert done is not None
     flatten = done[1]
     assert flatten.status is BasketStatus.FILLED, flatten
     assert positions == []
