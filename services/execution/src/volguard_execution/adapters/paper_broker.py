@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
@@ -43,6 +43,7 @@ from volguard_execution.domain.paper_exchange import (
     Report,
     SessionCalendar,
     Traded,
+    chain_quotes,
 )
 from volguard_execution.ports import (
     BrokerOrder,
@@ -195,13 +196,21 @@ class PaperBroker:
 
     async def on_quote(self, quote: Quote) -> None:
         async with self._lock:
-            self._time(quote.ts_event)
-            await self._handle(self.exchange.on_quote(quote))
+            await self._handle(self.exchange.on_quote(self._restamped(quote)))
 
     async def on_chain(self, snapshot: ChainSnapshot) -> None:
         async with self._lock:
-            self._time(snapshot.ts_event)
-            await self._handle(self.exchange.on_chain(snapshot))
+            reports: list[Report] = []
+            for quote in chain_quotes(snapshot):
+                reports.extend(self.exchange.on_quote(self._restamped(quote)))
+            await self._handle(reports)
+
+    def _restamped(self, quote: Quote) -> Quote:
+        # A quote that arrives after the exchange moved on (a command or a timer carried a later time
+        # than market data still queued) is still the newest book known for its contract: it applies
+        # now, since the exchange cannot go back in time.
+        now = self._time(quote.ts_event)
+        return quote if now == quote.ts_event else replace(quote, ts_event=now)
 
     def add_instruments(self, instruments: Mapping[str, InstrumentRules]) -> None:
         """New contracts listed in the chain (the instrument master grows through the day)."""
