@@ -34,6 +34,7 @@ from volguard_common.events.orders import (
     ExecuteBasket,
     ExitReason,
     IntentKind,
+    OrderStatus,
     Structure,
     Urgency,
     client_order_id,
@@ -50,7 +51,7 @@ from volguard_execution.domain.basket_guard import (
     Resolve,
 )
 from volguard_execution.domain.fill_schedule import FillScheduleConfig
-from volguard_execution.domain.orders import LIVE_STATUSES, OrderKey, Trade
+from volguard_execution.domain.orders import LIVE_STATUSES, BrokerReport, Order, OrderKey, Trade
 from volguard_execution.domain.paper_exchange import (
     Accepted,
     Cancelled,
@@ -548,3 +549,67 @@ def test_a_failed_exit_is_not_reversed_and_what_remains_is_hedged() -> None:
 def test_config_refuses_a_fill_schedule_longer_than_the_basket_timeout() -> None:
     with pytest.raises(ValueError, match="must end inside"):
         GuardConfig(partial_fill_timeout_s=CONFIG.fill.duration_s(Urgency.PASSIVE) - 0.5, fill=CONFIG.fill)
+
+
+# ---- a basket another process was working when it died ---------------------------------------------
+
+
+def recovered(
+    purpose: IntentKind, fills: dict[int, int], *, live: frozenset[int] = frozenset()
+) -> BasketGuard:
+    """A guard rebuilt from persisted orders: leg i's attempt 0 filled `fills[i]` units (cancelled with the
+    rest), or still working when in `live`."""
+    basket = condor("basket-r", purpose, 2, Urgency.NORMAL)
+    orders = []
+    for leg in basket.legs:
+        if leg.leg_index not in fills and leg.leg_index not in live:
+            continue
+        key = OrderKey(basket.basket_id, leg.leg_index, 0)
+        order = Order(key, leg.instrument_key, leg.side, leg.quantity, leg.limit_price)
+        order.acknowledge(f"x{leg.leg_index}")
+        filled = fills.get(leg.leg_index, 0)
+        if filled:
+            order.add_trade(Trade(f"t{leg.leg_index}", filled, leg.limit_price, T0))
+        if leg.leg_index not in live and order.live:
+            order.apply_report(
+                BrokerReport(
+                    OrderStatus.CANCELLED, filled, leg.limit_price if filled else None, f"x{leg.leg_index}"
+                )
+            )
+        orders.append(order)
+    return BasketGuard.recover(
+        basket, orders, contract=Contract(TICK, FREEZE), config=CONFIG, now=T0, reason="failover"
+    )
+
+
+def test_a_recovered_entry_with_only_its_wings_filled_sells_them_back() -> None:
+    guard = recovered(IntentKind.ENTRY, {0: 130, 1: 130})
+    actions = guard.progress(T0)
+    places = [a for a in actions if isinstance(a, Place)]
+    assert {(p.key.leg_index, p.side, p.quantity) for p in places} == {
+        (0, Side.SELL, 130),
+        (1, Side.SELL, 130),
+    }
+    assert all(p.key.attempt == 1 for p in places)  # never attempt 0 again
+    assert any(isinstance(a, RaiseAlert) and a.code == "BASKET_UNWIND" for a in actions)
+
+
+def test_a_recovered_basket_that_had_filled_in_full_is_filled() -> None:
+    guard = recovered(IntentKind.ENTRY, {0: 130, 1: 130, 2: 130, 3: 130})
+    assert guard.progress(T0) == []
+    assert guard.outcome is not None
+    assert guard.outcome.status is BasketStatus.FILLED
+
+
+def test_a_recovered_basket_cancels_what_still_works_before_unwinding() -> None:
+    guard = recovered(IntentKind.ENTRY, {0: 130, 1: 130, 2: 65}, live=frozenset({2}))
+    actions = guard.progress(T0)
+    assert [type(a) for a in actions] == [Cancel]
+    assert not guard.ended
+
+
+def test_a_recovered_exit_is_not_reversed() -> None:
+    guard = recovered(IntentKind.EXIT, {0: 130})
+    guard.progress(T0)
+    assert guard.outcome is not None
+    assert guard.outcome.status is BasketStatus.STUCK

@@ -84,7 +84,7 @@ class BasketRunner:
             if order.broker_order_id is not None:
                 self._routes[order.broker_order_id] = order.key
         for order in list(guard.orders):
-            if order.live:
+            if _needs_reading_back(order):
                 await self._resolve(guard, order.key)
         await self._act(guard, guard.progress(self.clock()))
 
@@ -121,7 +121,7 @@ class BasketRunner:
         """After missed updates: every live order is read back from the broker's book."""
         for guard in list(self.guards.values()):
             for order in list(guard.orders):
-                if order.live:
+                if _needs_reading_back(order):
                     await self._resolve(guard, order.key)
             await self._act(guard, guard.progress(self.clock()))
 
@@ -233,6 +233,12 @@ class BasketRunner:
         # claimed it is not handed to another slice.
         candidates = [h for h in history if h.broker_order_id not in claimed and h.quantity == order.quantity]
         return candidates[0] if candidates else None
+
+
+def _needs_reading_back(order: Order) -> bool:
+    """Live, or known to have filled more than the trades we hold say (a report overtook its trades, or
+    the process that held them died before telling): the broker's trade book has the rest."""
+    return order.live or order.traded_qty < order.filled_qty
 
 
 def _fingerprint(order: Order) -> tuple[object, ...]:
