@@ -383,8 +383,15 @@ class BasketGuard:
         if stage.abandoned:
             for item in stage.items:
                 item.abandoned = True
-        live = [order for item in stage.items for order in self._orders_of(item) if order.live]
-        if live:
+        orders = [order for item in stage.items for order in self._orders_of(item)]
+        if any(order.live for order in orders):
+            return
+        # A report can say an order filled before its trades arrive: the stage (and the basket's result)
+        # waits for them, so every Fill is told before the basket's end; if they stay away, the book is read.
+        untraded = [order for order in orders if order.traded_qty < order.filled_qty]
+        for order in untraded:
+            self._resolve_if_silent(order, now, actions)
+        if untraded:
             return
         if all(self._filled(item) >= item.target for item in stage.items):
             self._stage = None
