@@ -595,6 +595,24 @@ class Settings(BaseSettings):
         "instrument master `freeze_quantity` gives it; NSE revises it); orders are sliced below it in "
         "whole lots (27 lots of 65). In live mode the broker's instrument master overrides it.",
     )
+    paper_latency_ms: int = Field(
+        default=50,
+        description="Execution, paper broker: exchange-time latency (ms) between a request and its "
+        "arrival at the paper exchange.",
+    )
+    broker_health_interval_s: float = Field(
+        default=30.0, description="Execution: seconds between broker health checks."
+    )
+    broker_unhealthy_after: int = Field(
+        default=3,
+        description="Execution: consecutive failed health checks after which the broker is unhealthy "
+        "(BrokerHealth and an Alert; risk stops new entries). The first good check announces recovery.",
+    )
+    reconcile_interval_s: float = Field(
+        default=180.0,
+        description="Execution: seconds between reconciliations of orders, trades and positions with the "
+        "broker (also on start and failover); new orders wait until a reconciliation agrees.",
+    )
     algo_order_threshold_per_second: int = Field(
         default=10,
         description="Orders per second at or above which a retail client's API orders must be a "
@@ -774,6 +792,10 @@ def _consistency_problems(s: Settings) -> list[str]:
         at_least(field, 0, strict=True)
     at_least("afe_max_reprices", 1)
     at_least("nifty_freeze_quantity", 1)
+    at_least("paper_latency_ms", 0)
+    at_least("broker_health_interval_s", 0, strict=True)
+    at_least("broker_unhealthy_after", 1)
+    at_least("reconcile_interval_s", 0, strict=True)
     if not s.afe_wait_passive_s >= s.afe_wait_normal_s >= s.afe_wait_urgent_s:
         problems.append(f"{' ≥ '.join(env_name(f) for f in waits)} must hold")
     slowest = s.afe_passive_s + s.afe_max_reprices * max(getattr(s, f) for f in waits)

@@ -484,6 +484,12 @@ class WorkingOrders:
         self._orders[key] = order
         return order
 
+    def adopt(self, order: Order) -> None:
+        """An order known from before (persisted by an earlier process), with its state as it was."""
+        if order.key in self._orders:
+            raise LiveOrderExists(f"order {order.key} already exists ({self._orders[order.key].status})")
+        self._orders[order.key] = order
+
     def by_client_order_id(self, tag: str) -> list[Order]:
         """Every slice placed under one Upstox tag, in slice order."""
         return sorted((o for o in self._orders.values() if o.client_order_id == tag), key=lambda o: o.key)

@@ -309,6 +309,11 @@ class PaperExchange:
         self._now: datetime | None = None
         self._trades: list[Traded] = []
 
+    def add_instruments(self, instruments: Mapping[str, InstrumentRules]) -> None:
+        """Contracts listed later in the day (the instrument master grows); known ones keep their rules."""
+        for key, rules in instruments.items():
+            self._instruments.setdefault(key, rules)
+
     # -- reading the book (what reconciliation and UNKNOWN resolution ask a broker) ---------------
 
     def order_book(self) -> list[BookEntry]:

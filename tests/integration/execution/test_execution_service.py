@@ -1,0 +1,263 @@
+"""The execution service in-process against real Redis and Postgres, with the paper broker.
+
+An ExecuteBasket on ex.commands becomes a filled paper basket: OrderUpdates, Fills and a BasketResult on
+ex.reports, a BrokerHealth on ex.health, orders, fills and the basket persisted in `execution.*`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from redis.asyncio import Redis
+
+from tests.support.services import running_service
+from tests.support.waiting import eventually
+from volguard_common import db, events
+from volguard_common.bus import BusConfig, Publisher
+from volguard_common.events._base import Bucket, Side
+from volguard_common.events.orders import (
+    BasketLeg,
+    BasketStatus,
+    ExecuteBasket,
+    IntentKind,
+    OrderStatus,
+    Structure,
+    Urgency,
+    client_order_id,
+)
+from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapshot
+from volguard_common.settings import Settings
+from volguard_execution.adapters.paper_broker import PaperBroker
+from volguard_execution.app import SPEC
+from volguard_execution.service import running_service as running_execution
+
+
+def chain(ts: datetime) -> events.ChainSnapshot:
+    return sample_chain_snapshot(41, ts_event=ts)
+
+
+def condor_from(snapshot: events.ChainSnapshot, basket_id: str) -> ExecuteBasket:
+    """A one-lot iron condor around the money: short ±200, wings ±400, wings bought first."""
+    arrays = snapshot.to_numpy()
+    strikes = [float(s) for s in arrays.strike]
+    atm = min(range(len(strikes)), key=lambda i: abs(strikes[i] - (snapshot.forward or snapshot.spot)))
+    plan = [
+        (atm + 8, "CE", Side.BUY, 0),
+        (atm - 8, "PE", Side.BUY, 0),
+        (atm + 4, "CE", Side.SELL, 1),
+        (atm - 4, "PE", Side.SELL, 1),
+    ]
+    legs = []
+    for index, (row, option_type, side, sequence) in enumerate(plan):
+        keys = arrays.call_instrument_key if option_type == "CE" else arrays.put_instrument_key
+        bids = arrays.call_bid if option_type == "CE" else arrays.put_bid
+        asks = arrays.call_ask if option_type == "CE" else arrays.put_ask
+        mid = (float(bids[row]) + float(asks[row])) / 2
+        legs.append(
+            BasketLeg(
+                instrument_key=str(keys[row]),
+                expiry=snapshot.expiry,
+                strike=strikes[row],
+                option_type=events.OptionType(option_type),
+                side=side,
+                quantity=snapshot.lot_size,
+                limit_price=round(Decimal(str(mid)), 2),
+                leg_index=index,
+                sequence=sequence,
+                client_order_id=client_order_id(basket_id, index, 0),
+            )
+        )
+    return ExecuteBasket(
+        ts_event=snapshot.ts_event,
+        source="risk/test",
+        basket_id=basket_id,
+        intent_id="intent-svc",
+        purpose=IntentKind.ENTRY,
+        bucket=Bucket.WEEKLY,
+        structure=Structure.IRON_CONDOR,
+        lot_size=snapshot.lot_size,
+        legs=legs,
+        urgency=Urgency.URGENT,
+        reason="service test",
+    )
+
+
+async def reports(redis: Redis, config: BusConfig) -> list[events.Event]:
+    return [
+        events.parse_event(fields[b"event"]) for _, fields in await redis.xrange(config.key("ex.reports"))
+    ]
+
+
+async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    async with running_service(SPEC, settings, redis):
+        ts = DEFAULT_TS_EVENT
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-svc-1")
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+        async def ended() -> events.BasketResult | None:
+            nonlocal ts
+            # Market data keeps coming: it is what moves exchange time on the paper exchange.
+            ts += timedelta(seconds=1)
+            await market.publish(chain(ts))
+            found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+            return found[0] if found else None
+
+        result = await eventually(ended, what="a BasketResult", poll_s=0.1)
+        everything = await reports(redis, config)
+        health = await redis.xrange(config.key("ex.health"))
+
+    assert isinstance(result, events.BasketResult)
+    assert result.status is BasketStatus.FILLED, result
+    assert result.basket_id == basket.basket_id
+    assert result.correlation_id == basket.correlation_id
+    assert [leg.filled_qty for leg in result.legs] == [leg.quantity for leg in basket.legs]
+    assert result.net_premium > 0  # a condor is a credit
+    assert result.fees > 0
+    updates = [e for e in everything if isinstance(e, events.OrderUpdate)]
+    fills = [e for e in everything if isinstance(e, events.Fill)]
+    assert {u.status for u in updates} >= {OrderStatus.NEW, OrderStatus.OPEN, OrderStatus.FILLED}
+    assert sum(f.quantity for f in fills) == sum(leg.quantity for leg in basket.legs)
+    # Hedges first: every wing was reported FILLED before the first short was even placed.
+    first_short_placed = min(
+        i for i, e in enumerate(everything) if isinstance(e, events.OrderUpdate) and e.side is Side.SELL
+    )
+    wings_filled = {
+        e.leg_index
+        for e in everything[:first_short_placed]
+        if isinstance(e, events.OrderUpdate) and e.side is Side.BUY and e.status is OrderStatus.FILLED
+    }
+    assert wings_filled == {leg.leg_index for leg in basket.legs if leg.side is Side.BUY}
+    assert health, "no BrokerHealth on ex.health"
+    pool = await db.create_pool(settings.database_url)
+    try:
+        status = await pool.fetchval(
+            "select status from execution.baskets where basket_id = $1", basket.basket_id
+        )
+        persisted_fills = await pool.fetchval("select count(*) from execution.fills")
+        paper_trades = await pool.fetchval("select count(*) from execution.paper_trades")
+    finally:
+        await pool.close()
+    assert status == "FILLED"
+    assert persisted_fills == paper_trades == len(fills)
+
+
+async def alerts(redis: Redis, config: BusConfig) -> list[events.Alert]:
+    found = [
+        events.parse_event(fields[b"event"]) for _, fields in await redis.xrange(config.key("sys.alerts"))
+    ]
+    return [a for a in found if isinstance(a, events.Alert)]
+
+
+async def test_three_failed_health_checks_make_the_broker_unhealthy_and_recovery_is_announced(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(
+        update={"database_url": fresh_database_url, "broker_health_interval_s": 0.05}
+    )
+    config = BusConfig.from_settings(settings)
+    async with running_service(SPEC, settings, redis) as ctx:
+        service = running_execution(ctx)
+        assert isinstance(service.broker, PaperBroker)
+        await eventually(lambda: _health(redis, config, connected=True), what="a healthy BrokerHealth")
+        service.broker.faults.down = True
+        unhealthy = await eventually(
+            lambda: _health(redis, config, connected=False), what="an unhealthy BrokerHealth"
+        )
+        codes = [a.code for a in await alerts(redis, config)]
+        assert codes.count("BROKER_UNHEALTHY") == 1
+        assert service.health_failures >= settings.broker_unhealthy_after
+        assert unhealthy is not None
+        assert unhealthy.broker == "paper"
+        service.broker.faults.down = False
+
+        async def recovered() -> bool:
+            return "BROKER_RECOVERED" in [a.code for a in await alerts(redis, config)]
+
+        await eventually(recovered, what="recovery announced")
+        assert not service.unhealthy
+
+
+async def _health(redis: Redis, config: BusConfig, *, connected: bool) -> events.BrokerHealth | None:
+    for _, fields in reversed(await redis.xrange(config.key("ex.health"))):
+        event = events.parse_event(fields[b"event"])
+        if isinstance(event, events.BrokerHealth) and event.connected is connected:
+            return event
+    return None
+
+
+async def test_a_position_volguard_did_not_open_is_reported_at_start(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    # Someone traded on the account while execution was down: the paper account knows, our fills do not.
+    async with running_service(SPEC, settings, redis):
+        pass
+    pool = await db.create_pool(settings.database_url)
+    try:
+        await pool.execute(
+            "insert into execution.paper_trades values ('999', '1', 'manual', 'NSE_FO|40001', 'SELL', 65, "
+            "12.5, true, $1)",
+            DEFAULT_TS_EVENT,
+        )
+    finally:
+        await pool.close()
+    async with running_service(SPEC, settings, redis):
+        found = await eventually(
+            lambda: _codes(redis, config, "POSITIONS_NOT_OURS"), what="the foreign position reported"
+        )
+    assert found[0].details == {"NSE_FO|40001": -65}
+
+
+async def _codes(redis: Redis, config: BusConfig, code: str) -> list[events.Alert]:
+    return [a for a in await alerts(redis, config) if a.code == code]
+
+
+async def test_flatten_all_buys_back_the_shorts_before_selling_the_wings(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    async with running_service(SPEC, settings, redis) as ctx:
+        ts = DEFAULT_TS_EVENT
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-to-flatten")
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+        async def results(count: int) -> list[events.BasketResult] | None:
+            nonlocal ts
+            ts += timedelta(seconds=1)
+            await market.publish(chain(ts))
+            found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+            return found if len(found) >= count else None
+
+        await eventually(lambda: results(1), what="the condor filled", poll_s=0.1)
+        await risk.publish(
+            events.FlattenAll(ts_event=ts, source="risk/test", reason=events.ExitReason.KILL_SWITCH)
+        )
+        done = await eventually(lambda: results(2), what="the flatten basket's end", poll_s=0.1)
+        positions = await running_execution(ctx).broker.positions()
+    assert done is not None
+    flatten = done[1]
+    assert flatten.status is BasketStatus.FILLED, flatten
+    assert positions == []
+    updates = [
+        e
+        for e in await reports(redis, config)
+        if isinstance(e, events.OrderUpdate) and e.basket_id == flatten.basket_id
+    ]
+    first_sell = min(i for i, u in enumerate(updates) if u.side is Side.SELL)
+    bought_back = {u.instrument_key for u in updates[:first_sell] if u.status is OrderStatus.FILLED}
+    assert bought_back == {leg.instrument_key for leg in basket.legs if leg.side is Side.SELL}
