@@ -199,6 +199,7 @@ class VolEngine:
         # The IV-RV thresholds are calibrated on 30-day implied vol against 21-session realised vol, so
         # the premium compares the 30-day constant-maturity ATM IV, and GARCH over the same 30 days.
         # When no two expiries bracket 30 days it falls back to the reference expiry, and says so.
+        premium_iv: float | None
         if atm_iv_30d is not None:
             premium_iv = atm_iv_30d
             premium_garch, _ = self.garch.forecast(days, PREMIUM_HORIZON_TRADING_DAYS)
