@@ -345,9 +345,9 @@ def test_first_minutes_fits_on_an_expiry_day_track_the_true_smile_as_well_as_mid
     # stale, which starved the fits of a mid-session start and of quiet wings. Ten snapshots 30 s apart
     # from 09:16, against ten from 12:30 of the same expiry day and seed: every expiry at least one
     # trading day out fits the true smile within 1.5x of its mid-session RMSE. Measured on this seed:
-    # ratios 0.64-1.38 (RMSEs 0.0002-0.0015 as vol fractions, 0.02-0.15 vol points, the quotes' tick
-    # rounding); the expiring weekly at the open: 0.014 (1.4 vol points) from ~4 clean quotes, no fit
-    # at all mid-session; its RMSE is reported (record_property, and printed) rather than bounded.
+    # ratios 0.67-1.46 (RMSEs at most 0.00002 as vol fractions, 0.002 vol points: the quotes' tick
+    # rounding); the expiring weekly at the open: 0.00014 (0.014 vol points) from a few clean quotes, no
+    # fit at all mid-session; its RMSE is reported (record_property, and printed) rather than bounded.
     # With the stale exclusion the mid-session fits used about half as many quotes (21-41 against 35-112).
     seed, steps, interval_s = 3, 10, 30.0
     opening = smile_rmse_by_expiry(seed, EXPIRY_DAY_OPEN + timedelta(minutes=1), steps, interval_s)
