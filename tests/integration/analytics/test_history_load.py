@@ -54,3 +54,45 @@ async def test_history_is_what_was_known_before_the_session(pool: db.Pool) -> No
     assert history.index_bars["close"].tolist() == [24000.0, 24050.25]
     assert history.vix_close is not None
     assert history.vix_close.tolist() == [13.4]
+
+
+async def test_atm_iv_copied_from_market_data_follows_a_later_import_but_a_measured_close_stays(
+    pool: db.Pool,
+) -> None:
+    nifty = [
+        Bar("NIFTY", date(2026, 1, 2), 23900.0, 24010.0, 23880.0, 24000.0, 900),
+        Bar("NIFTY", date(2026, 1, 5), 24000.0, 24100.0, 23950.0, 24050.25, 1000),
+    ]
+    atm_iv = [
+        Bar("NIFTYATMIV", date(2026, 1, 2), 13.0, 13.5, 12.9, 13.2, None),
+        Bar("NIFTYATMIV", date(2026, 1, 5), 13.2, 14.0, 13.1, 13.8, None),
+    ]
+    await write_daily_bars(pool, [*nifty, *atm_iv], "simulator:5")
+    # Analytics measured 5 January itself: its own close.
+    await pool.execute(
+        "insert into analytics.atm_iv_daily (trade_date, atm_iv, source) values ($1, 0.125, 'analytics')",
+        date(2026, 1, 5),
+    )
+    first = await load_history(pool, date(2026, 1, 6))
+    assert first is not None
+    assert first.atm_iv_close is not None
+    assert first.atm_iv_close.tolist() == pytest.approx([0.132, 0.125])
+
+    # A later import of measured history replaces the copied day, never analytics' own close.
+    await write_daily_bars(
+        pool,
+        [
+            Bar("NIFTYATMIV", date(2026, 1, 2), 12.0, 12.5, 11.9, 12.1, None),
+            Bar("NIFTYATMIV", date(2026, 1, 5), 12.1, 12.9, 12.0, 12.6, None),
+        ],
+        "import:nifty_atm_iv_daily.csv",
+    )
+    second = await load_history(pool, date(2026, 1, 6))
+    assert second is not None
+    assert second.atm_iv_close is not None
+    assert second.atm_iv_close.tolist() == pytest.approx([0.121, 0.125])
+    sources = dict(await pool.fetch("select trade_date, source from analytics.atm_iv_daily"))
+    assert sources == {
+        date(2026, 1, 2): "market.daily_bars:import:nifty_atm_iv_daily.csv",
+        date(2026, 1, 5): "analytics",
+    }

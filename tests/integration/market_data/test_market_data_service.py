@@ -12,6 +12,7 @@ from tests.support.waiting import eventually
 from volguard_common import clock, events
 from volguard_common.bus import BusConfig
 from volguard_common.quant import iv
+from volguard_common.service import ServiceContext
 from volguard_common.settings import Settings
 from volguard_market_data.app import SPEC
 
@@ -82,3 +83,35 @@ def _assert_no_arbitrage_and_recoverable_vols(chain: events.ChainSnapshot) -> No
     assert otm.sum() >= 3
     assert np.isfinite(vols[otm]).all()
     assert ((vols[otm] > 0.05) & (vols[otm] < 0.6)).all()
+
+
+async def test_atm_iv_history_is_seeded_on_a_database_that_has_nifty_history_without_it(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    # Issue 14: a database seeded before the ATM IV history existed (or with imported NIFTY bars) had
+    # NIFTY history, so nothing was seeded and analytics' ATM IV percentile stayed unknown.
+    sim = settings.model_copy(
+        update={
+            "feed": "sim",
+            "sim_start": START,
+            "speed": 0.0,
+            "sim_seed": 11,
+            "database_url": fresh_database_url,
+        }
+    )
+
+    async def atm_iv_days(ctx: ServiceContext) -> int | None:
+        days: int = await ctx.pool.fetchval(
+            "select count(*) from market.daily_bars where symbol = 'NIFTYATMIV'"
+        )
+        return days or None
+
+    async with running_service(SPEC, sim, redis) as ctx:
+        first = await eventually(lambda: atm_iv_days(ctx), what="the seeded ATM IV history")
+        await ctx.pool.execute("delete from market.daily_bars where symbol = 'NIFTYATMIV'")
+    assert first > 480
+
+    async with running_service(SPEC, sim, redis) as ctx:
+        again = await eventually(lambda: atm_iv_days(ctx), what="the ATM IV history seeded again")
+        vix_days = await ctx.pool.fetchval("select count(*) from market.daily_bars where symbol = 'INDIAVIX'")
+    assert again == first == vix_days

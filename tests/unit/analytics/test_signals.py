@@ -47,9 +47,10 @@ def _points(ivs: list[float], days: list[int]) -> list[tuple[TermPoint, float]]:
 @pytest.mark.parametrize(
     ("ivs", "signal"),
     [
-        ([0.12, 0.13, 0.14], TermSignal.STEEP),  # +1.67 pts per 30 days
+        ([0.12, 0.17, 0.22], TermSignal.STEEP),  # +5.36 pts per 30 days, beyond the default 4.5
+        ([0.12, 0.13, 0.14], TermSignal.FLAT),  # +1.07: steep under the old 1-point default
         ([0.13, 0.1305, 0.131], TermSignal.FLAT),
-        ([0.18, 0.16, 0.15], TermSignal.INVERTED),
+        ([0.24, 0.19, 0.15], TermSignal.INVERTED),  # -4.82 pts per 30 days
     ],
 )
 def test_term_signal_uses_the_configured_threshold(ivs: list[float], signal: TermSignal) -> None:

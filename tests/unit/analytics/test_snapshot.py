@@ -300,3 +300,38 @@ def test_day_calendar_minutes_are_the_clocks_at_every_instant_of_the_day() -> No
         want = [left + clock.trading_minutes_between(close, clock.expiry_cutoff(e)) for e in EXPIRIES]
         assert got == want, ts
         assert got == pytest.approx([_minutes_to_expiry(ts, e) for e in EXPIRIES], rel=1e-12)
+
+
+def test_premium_compares_the_30_day_atm_iv_and_says_when_it_falls_back() -> None:
+    # Issue 14: the IV-RV thresholds are calibrated on 30-day implied vol, so the premium signals on
+    # the 30-day constant-maturity ATM IV, not on the reference (usually weekly) expiry's.
+    engine = VolEngine(CONFIG, real_history(), _events())
+    engine.observe_vix(_tick(InstrumentKind.VIX, TS, 11.0))
+    snap = engine.snapshot(
+        [
+            sabr_chain(TS, expiry, atm_vol=vol)[0]
+            for expiry, vol in zip(EXPIRIES, (0.11, 0.13, 0.16), strict=True)
+        ]
+    )
+    atm_iv_30d = snap.percentiles.atm_iv_30d
+    assert atm_iv_30d is not None
+    assert snap.realised.yang_zhang is not None
+    assert snap.premium.iv_rv_spread == pytest.approx(atm_iv_30d - snap.realised.yang_zhang)
+    assert not any("30-day ATM IV unknown" in reason for reason in snap.quality_reasons)
+
+    # Two weeklies only: nothing brackets 30 days, so the reference expiry's ATM IV stands in, and
+    # the snapshot says the spreads are not the calibrated measure.
+    near = VolEngine(CONFIG, real_history(), _events())
+    near.observe_vix(_tick(InstrumentKind.VIX, TS, 11.0))
+    weeklies = near.snapshot(
+        [
+            sabr_chain(TS, expiry, atm_vol=vol)[0]
+            for expiry, vol in zip(EXPIRIES[:2], (0.11, 0.13), strict=True)
+        ]
+    )
+    assert weeklies.percentiles.atm_iv_30d is None
+    assert weeklies.realised.yang_zhang is not None
+    assert weeklies.premium.iv_rv_spread is not None
+    fallback = weeklies.premium.iv_rv_spread + weeklies.realised.yang_zhang
+    assert fallback in [pytest.approx(block.atm_iv) for block in weeklies.expiries]
+    assert any("30-day ATM IV unknown" in reason for reason in weeklies.quality_reasons)

@@ -18,7 +18,7 @@ from volguard_common import db
 
 DAILY_BARS_SQL = """
 SELECT trade_date, open::float8 AS open, high::float8 AS high, low::float8 AS low,
-       close::float8 AS close, volume
+       close::float8 AS close, volume, source
 FROM market.daily_bars
 WHERE symbol = $1 AND ($2::date IS NULL OR trade_date < $2::date)
 ORDER BY trade_date DESC
@@ -29,14 +29,20 @@ _PRICE_COLUMNS = ("open", "high", "low", "close")
 
 
 async def read_daily_bars(
-    pool: db.Pool, symbol: str, *, before: date | None = None, limit: int | None = None
+    pool: db.Pool,
+    symbol: str,
+    *,
+    before: date | None = None,
+    limit: int | None = None,
+    with_source: bool = False,
 ) -> pd.DataFrame:
     """Daily bars of `symbol` dated strictly before `before` (all of them when None), the last `limit`
     of them, oldest first.
 
     Indexed by a DatetimeIndex named `date` (as `parse_daily_csv` returns); columns open, high, low,
-    close (float64) and volume (float64, NaN where unknown — India VIX has none). An empty frame when
-    the table holds nothing for the symbol.
+    close (float64) and volume (float64, NaN where unknown — India VIX has none); with `with_source`
+    also source (str, who wrote the row: an import, the simulator's seed). An empty frame when the
+    table holds nothing for the symbol.
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
@@ -48,5 +54,7 @@ async def read_daily_bars(
     columns["volume"] = np.array(
         [np.nan if row["volume"] is None else float(row["volume"]) for row in rows], dtype=np.float64
     )
+    if with_source:
+        columns["source"] = np.array([row["source"] for row in rows], dtype=object)
     index = pd.DatetimeIndex(pd.to_datetime([row["trade_date"] for row in rows]), name="date")
     return pd.DataFrame(columns, index=index)

@@ -482,30 +482,43 @@ class Settings(BaseSettings):
     iv_rv_sell_big_pts: float = Field(
         default=4.5,
         description="Implied minus realised/forecast volatility, in vol points, at or above which "
-        "selling volatility is favoured at full size. Default 4.5: the 95th percentile of daily 30-day "
-        "IV minus 21-session realised vol of NIFTY, Jan-Oct 2025 (5 % of days).",
+        "selling volatility is favoured at full size. The spread is the premium's binding one: 30-day "
+        "constant-maturity ATM IV minus the larger of 21-session realised vol and a 21-day GARCH(1,1) "
+        "forecast. Default 4.5: the 95th percentile of daily 30-day IV (India VIX) minus 21-session "
+        "Yang-Zhang RV of NIFTY, Jan-Oct 2025; on the binding spread (GARCH known from May 2025) about "
+        "4 % of those days.",
     )
     iv_rv_sell_small_pts: float = Field(
         default=3.7,
-        description="IV minus RV, in vol points, at or above which selling volatility is allowed at "
-        "reduced size. Default 3.7: the 91st percentile of daily IV minus RV of NIFTY, Jan-Oct 2025, so "
-        "a selling signal (small or big) marks the richest ~9 % of days rather than every other day.",
+        description="IV minus RV (the binding spread, as for iv_rv_sell_big_pts), in vol points, at or "
+        "above which selling volatility is allowed at reduced size. Default 3.7: the 91st percentile of "
+        "daily 30-day IV minus RV of NIFTY, Jan-Oct 2025; with the GARCH leg a selling signal (small or "
+        "big) marks the richest ~5 % of days rather than every other day.",
     )
     iv_rv_avoid_pts: float = Field(
-        default=-2.0,
-        description="IV minus RV, in vol points, at or below which options are cheap and no volatility "
-        "is sold (usually negative). Default -2.0: the 10th percentile of daily IV minus RV of NIFTY, "
-        "Jan-Oct 2025 (10 % of days).",
+        default=-2.9,
+        description="IV minus RV (the binding spread, as for iv_rv_sell_big_pts), in vol points, at or "
+        "below which options are cheap and no volatility is sold (usually negative). Default -2.9: the "
+        "10th percentile of the daily binding spread of NIFTY, Jan-Oct 2025 (the GARCH leg, above VIX "
+        "through mid 2025, pulls it below IV-RV alone, whose 10th percentile is -2.0).",
     )
     term_structure_threshold_pts: float = Field(
-        default=1.0,
+        default=4.5,
         description="Slope of ATM implied vol across expiries, in vol points per 30 days, beyond which "
-        "the curve counts as in contango (positive) or backwardation (negative) rather than flat.",
+        "the curve counts as in contango (positive) or backwardation (negative) rather than flat. "
+        "Default 4.5: about the 82nd percentile of |slope| over the 45 days of ../shared/data with a "
+        "front ATM IV (nifty_ivp_daily.csv, Apr-Jun 2025), the slope taken from that front ATM IV to "
+        "30-day India VIX (nifty_atm_iv_daily.csv) over the days between them (front expiry assumed the "
+        "next Thursday, NIFTY's weekly expiry then), so the signal fires on 8 of the 45 days (18 %). "
+        "Caveats: 45 days of one quarter; the ATM_IV series comes from the original VolGuard's files, "
+        "its expiry and method undocumented; the engine fits a line over every listed expiry, the "
+        "proxy joins two points.",
     )
     skew_threshold_pts: float = Field(
         default=2.0,
         description="25-delta risk reversal (put IV minus call IV), in vol points, beyond which skew "
-        "counts as steep.",
+        "counts as steep. Uncalibrated: ../shared/data has no 25-delta history (its one option chain, "
+        "an expiry day, lists no 25-delta options), so this is a judgement, not a measured percentile.",
     )
     vix_spike_window_s: int = Field(
         default=180,

@@ -22,8 +22,9 @@ persisted snapshot upserts its day's row, and the last one of a session stands a
 Days analytics did not see come from market data: `market.daily_bars` symbol NIFTYATMIV, which
 market_data fills from imported files (`volguard history import nifty_atm_iv_daily.csv`) and, on a
 fresh simulated stack, from the simulator's own history (its 30-day ATM vol is VIX/100 by
-construction). On each history load analytics copies the days it lacks from there (a measured close
-is never overwritten), so the ATM IV percentile and rank are known from the first snapshot of a fresh
+construction). On each history load analytics copies the days it lacks from there through the one
+reader, read_daily_bars (a close analytics measured is never overwritten; a copied day follows a
+later import), so the ATM IV percentile and rank are known from the first snapshot of a fresh
 stack and stay consistent with the simulated market's past.
 """
 
@@ -53,13 +54,18 @@ log = structlog.get_logger("volguard.analytics")
 PERSIST_EVERY = timedelta(seconds=60)
 HISTORY_RETRY = timedelta(seconds=60)
 
-# Days of market data's ATM IV series (percent) that analytics has no close of its own for.
-SEED_ATM_IV_SQL = """
+NIFTY_ATM_IV = "NIFTYATMIV"  # market data's symbol for its daily ATM IV series in market.daily_bars
+
+# Market data's ATM IV series (percent, market.daily_bars NIFTYATMIV) for the days analytics has no
+# close of its own for: a row analytics measured is never overwritten, one copied from market data is
+# replaced when a later import changes it.
+COPY_ATM_IV_SQL = """
 insert into analytics.atm_iv_daily (trade_date, atm_iv, source)
-select trade_date, close::float8 / 100.0, 'market.daily_bars:' || source
-from market.daily_bars
-where symbol = 'NIFTYATMIV' and trade_date < $1
-on conflict (trade_date) do nothing
+values ($1, $2, $3)
+on conflict (trade_date) do update set atm_iv = excluded.atm_iv, source = excluded.source, stored_at = now()
+where analytics.atm_iv_daily.source <> 'analytics'
+  and (analytics.atm_iv_daily.atm_iv, analytics.atm_iv_daily.source)
+      is distinct from (excluded.atm_iv, excluded.source)
 """
 
 
@@ -69,7 +75,18 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
         has_market = await conn.fetchval("select to_regclass('market.daily_bars') is not null")
         if not has_market:
             return None
-        await conn.execute(SEED_ATM_IV_SQL, before)
+    market_atm_iv = await read_daily_bars(pool, NIFTY_ATM_IV, before=before, with_source=True)
+    async with pool.acquire() as conn:
+        if not market_atm_iv.empty:
+            await conn.executemany(
+                COPY_ATM_IV_SQL,
+                [
+                    (day.date(), close / 100.0, f"market.daily_bars:{source}")
+                    for day, close, source in zip(
+                        market_atm_iv.index, market_atm_iv["close"], market_atm_iv["source"], strict=True
+                    )
+                ],
+            )
         atm = await conn.fetch(
             "select trade_date, atm_iv from analytics.atm_iv_daily where trade_date < $1 order by trade_date",
             before,

@@ -22,7 +22,7 @@ from volguard_common.service import ServiceContext
 from volguard_common.settings import Settings
 from volguard_market_data.adapters.replay_source import ReplaySource
 from volguard_market_data.adapters.sim_source import SimSource, sim_config
-from volguard_market_data.domain.sim.daily_bars import DailyBar, atm_iv_bars, daily_bars
+from volguard_market_data.domain.sim.daily_bars import NIFTY_ATM_IV, DailyBar, atm_iv_bars, daily_bars
 from volguard_market_data.feed import FeedLoop
 from volguard_market_data.history import write_daily_bars
 from volguard_market_data.ports import MarketSource
@@ -31,20 +31,33 @@ log = structlog.get_logger("volguard.market_data")
 
 
 async def seed_history(ctx: ServiceContext, start: datetime) -> list[DailyBar] | None:
-    """Two years of daily bars before the simulated session, written once when there is no history."""
+    """Two years of daily bars before the simulated session, written once when there is no history.
+
+    With NIFTY history present but no NIFTY ATM IV history (a database from before it was seeded, or
+    one whose NIFTY bars were imported), the simulated market's ATM IV history is written alone, so
+    analytics' ATM IV percentile and rank are known there too. It is the ATM IV of the two years the
+    simulator opens from (its own, from the same seed); a measured import later replaces it."""
     async with ctx.pool.acquire() as conn:
         known = await conn.fetchval(
             "select count(*) from market.daily_bars where symbol = 'NIFTY' and trade_date < $1", start.date()
         )
-    if known:
-        log.info("daily history present; not seeding", nifty_days=known)
+        known_atm_iv = await conn.fetchval(
+            "select count(*) from market.daily_bars where symbol = $1 and trade_date < $2",
+            NIFTY_ATM_IV,
+            start.date(),
+        )
+    source = f"simulator:{ctx.settings.sim_seed}"
+    if known and known_atm_iv:
+        log.info("daily history present; not seeding", nifty_days=known, atm_iv_days=known_atm_iv)
         return None
     bars = daily_bars(clock.previous_trading_day(start.date()), ctx.settings.sim_seed)
+    if known:
+        counts = await write_daily_bars(ctx.pool, atm_iv_bars(bars), source)
+        log.info("NIFTY history present; seeded the simulator's ATM IV history", inserted=counts.inserted)
+        return None
     # With the simulated market's own 30-day ATM IV history: market data of the simulated market,
     # which analytics seeds its ATM IV history (analytics.atm_iv_daily) from.
-    counts = await write_daily_bars(
-        ctx.pool, [*bars, *atm_iv_bars(bars)], f"simulator:{ctx.settings.sim_seed}"
-    )
+    counts = await write_daily_bars(ctx.pool, [*bars, *atm_iv_bars(bars)], source)
     log.info("seeded daily history for the simulator", bars=len(bars), inserted=counts.inserted)
     return bars
 

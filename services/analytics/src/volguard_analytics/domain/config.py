@@ -18,8 +18,8 @@ class AnalyticsConfig:
     # ---- from Settings (vol points, seconds, percent, multipliers) ------------------------------
     iv_rv_sell_big_pts: float = 4.5
     iv_rv_sell_small_pts: float = 3.7
-    iv_rv_avoid_pts: float = -2.0
-    term_structure_threshold_pts: float = 1.0
+    iv_rv_avoid_pts: float = -2.9
+    term_structure_threshold_pts: float = 4.5
     skew_threshold_pts: float = 2.0
     vix_spike_window_s: int = 180
     vix_spike_pct: float = 8.0

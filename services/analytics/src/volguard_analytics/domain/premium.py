@@ -1,5 +1,9 @@
 """Volatility premium: ATM IV against realised and GARCH-forecast vol, with a signal and a confidence.
 
+The implied leg is the 30-day constant-maturity ATM IV (the measure the thresholds are calibrated on:
+30-day implied vol minus 21-session realised vol), the GARCH leg a 21-trading-day forecast; the
+snapshot falls back to the reference expiry's ATM IV, with a quality reason, when 30 days is unknown.
+
 Rules (thresholds in vol points from Settings):
 - The binding spread is the smaller of IV-RV and IV-GARCH that are known: selling vol needs implied to
   be rich against both what happened and what the model expects.
@@ -26,6 +30,9 @@ _WEAKER = {
     PremiumSignal.AVOID: PremiumSignal.AVOID,
 }
 _CONFIDENCE_SCALE_PTS = 2.0
+# The premium's implied leg is the 30-day constant-maturity ATM IV; its GARCH leg is forecast over
+# the same 30 calendar days, 252 x 30 / 365 = 20.7, about 21 trading days (also the realised window).
+PREMIUM_HORIZON_TRADING_DAYS = 21
 
 
 def band(spread_pts: float, config: AnalyticsConfig) -> PremiumSignal:

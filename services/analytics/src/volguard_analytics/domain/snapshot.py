@@ -27,7 +27,7 @@ from volguard_analytics.domain.calendar import EventCalendar
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.event_risk import DayEventRisk, ScoredEvents, in_reach, scored_events
 from volguard_analytics.domain.expiry import ExpiryAnalysis, QuoteVols, analyse_set
-from volguard_analytics.domain.premium import PremiumTracker
+from volguard_analytics.domain.premium import PREMIUM_HORIZON_TRADING_DAYS, PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
 from volguard_analytics.domain.surface import constant_maturity_atm_iv, skew_view, term_structure
 from volguard_analytics.domain.vix_spike import VixSpike, VixSpikeDetector
@@ -186,7 +186,8 @@ class VolEngine:
         realised, rv_reasons = self._realised_vol(days, bar)
         horizon = max(1, calendar.trading_days_to(ref_vol.expiry))
         garch_view, garch_reason = self.garch.forecast(days, horizon)
-        percentiles, pct_reasons = hist.percentiles(days, vix, constant_maturity_atm_iv(points), config)
+        atm_iv_30d = constant_maturity_atm_iv(points)
+        percentiles, pct_reasons = hist.percentiles(days, vix, atm_iv_30d, config)
         reasons.extend(rv_reasons)
         reasons.extend(pct_reasons)
         if garch_reason is not None:
@@ -195,8 +196,22 @@ class VolEngine:
             degraded = True
 
         reference_rv = realised.yang_zhang if realised.yang_zhang is not None else realised.cc21
+        # The IV-RV thresholds are calibrated on 30-day implied vol against 21-session realised vol, so
+        # the premium compares the 30-day constant-maturity ATM IV, and GARCH over the same 30 days.
+        # When no two expiries bracket 30 days it falls back to the reference expiry, and says so.
+        premium_iv: float | None
+        if atm_iv_30d is not None:
+            premium_iv = atm_iv_30d
+            premium_garch, _ = self.garch.forecast(days, PREMIUM_HORIZON_TRADING_DAYS)
+        else:
+            premium_iv = ref_vol.atm_iv
+            premium_garch = garch_view
+            reasons.append(
+                f"premium on reference expiry {ref_vol.expiry} ATM IV: 30-day ATM IV unknown "
+                "(no two expiries bracket 30 days), so the spreads are not the calibrated measure"
+            )
         premium = self._premium.evaluate(
-            ts, ref_vol.atm_iv, reference_rv, garch_view.vol if garch_view is not None else None
+            ts, premium_iv, reference_rv, premium_garch.vol if premium_garch is not None else None
         )
         risk = calendar.event_risk.at(ts)
 
