@@ -49,6 +49,7 @@ assert all(stream in streams.SUBSCRIPTIONS[s] for s, (stream, _) in RECEIVES.ite
 HANDLED: dict[str, frozenset[str]] = {
     "analytics": frozenset({"md.ticks", "md.chain"}),
     "risk": frozenset(streams.SUBSCRIPTIONS["risk"]),
+    "execution": frozenset(streams.SUBSCRIPTIONS["execution"]),
 }
 
 
