@@ -78,6 +78,8 @@ class ServiceContext:
     failure: str | None = None
     # Called once the replica stopped acting after a failure; the process exits there.
     on_failure: Callable[[ServiceContext], None] | None = None
+    # What a service's setup builds for its own edge (the dashboard's live view), by name.
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -122,6 +124,9 @@ class ServiceSpec:
     description: str = ""
     # One active replica per account, the others hot standbys (volguard_common.lease).
     single_active: bool = False
+    # An ASGI app for every other HTTP path and WebSocket (the dashboard's REST API, web page and
+    # /ws), built with a getter of the running context (None until start-up completes).
+    edge: Callable[[Callable[[], ServiceContext | None]], Any] | None = None
 
 
 @dataclass
@@ -194,7 +199,8 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
             status_code=200 if ok else 503,
         )
 
-    return AsgiFastStream(
+    app_class = AsgiFastStream if spec.edge is None else _with_edge(spec.edge(lambda: state.context))
+    return app_class(
         broker,
         asgi_routes=[("/health", health), ("/ready", ready), ("/metrics", metrics.metrics_asgi_app())],
         on_startup=[on_startup],
@@ -202,6 +208,23 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
         asyncapi_path="/docs/asyncapi",
         specification=AsyncAPI(title=f"volguard {spec.name}", description=spec.description),
     )
+
+
+def _with_edge(edge: Any) -> type[AsgiFastStream]:
+    """FastStream's app routes exact HTTP paths only: everything else (other paths, WebSockets) goes
+    to the service's edge app; the lifespan stays FastStream's."""
+
+    class _EdgeApp(AsgiFastStream):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            own = scope["type"] == "lifespan" or (
+                scope["type"] == "http" and any(scope["path"] == path for path, _ in self.routes)
+            )
+            if own:
+                await super().__call__(scope, receive, send)
+            else:
+                await edge(scope, receive, send)
+
+    return _EdgeApp
 
 
 async def start_service(
@@ -473,6 +496,8 @@ def run(spec: ServiceSpec) -> None:
         access_log=False,
         loop=loop,
         lifespan="on",
+        # The dashboard's /ws: websockets' current implementation, not its deprecated legacy one.
+        ws="websockets-sansio",
         timeout_graceful_shutdown=30,
     )
     server = _GracefulServer(config)
