@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.exceptions import RedisError
 
 from volguard_common import clock, events, streams
@@ -59,6 +59,18 @@ ContextGetter = Callable[[], ServiceContext | None]
 class CommandRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field(default="", max_length=500, description="Why, in the operator's words (audited).")
+
+    @field_validator("reason")
+    @classmethod
+    def _printable(cls, reason: str) -> str:
+        # Postgres text holds no NUL and the audit log is read by people: plain printable UTF-8 only.
+        try:
+            reason.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("reason must be valid UTF-8 text") from None
+        if any(ord(c) < 32 or ord(c) == 127 for c in reason):
+            raise ValueError("reason must not contain control characters")
+        return reason
 
 
 class FlattenRequest(CommandRequest):
@@ -598,7 +610,10 @@ def build_api(get_context: ContextGetter) -> FastAPI:
     ) -> dict[str, Any]:
         return {"points": await _vol_history(run[0].pool, run[1], limit)}
 
-    @api.get("/api/chain/{expiry}")
+    @api.get(
+        "/api/chain/{expiry}",
+        responses={404: {"description": "No VolSnapshot yet, or the expiry is not in the latest one."}},
+    )
     async def chain(expiry: date, run: Running) -> dict[str, Any]:
         vol = run[1].view.vol
         if vol is None:
