@@ -75,10 +75,17 @@ class Notifier:
             await self._through("email", alert, asyncio.to_thread(self._send_email, alert, text))
 
     async def _through(self, channel: str, alert: events.Alert, send: Coroutine[Any, Any, None]) -> None:
-        minute = int(time.time() // 60)
-        key = f"{self._prefix}rate:{channel}:{minute}"
-        sent_this_minute = int(await self._redis.incr(key))
-        await self._redis.expire(key, 120)
+        # A sliding minute shared by every replica: the messages sent through this channel in the last
+        # 60 s (wall time: the limit protects people's phones, not trading logic).
+        key = f"{self._prefix}rate:{channel}"
+        now = time.time()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(key, 0, now - 60)
+            pipe.zadd(key, {alert.event_id: now})
+            pipe.zcard(key)
+            pipe.expire(key, 120)
+            results = await pipe.execute()
+        sent_this_minute = int(results[2])
         if sent_this_minute > self._settings.notify_per_minute:
             send.close()  # never awaited
             await self._record(alert, channel, "rate_limited", f"over {self._settings.notify_per_minute}/min")
