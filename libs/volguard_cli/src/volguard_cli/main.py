@@ -11,12 +11,22 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import typer
 from redis.asyncio import Redis
 
 from volguard_cli import calendar_commands, infra, market_commands
-from volguard_cli.supervisor import SERVICE_ORDER, Supervisor, pid_alive, pid_path, read_state
+from volguard_cli.probes import READY_WAIT_S, health_role, probe
+from volguard_cli.supervisor import (
+    ProcessRecord,
+    Replica,
+    ScaleError,
+    Supervisor,
+    parse_scale,
+    pid_alive,
+    pid_path,
+    plan_replicas,
+    read_state,
+)
 from volguard_common import streams
 from volguard_common.bus import BusConfig, StreamReport, stream_report
 from volguard_common.settings import Settings, load_settings_or_exit
@@ -26,8 +36,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-READY_WAIT_S = 120.0
 
 
 @app.callback()
@@ -60,25 +68,25 @@ def _service_env(
     return env
 
 
-def _probe(url: str) -> tuple[bool, str]:
-    try:
-        response = httpx.get(url, timeout=2.0)
-    except httpx.HTTPError as exc:
-        return False, type(exc).__name__
-    return response.status_code == 200, str(response.status_code)
+def _in_service(settings: Settings, replica: Replica) -> bool:
+    """Ready, or a hot standby: a standby's /ready is 503 by design (it consumes nothing until it holds
+    the lease), but it is up and doing its job, which is to wait."""
+    base = f"http://{settings.http_host}:{replica.port}"
+    if probe(f"{base}/ready")[0]:
+        return True
+    alive, role = health_role(f"{base}/health")
+    return alive and role == "standby"
 
 
-def _wait_ready(settings: Settings, deadline_s: float) -> list[str]:
-    """Poll every service's /ready until all answer 200 or the deadline passes (at least one round);
-    returns the services not ready yet."""
+def _wait_ready(settings: Settings, replicas: list[Replica], deadline_s: float) -> list[str]:
+    """Poll every instance until each is ready (or a standby) or the deadline passes (at least one
+    round); returns the instances not ready yet."""
     deadline = time.monotonic() + deadline_s
-    waiting = list(SERVICE_ORDER)
+    waiting = list(replicas)
     while True:
-        waiting = [
-            s for s in waiting if not _probe(f"http://{settings.http_host}:{settings.port_for(s)}/ready")[0]
-        ]
+        waiting = [r for r in waiting if not _in_service(settings, r)]
         if not waiting or time.monotonic() >= deadline:
-            return waiting
+            return [r.instance for r in waiting]
         time.sleep(0.5)
 
 
@@ -105,6 +113,19 @@ def up(
     replay_dir: Path | None = typer.Option(
         None, "--replay", help="A recording to play back (implies --feed replay)."
     ),
+    ready_wait_s: float = typer.Option(
+        READY_WAIT_S,
+        "--ready-wait",
+        min=0.0,
+        help="Seconds `up --detach` waits for every instance to be ready before it reports the laggards.",
+    ),
+    scale: list[str] = typer.Option(
+        [],
+        "--scale",
+        metavar="SERVICE=N",
+        help="Run N replicas of SERVICE (repeatable), e.g. --scale risk=2. Replica n is the instance "
+        "SERVICE-n on the service's port + 10 × n; `volguard status` shows the role each one reports.",
+    ),
 ) -> None:
     """Start the whole stack: Redis and Postgres (local or embedded) and the six services."""
     overrides: dict[str, str | None] = {
@@ -117,6 +138,11 @@ def up(
     }
     # Check the combination now, by the same rules the services apply when they start.
     settings = load_settings_or_exit(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        replicas = plan_replicas(settings, parse_scale(scale))
+    except ScaleError as exc:
+        typer.echo(f"volguard up: {exc}", err=True)
+        raise typer.Exit(2) from exc
     state_dir = settings.state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(state_dir)
@@ -132,23 +158,23 @@ def up(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             subprocess.Popen(
-                [sys.executable, "-m", "volguard_cli.supervisor", str(state_dir)],
+                [sys.executable, "-m", "volguard_cli.supervisor", str(state_dir), *scale],
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        laggards = _wait_ready(settings, READY_WAIT_S)
+        laggards = _wait_ready(settings, replicas, ready_wait_s)
         if laggards:
-            typer.echo(f"Started, but not ready after {READY_WAIT_S:.0f} s: {', '.join(laggards)}.")
+            typer.echo(f"Started, but not ready after {ready_wait_s:.0f} s: {', '.join(laggards)}.")
             typer.echo(f"Logs: {state_dir / 'logs'}. `volguard status` shows the details.")
             raise typer.Exit(1)
         typer.echo(f"VolGuard is up. Dashboard: {_dashboard_url(settings)}")
         typer.echo("`volguard status` shows each process; `volguard down` stops everything.")
         return
 
-    supervisor = Supervisor(state_dir, env)
+    supervisor = Supervisor(state_dir, env, replicas)
     stopping = False
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -159,11 +185,11 @@ def up(
     signal.signal(signal.SIGTERM, _on_signal)
     supervisor.start_all()
     announced = False
-    deadline = time.monotonic() + READY_WAIT_S
+    deadline = time.monotonic() + ready_wait_s
     try:
         while not stopping:
             supervisor.poll_once()
-            if not announced and (not _wait_ready(settings, 0.0) or time.monotonic() > deadline):
+            if not announced and (not _wait_ready(settings, replicas, 0.0) or time.monotonic() > deadline):
                 announced = True
                 typer.echo(
                     f"VolGuard is up. Dashboard: {_dashboard_url(settings)}  (Ctrl-C stops everything)"
@@ -201,7 +227,7 @@ def down() -> None:
             if pid_alive(record.pid):
                 assert record.pid is not None
                 os.kill(record.pid, signal.SIGTERM)
-                typer.echo(f"Stopped orphaned {record.service} (pid {record.pid}).")
+                typer.echo(f"Stopped orphaned {record.instance} (pid {record.pid}).")
     stopped = infra.stop_embedded(state_dir)
     if stopped:
         typer.echo(f"Stopped embedded {', '.join(stopped)}.")
@@ -211,25 +237,38 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Each process: pid, restarts, health and readiness."""
+    """Each instance: pid, restarts, health, readiness and role (active/standby, as it reports it).
+
+    Exits 1 when an instance is down, or up but neither ready nor a hot standby.
+    """
     settings = _settings()
     state = read_state(settings.state_dir.resolve())
     running = state is not None and pid_alive(state.supervisor_pid)
     typer.echo(
         f"supervisor: {'running, pid ' + str(state.supervisor_pid) if running and state else 'not running'}"
     )
-    typer.echo(f"{'service':<14} {'pid':>8} {'restarts':>8}  {'health':<8} {'ready':<8} port")
+    typer.echo(f"{'instance':<16} {'pid':>8} {'restarts':>8}  {'health':<8} {'ready':<8} {'role':<8} port")
+    # What the supervisor runs; without one, where a single replica of each service would answer.
+    rows: list[tuple[str, int, ProcessRecord | None]]
+    if state is not None and state.processes:
+        rows = [
+            (instance, record.port or settings.port_for(record.service), record)
+            for instance, record in state.processes.items()
+        ]
+    else:
+        rows = [(r.instance, r.port, None) for r in plan_replicas(settings, {})]
     all_ready = True
-    for service in SERVICE_ORDER:
-        record = state.processes.get(service) if state is not None else None
+    for instance, port, record in rows:
         pid = record.pid if record is not None and pid_alive(record.pid) else None
-        port = settings.port_for(service)
-        health, _ = _probe(f"http://{settings.http_host}:{port}/health")
-        ready, _ = _probe(f"http://{settings.http_host}:{port}/ready")
-        all_ready &= ready
+        health, role = health_role(f"http://{settings.http_host}:{port}/health")
+        ready, _ = probe(f"http://{settings.http_host}:{port}/ready")
+        # A hot standby is not ready by design (it consumes nothing until it holds the lease): in
+        # service as long as it is alive.
+        standing_by = health and not ready and role == "standby"
+        all_ready &= ready or standing_by
         typer.echo(
-            f"{service:<14} {pid if pid else '-':>8} {record.restarts if record else 0:>8}  "
-            f"{'ok' if health else 'down':<8} {'ready' if ready else 'no':<8} {port}"
+            f"{instance:<16} {pid if pid else '-':>8} {record.restarts if record else 0:>8}  "
+            f"{'ok' if health else 'down':<8} {'ready' if ready else 'no':<8} {role:<8} {port}"
         )
     if not all_ready:
         raise typer.Exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,43 +21,35 @@ from redis.asyncio import Redis
 
 from volguard_cli import infra
 from volguard_common import db
-from volguard_common.bus import BusConfig, Publisher
-from volguard_common.events import MarketMode
-from volguard_common.settings import Settings, load_settings_or_exit
-from volguard_market_data.adapters.replay_source import ReplaySource
-from volguard_market_data.feed import FeedLoop, FeedStats
-from volguard_market_data.history import ImportReport, import_daily_bars
-from volguard_market_data.recording import Recorder, RecordingError, RecordingSummary
-
-MARKET_SCHEMA = "market"
-MARKET_MIGRATIONS_PACKAGE = "volguard_market_data"
+from volguard_common.bus import BusConfig
+from volguard_common.settings import INSTANCE_AUTO, Settings, load_settings_or_exit
+from volguard_market_data.cli_api import (
+    FeedStats,
+    ImportReport,
+    Recorder,
+    RecordingError,
+    RecordingSummary,
+    import_daily_bars,
+    open_market_database,
+    replay_recording,
+)
 
 
 class Symbol(StrEnum):
     NIFTY = "NIFTY"
     INDIAVIX = "INDIAVIX"
+    NIFTYATMIV = "NIFTYATMIV"  # NIFTY ATM implied vol in percent (nifty_atm_iv_daily.csv-style)
 
 
 history_app = typer.Typer(
-    help="Daily NIFTY and India VIX history in the database.", no_args_is_help=True, add_completion=False
+    help="Daily NIFTY, India VIX and NIFTY ATM IV history in the database.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 
 def _endpoints(settings: Settings) -> tuple[str, str]:
     return infra.resolved_endpoints(settings.state_dir, settings.redis_url, settings.database_url)
-
-
-async def _market_pool(database_url: str) -> db.Pool:
-    """A pool on a database that has the core tables and the market schema's migrations."""
-    await db.ensure_database(database_url)
-    pool = await db.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        await db.ensure_core_schema(pool)
-        await db.apply_migrations(pool, MARKET_SCHEMA, db.load_migrations(MARKET_MIGRATIONS_PACKAGE))
-    except BaseException:
-        await pool.close()
-        raise
-    return pool
 
 
 def _describe(report: ImportReport) -> list[str]:
@@ -75,7 +68,7 @@ def _describe(report: ImportReport) -> list[str]:
 
 async def _import_files(database_url: str, files: list[Path], symbol: str | None) -> bool:
     """Import each file, printing its summary; True when every file imported without bad rows."""
-    pool = await _market_pool(database_url)
+    pool = await open_market_database(database_url)
     all_clean = True
     try:
         for path in files:
@@ -95,7 +88,10 @@ async def _import_files(database_url: str, files: list[Path], symbol: str | None
 
 @history_app.command("import")
 def history_import(
-    files: Annotated[list[Path], typer.Argument(help="NSE daily CSV downloads (NIFTY 50 or India VIX).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Daily CSV downloads: NIFTY 50 or India VIX (NSE), or NIFTY ATM IV (percent)."),
+    ],
     symbol: Annotated[
         Symbol | None,
         typer.Option(
@@ -131,7 +127,7 @@ async def _record(
 ) -> RecordingSummary:
     redis_url, database_url = _endpoints(settings)
     redis = Redis.from_url(redis_url)
-    pool = await _market_pool(database_url) if use_database else None
+    pool = await open_market_database(database_url) if use_database else None
     try:
         recorder = Recorder(
             redis,
@@ -202,23 +198,16 @@ async def _replay(settings: Settings, directory: Path, speed: float, lockstep: b
     redis_url, _ = _endpoints(settings)
     redis = Redis.from_url(redis_url)
     try:
-        config = BusConfig.from_settings(settings)
-        publisher = Publisher(
-            redis, config, service="market_data", source=f"market_data/replay-{settings.instance}"
-        )
-        loop = FeedLoop(
-            ReplaySource(directory),
-            publisher,
+        return await replay_recording(
             redis,
-            config,
+            BusConfig.from_settings(settings),
+            directory,
             speed=speed,
             lockstep=lockstep,
             lockstep_max_lag=settings.lockstep_max_lag,
-            mode=MarketMode.REPLAY,
-            source_name=f"replay:{directory.name}",
-            publish_status=False,
+            # Not a service replica: with no name given, the host says where the replay ran.
+            instance=socket.gethostname() if settings.instance == INSTANCE_AUTO else settings.instance,
         )
-        return await loop.run()
     finally:
         await redis.aclose()
 

@@ -16,6 +16,7 @@ from typing import Any
 from volguard_common import clock
 from volguard_common.events import IST, ChainSnapshot, QuoteFlag
 from volguard_common.quant import black76
+from volguard_common.settings import DEFAULT_RISK_FREE_RATE
 
 DEFAULT_TS_EVENT = datetime(2026, 2, 5, 10, 30, tzinfo=IST)
 DEFAULT_EXPIRY = date(2026, 2, 10)  # a Tuesday weekly expiry
@@ -70,7 +71,7 @@ def sample_chain_snapshot(
     spot: float = 24_000.0,
     atm_vol: float = 0.13,
     vix: float | None = 13.4,
-    rate: float = 0.065,
+    rate: float = DEFAULT_RISK_FREE_RATE,
     ts_event: datetime = DEFAULT_TS_EVENT,
     expiry: date = DEFAULT_EXPIRY,
     lot_size: int = NIFTY_LOT_SIZE,

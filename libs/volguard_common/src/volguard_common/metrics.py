@@ -107,6 +107,26 @@ GROUP_RECOVERIES_TOTAL = Counter(
     ["service", "stream"],
     registry=REGISTRY,
 )
+BUS_TRANSIENT_ERRORS_TOTAL = Counter(
+    "bus_transient_errors_total",
+    "Passing Redis trouble a consumer task backed off from and retried (kind: connection, timeout, "
+    "LOADING, READONLY, OOM, BUSY, MASTERDOWN, TRYAGAIN).",
+    ["service", "task", "kind"],
+    registry=REGISTRY,
+)
+BUS_CONSUMER_FAILURES_TOTAL = Counter(
+    "bus_consumer_failures_total",
+    "Consumer tasks that failed in a way retrying cannot mend; the process exits to be restarted.",
+    ["service", "task"],
+    registry=REGISTRY,
+)
+BUS_ENTRIES_LOST_TOTAL = Counter(
+    "bus_entries_lost_total",
+    "Entries this consumer owned that another consumer took over (this one stalled past the claim idle "
+    "time); they are left to the new owner.",
+    ["service", "stream"],
+    registry=REGISTRY,
+)
 CONFLATED_TOTAL = Counter(
     "conflated_total",
     "Snapshot entries acknowledged unhandled because a newer snapshot of the same key was already queued.",
@@ -145,6 +165,19 @@ def dead_lettered(service: str, stream: str) -> None:
 
 def group_recovered(service: str, stream: str) -> None:
     _child(GROUP_RECOVERIES_TOTAL, service, stream).inc()
+
+
+def bus_transient_error(service: str, task: str, kind: str) -> None:
+    # Task names carry the stream (read:st.intents): still a closed set.
+    _child(BUS_TRANSIENT_ERRORS_TOTAL, service, task, kind).inc()
+
+
+def bus_consumer_failed(service: str, task: str) -> None:
+    _child(BUS_CONSUMER_FAILURES_TOTAL, service, task).inc()
+
+
+def bus_entry_lost(service: str, stream: str) -> None:
+    _child(BUS_ENTRIES_LOST_TOTAL, service, stream).inc()
 
 
 def conflated(service: str, stream: str, count: int) -> None:

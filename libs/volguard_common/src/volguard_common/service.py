@@ -19,6 +19,12 @@ tasks. The holder first writes its fencing token to Postgres, so a stale holder'
 refused, and when a renewal fails it stops consuming at once and the process exits with
 `LEASE_LOST_EXIT_CODE`, for the supervisor to restart it as a standby. A clean stop releases the
 lease, so a standby takes over without waiting for the ttl.
+The stop is bounded by `VOLGUARD_STOP_GRACE_S` (20 s), which every orchestrator's own grace exceeds
+(supervisor 35 s, compose 40 s, Kubernetes 45 s) so a service is never SIGKILLed in the middle of its
+teardown: open HTTP connections get HTTP_DRAIN_SHARE of it, the consumer's in-flight handlers
+CONSUMER_STOP_SHARE, and the rest is for the service's tasks, its teardown and closing the pool.
+A handler still running when the consumer's share is over is cancelled; its entry stays pending and
+the replica (or a peer) handles it again.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import asyncio
 import contextlib
 import importlib.util
 import os
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
@@ -41,10 +48,11 @@ from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
 from volguard_common import clock, db, events, metrics, outbox, streams
-from volguard_common.bus import BusConfig, Consumer, Delivery, Publisher
+from volguard_common.bus import BusConfig, Consumer, Publisher
+from volguard_common.instance import InstanceClaim, claim_instance
 from volguard_common.lease import Fence, Lease
 from volguard_common.logging import adopt_stdlib_logger, configure_logging
-from volguard_common.settings import Settings, load_settings_or_exit
+from volguard_common.settings import INSTANCE_AUTO, Settings, load_settings_or_exit
 
 log = structlog.get_logger("volguard.service")
 
@@ -53,6 +61,14 @@ log = structlog.get_logger("volguard.service")
 LEASE_LOST_EXIT_CODE = 4
 
 Role = Literal["active", "standby"]
+# Shares of VOLGUARD_STOP_GRACE_S (see the module docstring); what is left after both (25 %) closes the
+# service's tasks, its teardown and the pool.
+HTTP_DRAIN_SHARE = 0.15
+CONSUMER_STOP_SHARE = 0.6
+# Exit status of a replica that lost its claimed instance name: not a clean stop, restart it.
+EXIT_INSTANCE_LOST = 4
+# Exit status of a stop that overran VOLGUARD_STOP_GRACE_S: not clean, so not 0.
+EXIT_STOP_OVERRAN = 5
 
 
 @dataclass
@@ -78,6 +94,8 @@ class ServiceContext:
     failure: str | None = None
     # Called once the replica stopped acting after a failure; the process exits there.
     on_failure: Callable[[ServiceContext], None] | None = None
+    # The instance name claimed in Redis when VOLGUARD_INSTANCE=auto (then `settings.instance` is it).
+    instance_claim: InstanceClaim | None = None
     # What a service's setup builds for its own edge (the dashboard's live view), by name.
     extensions: dict[str, Any] = field(default_factory=dict)
 
@@ -134,6 +152,8 @@ class _State:
     context: ServiceContext | None = None
     migrations_ok: bool = False
     startup_error: str | None = None
+    # Set when the process must end with this status instead of 0 (the supervisor restarts it).
+    exit_code: int | None = None
 
 
 def _schema_of(stream: str) -> Any:
@@ -143,22 +163,20 @@ def _schema_of(stream: str) -> Any:
 
 
 def consumer_name(service: str, instance: str) -> str:
-    """Stable per replica: a restarted replica drains the pending entries it left behind."""
-    return f"{service}-{instance}"
+    """Stable per replica: a restarted replica drains the pending entries it left behind.
+
+    An instance that already names its service (`risk-0` from `volguard up`, a claimed slot) is the
+    consumer name as it is; any other (a host name, a pod name) is prefixed with the service.
+    """
+    return instance if instance.startswith(f"{service}-") else f"{service}-{instance}"
 
 
-async def log_received(event: events.Event, delivery: Delivery) -> None:
-    """Default handler of a subscribed stream the service does not handle yet: say what arrived."""
-    log.info(
-        "received",
-        stream=delivery.stream,
-        event_type=event.type,
-        entry_id=delivery.entry_id,
-        deliveries=delivery.deliveries,
-    )
+# Exit status of a process whose consumer failed beyond retrying (3 is a failed startup): the
+# supervisor restarts it, where a stuck process would look alive while handling nothing.
+EXIT_CONSUMER_FAILED = 4
 
 
-def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
+def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None) -> AsgiFastStream:
     """The service's ASGI app: FastStream lifespan + health, readiness and metrics routes."""
     broker = RedisBroker(settings.redis_url, logger=adopt_stdlib_logger("faststream.access.redis"))
     # Declared for the AsyncAPI document only: the bus's Publisher does the actual XADDs.
@@ -169,37 +187,51 @@ def build_app(spec: ServiceSpec, settings: Settings) -> AsgiFastStream:
             description=streams.spec(stream).description,
             schema=_schema_of(stream),
         )
-    state = _State()
+    process = _State() if state is None else state
+
+    def instance_lost(reason: str) -> None:
+        # Another replica may consume under our name now: stop taking entries at once, and exit non-zero.
+        log.error("instance name lost; stopping", reason=reason)
+        process.exit_code = EXIT_INSTANCE_LOST
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def on_startup() -> None:
         configure_logging(spec.name, fmt=settings.log_format, level=settings.log_level)
         install_holidays_file(settings)
         redis: Redis = await broker.connect()
-        state.context = await start_service(spec, settings, redis, broker=broker, on_failure=_exit_at_once)
-        state.migrations_ok = True
+        process.context = await start_service(
+            spec, settings, redis, broker=broker, on_failure=_exit_at_once, on_instance_lost=instance_lost
+        )
+        process.migrations_ok = True
 
     async def on_shutdown() -> None:
-        if state.context is not None:
-            await stop_service(state.context)
+        if process.context is None:
+            return
+        budget_s = settings.stop_grace_s * (1 - HTTP_DRAIN_SHARE)
+        try:
+            await asyncio.wait_for(stop_service(process.context), timeout=budget_s)
+        except TimeoutError:
+            # Exit before the orchestrator's SIGKILL; what was not acked stays pending for a redelivery.
+            log.error("stop took longer than its grace; exiting anyway", grace_s=budget_s)
+            process.exit_code = process.exit_code or EXIT_STOP_OVERRAN
 
     @get(include_in_schema=False)
     async def health(scope: Any) -> AsgiResponse:
         """Liveness: the process answers; `role` says whether it acts or stands by."""
-        return JSONResponse(
-            {"service": spec.name, "instance": settings.instance, "status": "ok", **_role_of(state)}
-        )
+        instance = process.context.settings.instance if process.context is not None else settings.instance
+        return JSONResponse({"service": spec.name, "instance": instance, "status": "ok", **_role_of(process)})
 
     @get(include_in_schema=False)
     async def ready(scope: Any) -> AsgiResponse:
-        """Readiness: Redis and Postgres reachable, migrations applied, active and consuming."""
-        checks = await readiness(state)
+        """Readiness: Redis and Postgres reachable, migrations applied, active, consumer healthy."""
+        checks = await readiness(process)
         ok = all(checks.values())
         return JSONResponse(
-            {"service": spec.name, "ready": ok, "checks": checks, **_role_of(state)},
+            {"service": spec.name, "ready": ok, "checks": checks, **_role_of(process)},
             status_code=200 if ok else 503,
         )
 
-    app_class = AsgiFastStream if spec.edge is None else _with_edge(spec.edge(lambda: state.context))
+    app_class = AsgiFastStream if spec.edge is None else _with_edge(spec.edge(lambda: process.context))
     return app_class(
         broker,
         asgi_routes=[("/health", health), ("/ready", ready), ("/metrics", metrics.metrics_asgi_app())],
@@ -234,8 +266,13 @@ async def start_service(
     *,
     broker: RedisBroker | None = None,
     on_failure: Callable[[ServiceContext], None] | None = None,
+    on_instance_lost: Callable[[str], None] | None = None,
 ) -> ServiceContext:
-    """Database and migrations, bus, then - once active - the service's own setup, relay and consumer.
+    """Instance name, database and migrations, bus, then - once active - the service's own setup, relay
+    and consumer.
+
+    With VOLGUARD_INSTANCE=auto the replica first claims its name (volguard_common.instance) and keeps
+    it while it runs; `on_instance_lost` is called if it loses it.
 
     A single-active service that finds its lease free returns active; otherwise it returns as a
     standby and activates in the background once it holds the lease. `on_failure` is called after a
@@ -243,6 +280,10 @@ async def start_service(
     tests leave it None and read `context.failure`. The ASGI app calls this at startup; integration
     tests call it directly to run a service in-process against real Redis and Postgres.
     """
+    claim: InstanceClaim | None = None
+    if settings.instance == INSTANCE_AUTO:
+        claim = await claim_instance(redis, settings.stream_namespace, spec.name)
+        settings = settings.model_copy(update={"instance": claim.instance})
     log.info(
         "starting", service=spec.name, instance=settings.instance, mode=settings.mode, feed=settings.feed
     )
@@ -267,6 +308,15 @@ async def start_service(
     context = ServiceContext(
         spec, settings, broker or RedisBroker(settings.redis_url), redis, pool, publisher, consumer
     )
+    if claim is not None:
+        context.instance_claim = claim
+
+        def _lost(reason: str) -> None:
+            log.error("instance name lost", instance=settings.instance, reason=reason)
+            if on_instance_lost is not None:
+                on_instance_lost(reason)
+
+        context.tasks.append(asyncio.create_task(claim.keep(_lost), name=f"instance-claim:{claim.instance}"))
     context.on_failure = on_failure
     context.relay = outbox.OutboxRelay(
         pool,
@@ -313,7 +363,9 @@ async def _activate(context: ServiceContext) -> None:
         await spec.setup(context)
     for stream in streams.SUBSCRIPTIONS[spec.name]:
         if stream not in context.consumer.streams:
-            context.consumer.subscribe(stream, log_received)
+            # Not handled yet: the group is created (its backlog and lag stay visible) but nothing is
+            # read, so a command waits, unacknowledged, for the handler that will act on it.
+            context.consumer.declare(stream)
     assert context.relay is not None
     relay = asyncio.create_task(context.relay.run(), name="outbox-relay")
     trim = asyncio.create_task(
@@ -326,11 +378,17 @@ async def _activate(context: ServiceContext) -> None:
         _watch(context, task)
         context.tasks.append(task)
     await context.consumer.start()
+    # A consumer that fails beyond retrying stops this replica acting, like a lost lease: the process
+    # exits non-zero for its supervisor to restart it, never a live process that handles nothing.
+    watcher = asyncio.create_task(_stop_acting_when_consumer_fails(context), name="consumer-watch")
+    context.tasks.append(watcher)
     context.role = "active"
+    unhandled = [s for s in streams.SUBSCRIPTIONS[spec.name] if s not in context.consumer.streams]
     log.info(
         "started",
         service=spec.name,
         subscriptions=list(context.consumer.streams),
+        unhandled=unhandled,
         fencing_token=context.fencing_token,
     )
 
@@ -390,6 +448,11 @@ async def _stop_acting(context: ServiceContext, failure: str) -> None:
         context.on_failure(context)
 
 
+async def _stop_acting_when_consumer_fails(context: ServiceContext) -> None:
+    await context.consumer.failed.wait()
+    await _stop_acting(context, f"consumer failed: {context.consumer.failure}")
+
+
 def _watch(context: ServiceContext, task: asyncio.Task[Any]) -> None:
     """A relay or trimmer that ends by itself has failed: never let it die quietly."""
 
@@ -431,7 +494,7 @@ async def stop_service(context: ServiceContext) -> None:
     if context.lease_task is not None:
         context.lease_task.cancel()
         await asyncio.gather(context.lease_task, return_exceptions=True)
-    await context.consumer.stop()
+    await context.consumer.stop(grace_s=context.settings.stop_grace_s * CONSUMER_STOP_SHARE)
     for task in context.tasks:
         task.cancel()
     await asyncio.gather(*context.tasks, return_exceptions=True)
@@ -440,6 +503,9 @@ async def stop_service(context: ServiceContext) -> None:
     if context.lease is not None and context.role == "active":
         await context.lease.release()
     await context.pool.close()
+    if context.instance_claim is not None:
+        # Last: until the consumer stopped, the name was still in use.
+        await context.instance_claim.release()
     log.info("stopped", service=spec.name)
 
 
@@ -453,6 +519,7 @@ async def readiness(state: _State) -> dict[str, bool]:
         "started": True,
         "migrations": state.migrations_ok,
         "active": context.role == "active" and context.failure is None,
+        "consumer": context.consumer.healthy,
     }
     try:
         checks["redis"] = bool(await asyncio.wait_for(context.redis.ping(), timeout=2))  # type: ignore[arg-type]
@@ -487,24 +554,29 @@ def run(spec: ServiceSpec) -> None:
     """`python -m volguard_<name>`: serve the app until SIGINT/SIGTERM."""
     settings = load_settings_or_exit()
     loop = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
-    app = build_app(spec, settings)
+    state = _State()
+    app = build_app(spec, settings, state)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
-        port=settings.port_for(spec.name),
+        port=settings.own_port(spec.name),
         log_config=None,
         access_log=False,
         loop=loop,
         lifespan="on",
         # The dashboard's /ws: websockets' current implementation, not its deprecated legacy one.
         ws="websockets-sansio",
-        timeout_graceful_shutdown=30,
+        # Open connections (health probes, dashboard WebSockets) get this share; the lifespan shutdown
+        # (stop_service) has the rest of VOLGUARD_STOP_GRACE_S.
+        timeout_graceful_shutdown=max(1, round(settings.stop_grace_s * HTTP_DRAIN_SHARE)),
     )
     server = _GracefulServer(config)
     server.run()
     if not server.started:
         # Startup failed (Redis/Postgres unreachable, a migration refused): the supervisor restarts us.
         raise SystemExit(3)
+    if state.exit_code is not None:
+        raise SystemExit(state.exit_code)
 
 
 class _GracefulServer(uvicorn.Server):

@@ -13,7 +13,6 @@ it prints those messages and exits with status 2 instead of dumping a traceback.
 from __future__ import annotations
 
 import functools
-import socket
 import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -46,6 +45,11 @@ SERVICE_PORT_OFFSETS: dict[str, int] = {
     "risk": 4,
     "execution": 5,
 }
+# Replicas of one service on one machine (`volguard up --scale`): replica n listens on the standard port
+# + 10 × n. The offsets 1-5 differ modulo 10, so up to 10 replicas of every service never collide.
+REPLICA_PORT_STRIDE = 10
+# `VOLGUARD_INSTANCE=auto`: the service claims its instance name in Redis at start.
+INSTANCE_AUTO = "auto"
 SERVICE_NAMES: tuple[str, ...] = (
     "market_data",
     "analytics",
@@ -54,6 +58,14 @@ SERVICE_NAMES: tuple[str, ...] = (
     "execution",
     "dashboard_api",
 )
+
+# The INR risk-free rate every service prices and discounts with (annual, as a fraction). Source: the
+# cut-off yield of the RBI's weekly 91-day Treasury-bill auctions, the usual reference for short-dated
+# INR carry, which settled near 5.5 % in the second half of 2025 after the repo rate was cut to 5.50 %
+# (RBI MPC, 6 June 2025). Used as a continuously compounded rate: the gap to the quoted yield (a few
+# basis points at three months) is far below the noise of the NIFTY futures basis. Review it when the
+# T-bill yield moves by more than ~25 bp (VOLGUARD_RISK_FREE_RATE).
+DEFAULT_RISK_FREE_RATE = 0.055
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -131,9 +143,12 @@ class Settings(BaseSettings):
         "runs never see each other's streams.",
     )
     instance: str = Field(
-        default_factory=socket.gethostname,
-        description="Stable name of this replica (its Redis consumer name). Defaults to the host name; "
-        "must stay the same across restarts so pending messages are picked up again.",
+        default=INSTANCE_AUTO,
+        description="Stable name of this replica, e.g. 'risk-0' (its Redis consumer name); must stay the "
+        "same across restarts so the replica drains the pending entries it left behind. 'auto' (the "
+        "default) claims the lowest free '<service>-<n>' in Redis when the service starts "
+        "(volguard_common.instance). `volguard up` names its replicas '<service>-<n>'; Kubernetes uses the "
+        "StatefulSet pod name.",
     )
     bus_block_ms: int = Field(
         default=1000, description="How long a consumer waits for new stream entries per read, in ms."
@@ -179,6 +194,11 @@ class Settings(BaseSettings):
         default=60000,
         description="How often (ms) log streams are trimmed below what every consumer group acknowledged.",
     )
+    bus_handler_timeout_ms: int = Field(
+        default=20000,
+        description="A handler running longer than this (ms) is cancelled and counts as a failed "
+        "delivery: retried, then dead-lettered with an alert.",
+    )
     http_host: str = Field(
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
@@ -219,6 +239,18 @@ class Settings(BaseSettings):
         default=8100,
         description="Health/metrics ports of the services are this base plus 1 (market_data), 2 "
         "(analytics), 3 (strategy), 4 (risk) and 5 (execution).",
+    )
+    http_port: int | None = Field(
+        default=None,
+        description="This process's own HTTP port. Unset: the service's standard port (dashboard_port, or "
+        "service_port_base + its offset). `volguard up --scale` sets it per replica: replica n listens on "
+        "the standard port + 10 × n.",
+    )
+    stop_grace_s: float = Field(
+        default=20.0,
+        description="Seconds a service gives itself on SIGTERM to finish and acknowledge in-flight messages "
+        "and close; kept below what the orchestrator waits before SIGKILL (the `volguard up` supervisor "
+        "35 s, docker compose stop_grace_period 40 s, Kubernetes terminationGracePeriodSeconds 45).",
     )
     log_format: Literal["json", "console"] = Field(
         default="json", description="'json' for machines and log shippers, 'console' for humans."
@@ -424,21 +456,39 @@ class Settings(BaseSettings):
         "notional (SEBI circular of 1 Oct 2024, from 20 Nov 2024).",
     )
 
+    risk_free_rate: float = Field(
+        default=DEFAULT_RISK_FREE_RATE,
+        description="INR risk-free rate (annual fraction, continuously compounded) used by analytics, "
+        "strategy and risk to discount option prices and carry spot to a forward. Default 0.055: the RBI "
+        "91-day Treasury-bill cut-off yield, ~5.5 % in the second half of 2025 (after the 6 June 2025 repo "
+        "cut to 5.50 %); update it when that yield moves.",
+    )
+
     # ---- analytics thresholds -----------------------------------------------------------------
+    # The three IV-RV thresholds are calibrated on the real daily history in ../shared/data: 30-day
+    # implied vol (the nifty_atm_iv_daily.csv closes, which are India VIX to two decimals) minus the
+    # 21-session Yang-Zhang realised vol of nifty50_daily_nse.csv, 186 sessions from January to October
+    # 2025 (median +2.0 points, 10th percentile -1.8, 90th +3.6, 95th +4.5). A signal marks the unusual:
+    # with these, SELL_SMALL or SELL_BIG on 9 % of those days and AVOID on 10 %
+    # (tests/unit/analytics/test_calibration.py checks the shares). The old 2 / 4 / -1 sold vol on
+    # half of all days.
     iv_rv_sell_big_pts: float = Field(
-        default=4.0,
+        default=4.5,
         description="Implied minus realised/forecast volatility, in vol points, at or above which "
-        "selling volatility is favoured at full size.",
+        "selling volatility is favoured at full size. Default 4.5: the 95th percentile of daily 30-day "
+        "IV minus 21-session realised vol of NIFTY, Jan-Oct 2025 (5 % of days).",
     )
     iv_rv_sell_small_pts: float = Field(
-        default=2.0,
+        default=3.7,
         description="IV minus RV, in vol points, at or above which selling volatility is allowed at "
-        "reduced size.",
+        "reduced size. Default 3.7: the 91st percentile of daily IV minus RV of NIFTY, Jan-Oct 2025, so "
+        "a selling signal (small or big) marks the richest ~9 % of days rather than every other day.",
     )
     iv_rv_avoid_pts: float = Field(
-        default=-1.0,
+        default=-2.0,
         description="IV minus RV, in vol points, at or below which options are cheap and no volatility "
-        "is sold (usually negative).",
+        "is sold (usually negative). Default -2.0: the 10th percentile of daily IV minus RV of NIFTY, "
+        "Jan-Oct 2025 (10 % of days).",
     )
     term_structure_threshold_pts: float = Field(
         default=1.0,
@@ -584,14 +634,19 @@ class Settings(BaseSettings):
             return self.holidays_file
         return self.imported_holidays_file if self.imported_holidays_file.is_file() else None
 
-    def port_for(self, service: str) -> int:
-        """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`."""
+    def port_for(self, service: str, replica: int = 0) -> int:
+        """The HTTP port (health, ready, metrics; the UI for the dashboard) of `service`'s replica number
+        `replica` on one machine: the standard port plus REPLICA_PORT_STRIDE per replica."""
         if service == "dashboard_api":
-            return self.dashboard_port
+            return self.dashboard_port + REPLICA_PORT_STRIDE * replica
         offset = SERVICE_PORT_OFFSETS.get(service)
         if offset is None:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
-        return self.service_port_base + offset
+        return self.service_port_base + offset + REPLICA_PORT_STRIDE * replica
+
+    def own_port(self, service: str) -> int:
+        """The port this process serves on: `http_port` when set, else the service's standard port."""
+        return self.http_port if self.http_port is not None else self.port_for(service)
 
 
 def _consistency_problems(s: Settings) -> list[str]:
@@ -628,6 +683,12 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("stop_multiple", 0, strict=True)
     for field in ("max_vega", "max_delta", "max_gamma"):
         at_least(field, 0)
+    at_least("risk_free_rate", 0)
+    if s.risk_free_rate >= 0.5:
+        # A rate entered in percent (5.5 for 5.5 %) would discount every option to nothing.
+        problems.append(
+            f"{env_name('risk_free_rate')} is an annual fraction (0.055 for 5.5 %), got {s.risk_free_rate}"
+        )
 
     for field in ("upstox_orders_per_second", "upstox_orders_per_minute", "upstox_orders_per_30_minutes"):
         at_least(field, 1)
@@ -740,6 +801,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("stream_trim_interval_ms", 1)
     if not s.account_id.strip():
         problems.append(f"{env_name('account_id')} must not be empty")
+    at_least("bus_handler_timeout_ms", 1)
 
     for field in ("dashboard_port", "service_port_base"):
         value = getattr(s, field)
@@ -753,6 +815,9 @@ def _consistency_problems(s: Settings) -> list[str]:
             f"{env_name('dashboard_port')} ({s.dashboard_port}) collides with the service ports "
             f"{s.service_port_base + 1}-{top_port} from {env_name('service_port_base')}"
         )
+    if s.http_port is not None and not 1 <= s.http_port <= 65535:
+        problems.append(f"{env_name('http_port')} must be a TCP port (1-65535), got {s.http_port}")
+    at_least("stop_grace_s", 0, strict=True)
     if not s.instance.strip():
         problems.append(f"{env_name('instance')} must not be empty")
 

@@ -4,7 +4,8 @@ Two kinds of stream (DESIGN §3):
 - SNAPSHOT streams (`md.*`, `an.vol`, periodic state) carry the latest picture of something; they are
   capped at publish time and a consumer that falls behind may skip to the newest entry.
 - LOG streams (intents, commands, reports, alerts, DLQs) carry facts that must each be handled; they
-  are never trimmed below what a consumer group has not yet acknowledged.
+  are never trimmed below what a consumer group has not yet acknowledged. The command and report
+  streams among them are also `ordered`: handled in stream order per group (see `bus`).
 
 Physical Redis keys are `namespace + name`; the namespace is empty in production and unique per test
 run, so tests never touch keys they did not create.
@@ -28,20 +29,30 @@ class StreamSpec:
     # Approximate cap (XADD MAXLEN ~) for snapshot streams; None for log streams.
     maxlen: int | None
     description: str
+    # Handled in stream order per consumer group: a failing entry is retried in place and blocks the
+    # ones behind it until it succeeds or is dead-lettered (a `resume` never overtakes its
+    # `kill_switch`, a CancelOrders never its ExecuteBasket).
+    ordered: bool = False
 
 
 MD_TICKS = StreamSpec("md.ticks", Retention.SNAPSHOT, 100_000, "index, India VIX and near-future ticks")
 MD_CHAIN = StreamSpec("md.chain", Retention.SNAPSHOT, 5_000, "one columnar ChainSnapshot per expiry")
 MD_STATUS = StreamSpec("md.status", Retention.SNAPSHOT, 10_000, "feed health")
 AN_VOL = StreamSpec("an.vol", Retention.SNAPSHOT, 10_000, "VolSnapshot: the full volatility picture")
-ST_INTENTS = StreamSpec("st.intents", Retention.LOG, None, "TradeIntent proposals from strategy")
-RK_DECISIONS = StreamSpec("rk.decisions", Retention.LOG, None, "RiskDecision on every intent")
+ST_INTENTS = StreamSpec(
+    "st.intents", Retention.LOG, None, "TradeIntent proposals from strategy", ordered=True
+)
+RK_DECISIONS = StreamSpec("rk.decisions", Retention.LOG, None, "RiskDecision on every intent", ordered=True)
 RK_PORTFOLIO = StreamSpec("rk.portfolio", Retention.SNAPSHOT, 10_000, "PortfolioSnapshot")
 RK_STATE = StreamSpec("rk.state", Retention.SNAPSHOT, 10_000, "TradingState (running, paused, killed)")
-EX_COMMANDS = StreamSpec("ex.commands", Retention.LOG, None, "ExecuteBasket, CancelOrders, FlattenAll")
-EX_REPORTS = StreamSpec("ex.reports", Retention.LOG, None, "OrderUpdate, Fill, BasketResult")
+EX_COMMANDS = StreamSpec(
+    "ex.commands", Retention.LOG, None, "ExecuteBasket, CancelOrders, FlattenAll", ordered=True
+)
+EX_REPORTS = StreamSpec("ex.reports", Retention.LOG, None, "OrderUpdate, Fill, BasketResult", ordered=True)
 EX_HEALTH = StreamSpec("ex.health", Retention.SNAPSHOT, 10_000, "BrokerHealth")
-CTL_COMMANDS = StreamSpec("ctl.commands", Retention.LOG, None, "operator Commands: kill switch, flatten, ...")
+CTL_COMMANDS = StreamSpec(
+    "ctl.commands", Retention.LOG, None, "operator Commands: kill switch, flatten, ...", ordered=True
+)
 SYS_ALERTS = StreamSpec("sys.alerts", Retention.LOG, None, "Alerts from every process")
 
 ALL_STREAMS: tuple[StreamSpec, ...] = (

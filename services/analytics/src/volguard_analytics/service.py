@@ -6,8 +6,8 @@ from run to run: so the output depends only on the ordered md.chain stream, and 
 recorded session give identical an.vol payloads (with deterministic event ids and ts_init = ts_event
 in sim and replay; live runs use fresh ids and wall time).
 
-History (daily NIFTY and VIX bars from market.daily_bars, our own daily ATM IV from
-analytics.vol_snapshots, the events calendar) is loaded at start and again when the trading day
+History (daily NIFTY and VIX bars from market.daily_bars, the daily ATM IV history of
+analytics.atm_iv_daily, the events calendar) is loaded at start and again when the trading day
 changes; if market_data has not seeded it yet, it is retried each minute of exchange time.
 Snapshots are persisted to analytics.vol_snapshots at most once per `PERSIST_EVERY` of exchange time.
 
@@ -15,6 +15,16 @@ Single-active (`ServiceSpec(single_active=True)`, one lease per account): the ch
 the IV warm starts, the VIX-spike filter and the regime tracker are state of this process, so two
 replicas sharing the `analytics` group would split chain sets between them and interleave `an.vol`.
 Extra replicas are hot standbys that take over when the holder's lease lapses.
+
+ATM IV history - who writes what. Each service writes only its own schema. The series is analytics'
+own measure (the 30-day constant-maturity ATM IV of its snapshots), so it lives in analytics: every
+persisted snapshot upserts its day's row, and the last one of a session stands as that day's close.
+Days analytics did not see come from market data: `market.daily_bars` symbol NIFTYATMIV, which
+market_data fills from imported files (`volguard history import nifty_atm_iv_daily.csv`) and, on a
+fresh simulated stack, from the simulator's own history (its 30-day ATM vol is VIX/100 by
+construction). On each history load analytics copies the days it lacks from there (a measured close
+is never overwritten), so the ATM IV percentile and rank are known from the first snapshot of a fresh
+stack and stay consistent with the simulated market's past.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from volguard_analytics.domain import history as hist
 from volguard_analytics.domain.calendar import EventCalendar, builtin_events, scheduled_event
 from volguard_analytics.domain.config import AnalyticsConfig
 from volguard_analytics.domain.snapshot import VolEngine
-from volguard_common import events, streams
+from volguard_common import clock, events, streams
 from volguard_common.bus import Delivery
 from volguard_common.daily_bars import read_daily_bars
 from volguard_common.events.vol import Quality, VolSnapshot
@@ -43,6 +53,15 @@ log = structlog.get_logger("volguard.analytics")
 PERSIST_EVERY = timedelta(seconds=60)
 HISTORY_RETRY = timedelta(seconds=60)
 
+# Days of market data's ATM IV series (percent) that analytics has no close of its own for.
+SEED_ATM_IV_SQL = """
+insert into analytics.atm_iv_daily (trade_date, atm_iv, source)
+select trade_date, close::float8 / 100.0, 'market.daily_bars:' || source
+from market.daily_bars
+where symbol = 'NIFTYATMIV' and trade_date < $1
+on conflict (trade_date) do nothing
+"""
+
 
 async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | None:
     """Daily bars known before `before`; None while market.daily_bars holds no NIFTY history."""
@@ -50,12 +69,9 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
         has_market = await conn.fetchval("select to_regclass('market.daily_bars') is not null")
         if not has_market:
             return None
+        await conn.execute(SEED_ATM_IV_SQL, before)
         atm = await conn.fetch(
-            # The trading day of a snapshot is its IST date, whatever the session time zone.
-            "select distinct on (ist_day) ist_day as trade_date, atm_iv_front from ("
-            "select (ts_event at time zone 'Asia/Kolkata')::date as ist_day, ts_event, atm_iv_front "
-            "from analytics.vol_snapshots) s where ist_day < $1 and atm_iv_front is not null "
-            "order by ist_day, ts_event desc",
+            "select trade_date, atm_iv from analytics.atm_iv_daily where trade_date < $1 order by trade_date",
             before,
         )
     index = await read_daily_bars(pool, "NIFTY", before=before)
@@ -72,9 +88,7 @@ async def load_history(pool: asyncpg.Pool, before: date) -> hist.VolHistory | No
         None if vix_bars.empty else pd.Series(vix_bars["close"].to_numpy(), index=vix_bars.index.rename(None))
     )
     atm_iv = (
-        pd.Series(
-            [float(r["atm_iv_front"]) for r in atm], index=pd.to_datetime([r["trade_date"] for r in atm])
-        )
+        pd.Series([float(r["atm_iv"]) for r in atm], index=pd.to_datetime([r["trade_date"] for r in atm]))
         if atm
         else None
     )
@@ -115,8 +129,12 @@ class Analytics:
     async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, events.ChainSnapshot):
             raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
+        # A set counts as done only once processed: if processing fails, the entry stays pending and
+        # its redelivery (or the next snapshot) hands the same set on again instead of dropping it
+        # as late.
         for chain_set in self.assembler.add(event):
             await self._process(chain_set)
+            self.assembler.processed(chain_set)
 
     async def on_tick(self, event: events.Event, delivery: Delivery) -> None:
         # Ticks are consumed (DESIGN table) but the engine reads spot and VIX from the chain set
@@ -203,6 +221,16 @@ class Analytics:
                 snapshot.vix,
                 snapshot.model_dump_json(),
             )
+            atm_iv_30d = snapshot.percentiles.atm_iv_30d
+            if atm_iv_30d is not None:
+                # The day's row follows the session: the last persisted snapshot's value is its close.
+                await conn.execute(
+                    "insert into analytics.atm_iv_daily (trade_date, atm_iv, source) "
+                    "values ($1, $2, 'analytics') on conflict (trade_date) do update "
+                    "set atm_iv = excluded.atm_iv, source = excluded.source, stored_at = now()",
+                    snapshot.ts_event.astimezone(clock.IST).date(),
+                    atm_iv_30d,
+                )
 
 
 def _degraded(snapshot: VolSnapshot, reason: str) -> VolSnapshot:

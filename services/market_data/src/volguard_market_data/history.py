@@ -1,4 +1,9 @@
-"""Daily NIFTY and India VIX history in `market.daily_bars`: file imports, the simulator's seed, reads.
+"""Daily NIFTY, India VIX and NIFTY ATM IV history in `market.daily_bars`: file imports, the simulator's
+seed, reads.
+
+NIFTY ATM IV (symbol NIFTYATMIV) is daily OHLC of the at-the-money implied vol in percent, as
+`nifty_atm_iv_daily.csv`-style downloads give it. It is market data like the others; analytics
+copies it into its own ATM IV history (`analytics.atm_iv_daily`), next to the closes it measures.
 
 Imports are idempotent upserts keyed by (symbol, trade_date): importing the same file twice changes
 nothing the second time and says so (0 new, N unchanged); a corrected value in a later download
@@ -29,7 +34,8 @@ from volguard_market_data.history_files import parse_daily_csv
 
 NIFTY = "NIFTY"
 INDIAVIX = "INDIAVIX"
-SYMBOLS: tuple[str, ...] = (NIFTY, INDIAVIX)
+NIFTY_ATM_IV = "NIFTYATMIV"
+SYMBOLS: tuple[str, ...] = (NIFTY, INDIAVIX, NIFTY_ATM_IV)
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 # NSE's index download calls the day's volume "Shares Traded"; hand-made files say "Volume".
@@ -115,6 +121,8 @@ def _check_symbol(symbol: str) -> str:
     normalised = symbol.strip().upper().replace(" ", "")
     if normalised == "INDIA_VIX":
         normalised = INDIAVIX
+    if normalised in ("NIFTY_ATM_IV", "ATMIV", "ATM_IV"):
+        normalised = NIFTY_ATM_IV
     if normalised not in SYMBOLS:
         raise ValueError(f"unknown symbol {symbol!r}; known: {', '.join(SYMBOLS)}")
     return normalised
@@ -122,6 +130,8 @@ def _check_symbol(symbol: str) -> str:
 
 def _symbol_from_name(path: Path) -> str | None:
     name = re.sub(r"[^a-z0-9]+", "", path.name.lower())
+    if "atmiv" in name:
+        return NIFTY_ATM_IV
     if "vix" in name:
         return INDIAVIX
     if "nifty" in name:
@@ -147,6 +157,9 @@ def infer_symbol(path: Path, frame: pd.DataFrame) -> str:
     """NIFTY or INDIAVIX from the file name and the content; they must agree when both speak."""
     by_name = _symbol_from_name(path)
     by_content = _symbol_from_content(frame)
+    if by_name == NIFTY_ATM_IV and by_content == INDIAVIX:
+        # An implied vol in percent looks like India VIX (which is one); the name decides.
+        by_content = NIFTY_ATM_IV
     if by_name is not None and by_content is not None and by_name != by_content:
         raise SymbolInferenceError(
             f"{path.name}: the file name says {by_name} but the content looks like {by_content}; "

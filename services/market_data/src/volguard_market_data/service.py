@@ -22,7 +22,7 @@ from volguard_common.service import ServiceContext
 from volguard_common.settings import Settings
 from volguard_market_data.adapters.replay_source import ReplaySource
 from volguard_market_data.adapters.sim_source import SimSource, sim_config
-from volguard_market_data.domain.sim.daily_bars import DailyBar, daily_bars
+from volguard_market_data.domain.sim.daily_bars import DailyBar, atm_iv_bars, daily_bars
 from volguard_market_data.feed import FeedLoop
 from volguard_market_data.history import write_daily_bars
 from volguard_market_data.ports import MarketSource
@@ -40,7 +40,11 @@ async def seed_history(ctx: ServiceContext, start: datetime) -> list[DailyBar] |
         log.info("daily history present; not seeding", nifty_days=known)
         return None
     bars = daily_bars(clock.previous_trading_day(start.date()), ctx.settings.sim_seed)
-    counts = await write_daily_bars(ctx.pool, bars, f"simulator:{ctx.settings.sim_seed}")
+    # With the simulated market's own 30-day ATM IV history: market data of the simulated market,
+    # which analytics seeds its ATM IV history (analytics.atm_iv_daily) from.
+    counts = await write_daily_bars(
+        ctx.pool, [*bars, *atm_iv_bars(bars)], f"simulator:{ctx.settings.sim_seed}"
+    )
     log.info("seeded daily history for the simulator", bars=len(bars), inserted=counts.inserted)
     return bars
 

@@ -38,10 +38,21 @@ class QuoteFlag(IntFlag):
     STALE_LTP = 4  # last trade older than the producer's staleness bound
     MISSING = 8  # no bid and no ask on this side
     WIDE_SPREAD = 16  # spread wider than the producer's bound (fraction of mid or ticks)
+    # The source did not report this side's open interest / traded volume: the int column holds 0
+    # there (it has no "absent"), and the 0 means unknown, not none. Consumers leave such rows out of
+    # OI and volume statistics and say how many strikes those were computed from.
+    OI_MISSING = 32
+    VOLUME_MISSING = 64
 
 
 ALL_QUOTE_FLAGS = int(
-    QuoteFlag.CROSSED | QuoteFlag.ZERO_BID | QuoteFlag.STALE_LTP | QuoteFlag.MISSING | QuoteFlag.WIDE_SPREAD
+    QuoteFlag.CROSSED
+    | QuoteFlag.ZERO_BID
+    | QuoteFlag.STALE_LTP
+    | QuoteFlag.MISSING
+    | QuoteFlag.WIDE_SPREAD
+    | QuoteFlag.OI_MISSING
+    | QuoteFlag.VOLUME_MISSING
 )
 
 # Column names, in block order. Kept as data so validation, numpy export and builders cannot drift.

@@ -116,6 +116,11 @@ class ChainSnapshot(EventBase):
     """
 
     STREAM: ClassVar[str] = streams.MD_CHAIN.name
+    # Version 2 added the OI_MISSING and VOLUME_MISSING quote flags (an unreported count is flagged,
+    # never a plain 0); a version 1 snapshot reads as is (its counts were all reported, or zeros).
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     type: Literal["ChainSnapshot"] = "ChainSnapshot"
 
     underlying: Underlying

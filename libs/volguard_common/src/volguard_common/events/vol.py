@@ -177,6 +177,10 @@ class ExpiryVol(Part):
     max_pain: PositiveFloat | None
     call_oi_wall: PositiveFloat | None  # strike with the largest call OI
     put_oi_wall: PositiveFloat | None
+    # Strikes the OI statistics (PCR by OI, max pain, walls) and the volume PCR were computed from:
+    # those whose call and put OI (volume) were both reported. None in schema 1 payloads (not said).
+    oi_strikes: Quantity | None = None
+    volume_strikes: Quantity | None = None
 
 
 class TermSignal(StrEnum):
@@ -233,6 +237,10 @@ class VolPercentiles(Part):
     vix_rank: Percent0to100 | None
     atm_iv_percentile: Percent0to100 | None
     atm_iv_rank: Percent0to100 | None
+    # The ATM IV the percentile and rank are of: 30-day constant maturity, interpolated in total
+    # variance between the expiries either side of 30 days - the measure of the daily history, whatever
+    # the front expiry happens to be. None when the curve does not span 30 days (and in schema 1).
+    atm_iv_30d: Vol | None = None
 
 
 class PremiumSignal(StrEnum):
@@ -262,10 +270,30 @@ class Regime(StrEnum):
     MEAN_REVERSION = "MEAN_REVERSION"
 
 
+class TrendDirection(StrEnum):
+    UP = "UP"  # NIFTY above its open: bull put spreads sit on the right side of it
+    DOWN = "DOWN"  # below its open: bear call spreads
+
+
 class RegimeView(Part):
     regime: Regime
     confidence: UnitInterval
     vix_spike: bool
+    # With the TREND regime only (None otherwise, and in schema 1 payloads): which way NIFTY has moved
+    # from today's open, and how far, in one-day 1-sd moves implied by the reference ATM IV
+    # (1.2 = 1.2 sd); None when the move is unknown or exactly nil.
+    trend_direction: TrendDirection | None = None
+    trend_strength: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _trend_only_with_trend(self) -> RegimeView:
+        if self.regime is not Regime.TREND and (
+            self.trend_direction is not None or self.trend_strength is not None
+        ):
+            raise ValueError(f"RegimeView: a trend direction or strength with regime {self.regime.value}")
+        if (self.trend_direction is None) != (self.trend_strength is None):
+            raise ValueError("RegimeView: trend direction and strength come together")
+        return self
 
 
 class EventSeverity(StrEnum):
@@ -285,6 +313,12 @@ class VolSnapshot(EventBase):
     """The full volatility picture; one per analytics cycle."""
 
     STREAM: ClassVar[str] = streams.AN_VOL.name
+    # Version 2 added, all optional so that version 1 payloads still read (as "not said"): the strike
+    # counts behind each expiry's OI and volume statistics, the trend's direction and strength with
+    # the regime, and the 30-day constant-maturity ATM IV the ATM IV percentile and rank are of.
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
     type: Literal["VolSnapshot"] = "VolSnapshot"
 
     underlying: Underlying

@@ -29,6 +29,9 @@ QUOTE_ZERO_BID = 2
 QUOTE_STALE_LTP = 4
 QUOTE_MISSING = 8
 QUOTE_WIDE_SPREAD = 16
+# Unreported OI / volume: the quote kernels price quotes and read neither (see expiry._reported_counts).
+QUOTE_OI_MISSING = 32
+QUOTE_VOLUME_MISSING = 64
 # IvFlag bits (events.surface_columns).
 IV_NO_QUOTE = 1
 IV_BELOW_INTRINSIC = 2
@@ -52,10 +55,10 @@ def classify(
     ticks: Float64Array,
     wide_spread_frac: float,
     wide_spread_min_ticks: float,
-) -> tuple[Float64Array, Float64Array, Int64Array, BoolArray]:
+) -> tuple[Float64Array, Float64Array, Int64Array]:
     """`expiry.classify_quotes` of a chain set's quotes (side-major; expiry e owns strike rows
     bounds[e]:bounds[e + 1] and has tick size ticks[e]): (mid, half-spread, IvFlag bits known before
-    solving, stale mask)."""
+    solving)."""
     n = bid.size
     strikes = n // 2
     tick = np.empty(n)
@@ -66,7 +69,6 @@ def classify(
     mid = np.empty(n)
     half_spread = np.empty(n)
     flags = np.zeros(n, dtype=np.int64)
-    stale = np.zeros(n, dtype=np.bool_)
     for i in range(n):
         b = bid[i]
         a = ask[i]
@@ -86,15 +88,12 @@ def classify(
             producer & QUOTE_WIDE_SPREAD
         ) != 0:
             flags[i] |= IV_WIDE_SPREAD
-        stale[i] = (producer & QUOTE_STALE_LTP) != 0
-    return mid, half_spread, flags, stale
+    return mid, half_spread, flags
 
 
 @jit
-def parity_pairs(
-    mid: Float64Array, flags: Int64Array, stale: BoolArray
-) -> tuple[Float64Array, Float64Array, BoolArray]:
-    """Call and put mids of the strikes whose two sides are both clean (no flag, not stale) - NaN
+def parity_pairs(mid: Float64Array, flags: Int64Array) -> tuple[Float64Array, Float64Array, BoolArray]:
+    """Call and put mids of the strikes whose two sides are both clean (no flag) - NaN
     elsewhere - and the strikes usable for parity (clean, both mids > 0). Quotes are side-major:
     calls in rows 0..n-1, puts in n..2n-1."""
     n = mid.size // 2
@@ -102,7 +101,7 @@ def parity_pairs(
     put_mid = np.full(n, math.nan)
     usable = np.zeros(n, dtype=np.bool_)
     for i in range(n):
-        if (flags[i] | flags[n + i]) == 0 and not stale[i] and not stale[n + i]:
+        if (flags[i] | flags[n + i]) == 0:
             call_mid[i] = mid[i]
             put_mid[i] = mid[n + i]
             usable[i] = mid[i] > 0.0 and mid[n + i] > 0.0
@@ -118,13 +117,11 @@ def set_quotes(
     ticks: Float64Array,
     wide_spread_frac: float,
     wide_spread_min_ticks: float,
-) -> tuple[
-    Float64Array, Float64Array, Int64Array, BoolArray, Float64Array, Float64Array, BoolArray, Float64Array
-]:
+) -> tuple[Float64Array, Float64Array, Int64Array, Float64Array, Float64Array, BoolArray, Float64Array]:
     """`classify` and then `parity_pairs` of a chain set, read straight from its column blocks (every
     chain's float and int blocks side by side; `rows` = the call bid, put bid, call ask and put ask
     rows of the float block, then the call and put flag rows and the call OI, put OI, call volume and
-    put volume rows of the int block): (mid, half-spread, flags, stale, parity call mids, parity put
+    put volume rows of the int block): (mid, half-spread, flags, parity call mids, parity put
     mids, parity usable, and the OI and volume rows as float64 for the OI statistics). One call
     instead of two, three numpy row gathers and a conversion."""
     n = floats.shape[1]
@@ -140,11 +137,11 @@ def set_quotes(
     for r in range(4):
         for i in range(n):
             activity[r, i] = ints[rows[6 + r], i]
-    mid, half_spread, flags, stale = classify(
+    mid, half_spread, flags = classify(
         bid, ask, quote_flags, bounds, ticks, wide_spread_frac, wide_spread_min_ticks
     )
-    call_mid, put_mid, usable = parity_pairs(mid, flags, stale)
-    return mid, half_spread, flags, stale, call_mid, put_mid, usable, activity
+    call_mid, put_mid, usable = parity_pairs(mid, flags)
+    return mid, half_spread, flags, call_mid, put_mid, usable, activity
 
 
 @jit
@@ -217,7 +214,6 @@ def settle(
     status: Int64Array,
     status_flags: Int64Array,
     flags: Int64Array,
-    stale: BoolArray,
     mid: Float64Array,
     strike: Float64Array,
     bounds: Int64Array,
@@ -229,7 +225,8 @@ def settle(
     An unquoted side's vol is NaN (the solver turned its NaN price away); a quoted side
     gets the IvFlag bits of its solver status (`status_flags[status]`). A quote is fitted when it is
     solved, out of the money (calls at and above the forward, puts below), carries no flag from
-    `IV_UNFIT` and is not stale; a solved quote left out gets EXCLUDED_FROM_FIT."""
+    `IV_UNFIT`; a solved quote left out gets EXCLUDED_FROM_FIT. A stale last trade (STALE_LTP) does not
+    count: the vol is solved from the bid/ask mid, which does not depend on the last trade."""
     n = strike.size
     fitted = np.zeros(2 * n, dtype=np.bool_)
     for e in range(bounds.size - 1):
@@ -244,7 +241,7 @@ def settle(
                 if math.isnan(vol[q]):
                     continue
                 otm = strike[i] >= forward if side == 0 else strike[i] < forward
-                if otm and (flags[q] & IV_UNFIT) == 0 and not stale[q]:
+                if otm and (flags[q] & IV_UNFIT) == 0:
                     fitted[q] = True
                 else:
                     flags[q] |= IV_EXCLUDED_FROM_FIT

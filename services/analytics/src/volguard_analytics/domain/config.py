@@ -10,15 +10,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from volguard_common.settings import Settings
+from volguard_common.settings import DEFAULT_RISK_FREE_RATE, Settings
 
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsConfig:
     # ---- from Settings (vol points, seconds, percent, multipliers) ------------------------------
-    iv_rv_sell_big_pts: float = 4.0
-    iv_rv_sell_small_pts: float = 2.0
-    iv_rv_avoid_pts: float = -1.0
+    iv_rv_sell_big_pts: float = 4.5
+    iv_rv_sell_small_pts: float = 3.7
+    iv_rv_avoid_pts: float = -2.0
     term_structure_threshold_pts: float = 1.0
     skew_threshold_pts: float = 2.0
     vix_spike_window_s: int = 180
@@ -27,10 +27,11 @@ class AnalyticsConfig:
     event_multiplier_b: float = 0.5
     event_multiplier_c: float = 1.0
 
+    # Continuously compounded INR rate for discounting and the spot-carry fallback forward: the
+    # `risk_free_rate` setting that strategy and risk read too (source and date in settings.py).
+    risk_free_rate: float = DEFAULT_RISK_FREE_RATE
+
     # ---- pricing ---------------------------------------------------------------------------------
-    # Continuously compounded INR rate for discounting and the spot-carry fallback forward. Not in
-    # Settings yet; 6.5 % is close to the RBI repo/T-bill level NIFTY futures basis implies.
-    risk_free_rate: float = 0.065
     # SABR beta fixed at 0.5 (quant.sabr default for an equity index).
     sabr_beta: float = 0.5
     # A parity forward whose quality score is below this is used but marked DEGRADED.
@@ -105,6 +106,7 @@ class AnalyticsConfig:
             "event_multiplier_a",
             "event_multiplier_b",
             "event_multiplier_c",
+            "risk_free_rate",
         )
         values: dict[str, Any] = {name: getattr(settings, name) for name in names}
         values.update(overrides)

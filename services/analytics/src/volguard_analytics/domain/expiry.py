@@ -32,7 +32,7 @@ from volguard_common.events.vol import (
     Quality,
 )
 from volguard_common.quant import black76, iv, parity, sabr, stats
-from volguard_common.quant._types import BoolArray, Float64Array, Int64Array
+from volguard_common.quant._types import Float64Array, Int64Array
 
 SECONDS_PER_YEAR = 365.0 * 86_400.0
 # 25-delta search range and fallback grid: log-moneyness in units of the ATM total vol. +-6 total vols
@@ -74,17 +74,18 @@ def classify_quotes(
     quote_flags: Int64Array,
     tick_size: float | Float64Array,
     config: AnalyticsConfig,
-) -> tuple[Float64Array, Float64Array, Int64Array, BoolArray]:
-    """Mid, half-spread, IvFlag bits known before solving, and the stale mask of quotes (one side of
-    a chain, or any quotes with their tick sizes as an array).
+) -> tuple[Float64Array, Float64Array, Int64Array]:
+    """Mid, half-spread and IvFlag bits known before solving of quotes (one side of a chain, or any
+    quotes with their tick sizes as an array).
 
     - no ask, no bid, or a producer flag MISSING / ZERO_BID -> NO_QUOTE: an offer with no bid has no
       fair value to solve from (the mid of 0 and the ask is not a price anyone trades at);
     - bid > ask (producer flag CROSSED) -> CROSSED: solved from the mid, never fitted;
     - spread wider than `wide_spread_frac` of the mid and `wide_spread_min_ticks` ticks, or the
       producer's WIDE_SPREAD -> WIDE_SPREAD: solved, never fitted;
-    - producer STALE_LTP -> returned in the stale mask: solved, never fitted (IvFlag has no stale
-      bit, so these quotes show EXCLUDED_FROM_FIT only).
+    - producer STALE_LTP changes nothing: the mid of a valid bid and ask does not depend on when the
+      option last traded, and at the open or on a quiet wing most last trades are old, so leaving
+      those quotes out starved the first minutes' and the expiry day's fits of good mids.
 
     The engine runs the compiled twin, `_quote_kernels.classify`; the tests hold the two equal.
     """
@@ -103,9 +104,8 @@ def classify_quotes(
         )
     flags[crossed] |= int(IvFlag.CROSSED)
     flags[wide] |= int(IvFlag.WIDE_SPREAD)
-    stale = ~missing & ((quote_flags & int(QuoteFlag.STALE_LTP)) != 0)
     half_spread = np.where(missing, np.nan, 0.5 * np.abs(spread))
-    return mid, half_spread, flags, stale
+    return mid, half_spread, flags
 
 
 def _status_flag(status: iv.IVStatus) -> int:
@@ -260,10 +260,8 @@ def analyse_set(
     ints = np.concatenate([chain.columns.int_block for chain in chains], axis=1)
     strike = floats[_STRIKE]
     ticks = np.array([chain.tick_size for chain in chains])
-    mid, half_spread, flags, stale, parity_call, parity_put, parity_usable, activity = (
-        _quote_kernels.set_quotes(
-            floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
-        )
+    mid, half_spread, flags, parity_call, parity_put, parity_usable, activity = _quote_kernels.set_quotes(
+        floats, ints, _QUOTE_ROWS, bounds, ticks, config.wide_spread_frac, config.wide_spread_min_ticks
     )
     parity_fits = parity.forwards_from_parity_prepared(
         strike, parity_call, parity_put, parity_usable, bounds, discount_array
@@ -278,7 +276,7 @@ def analyse_set(
     expiries = tuple(chain.expiry for chain in chains)
     starts = _iv_starts(expiries, strike, bounds, previous_vols)
     vols, status = iv.implied_vol_and_status_block(inputs, starts)
-    fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, stale, mid, strike, bounds, forwards)
+    fitted = _quote_kernels.settle(vols, status, _STATUS_FLAGS, flags, mid, strike, bounds, forwards)
     greeks = black76.chain_greeks_block(inputs, vols)
     # Every expiry's surface blocks, one after another, and its SABR fit points (its OTM puts, then its
     # calls), expiry after expiry.
@@ -291,6 +289,7 @@ def analyse_set(
 
     spots = np.array([chain.spot for chain in chains])
     # The statistics take float64 columns: `set_quotes` converted the four rows.
+    oi_strikes, volume_strikes = _reported_counts(ints, activity, bounds)
     call_oi, put_oi, call_volume, put_volume = activity
     open_interest = stats.open_interest_by_expiry_prepared(
         strike,
@@ -328,10 +327,46 @@ def analyse_set(
             smiles[e],
             surfaces[e],
             open_interest[e],
+            (oi_strikes[e], volume_strikes[e]),
         )
         for e, chain in enumerate(chains)
     ]
     return SetAnalysis(analyses, QuoteVols(expiries, strike, bounds, vols))
+
+
+_CALL_FLAGS = CHAIN_INT_COLUMNS.index("call_flags")
+_PUT_FLAGS = CHAIN_INT_COLUMNS.index("put_flags")
+_OI_MISSING = int(QuoteFlag.OI_MISSING)
+_VOLUME_MISSING = int(QuoteFlag.VOLUME_MISSING)
+_EITHER_MISSING = _OI_MISSING | _VOLUME_MISSING
+
+
+def _reported_counts(
+    ints: Int64Array, activity: Float64Array, bounds: Int64Array
+) -> tuple[list[int], list[int]]:
+    """Leave the strikes whose call or put OI (volume) was not reported out of the OI (volume)
+    statistics, by zeroing both sides of them in `activity` (call OI, put OI, call volume, put volume
+    rows, changed in place), and count per expiry the strikes each statistic is computed from.
+
+    Both sides go: a PCR or max pain that keeps the known side of a strike whose other side is unknown
+    leans towards that side. A reported 0 stays a 0 and counts."""
+    sizes: list[int] = (bounds[1:] - bounds[:-1]).tolist()
+    # The usual case, every count reported, in one reduction over the two flag rows (adjacent, last).
+    if not int(np.bitwise_or.reduce(ints[_CALL_FLAGS : _PUT_FLAGS + 1], axis=None)) & _EITHER_MISSING:
+        return sizes, sizes
+    either = ints[_CALL_FLAGS] | ints[_PUT_FLAGS]
+    no_oi = (either & _OI_MISSING) != 0
+    no_volume = (either & _VOLUME_MISSING) != 0
+    starts = bounds[:-1]
+    counts = []
+    for missing, rows in ((no_oi, activity[0:2]), (no_volume, activity[2:4])):
+        if missing.any():
+            rows[:, missing] = 0.0
+            known = np.add.reduceat((~missing).astype(np.int64), starts)
+            counts.append(known.tolist())
+        else:
+            counts.append(sizes)
+    return counts[0], counts[1]
 
 
 def _iv_starts(
@@ -436,6 +471,7 @@ def _expiry_analysis(
     smile: _Smile,
     surface: SurfaceColumns,
     open_interest: stats.OpenInterest,
+    reported: tuple[int, int],
 ) -> ExpiryAnalysis:
     reasons: list[str] = []
     quality = Quality.GOOD
@@ -529,6 +565,8 @@ def _expiry_analysis(
             "max_pain": oi.max_pain,
             "call_oi_wall": oi.call_wall,
             "put_oi_wall": oi.put_wall,
+            "oi_strikes": reported[0],
+            "volume_strikes": reported[1],
         }
     )
     return ExpiryAnalysis(

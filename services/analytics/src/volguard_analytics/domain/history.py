@@ -3,7 +3,7 @@
 Inputs are what the service loads from Postgres at start and each morning:
 - `index_bars`: NIFTY daily bars, a frame with columns trade_date, open, high, low, close;
 - `vix_close`: India VIX daily closes (index points) by trade date;
-- `atm_iv_close`: NIFTY ATM IV daily closes (fraction) by trade date; often short or missing.
+- `atm_iv_close`: NIFTY 30-day constant-maturity ATM IV daily closes (fraction) by trade date.
 Rows dated on or after the snapshot's trading day are ignored: history is what was known before today,
 and today enters only through the intraday path (`IntradayBar`).
 """
@@ -326,14 +326,15 @@ class GarchCache:
 def percentiles(
     days: DayInputs, vix: float | None, atm_iv: float | None, config: AnalyticsConfig
 ) -> tuple[VolPercentiles, list[str]]:
-    """IV percentile and rank of India VIX and of ATM IV over the lookback; unknown with thin history."""
+    """IV percentile and rank of India VIX and of the 30-day constant-maturity ATM IV (`atm_iv`, the
+    measure the daily ATM IV history keeps) over the lookback; unknown with thin history."""
     reasons: list[str] = []
     lookback = config.percentile_lookback_days
     vix_pct, vix_rank = _percentile_and_rank(
         "VIX", _window(days.vix_window, days.vix, lookback), vix, config, reasons
     )
     iv_pct, iv_rank = _percentile_and_rank(
-        "ATM IV", _window(days.atm_iv_window, days.atm_iv, lookback), atm_iv, config, reasons
+        "30-day ATM IV", _window(days.atm_iv_window, days.atm_iv, lookback), atm_iv, config, reasons
     )
     return (
         VolPercentiles(
@@ -342,6 +343,7 @@ def percentiles(
             vix_rank=vix_rank,
             atm_iv_percentile=iv_pct,
             atm_iv_rank=iv_rank,
+            atm_iv_30d=atm_iv,
         ),
         reasons,
     )

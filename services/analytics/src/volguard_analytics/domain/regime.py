@@ -15,6 +15,9 @@ Scores (documented rules; `ramp(x, a, b)` rises linearly from 0 at a to 1 at b):
   sessions, f = vix_trend_frac;
   TREND = ramp(|move|, 0.5 s, 1.5 s), move = (last - open) / (spot x ATM IV / sqrt(252)), s = trend_sigmas;
   MEAN_REVERSION = 0.5 x (1 - max(LOW, HIGH, TREND, RISING, FALLING)), +0.1 when cc7 < cc21.
+- TREND is published with its direction (UP when NIFTY is above today's open, DOWN below) and its
+  strength, |move| in one-day 1-sd moves, both read from the snapshot's own move; no direction when
+  the move is unknown or nil (a TREND held by hysteresis through a return to the open).
 - Confidence = s1 x s1 / (s1 + s2) for the winner's score s1 and the runner-up's s2.
 - Hysteresis: the current regime stays until a challenger has the top score for
   `regime_confirm_snapshots` consecutive snapshots, or beats the current regime's score by
@@ -28,7 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from volguard_analytics.domain.config import AnalyticsConfig
-from volguard_common.events.vol import Regime, RegimeView
+from volguard_common.events.vol import Regime, RegimeView, TrendDirection
 
 PRIORITY = (
     Regime.EVENT_CRUSH,
@@ -177,4 +180,18 @@ class RegimeTracker:
         else:
             total = score[current] + score[best]
             confidence = score[current] / total if total > 0.0 else 0.0
-        return RegimeView(regime=current, confidence=min(1.0, confidence), vix_spike=inputs.vix_spike), None
+        direction = strength = None
+        move = inputs.move_sigmas
+        if current is Regime.TREND and move is not None and move != 0.0:
+            direction = TrendDirection.UP if move > 0.0 else TrendDirection.DOWN
+            strength = abs(move)
+        return (
+            RegimeView(
+                regime=current,
+                confidence=min(1.0, confidence),
+                vix_spike=inputs.vix_spike,
+                trend_direction=direction,
+                trend_strength=strength,
+            ),
+            None,
+        )

@@ -29,7 +29,7 @@ from volguard_analytics.domain.event_risk import DayEventRisk, ScoredEvents, in_
 from volguard_analytics.domain.expiry import ExpiryAnalysis, QuoteVols, analyse_set
 from volguard_analytics.domain.premium import PremiumTracker
 from volguard_analytics.domain.regime import RegimeInputs, RegimeTracker
-from volguard_analytics.domain.surface import skew_view, term_structure
+from volguard_analytics.domain.surface import constant_maturity_atm_iv, skew_view, term_structure
 from volguard_analytics.domain.vix_spike import VixSpike, VixSpikeDetector
 from volguard_common import clock
 from volguard_common.events import ChainSnapshot, Tick
@@ -186,7 +186,7 @@ class VolEngine:
         realised, rv_reasons = self._realised_vol(days, bar)
         horizon = max(1, calendar.trading_days_to(ref_vol.expiry))
         garch_view, garch_reason = self.garch.forecast(days, horizon)
-        percentiles, pct_reasons = hist.percentiles(days, vix, ref_vol.atm_iv, config)
+        percentiles, pct_reasons = hist.percentiles(days, vix, constant_maturity_atm_iv(points), config)
         reasons.extend(rv_reasons)
         reasons.extend(pct_reasons)
         if garch_reason is not None:

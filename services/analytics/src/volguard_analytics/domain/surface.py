@@ -7,6 +7,8 @@ Slopes are vol (fraction) per 30 calendar days; thresholds are in vol points (1 
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from datetime import date
 from typing import Protocol
@@ -64,6 +66,31 @@ def term_structure(
     else:
         signal = TermSignal.FLAT
     return _structure(points, fitted.slope, fitted.curvature, signal, TERM_IMPLICATION[signal]), None
+
+
+THIRTY_DAYS = 30.0 / 365.0
+
+
+def constant_maturity_atm_iv(
+    points: Sequence[tuple[AtmPoint, float]], years: float = THIRTY_DAYS
+) -> float | None:
+    """ATM IV at a constant maturity (`years`, ACT/365; 30 days by default) from (point, years to
+    expiry) pairs: linear in total variance (vol^2 x t) between the two expiries with an ATM IV that
+    bracket it, which keeps forward variance non-negative where the curve allows it. An expiry at the
+    maturity gives its own vol. None when no two expiries bracket it: extrapolating a term structure is
+    a guess, and a percentile of a guess is not a percentile."""
+    curve = sorted((t, point.atm_iv) for point, t in points if point.atm_iv is not None and t > 0.0)
+    for (t1, v1), (t2, v2) in itertools.pairwise(curve):
+        if t1 <= years <= t2:
+            if t2 == t1:
+                return v1
+            w1, w2 = v1 * v1 * t1, v2 * v2 * t2
+            variance = w1 + (w2 - w1) * (years - t1) / (t2 - t1)
+            return math.sqrt(variance / years) if variance > 0.0 else None
+    for t, vol in curve:
+        if t == years:
+            return vol
+    return None
 
 
 def _structure(

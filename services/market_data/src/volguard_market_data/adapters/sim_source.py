@@ -113,6 +113,7 @@ def sim_config(
         strikes_each_side=settings.sim_strikes_each_side,
         weeklies=settings.sim_weeklies,
         interval_s=settings.sim_snapshot_interval_s,
+        rate=settings.risk_free_rate,
     )
 
 

@@ -15,6 +15,12 @@ Quote rules (a price we did not see is never invented):
   STALE_LTP;
 - a strike with no contract on one side, an unreadable strike or a duplicate strike cannot be a row
   (every row needs both instrument keys): it is dropped, counted in `dropped_rows` and logged.
+
+Quantity rules (missing is not zero): open interest and traded volume the source did not report stay
+unknown (None here); the snapshot's int column then holds 0 with OI_MISSING / VOLUME_MISSING on that
+side, so PCR, max pain and the OI walls leave the strike out instead of reading "no open interest".
+A depth quantity (bid_qty, ask_qty) that is absent is 0: Upstox sends an empty side of the book as
+0 price and 0 quantity, and nothing shown at a level is what 0 means there.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ class SideQuote:
     ltp: float | None = None
     bid_qty: int = 0
     ask_qty: int = 0
-    volume: int = 0
-    oi: int = 0
+    volume: int | None = None  # None: not reported (never read as 0)
+    oi: int | None = None
     ltp_at: datetime | None = None  # last trade time, when the source says
 
 
@@ -92,6 +98,13 @@ def quantity(value: Any) -> int:
     return max(0, int(value))
 
 
+def reported_quantity(value: Any) -> int | None:
+    """A reported count (open interest, volume) or None when the source did not give a usable one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return max(0, int(value))
+
+
 def side_flags(
     side: SideQuote,
     *,
@@ -111,6 +124,10 @@ def side_flags(
         flags |= QuoteFlag.CROSSED
     elif (ask - bid) > wide_spread_fraction * (ask + bid) / 2:
         flags |= QuoteFlag.WIDE_SPREAD
+    if side.oi is None:
+        flags |= QuoteFlag.OI_MISSING
+    if side.volume is None:
+        flags |= QuoteFlag.VOLUME_MISSING
     if (
         stale_ltp_after_s is not None
         and side.ltp is not None
@@ -165,8 +182,9 @@ def build_snapshot(
             columns[f"{prefix}_ltp"].append(side.ltp)
             columns[f"{prefix}_bid_qty"].append(side.bid_qty)
             columns[f"{prefix}_ask_qty"].append(side.ask_qty)
-            columns[f"{prefix}_volume"].append(side.volume)
-            columns[f"{prefix}_oi"].append(side.oi)
+            # Unknown counts travel as 0 under OI_MISSING / VOLUME_MISSING (see side_flags).
+            columns[f"{prefix}_volume"].append(side.volume if side.volume is not None else 0)
+            columns[f"{prefix}_oi"].append(side.oi if side.oi is not None else 0)
             columns[f"{prefix}_flags"].append(
                 side_flags(
                     side,
@@ -222,8 +240,8 @@ def _side_from_rest(payload: Any) -> SideQuote | None:
         ltp=price_or_none(market.get("ltp")),
         bid_qty=quantity(market.get("bid_qty")),
         ask_qty=quantity(market.get("ask_qty")),
-        volume=quantity(market.get("volume")),
-        oi=quantity(market.get("oi")),
+        volume=reported_quantity(market.get("volume")),
+        oi=reported_quantity(market.get("oi")),
     )
 
 

@@ -115,8 +115,9 @@ def _side(key: str | None, quote: FeedQuote | None, seed: SideQuote | None) -> S
         ltp=quote.ltp,
         bid_qty=quote.bid_qty,
         ask_qty=quote.ask_qty,
-        volume=quote.volume if quote.volume is not None else (seed.volume if seed else 0),
-        oi=quote.oi if quote.oi is not None else (seed.oi if seed else 0),
+        # Never reported by the feed nor the REST seed: unknown, flagged on the snapshot, not 0.
+        volume=quote.volume if quote.volume is not None else (seed.volume if seed else None),
+        oi=quote.oi if quote.oi is not None else (seed.oi if seed else None),
         ltp_at=quote.ltt,
     )
 

@@ -33,6 +33,7 @@ from volguard_common.clock import Holiday, SpecialSession, TradingCalendar
 
 NIFTY = "NIFTY"
 INDIA_VIX = "INDIAVIX"
+NIFTY_ATM_IV = "NIFTYATMIV"
 SUBSTEPS = 25
 
 # NSE trading holidays 2024 (equity derivatives), from the exchange's 2024 circulars.
@@ -197,3 +198,17 @@ def daily_bars(end: date, seed: int, years: int = 2) -> list[DailyBar]:
             )
         )
     return bars
+
+
+def atm_iv_bars(bars: list[DailyBar]) -> list[DailyBar]:
+    """The simulated market's daily 30-day ATM implied vol (percent), one bar per INDIAVIX bar.
+
+    The simulator's surface makes the 30-day ATM vol exactly VIX/100 (`surface.atm_term_structure`),
+    so its ATM IV history is its VIX history read as a 30-day ATM IV in percent - the same series
+    analytics keeps from live snapshots (a 30-day constant-maturity ATM IV), which is what makes the
+    seeded history and the first session's percentile consistent."""
+    return [
+        DailyBar(NIFTY_ATM_IV, bar.trade_date, bar.open, bar.high, bar.low, bar.close, 0)
+        for bar in bars
+        if bar.symbol == INDIA_VIX
+    ]

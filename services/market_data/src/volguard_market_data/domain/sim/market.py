@@ -24,6 +24,7 @@ from volguard_common import clock
 from volguard_common.events import ChainColumns
 from volguard_common.quant import black76, sabr
 from volguard_common.quant._types import Float64Array
+from volguard_common.settings import DEFAULT_RISK_FREE_RATE
 from volguard_market_data.domain.sim import scenarios
 from volguard_market_data.domain.sim.daily_bars import INDIA_VIX, NIFTY, DailyBar, daily_bars
 from volguard_market_data.domain.sim.quotes import TICK, OptionBook, from_ticks, open_interest_lots, to_ticks
@@ -44,7 +45,8 @@ from volguard_market_data.domain.sim.surface import (
 )
 from volguard_market_data.domain.sim.vix import VixModel
 
-RISK_FREE_RATE = 0.065
+# The simulated market prices at the same rate analytics discounts with (Settings.risk_free_rate).
+RISK_FREE_RATE = DEFAULT_RISK_FREE_RATE
 MONTHLIES = 3
 _SECONDS_PER_YEAR = DAYS_PER_YEAR * 86_400.0
 # The session's strike grid spans these multiples of the opening spot: wide enough that the +-60
