@@ -99,6 +99,8 @@ class ServiceContext:
     on_failure: Callable[[ServiceContext], None] | None = None
     # The instance name claimed in Redis when VOLGUARD_INSTANCE=auto (then `settings.instance` is it).
     instance_claim: InstanceClaim | None = None
+    # What a service's setup builds for its own edge (the dashboard's live view), by name.
+    extensions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -143,6 +145,9 @@ class ServiceSpec:
     description: str = ""
     # One active replica per account, the others hot standbys (volguard_common.lease).
     single_active: bool = False
+    # An ASGI app for every other HTTP path and WebSocket (the dashboard's REST API, web page and
+    # /ws), built with a getter of the running context (None until start-up completes).
+    edge: Callable[[Callable[[], ServiceContext | None]], Any] | None = None
 
 
 @dataclass
@@ -238,7 +243,8 @@ def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None
             status_code=200 if ok else 503,
         )
 
-    return AsgiFastStream(
+    app_class = AsgiFastStream if spec.edge is None else _with_edge(spec.edge(lambda: process.context))
+    return app_class(
         broker,
         asgi_routes=[("/health", health), ("/ready", ready), ("/metrics", metrics.metrics_asgi_app())],
         on_startup=[on_startup],
@@ -246,6 +252,23 @@ def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None
         asyncapi_path="/docs/asyncapi",
         specification=AsyncAPI(title=f"volguard {spec.name}", description=spec.description),
     )
+
+
+def _with_edge(edge: Any) -> type[AsgiFastStream]:
+    """FastStream's app routes exact HTTP paths only: everything else (other paths, WebSockets) goes
+    to the service's edge app; the lifespan stays FastStream's."""
+
+    class _EdgeApp(AsgiFastStream):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            own = scope["type"] == "lifespan" or (
+                scope["type"] == "http" and any(scope["path"] == path for path, _ in self.routes)
+            )
+            if own:
+                await super().__call__(scope, receive, send)
+            else:
+                await edge(scope, receive, send)
+
+    return _EdgeApp
 
 
 async def start_service(
@@ -567,6 +590,8 @@ def run(spec: ServiceSpec) -> None:
         access_log=False,
         loop=loop,
         lifespan="on",
+        # The dashboard's /ws: websockets' current implementation, not its deprecated legacy one.
+        ws="websockets-sansio",
         # Open connections (health probes, dashboard WebSockets) get this share; the lifespan shutdown
         # (stop_service) has the rest of VOLGUARD_STOP_GRACE_S.
         timeout_graceful_shutdown=max(1, round(settings.stop_grace_s * HTTP_DRAIN_SHARE)),

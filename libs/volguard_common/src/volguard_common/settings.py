@@ -203,6 +203,38 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Interface the dashboard and service health endpoints bind to."
     )
     dashboard_port: int = Field(default=8000, description="Port of the dashboard (web UI, REST, WebSocket).")
+    dashboard_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the dashboard's mutating endpoints (kill switch, flatten, pause, "
+        "capital) require; without one they all answer 403. Never logged.",
+    )
+    dashboard_ws_queue: int = Field(
+        default=256,
+        ge=1,
+        description="Messages a dashboard WebSocket client may have waiting before it is dropped as slow.",
+    )
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, description="Telegram bot token for CRITICAL/WARNING alerts; none: no Telegram."
+    )
+    telegram_chat_id: str = Field(default="", description="Telegram chat the alerts go to.")
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org", description="Telegram Bot API base URL (a fake one in tests)."
+    )
+    smtp_host: str = Field(default="", description="SMTP server for alert e-mails; empty: no e-mail.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port.")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+    smtp_username: str = Field(default="", description="SMTP login; empty: no login.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password. Never logged.")
+    smtp_from: str = Field(default="", description="Sender address of alert e-mails.")
+    smtp_to: str = Field(default="", description="Comma-separated recipients of alert e-mails.")
+    notify_dedup_s: int = Field(
+        default=300,
+        ge=0,
+        description="An alert code already notified within this many seconds is not sent again.",
+    )
+    notify_per_minute: int = Field(
+        default=10, ge=1, description="At most this many alert notifications per channel per minute."
+    )
     service_port_base: int = Field(
         default=8100,
         description="Health/metrics ports of the services are this base plus 1 (market_data), 2 "
@@ -881,6 +913,9 @@ def _consistency_problems(s: Settings) -> list[str]:
     return problems
 
 
+_SECRET_FIELDS = frozenset({"upstox_access_token", "dashboard_token", "telegram_bot_token", "smtp_password"})
+
+
 def describe_settings_error(error: ValidationError) -> str:
     """A readable multi-line message for a failed `Settings` construction, naming variables as typed."""
     lines = ["VolGuard configuration is invalid:"]
@@ -892,7 +927,7 @@ def describe_settings_error(error: ValidationError) -> str:
             lines.extend(f"  - {part}" for part in message.split("; "))
             continue
         field = str(loc[0])
-        shown_input: Any = "<hidden>" if field == "upstox_access_token" else item.get("input")
+        shown_input: Any = "<hidden>" if field in _SECRET_FIELDS else item.get("input")
         if item["type"] == "extra_forbidden":
             lines.append(f"  - {env_name(field)} is not a VolGuard setting (misspelt?)")
         else:

@@ -200,6 +200,8 @@ class CommandKind(StrEnum):
     CIRCUIT_BREAKER = "CIRCUIT_BREAKER"
     # The operator has looked at EXTERNAL positions or a STUCK basket: clears those causes.
     ACKNOWLEDGE = "ACKNOWLEDGE"
+    # Live mode: market_data reloads the instrument master and the holiday calendar.
+    REFRESH_DATA = "REFRESH_DATA"
 
 
 class Command(EventBase):
