@@ -363,12 +363,13 @@ def build_api(get_context: ContextGetter) -> FastAPI:
 
     @api.get("/api/analytics/strategies")
     async def analytics_strategies(run: Running) -> dict[str, Any]:
-        # st.recommendations is not on the bus yet (volguard_common.streams has no such stream): say so.
-        if "st.recommendations" in streams.BY_NAME:
+        # Strategy's st.recommendations exists on the bus, but this service does not read it yet
+        # (volguard_common.streams.SUBSCRIPTIONS): say so rather than show an empty list as known.
+        if "st.recommendations" in streams.SUBSCRIPTIONS["dashboard_api"]:
             return {"available": True, "reason": "", "recommendations": run[1].recommendations}
         return {
             "available": False,
-            "reason": "strategy does not publish st.recommendations yet",
+            "reason": "the dashboard does not read st.recommendations yet",
             "recommendations": None,
         }
 
