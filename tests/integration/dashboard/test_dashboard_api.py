@@ -94,8 +94,12 @@ def trading_state(ts: datetime, state: events.TradingStateKind) -> events.Tradin
 
 
 @pytest.fixture
-def dashboard_settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"dashboard_token": SecretStr(TOKEN), "feed": "sim"})
+def dashboard_settings(settings: Settings, fresh_database_url: str) -> Settings:
+    # A database of its own: these tests count audit rows and stored snapshots, which other tests of
+    # the session (schemathesis, analytics) also write in the shared one.
+    return settings.model_copy(
+        update={"dashboard_token": SecretStr(TOKEN), "feed": "sim", "database_url": fresh_database_url}
+    )
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ HANDLED: dict[str, frozenset[str]] = {
     "analytics": frozenset({"md.ticks", "md.chain"}),
     "risk": frozenset(streams.SUBSCRIPTIONS["risk"]),
     "execution": frozenset(streams.SUBSCRIPTIONS["execution"]),
+    "dashboard_api": frozenset(streams.SUBSCRIPTIONS["dashboard_api"]),
 }
 
 
