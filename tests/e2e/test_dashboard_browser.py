@@ -124,9 +124,13 @@ async def test_the_page_shows_the_live_market_and_the_kill_switch_halts(
                 lambda: _kill_switch_on_stream(redis, config.key("ctl.commands")),
                 what="KILL_SWITCH on ctl.commands",
             )
-            result = await page.text_content("#command-result")
-            assert result is not None
-            assert command.event_id in result
+
+            # The page shows the answer once its request returns, which may be after the command is on
+            # the stream (the answer waits for that).
+            async def answer_names_the_command() -> bool:
+                return command.event_id in (await page.text_content("#command-result") or "")
+
+            await eventually(answer_names_the_command, what="the page shows the command's event id")
             # Risk's part: the kill switch flattens, then halts.
             halted_state = events.TradingState(
                 ts_event=command.ts_event, source="risk/test", state=events.TradingStateKind.HALTED,
