@@ -219,18 +219,19 @@ class Lease:
         remaining third and a standby take over, and it must have stopped before that.
         """
         interval = self.ttl_ms / 3000
-        # From the moment the last successful renewal was SENT: Redis may have applied it any time
-        # after that, so counting from its answer would overstate how long the key still lives.
+        # Counted from the moment the last successful renewal was SENT: Redis may have applied it any
+        # time after that, so counting from its answer would overstate how long the key still lives.
         deadline = time.monotonic() + 2 * interval
         while True:
             await asyncio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
             sent = time.monotonic()
             try:
-                if sent >= deadline:
-                    raise TimeoutError("no time left before the deadline")
-                # Bounded by the deadline: a renewal stuck on a dead connection must not carry the
-                # holder past the point where its key may expire.
-                renewed = await asyncio.wait_for(self.renew(), timeout=min(interval, deadline - sent))
+                # Always try, even late (a loop stalled by start-up work): the compare-and-renew tells
+                # the truth about the key. What is bounded is a renewal that does not answer: it may
+                # not carry the holder past the point where the key can expire unnoticed.
+                renewed = await asyncio.wait_for(
+                    self.renew(), timeout=max(0.05, min(interval, deadline - sent))
+                )
             except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise LeaseLostError(
