@@ -302,3 +302,20 @@ async def test_snapshot_and_dead_letter_streams_are_not_trimmed_by_acknowledgeme
     await outbox.trim_log_streams(redis, config)
     assert await redis.xlen(config.key("md.chain")) == 2
     assert await redis.xlen(config.key("dlq.ex.commands")) == 2
+
+
+async def test_a_stream_only_the_dashboard_reads_keeps_its_retention_and_no_more(
+    redis: Redis, settings: Settings
+) -> None:
+    config = BusConfig(namespace=settings.stream_namespace)
+    key = config.key("sys.alerts")  # only the dashboard's per-replica groups read it
+    seconds, _ = await redis.time()
+    now_ms = int(seconds) * 1000
+    old = [await redis.xadd(key, {b"event": b"{}"}, id=f"{now_ms - 7_200_000 + i}-0") for i in range(3)]
+    recent = [(await redis.xadd(key, {b"event": b"{}"})).decode() for _ in range(2)]
+    await redis.xgroup_create(key, "dashboard_api.gone", id="0")  # never read: must not pin it
+    assert all(old)
+    # Without a retention nothing is trimmed, as before.
+    assert "sys.alerts" not in await outbox.trim_log_streams(redis, config)
+    assert (await outbox.trim_log_streams(redis, config, retention_ms=3_600_000))["sys.alerts"] == 3
+    assert [eid.decode() for eid, _ in await redis.xrange(key)] == recent

@@ -70,6 +70,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "outbox_poll_interval_ms": 1000,
     "outbox_sent_ttl_s": 86400,
     "stream_trim_interval_ms": 60000,
+    "log_stream_retention_h": 168,
     "instance": "auto",
     "bus_handler_timeout_ms": 20000,
     "http_host": "127.0.0.1",

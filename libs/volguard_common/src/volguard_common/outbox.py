@@ -307,22 +307,27 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def log_stream_floor(redis: Redis, config: BusConfig, stream: str) -> str | None:
-    """The id below which every subscribing group has acknowledged `stream`; None when unknown
-    (a subscribing service has no group there yet, or the stream does not exist)."""
-    key = config.key(stream)
-    if not await redis.exists(key):
-        return None
-    groups = {_text(g["name"]): g for g in await redis.xinfo_groups(key)}
+def _acting_subscribers(stream: str) -> list[str]:
     # Per-replica groups (the dashboard's) do not hold the trim back: they have no effects to protect,
     # and a replica that is gone for good would otherwise pin the stream forever.
-    subscribers = [
+    return [
         s
         for s in streams.SERVICES
         if stream in streams.SUBSCRIPTIONS[s] and s not in streams.GROUP_PER_REPLICA
     ]
+
+
+async def log_stream_floor(redis: Redis, config: BusConfig, stream: str) -> str | None:
+    """The id below which every subscribing group has acknowledged `stream`; None when unknown
+    (a subscribing service has no group there yet, the stream does not exist, or no service acts on
+    it: see `trim_log_streams`)."""
+    key = config.key(stream)
+    if not await redis.exists(key):
+        return None
+    subscribers = _acting_subscribers(stream)
     if not subscribers:
         return None
+    groups = {_text(g["name"]): g for g in await redis.xinfo_groups(key)}
     floor: str | None = None
     for service in subscribers:
         group = groups.get(streams.group_name(service))
@@ -338,13 +343,26 @@ async def log_stream_floor(redis: Redis, config: BusConfig, stream: str) -> str 
     return floor
 
 
-async def trim_log_streams(redis: Redis, config: BusConfig) -> dict[str, int]:
-    """XTRIM MINID each log stream at its `log_stream_floor`; returns entries removed per stream."""
+async def trim_log_streams(
+    redis: Redis, config: BusConfig, retention_ms: int | None = None
+) -> dict[str, int]:
+    """XTRIM MINID each log stream at its `log_stream_floor`; a log stream no service acts on (only
+    the dashboard's per-replica groups read it) is trimmed to the last `retention_ms` of entries by
+    their ids' Redis time instead, when a retention is given. Returns entries removed per stream."""
     removed: dict[str, int] = {}
+    now_ms: int | None = None
     for spec in streams.ALL_STREAMS:
         if spec.retention is not streams.Retention.LOG:
             continue
-        floor = await log_stream_floor(redis, config, spec.name)
+        if not _acting_subscribers(spec.name):
+            if retention_ms is None:
+                continue
+            if now_ms is None:
+                seconds, micros = await redis.time()
+                now_ms = int(seconds) * 1000 + int(micros) // 1000
+            floor: str | None = f"{max(now_ms - retention_ms, 0)}-0"
+        else:
+            floor = await log_stream_floor(redis, config, spec.name)
         if floor is None or floor == "0-0":
             continue
         # Exact MINID: an approximate trim could only keep more, never less, but exact is cheap here.
@@ -352,12 +370,14 @@ async def trim_log_streams(redis: Redis, config: BusConfig) -> dict[str, int]:
     return removed
 
 
-async def trim_periodically(redis: Redis, config: BusConfig, interval_ms: int) -> None:
+async def trim_periodically(
+    redis: Redis, config: BusConfig, interval_ms: int, retention_ms: int | None = None
+) -> None:
     """Run `trim_log_streams` every `interval_ms` until cancelled."""
     while True:
         await asyncio.sleep(interval_ms / 1000)
         try:
-            removed = await trim_log_streams(redis, config)
+            removed = await trim_log_streams(redis, config, retention_ms)
         except TRANSIENT_ERRORS as exc:
             log.warning("log-stream trim: Redis unavailable; next round retries", error=repr(exc))
             continue

@@ -382,7 +382,10 @@ async def _activate(context: ServiceContext) -> None:
     relay = asyncio.create_task(context.relay.run(), name="outbox-relay")
     trim = asyncio.create_task(
         outbox.trim_periodically(
-            context.redis, BusConfig.from_settings(settings), settings.stream_trim_interval_ms
+            context.redis,
+            BusConfig.from_settings(settings),
+            settings.stream_trim_interval_ms,
+            settings.log_stream_retention_h * 3_600_000,
         ),
         name="log-stream-trim",
     )

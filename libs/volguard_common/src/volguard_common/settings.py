@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         default=60000,
         description="How often (ms) log streams are trimmed below what every consumer group acknowledged.",
     )
+    log_stream_retention_h: int = Field(
+        default=168,
+        description="Hours of entries kept in a log stream that no service acts on, only the "
+        "dashboard reads (rk.decisions, sys.alerts): a week of history for the page after a restart. "
+        "Risk's decisions are also kept in Postgres (risk.decisions) and every alert in its process's "
+        "log. Streams a service acts on are trimmed only below what its group acknowledged.",
+    )
     bus_handler_timeout_ms: int = Field(
         default=20000,
         description="A handler running longer than this (ms) is cancelled and counts as a failed "
@@ -880,6 +887,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("outbox_poll_interval_ms", 1)
     at_least("outbox_sent_ttl_s", 1)
     at_least("stream_trim_interval_ms", 1)
+    at_least("log_stream_retention_h", 1)
     if not s.account_id.strip():
         problems.append(f"{env_name('account_id')} must not be empty")
     at_least("bus_handler_timeout_ms", 1)
