@@ -229,12 +229,18 @@ class OutboxRelay:
                         log.warning("outbox relay: cannot delete expired rows now", error=repr(exc))
         finally:
             if listener is not None and not listener.is_closed():
-                await listener.close()
+                # terminate, not close: close awaits the server, and a second cancellation (a stop
+                # grace running out) during that await would leave the connection open.
+                listener.terminate()
 
     async def _listen(self, channel: str) -> asyncpg.Connection[Any] | None:
         try:
             listener = await asyncpg.connect(self._database_url, timeout=10)
-            await listener.add_listener(channel, self._on_notify)
+            try:
+                await listener.add_listener(channel, self._on_notify)
+            except BaseException:
+                listener.terminate()  # never left open behind a failed or cancelled LISTEN
+                raise
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Polling still relays everything, only later; the next round tries to listen again.
             log.warning("outbox relay cannot LISTEN; polling only", channel=channel, error=repr(exc))

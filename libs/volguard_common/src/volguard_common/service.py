@@ -301,6 +301,38 @@ async def start_service(
     )
     await db.ensure_database(settings.database_url)
     pool = await db.create_pool(settings.database_url)
+    started: list[ServiceContext] = []
+    try:
+        return await _start_on(
+            spec, settings, redis, pool, claim, broker, on_failure, on_instance_lost, started
+        )
+    except BaseException:
+        # A start that fails or is cancelled half-way leaves nothing running or open behind it: no
+        # task, no pooled connection, no claimed name (a later start tries again from scratch).
+        if started:
+            context = started[0]
+            pending = [*context.tasks, *([context.lease_task] if context.lease_task else [])]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await context.consumer.stop(grace_s=0)
+        pool.terminate()
+        if claim is not None:
+            await claim.release()
+        raise
+
+
+async def _start_on(
+    spec: ServiceSpec,
+    settings: Settings,
+    redis: Redis,
+    pool: db.Pool,
+    claim: InstanceClaim | None,
+    broker: RedisBroker | None,
+    on_failure: Callable[[ServiceContext], None] | None,
+    on_instance_lost: Callable[[str], None] | None,
+    started: list[ServiceContext],
+) -> ServiceContext:
     async with pool.acquire() as conn:
         await db.ensure_core_schema(conn)
         if spec.schema is not None and spec.migrations_package is not None:
@@ -320,6 +352,7 @@ async def start_service(
     context = ServiceContext(
         spec, settings, broker or RedisBroker(settings.redis_url), redis, pool, publisher, consumer
     )
+    started.append(context)
     if claim is not None:
         context.instance_claim = claim
 
