@@ -147,3 +147,42 @@ def test_backoff_is_capped() -> None:
     for _ in range(20):
         retry = limits.throttled("tag")
     assert retry.at == pytest.approx(1060.0)
+
+
+class SteppingClock:
+    """A real clock moves between two reads; this one moves `step` seconds on every read and counts."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 1000.0
+        self.step = step
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        value = self.now
+        self.now += self.step
+        return value
+
+
+def test_each_call_reads_the_clock_once() -> None:
+    clock = SteppingClock(0.001)
+    limits = OrderRateLimiter(order_rate_windows_from(Settings()), clock)
+    for call in (limits.try_acquire, limits.next_send_at, limits.wait_s, lambda: limits.throttled("t")):
+        before = clock.reads
+        call()
+        assert clock.reads - before == 1
+
+
+def test_a_send_is_recorded_at_the_time_it_was_judged_on() -> None:
+    # Each read is 0.4 s after the one before. A limiter that judged the slot on one reading and
+    # recorded the send at another would let a 2-a-second window take a third send inside one second.
+    clock = SteppingClock(0.4)
+    limits = OrderRateLimiter((RateWindow("1s", 2, 1.0),), clock)
+    sends: list[float] = []
+    for _ in range(40):
+        judged_at = clock.now
+        if limits.try_acquire():
+            sends.append(judged_at)
+    assert len(sends) > 2
+    for t in sends:
+        assert sum(1 for u in sends if t - 1.0 < u <= t) <= 2

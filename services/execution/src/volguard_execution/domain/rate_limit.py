@@ -100,7 +100,11 @@ class OrderRateLimiter:
 
     def next_send_at(self) -> float:
         """The earliest clock time at which one more order may be sent (now if it may go now)."""
-        now = self._monotonic()
+        return self._next_send_at(self._monotonic())
+
+    def _next_send_at(self, now: float) -> float:
+        # Every public method reads the clock once and passes that reading down: on a real clock two
+        # reads differ, and a slot judged free at the first could be recorded at a later second.
         self._prune(now)
         at = max(now, self._blocked_until)
         for window in self._windows:
@@ -111,12 +115,13 @@ class OrderRateLimiter:
         return at
 
     def wait_s(self) -> float:
-        return self.next_send_at() - self._monotonic()
+        now = self._monotonic()
+        return self._next_send_at(now) - now
 
     def try_acquire(self) -> bool:
         """Take a slot for one order request now, if every window has room; records the send."""
         now = self._monotonic()
-        if self.next_send_at() > now:
+        if self._next_send_at(now) > now:
             return False
         self._sends.append(now)
         return True
@@ -142,4 +147,4 @@ class OrderRateLimiter:
         else:
             pause = min(FIRST_BACKOFF_S * 2 ** (self._consecutive_429 - 1), MAX_BACKOFF_S)
         self._blocked_until = max(self._blocked_until, now + pause)
-        return RetryAt(client_order_id, self.next_send_at())
+        return RetryAt(client_order_id, self._next_send_at(now))
