@@ -15,7 +15,7 @@ from volguard_common import clock, events
 from volguard_common.bus import BusConfig, Publisher
 from volguard_common.clock import IST, SimulationClock
 from volguard_common.settings import Settings
-from volguard_market_data.adapters.upstox.http import UpstoxHttp
+from volguard_common.upstox_http import UpstoxHttp
 from volguard_market_data.adapters.upstox.market_info import BrokerCalendarCheck
 
 MONDAY = datetime(2026, 12, 7, 10, 0, tzinfo=IST)

@@ -20,16 +20,7 @@ from volguard_common.bus import BusConfig, Publisher
 from volguard_common.clock import IST
 from volguard_common.events import Alert, FeedState, MarketMode, QuoteFlag, Severity, parse_event
 from volguard_common.settings import Settings
-from volguard_market_data.adapters.upstox.chain import OptionChainClient
-from volguard_market_data.adapters.upstox.feed import (
-    WATCHED_FIELDS,
-    FeedMode,
-    MarketFeed,
-    SubscriptionLimitError,
-    SubscriptionLimits,
-    check_subscriptions,
-)
-from volguard_market_data.adapters.upstox.http import (
+from volguard_common.upstox_http import (
     RateLimiter,
     RateLimits,
     UpstoxAuthError,
@@ -38,6 +29,15 @@ from volguard_market_data.adapters.upstox.http import (
     UpstoxResponseError,
     UpstoxServerError,
     token_expiry_after,
+)
+from volguard_market_data.adapters.upstox.chain import OptionChainClient
+from volguard_market_data.adapters.upstox.feed import (
+    WATCHED_FIELDS,
+    FeedMode,
+    MarketFeed,
+    SubscriptionLimitError,
+    SubscriptionLimits,
+    check_subscriptions,
 )
 from volguard_market_data.adapters.upstox.instruments import load_instrument_master
 from volguard_market_data.adapters.upstox.maintenance import closed_until, parse_window

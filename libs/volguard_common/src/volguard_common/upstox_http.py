@@ -1,7 +1,13 @@
 """One HTTP client for every Upstox REST call: auth headers, the documented rate limits, retries for reads.
 
+Shared by market_data (feed authorize, option chain, instrument master, market information) and execution
+(orders on the HFT host, order book, trades, positions, the portfolio stream's authorize).
+
 Upstox facts this module relies on (checked against the Upstox developer documentation):
 - Every call carries `Authorization: Bearer <access_token>` and `Accept: application/json`.
+- Order placement, modification and cancellation live on a host of their own,
+  `https://api-hft.upstox.com` (`Configuration.order_host` in upstox/upstox-python); everything else on
+  `https://api.upstox.com`. The token goes to both hosts and to no other (the instrument master's CDN).
 - Errors come back as `{"status": "error", "errors": [{"errorCode": ..., "message": ...}]}`.
 - Standard (non-order) APIs are limited per user and per API to 50 requests/second, 500/minute and
   2000/30 minutes (upstox.com/developer/api-documentation/rate-limiting); a breach is HTTP 429 with
@@ -44,7 +50,7 @@ TOKEN_EXPIRY_MINUTE = 30
 TOKEN_HELP = (
     "Upstox access tokens expire every day at 03:30 IST, whenever they were generated. Generate a new "
     "one (Upstox login → authorization code → POST /v2/login/authorization/token), set it as "
-    "VOLGUARD_UPSTOX_ACCESS_TOKEN and restart market_data."
+    "VOLGUARD_UPSTOX_ACCESS_TOKEN and restart the service (market_data, execution)."
 )
 
 
@@ -105,6 +111,20 @@ class UpstoxResponseError(UpstoxError):
 
 class UpstoxUnavailableError(UpstoxError):
     """No response: connect or read timeout, connection refused or reset, after the allowed retries."""
+
+
+class UpstoxNotSentError(UpstoxUnavailableError):
+    """The request never left: no connection could be made (refused, connect timeout, no pooled
+    connection). Upstox cannot have acted on it."""
+
+
+class UpstoxNoAnswerError(UpstoxUnavailableError):
+    """The request was (or may have been) sent but no answer came back: a read or write timeout, a reset
+    or a broken response. Upstox may have acted on it; for an order, look it up before anything else."""
+
+
+# httpx errors raised before a byte of the request went out.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
 # Upstox answers these outside its API service hours (the nightly maintenance window, reported by public
@@ -259,6 +279,7 @@ class UpstoxHttp:
         base_url: str,
         access_token: SecretStr | str,
         *,
+        order_base_url: str | None = None,
         limits: RateLimits | None = None,
         timeout_s: float = 10.0,
         max_attempts: int = 4,
@@ -274,7 +295,10 @@ class UpstoxHttp:
         if not token:
             raise UpstoxAuthError(f"no Upstox access token configured. {TOKEN_HELP}")
         self.base_url = base_url.rstrip("/")
-        self._api_host = urlsplit(self.base_url).netloc
+        # Orders go to the HFT host; without one configured (tests, the feed-only market_data) they go
+        # to the base host.
+        self.order_base_url = (order_base_url or base_url).rstrip("/")
+        self._api_hosts = frozenset({urlsplit(self.base_url).netloc, urlsplit(self.order_base_url).netloc})
         self._token = SecretStr(token)
         self.limiter = RateLimiter(limits or RateLimits())
         self.max_attempts = max_attempts
@@ -303,6 +327,10 @@ class UpstoxHttp:
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
 
+    def __repr__(self) -> str:
+        # The token never appears in a repr, a log line or an error message.
+        return f"UpstoxHttp(base_url={self.base_url!r}, order_base_url={self.order_base_url!r})"
+
     # ---- public calls ------------------------------------------------------------------------------
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
@@ -314,6 +342,21 @@ class UpstoxHttp:
         """POST once. Never retried: a lost response does not mean the broker did nothing."""
         response = await self._attempt("POST", path, json_body=payload)
         return self._json(response, "POST", path)
+
+    async def send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request exactly once and return the parsed JSON body: order placement, modification
+        and cancellation. A connection that never opened raises `UpstoxNotSentError`; a request that went
+        out without an answer raises `UpstoxNoAnswerError` (the broker may have acted on it)."""
+        response = await self._attempt(method, path, params=params, json_body=payload, extra_headers=headers)
+        return self._json(response, method, path)
 
     async def get_bytes(self, url: str) -> bytes:
         """GET a file by absolute URL or API path (retried like any read)."""
@@ -382,11 +425,12 @@ class UpstoxHttp:
         json_body: Mapping[str, Any] | None = None,
         accept: str | None = None,
         retryable: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         await self.limiter.acquire()
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = dict(extra_headers or {})
         target = urlsplit(path)
-        if not target.netloc or target.netloc == self._api_host:
+        if not target.netloc or target.netloc in self._api_hosts:
             headers.update(self._auth_headers())
         if accept is not None:
             headers["Accept"] = accept
@@ -397,7 +441,8 @@ class UpstoxHttp:
             )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             self.stats.timeouts += 1
-            error = UpstoxUnavailableError(
+            kind = UpstoxNotSentError if isinstance(exc, _NOT_SENT) else UpstoxNoAnswerError
+            error = kind(
                 f"Upstox {method} {path}: no response ({type(exc).__name__}: {exc})", method=method, path=path
             )
             if retryable:

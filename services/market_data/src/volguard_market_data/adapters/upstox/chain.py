@@ -34,7 +34,7 @@ from datetime import date, datetime
 from typing import Any
 
 from volguard_common.events import ChainColumns, ChainSnapshot, QuoteFlag
-from volguard_market_data.adapters.upstox.http import UpstoxHttp, UpstoxResponseError
+from volguard_common.upstox_http import UpstoxHttp, UpstoxResponseError
 from volguard_market_data.adapters.upstox.instruments import NIFTY_INDEX_KEY
 
 log = logging.getLogger(__name__)

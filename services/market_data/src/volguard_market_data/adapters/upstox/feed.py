@@ -58,7 +58,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
 from volguard_common.clock import IST
-from volguard_market_data.adapters.upstox.http import (
+from volguard_common.upstox_http import (
     UpstoxAuthError,
     UpstoxBrokerClosedError,
     UpstoxError,

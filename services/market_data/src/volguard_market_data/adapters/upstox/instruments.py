@@ -28,7 +28,7 @@ from typing import Any
 
 from volguard_common.clock import IST
 from volguard_common.events import OptionType
-from volguard_market_data.adapters.upstox.http import UpstoxHttp, UpstoxResponseError
+from volguard_common.upstox_http import UpstoxHttp, UpstoxResponseError
 
 log = logging.getLogger(__name__)
 

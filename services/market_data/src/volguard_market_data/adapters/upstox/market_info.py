@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from volguard_common import clock, events
 from volguard_common.bus import Publisher
 from volguard_common.clock import Clock, LiveClock, TradingCalendar
-from volguard_market_data.adapters.upstox.http import UpstoxError, UpstoxHttp
+from volguard_common.upstox_http import UpstoxError, UpstoxHttp
 from volguard_market_data.domain.broker_calendar import (
     BrokerCalendarError,
     BrokerClosure,

@@ -44,6 +44,14 @@ from volguard_common.events import (
     Tick,
 )
 from volguard_common.settings import Settings
+from volguard_common.upstox_http import (
+    TOKEN_HELP,
+    RateLimits,
+    UpstoxBrokerClosedError,
+    UpstoxError,
+    UpstoxHttp,
+    token_expiry_after,
+)
 from volguard_market_data.adapters.upstox.chain import (
     ChainRow,
     OptionChainClient,
@@ -58,14 +66,6 @@ from volguard_market_data.adapters.upstox.feed import (
     SubscriptionLimitError,
     SubscriptionLimits,
     check_key_counts,
-)
-from volguard_market_data.adapters.upstox.http import (
-    TOKEN_HELP,
-    RateLimits,
-    UpstoxBrokerClosedError,
-    UpstoxError,
-    UpstoxHttp,
-    token_expiry_after,
 )
 from volguard_market_data.adapters.upstox.instruments import (
     INDIA_VIX_KEY,
