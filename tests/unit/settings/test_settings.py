@@ -50,6 +50,8 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "feed_stale_after_s": 10.0,
     "holidays_file": None,
     "upstox_api_base": "https://api.upstox.com",
+    "upstox_order_api_base": "https://api-hft.upstox.com",
+    "upstox_algo_name": None,
     "upstox_strikes_each_side": 40,
     "upstox_recentre_after_strikes": 5,
     "upstox_field_stale_after_s": 120.0,

@@ -321,6 +321,17 @@ class Settings(BaseSettings):
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
+    upstox_order_api_base: str = Field(
+        default="https://api-hft.upstox.com",
+        description="Base URL of Upstox's order host: place, modify and cancel (v3) go here, everything "
+        "else to upstox_api_base. Upstox accepts order calls only from the static IP registered with the "
+        "app (whitelisted in the Upstox developer console).",
+    )
+    upstox_algo_name: str | None = Field(
+        default=None,
+        description="Exchange-registered algo name sent as the X-Algo-Name header on order calls; unset "
+        "sends no header (an invalid name is rejected by Upstox). Only for registered algos.",
+    )
     upstox_strikes_each_side: int = Field(
         default=40,
         description="Strikes either side of the at-the-money strike the Upstox feed subscribes per expiry "

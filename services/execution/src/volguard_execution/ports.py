@@ -79,6 +79,9 @@ class SubmitAck:
     broker_order_id: str
     # Broker-reported processing latency when it gives one (Upstox `metadata.latency`), else None.
     broker_latency_ms: float | None = None
+    # Every exchange order the broker made of this one request when it sliced it itself (Upstox's
+    # `slice`: `data.order_ids`), `broker_order_id` first; () for one order.
+    slice_order_ids: tuple[str, ...] = ()
 
 
 class BrokerError(Exception):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -57,11 +58,15 @@ from volguard_common.events.orders import (
     client_order_id,
 )
 from volguard_common.service import ServiceContext
+from volguard_common.settings import Settings, env_name
+from volguard_common.upstox_http import UpstoxHttp
 from volguard_execution.adapters.paper_broker import PaperBroker
 from volguard_execution.adapters.paper_store import PostgresPaperStore
+from volguard_execution.adapters.upstox_broker import UpstoxBroker
 from volguard_execution.domain.basket_guard import AlertLevel, BasketGuard, Contract, GuardConfig, RaiseAlert
 from volguard_execution.domain.orders import Order, OrderKey, Trade
 from volguard_execution.domain.paper_exchange import InstrumentRules, PaperOrder, Quote, chain_quotes
+from volguard_execution.domain.rate_limit import OrderRateLimiter, order_rate_windows_from
 from volguard_execution.ports import Broker, BrokerTrade, BrokerUnavailable
 from volguard_execution.runner import BasketRunner
 
@@ -674,16 +679,39 @@ def _json_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def live_broker(settings: Settings) -> UpstoxBroker:
+    """The Upstox broker for `VOLGUARD_MODE=live`: orders to the HFT host through the order-rate limiter
+    (Upstox's three windows, strictly under the SEBI algo threshold), reads to the API host. The token is
+    held as a secret and never appears in a repr or a log line."""
+    token = settings.upstox_access_token
+    if token is None or not token.get_secret_value().strip():
+        raise RuntimeError(
+            f"{env_name('mode')}=live needs an Upstox access token in {env_name('upstox_access_token')}; "
+            "paper trading (the default) needs none"
+        )
+    http = UpstoxHttp(settings.upstox_api_base, token, order_base_url=settings.upstox_order_api_base)
+    limiter = OrderRateLimiter(order_rate_windows_from(settings), time.monotonic)
+    return UpstoxBroker(http, limiter, algo_name=settings.upstox_algo_name)
+
+
 async def setup(ctx: ServiceContext) -> None:
-    if ctx.settings.mode != "paper":
-        # The Upstox order adapter is built behind the same port on its own branch; until it is wired,
-        # live mode refuses to start rather than pretend.
-        raise RuntimeError("live execution needs the Upstox order adapter, which is not wired in this build")
-    time = ExchangeTime()
+    exchange_time = ExchangeTime()
     latest = await ctx.pool.fetchval("select max(updated_at) from execution.orders")
     if latest is not None:
-        time.saw(latest)
-    service = ExecutionService(ctx, await _paper_broker(ctx, time), time)
+        exchange_time.saw(latest)
+    broker: Broker
+    if ctx.settings.mode == "live":
+        broker = live_broker(ctx.settings)
+        log.info(
+            "execution_broker",
+            broker="upstox",
+            api=ctx.settings.upstox_api_base,
+            orders=ctx.settings.upstox_order_api_base,
+            algo_name=ctx.settings.upstox_algo_name,
+        )
+    else:
+        broker = await _paper_broker(ctx, exchange_time)
+    service = ExecutionService(ctx, broker, exchange_time)
     _RUNNING[ctx.source] = service
     await service.recover_unfinished()
     await service.try_reconcile()
@@ -708,12 +736,12 @@ async def teardown(ctx: ServiceContext) -> None:
         await service.broker.close()
 
 
-async def _paper_broker(ctx: ServiceContext, time: ExchangeTime) -> PaperBroker:
+async def _paper_broker(ctx: ServiceContext, exchange_time: ExchangeTime) -> PaperBroker:
     return await PaperBroker.open(
         instruments={},
         calendar=nse_calendar(),
         margin=UnlimitedPaperMargin(),
         store=PostgresPaperStore(ctx.pool),
-        clock=time,
+        clock=exchange_time,
         latency=timedelta(milliseconds=ctx.settings.paper_latency_ms),
     )

@@ -120,11 +120,15 @@ class OrderRateLimiter:
 
     def try_acquire(self) -> bool:
         """Take a slot for one order request now, if every window has room; records the send."""
+        return self.try_acquire_at() is not None
+
+    def try_acquire_at(self) -> float | None:
+        """`try_acquire`, answering the clock time the send was recorded at (None: no slot now)."""
         now = self._monotonic()
         if self._next_send_at(now) > now:
-            return False
+            return None
         self._sends.append(now)
-        return True
+        return now
 
     def used(self, window: RateWindow) -> int:
         """Sends counted in `window` now."""
