@@ -192,6 +192,10 @@ class FakeUpstoxOrders:
         with self._lock:
             self._broadcast(self.orders[order_id].updates[index])
 
+    @property
+    def open_streams(self) -> int:
+        return len(self._sockets)
+
     def drop_stream(self) -> None:
         loop = self._loop
         assert loop is not None

@@ -114,7 +114,7 @@ class Collected:
 
 async def connected(broker: UpstoxBroker, fake: FakeUpstoxOrders, connections: int = 1) -> None:
     async def ready() -> bool:
-        return fake.stream_connections >= connections and len(fake._sockets) >= 1
+        return fake.stream_connections >= connections and fake.open_streams >= 1
 
     await eventually(ready, what=f"portfolio stream connection {connections}")
 

@@ -186,3 +186,18 @@ def test_a_send_is_recorded_at_the_time_it_was_judged_on() -> None:
     assert len(sends) > 2
     for t in sends:
         assert sum(1 for u in sends if t - 1.0 < u <= t) <= 2
+
+
+def test_headroom_counts_what_each_window_still_allows() -> None:
+    clock = FakeClock()
+    limits = limiter(clock)
+    assert limits.headroom() == (9, 500, 2000)
+    for _ in range(4):
+        assert limits.try_acquire()
+    assert limits.headroom() == (5, 496, 1996)
+    clock.now += 1.0
+    assert limits.headroom() == (9, 496, 1996)
+    limits.throttled("tag", retry_after_s=3.0)
+    assert limits.headroom() == (0, 0, 0)
+    clock.now += 3.0
+    assert limits.headroom() == (9, 496, 1996)

@@ -379,13 +379,7 @@ class ExecutionService:
             # The verdict, not one probe: a single failed check is noise until it is the third in a row.
             connected=not self.unhealthy,
             latency_ms=probe.latency_ms,
-            # The paper broker has no order-rate limit of its own: its headroom is the Upstox budget
-            # VolGuard keeps to, unused.
-            rate_limit=RateLimitHeadroom(
-                per_second=self.settings.upstox_orders_per_second,
-                per_minute=self.settings.upstox_orders_per_minute,
-                per_30_minutes=self.settings.upstox_orders_per_30_minutes,
-            ),
+            rate_limit=self._rate_limit_headroom(),
             token_expires_at=None,
             open_orders=open_orders,
             in_flight_unknown=unknown,
@@ -646,6 +640,19 @@ class ExecutionService:
             await tx.publish(result)
 
     # -- helpers -------------------------------------------------------------------------------------
+
+    def _rate_limit_headroom(self) -> RateLimitHeadroom:
+        if isinstance(self.broker, UpstoxBroker):
+            # The limiter's windows are (second, minute, 30 minutes), as order_rate_windows builds them.
+            second, minute, half_hour = self.broker.limiter.headroom()
+            return RateLimitHeadroom(per_second=second, per_minute=minute, per_30_minutes=half_hour)
+        # The paper broker has no order-rate limit of its own: its headroom is the Upstox budget
+        # VolGuard keeps to, unused.
+        return RateLimitHeadroom(
+            per_second=self.settings.upstox_orders_per_second,
+            per_minute=self.settings.upstox_orders_per_minute,
+            per_30_minutes=self.settings.upstox_orders_per_30_minutes,
+        )
 
     def _contract(self) -> Contract:
         return Contract(self.tick_size, self.settings.nifty_freeze_quantity)

@@ -139,7 +139,7 @@ class UpstoxBroker:
         self._connection: ClientConnection | None = None
         self._connected = False
         self._closed = asyncio.Event()
-        self.sent_at: list[float] = []  # limiter-clock time of every order request sent (health, tests)
+        self.sent_at: list[float] = []  # limiter-clock time of every order request sent (tests, audits)
 
     @property
     def name(self) -> str:
@@ -192,7 +192,7 @@ class UpstoxBroker:
 
     async def submit(self, request: OrderRequest) -> SubmitAck:
         tag = request.client_order_id
-        if not tag or len(tag) > MAX_TAG_LENGTH or not tag.isalnum():
+        if not tag or len(tag) > MAX_TAG_LENGTH or not (tag.isascii() and tag.isalnum()):
             raise SubmitRejected(f"tag {tag!r} is not 1-{MAX_TAG_LENGTH} alphanumeric characters")
         payload = {
             "quantity": request.quantity,
@@ -338,9 +338,7 @@ class UpstoxBroker:
         backoff = self._reconnect_initial_s
         while not self._closed.is_set():
             try:
-                uri = (await self._read(PORTFOLIO_AUTHORIZE, {"update_types": "order"}))[
-                    "authorized_redirect_uri"
-                ]
+                uri = await self._stream_uri()
                 async with websockets.connect(uri) as connection:
                     self._connection = connection
                     self._connected = True
@@ -349,7 +347,7 @@ class UpstoxBroker:
                         async for update in self._on_message(message):
                             yield update
                 reason = "portfolio stream closed by Upstox"
-            except (BrokerUnavailable, OSError, websockets.WebSocketException, KeyError, TypeError) as exc:
+            except (BrokerUnavailable, OSError, websockets.WebSocketException) as exc:
                 reason = f"portfolio stream unavailable: {type(exc).__name__}: {exc}"
             finally:
                 self._connected = False
@@ -360,6 +358,16 @@ class UpstoxBroker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), backoff)
             backoff = min(backoff * 2, self._reconnect_max_s)
+
+    async def _stream_uri(self) -> str:
+        """The single-use WebSocket address Upstox hands out for the portfolio stream (order updates)."""
+        data = await self._read(PORTFOLIO_AUTHORIZE, {"update_types": "order"})
+        uri = data.get("authorized_redirect_uri") if isinstance(data, dict) else None
+        if not isinstance(uri, str) or not uri:
+            raise BrokerUnavailable(
+                f"GET {PORTFOLIO_AUTHORIZE}: no authorized_redirect_uri in {str(data)[:200]}"
+            )
+        return uri
 
     async def _on_message(self, message: str | bytes) -> AsyncIterator[BrokerUpdate]:
         try:

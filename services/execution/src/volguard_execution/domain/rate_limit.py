@@ -130,6 +130,14 @@ class OrderRateLimiter:
         self._sends.append(now)
         return now
 
+    def headroom(self) -> tuple[int, ...]:
+        """Sends still allowed now in each window, in window order (one clock reading for all)."""
+        now = self._monotonic()
+        self._prune(now)
+        if self._blocked_until > now:
+            return tuple(0 for _ in self._windows)
+        return tuple(max(0, w.limit - len(self._in_window(w, now))) for w in self._windows)
+
     def used(self, window: RateWindow) -> int:
         """Sends counted in `window` now."""
         now = self._monotonic()
