@@ -86,7 +86,7 @@ class FakeOrder:
             "order_id": self.order_id,
             "variety": "SIMPLE",
             "order_timestamp": now,
-            "exchange_timestamp": now if self.status != "put order req received" else "",
+            "exchange_timestamp": now if self.status != "put order req received" else None,
             "is_amo": False,
         }
 
