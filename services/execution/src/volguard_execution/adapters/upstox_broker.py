@@ -24,7 +24,9 @@ What the adapter adds to the HTTP client:
   bounded number of times, and then the submit is refused as retryable (nothing was placed).
 - No blind re-submit. A place whose answer is lost (timeout, reset, 5xx, a body that is not the documented
   one) may have reached the exchange: the adapter reads the order history by tag once, and acknowledges the
-  order it finds there; when it finds none, the submit is `SubmitOutcomeUnknown` and nothing is re-sent.
+  order it finds there when the find is unambiguous (the attempt's first slice, alone under its tag);
+  otherwise the submit is `SubmitOutcomeUnknown`, nothing is re-sent, and the runner's resolution by tag
+  (which knows the slices already claimed) settles it.
 - The tag is VolGuard's deterministic client order id (20 alphanumeric characters: `client_order_id`). The
   Upstox documentation states no maximum for `tag`; 20 is the limit other Indian broker APIs enforce (Kite,
   Angel One), so the adapter refuses anything longer rather than have Upstox cut an identity short.
@@ -234,6 +236,14 @@ class UpstoxBroker:
             history = await self.order_history(tag)
         except BrokerUnavailable as lookup:
             raise SubmitOutcomeUnknown(f"{tag}: {error}; the lookup by tag failed too ({lookup})") from None
+        # Only an unambiguous find is claimed here: the first slice of an attempt, alone under its tag,
+        # and of this request's contract, side and size. Anything else (later slices share the tag, and
+        # after a failover this process has not acknowledged the earlier slices itself) stays UNKNOWN for
+        # the runner's resolution, which knows every slice the basket has already claimed.
+        if request.key.slice_index != 0 or len(history) != 1:
+            raise SubmitOutcomeUnknown(
+                f"{tag}: {error}; {len(history)} order(s) under the tag: left to the resolution by tag"
+            )
         found = [
             o
             for o in history
@@ -243,7 +253,7 @@ class UpstoxBroker:
             and o.quantity == request.quantity
         ]
         if not found:
-            raise SubmitOutcomeUnknown(f"{tag}: {error}; not (yet) in the order history by tag")
+            raise SubmitOutcomeUnknown(f"{tag}: {error}; the order under the tag is not this request")
         order = found[0]
         log.warning(
             "upstox place of %s lost its answer (%s); found order %s by tag",
