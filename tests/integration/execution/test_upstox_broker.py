@@ -458,6 +458,13 @@ def test_live_mode_without_a_token_is_refused_with_the_setting_named() -> None:
         Settings(mode="live", feed="upstox")
 
 
+def test_live_broker_refuses_to_build_without_a_token_even_past_validation() -> None:
+    # model_copy skips validation: the factory checks again rather than send orders unauthenticated.
+    settings = Settings().model_copy(update={"mode": "live", "feed": "upstox"})
+    with pytest.raises(RuntimeError, match="VOLGUARD_UPSTOX_ACCESS_TOKEN"):
+        live_broker(settings)
+
+
 async def test_live_broker_from_settings_uses_both_hosts_and_keeps_the_token_out_of_sight(
     fake: FakeUpstoxOrders,
 ) -> None:
