@@ -55,6 +55,22 @@ def test_same_inputs_give_identical_snapshots() -> None:
     assert len(set(first)) == len(first)  # time moves on, so the snapshots differ from each other
 
 
+def test_every_replica_gives_a_chain_set_the_same_event_id() -> None:
+    # A standby that takes over recomputes the set its predecessor may have published already: the
+    # same id lets consumers drop the second copy. Live stamps wall time, which does not change the id.
+    chains = _chains(TS)
+    one = VolEngine(CONFIG, real_history(), _events(), source="analytics/analytics-0").snapshot(chains)
+    other = VolEngine(CONFIG, real_history(), _events(), source="analytics/analytics-1").snapshot(
+        chains, ts_init=TS + timedelta(seconds=3)
+    )
+    assert one.event_id == other.event_id
+    assert one.source != other.source
+    assert (
+        one.event_id
+        != VolEngine(CONFIG, real_history(), _events()).snapshot(_chains(TS + timedelta(seconds=1))).event_id
+    )
+
+
 def test_snapshot_carries_the_whole_picture() -> None:
     engine = VolEngine(CONFIG, real_history(), _events())
     engine.observe_index(_tick(InstrumentKind.INDEX, TS, 24_000.0))

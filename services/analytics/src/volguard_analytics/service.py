@@ -3,8 +3,9 @@
 Event time only. The engine's index and VIX observations come from each chain set's own metadata
 (spot and VIX at that ts_event) rather than from md.ticks, whose interleaving with md.chain differs
 from run to run: so the output depends only on the ordered md.chain stream, and two replays of one
-recorded session give identical an.vol payloads (with deterministic event ids and ts_init = ts_event
-in sim and replay; live runs use fresh ids and wall time).
+recorded session give identical an.vol payloads (with ts_init = ts_event in sim and replay; live runs
+stamp wall time). Event ids are derived from the chain set in every mode, so a set processed twice
+(a crash between publish and ack, a takeover) is published as the same event.
 
 History (daily NIFTY and VIX bars from market.daily_bars, the daily ATM IV history of
 analytics.atm_iv_daily, the events calendar) is loaded at start and again when the trading day
@@ -199,14 +200,12 @@ class Analytics:
                 correlation_id=front.correlation_id,
                 details={"vix": spike.vix, "change_pct": spike.change_pct},
             )
+        # The event id is derived from the chain set in every mode (a set handled again after a crash
+        # between publish and ack is the same event, deduplicated downstream); live stamps wall time.
         if self.deterministic:
             snapshot = engine.snapshot(chain_set.snapshots)
         else:
-            snapshot = engine.snapshot(
-                chain_set.snapshots,
-                event_id=events.new_event_id(),
-                ts_init=datetime.now(front.ts_event.tzinfo),
-            )
+            snapshot = engine.snapshot(chain_set.snapshots, ts_init=datetime.now(front.ts_event.tzinfo))
         if not chain_set.complete:
             snapshot = _degraded(
                 snapshot,

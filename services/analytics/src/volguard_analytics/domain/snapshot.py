@@ -7,9 +7,11 @@ GARCH fit of the trading day, what the calendar says about the day (session, exp
 reach, trading minutes from the close to each expiry), and the last set's SABR fits and solved vols,
 where the next set's calibrations and IV solve start.
 
-Envelope determinism: `event_id` defaults to a UUIDv7 derived from (source, ts_event, chain event ids) -
-time-ordered by ts_event and identical on replay - and `ts_init` defaults to ts_event. A live service
-passes `event_id=new_event_id()` and `ts_init=<wall time>`; replays compare payloads either way.
+Envelope determinism: `event_id` defaults to a UUIDv7 derived from (the publishing service, ts_event,
+chain event ids) - time-ordered by ts_event, identical on replay, and the same whichever replica computes
+it, so a chain set processed twice (a crash between publishing and acknowledging, a takeover) gives one
+event that consumers deduplicate - and `ts_init` defaults to ts_event. A live service passes
+`ts_init=<wall time>`; replays compare payloads either way.
 `correlation_id` is the front chain's, so a decision on this snapshot traces back to its quotes.
 """
 
@@ -244,7 +246,9 @@ class VolEngine:
             quality = Quality.DEGRADED
         chain_ids = [chain.event_id for chain in ordered]
         if event_id is None:
-            event_id = deterministic_event_id(self.source, ts, chain_ids)
+            # The service, not the replica ("analytics/analytics-1"): a standby that takes over and
+            # recomputes a set its predecessor published must give it the same id.
+            event_id = deterministic_event_id(self.source.partition("/")[0], ts, chain_ids)
         return VolSnapshot.model_validate(
             {
                 "event_id": event_id,
