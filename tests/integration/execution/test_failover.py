@@ -10,19 +10,15 @@ replica, and only then lets the market run again.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
 from tests.integration.execution.test_execution_service import chain, condor_from, reports
-from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.replicas import ServiceReplica, killed_at_teardown
 from tests.support.waiting import eventually
 from volguard_common import db, events
 from volguard_common.bus import BusConfig, Publisher
@@ -35,52 +31,9 @@ TTL_MS = 2000
 POLL_MS = 100
 
 
-class ExecutionReplica:
-    def __init__(self, instance: str, settings: Settings, tmp_path: Path) -> None:
-        dashboard_port, base = free_port(), free_port_block(5)
-        self.url = f"http://127.0.0.1:{base + 5}"
-        env = service_env(settings, dashboard_port=dashboard_port, port_base=base, state_dir=tmp_path)
-        env.update(
-            {
-                "VOLGUARD_INSTANCE": instance,
-                "VOLGUARD_LEASE_TTL_MS": str(TTL_MS),
-                "VOLGUARD_LEASE_POLL_INTERVAL_MS": str(POLL_MS),
-            }
-        )
-        self.log_path = tmp_path / f"execution-{instance}.log"
-        with open(self.log_path, "wb") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "volguard_execution"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def in_role(self, role: str) -> dict[str, Any] | None:
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"execution exited early with {self.process.returncode}: {self.log_path.read_text()[-3000:]}"
-            )
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            try:
-                response = await client.get(f"{self.url}/health")
-            except httpx.HTTPError:
-                return None
-        body = response.json() if response.status_code == 200 else None
-        return body if body is not None and body.get("role") == role else None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
-def replicas() -> Iterator[list[ExecutionReplica]]:
-    started: list[ExecutionReplica] = []
-    yield started
-    for replica in started:
-        replica.kill()
+def replicas() -> Iterator[list[ServiceReplica]]:
+    yield from killed_at_teardown()
 
 
 async def test_sigkill_of_the_active_execution_mid_basket_ends_with_the_standby_unwinding_it(
@@ -88,17 +41,17 @@ async def test_sigkill_of_the_active_execution_mid_basket_ends_with_the_standby_
     settings: Settings,
     fresh_database_url: str,
     tmp_path: Path,
-    replicas: list[ExecutionReplica],
+    replicas: list[ServiceReplica],
 ) -> None:
     settings = settings.model_copy(update={"database_url": fresh_database_url})
     config = BusConfig.from_settings(settings)
     market = Publisher(redis, config, service="market_data", source="market_data/test")
     risk = Publisher(redis, config, service="risk", source="risk/test")
 
-    a = ExecutionReplica("a", settings, tmp_path)
+    a = ServiceReplica("execution", "a", settings, tmp_path, lease_ttl_ms=TTL_MS, lease_poll_ms=POLL_MS)
     replicas.append(a)
     await eventually(lambda: a.in_role("active"), what="execution-a active", patience_s=120)
-    b = ExecutionReplica("b", settings, tmp_path)
+    b = ServiceReplica("execution", "b", settings, tmp_path, lease_ttl_ms=TTL_MS, lease_poll_ms=POLL_MS)
     replicas.append(b)
     await eventually(lambda: b.in_role("standby"), what="execution-b standing by", patience_s=120)
 

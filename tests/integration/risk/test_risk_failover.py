@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.replicas import ServiceReplica, killed_at_teardown
 from tests.support.samples import SESSION, sample_intent
 from tests.support.waiting import eventually
 from volguard_common import events
@@ -28,54 +24,14 @@ POLL_MS = 200
 INTENTS = 40
 
 
-class RiskReplica:
-    def __init__(self, instance: str, settings: Settings, tmp_path: Path) -> None:
-        dashboard_port, base = free_port(), free_port_block(5)
-        self.url = f"http://127.0.0.1:{base + 4}"
-        env = service_env(settings, dashboard_port=dashboard_port, port_base=base, state_dir=tmp_path)
-        env.update(
-            {
-                "VOLGUARD_INSTANCE": instance,
-                "VOLGUARD_LEASE_TTL_MS": str(TTL_MS),
-                "VOLGUARD_LEASE_POLL_INTERVAL_MS": str(POLL_MS),
-            }
-        )
-        self.log_path = tmp_path / f"risk-{instance}.log"
-        with open(self.log_path, "wb") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "volguard_risk"], env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-
-    async def in_role(self, role: str) -> dict[str, Any] | None:
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"risk exited with {self.process.returncode}: {self.log_path.read_text()[-3000:]}"
-            )
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            try:
-                response = await client.get(f"{self.url}/health")
-            except httpx.HTTPError:
-                return None
-        health = response.json() if response.status_code == 200 else None
-        return health if health is not None and health["role"] == role else None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 @pytest.fixture
 def failover_settings(settings: Settings, fresh_database_url: str) -> Settings:
     return settings.model_copy(update={"database_url": fresh_database_url})
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[RiskReplica]]:
-    started: list[RiskReplica] = []
-    yield started
-    for replica in started:
-        replica.kill()
+def replicas() -> Iterator[list[ServiceReplica]]:
+    yield from killed_at_teardown()
 
 
 async def _decisions(redis: Redis, settings: Settings) -> list[events.RiskDecision]:
@@ -85,12 +41,12 @@ async def _decisions(redis: Redis, settings: Settings) -> list[events.RiskDecisi
 
 
 async def test_sigkill_of_the_active_risk_loses_and_doubles_no_decision(
-    failover_settings: Settings, redis: Redis, replicas: list[RiskReplica], tmp_path: Path
+    failover_settings: Settings, redis: Redis, replicas: list[ServiceReplica], tmp_path: Path
 ) -> None:
-    a = RiskReplica("a", failover_settings, tmp_path)
+    a = ServiceReplica("risk", "a", failover_settings, tmp_path, lease_ttl_ms=TTL_MS, lease_poll_ms=POLL_MS)
     replicas.append(a)
     await eventually(lambda: a.in_role("active"), what="risk-a active", patience_s=120)
-    b = RiskReplica("b", failover_settings, tmp_path)
+    b = ServiceReplica("risk", "b", failover_settings, tmp_path, lease_ttl_ms=TTL_MS, lease_poll_ms=POLL_MS)
     replicas.append(b)
     await eventually(lambda: b.in_role("standby"), what="risk-b standing by", patience_s=120)
 
