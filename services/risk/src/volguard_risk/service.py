@@ -19,11 +19,13 @@ unknown, and every entry is rejected with the checks that say so. (Issue 16, ser
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import structlog
 
 from volguard_common import clock, events, outbox, streams
@@ -32,6 +34,7 @@ from volguard_common.charges import round_to_paisa
 from volguard_common.events import Bucket, TradingCause, TradingState, TradingStateKind
 from volguard_common.events.vol import VolSnapshot
 from volguard_common.outbox import OutboxTransaction
+from volguard_common.quant import iv
 from volguard_common.quant.margin import MarginParameters, ScanRanges, scan_ranges
 from volguard_common.service import ServiceContext
 from volguard_risk.domain.capital import CapitalLedger, Movement, MovementKind, crossed_up
@@ -614,7 +617,20 @@ async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedg
     return machine, ledger, portfolio
 
 
+def load_quant_kernels() -> None:
+    """Compile (or load from numba's cache) the implied-vol kernels every chain's marks go through.
+
+    The first `iv.implied_vol` call in a process compiles them: 6 s here with a cold cache, 7-15 s
+    while the rest of the stack starts on the same cores. Done by the first md.chain handler, that
+    stalled the event loop - and the lease renewals on it - past the lease's ttl, so risk lost its
+    lease and restarted once on every cold `volguard up`. Setup runs this in a worker thread instead:
+    numba's compiler gives the GIL back often enough for the loop to keep renewing.
+    """
+    iv.implied_vol(np.array([100.0]), 25_000.0, np.array([25_000.0]), 0.05, True)
+
+
 async def setup(ctx: ServiceContext) -> None:
+    await asyncio.to_thread(load_quant_kernels)
     machine, ledger, portfolio = await restore(ctx)
     settings = ctx.settings
     # Start-up answers no event, so it has no event time: its rows carry the wall time they were
