@@ -12,16 +12,22 @@ Start and failover rebuild the trading state from its last transition and the ca
 rows. Until the portfolio is rebuilt from execution's fills and agrees with execution's reconciled
 broker view, risk holds UNRECONCILED (REDUCING): no entry is approved on a book it cannot vouch for.
 
-Handled here: ctl.commands and st.intents. ex.reports, md.chain and an.vol are declared (their groups
-exist, nothing is read yet), so the fills, marks and VolSnapshot freshness the entry checks need are
-unknown, and every entry is rejected with the checks that say so. (Issue 16, service: in progress.)
+Handled: ctl.commands, st.intents, ex.reports (fills move the book; order updates feed the order budget,
+which counts exchange orders execution reported sent, not intents; basket results release capital),
+ex.health (broker health and reconciliation: broker positions in instruments the book holds none of and
+no basket in flight trades are adopted as EXTERNAL trades, counted in Greeks, margin and the snapshot,
+and hold EXTERNAL_POSITIONS until an operator acknowledges), md.status, md.chain (marks, loss stops,
+time-based and per-trade forced exits, rk.portfolio) and an.vol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import math
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -47,9 +53,10 @@ from volguard_risk.domain.controls import (
     forced_exits,
     loss_stops,
 )
-from volguard_risk.domain.marks import leg_markets
-from volguard_risk.domain.portfolio import Portfolio, TradeOrigin, portfolio_snapshot
+from volguard_risk.domain.marks import chain_contracts, leg_markets
+from volguard_risk.domain.portfolio import Contract, Portfolio, TradeOrigin, portfolio_snapshot
 from volguard_risk.domain.pretrade import (
+    Assessment,
     BookLeg,
     Context,
     LegMarket,
@@ -67,19 +74,39 @@ BUCKET_ALERT_SHARE = Decimal("0.9")
 # rk.portfolio goes out on every fill and at least this often in event time while chains arrive.
 SNAPSHOT_EVERY = timedelta(seconds=5)
 UNRECONCILED_DETAIL = "book not yet rebuilt from fills and compared with execution's reconciled view"
+# The order budget counts exchange orders execution reported sent over the broker's longest window.
+ORDER_WINDOW = timedelta(minutes=30)
+
+
+@dataclass
+class Restored:
+    """Risk's state as Postgres has it (after a restart or a failover)."""
+
+    machine: TradingStateMachine
+    ledger: CapitalLedger
+    portfolio: Portfolio
+    # Baskets execution has not finished, with the instruments each trades.
+    in_flight: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Event times of the exchange orders execution reported sent within the last ORDER_WINDOW.
+    orders_sent: list[datetime] = field(default_factory=list)
 
 
 class Risk:
-    def __init__(
-        self, ctx: ServiceContext, machine: TradingStateMachine, ledger: CapitalLedger, portfolio: Portfolio
-    ) -> None:
+    def __init__(self, ctx: ServiceContext, restored: Restored) -> None:
         self.ctx = ctx
-        self.machine = machine
-        self.ledger = ledger
+        self.machine = restored.machine
+        self.ledger = restored.ledger
         self.limits = RiskLimits.from_settings(ctx.settings)
         self.margin = MarginParameters.from_settings(ctx.settings)
         self.account = ctx.settings.account_size
-        self.portfolio = portfolio
+        self.portfolio = restored.portfolio
+        self.in_flight = dict(restored.in_flight)
+        self.orders_sent: deque[datetime] = deque(sorted(restored.orders_sent))
+        # What each instrument key is, as the chains described it (to book an EXTERNAL position).
+        self.contracts: dict[str, Contract] = {}
+        # Broker positions found EXTERNAL that could not be booked yet (no chain described or quoted
+        # them), already alerted: one Alert each, not one per BrokerHealth.
+        self.external_alerted: set[str] = set()
         # What the latest md.chain / an.vol said (event time), for the checks and the marks.
         self.legs: dict[str, LegMarket] = {}
         self.spot: float | None = None
@@ -192,7 +219,9 @@ class Risk:
             verdict, basket = decision(event, assessment, at=event.ts_event, source=self.ctx.source)
             if basket is not None:
                 assert assessment.reserve is not None
-                await self._open_basket(tx, portfolio, event, basket.basket_id, assessment.reserve)
+                await self._open_basket(
+                    tx, portfolio, event, basket.basket_id, assessment.reserve, _approved_max_loss(assessment)
+                )
                 row = ledger.reserve(
                     event.bucket,
                     basket.basket_id,
@@ -228,6 +257,8 @@ class Risk:
                 )
             await tx.publish(verdict)
         self.ledger, self.portfolio = ledger, portfolio
+        if basket is not None:
+            self.in_flight[basket.basket_id] = frozenset(leg.instrument_key for leg in basket.legs)
         log.info(
             "intent decided", intent_id=event.intent_id, approved=verdict.approved, reasons=verdict.reasons
         )
@@ -239,21 +270,30 @@ class Risk:
         intent: events.TradeIntent,
         basket_id: str,
         reserve: Decimal,
+        max_loss: Decimal | None,
     ) -> None:
-        """The approved basket's fills will belong to this trade (a new one for an entry)."""
+        """The approved basket's fills will belong to this trade (a new one for an entry, which risk
+        forces out if it ever loses `max_loss`)."""
         if intent.kind is events.IntentKind.ENTRY:
             trade_id = f"tr-{intent.intent_id}"[:64]
             portfolio.open_trade(
-                trade_id, intent.bucket, intent.structure, intent.ts_event, origin=TradeOrigin.VOLGUARD
+                trade_id,
+                intent.bucket,
+                intent.structure,
+                intent.ts_event,
+                origin=TradeOrigin.VOLGUARD,
+                max_loss=max_loss,
             )
             await tx.conn.execute(
-                "insert into risk.trades (trade_id, bucket, structure, origin, opened_at, fencing_token) "
-                "values ($1, $2, $3, $4, $5, $6)",
+                "insert into risk.trades "
+                "(trade_id, bucket, structure, origin, opened_at, max_loss, fencing_token) "
+                "values ($1, $2, $3, $4, $5, $6, $7)",
                 trade_id,
                 intent.bucket.value,
                 intent.structure.value,
                 TradeOrigin.VOLGUARD.value,
                 intent.ts_event,
+                max_loss,
                 self.ctx.fencing_token,
             )
         else:
@@ -261,19 +301,22 @@ class Risk:
             trade_id = intent.trade_id
         portfolio.expect_basket(basket_id, trade_id)
         await tx.conn.execute(
-            "insert into risk.baskets (basket_id, trade_id, units, reserved, fencing_token) "
-            "values ($1, $2, $3, $4, $5)",
+            "insert into risk.baskets (basket_id, trade_id, units, reserved, instruments, fencing_token) "
+            "values ($1, $2, $3, $4, $5, $6)",
             basket_id,
             trade_id,
             sum(leg.quantity for leg in intent.legs),
             reserve,
+            sorted({leg.instrument_key for leg in intent.legs}),
             self.ctx.fencing_token,
         )
 
     async def on_report(self, event: events.Event, delivery: Delivery) -> None:
         if isinstance(event, events.OrderUpdate):
-            return  # the book moves on fills; order states are execution's
-        if isinstance(event, events.Fill):
+            # The book moves on fills and order states are execution's; what risk takes from an order
+            # update is that an exchange order went out, for the order budget.
+            await self._on_order_update(event)
+        elif isinstance(event, events.Fill):
             await self._on_fill(event)
         elif isinstance(event, events.BasketResult):
             await self._on_basket_result(event)
@@ -343,11 +386,42 @@ class Risk:
             await tx.publish(self._snapshot(portfolio, ledger, fill.ts_event, fill.correlation_id))
         self.machine, self.ledger, self.portfolio = machine, ledger, portfolio
 
+    async def _on_order_update(self, update: events.OrderUpdate) -> None:
+        """Count each exchange order (a client order id's slice) once, at its first report."""
+        async with self.ctx.handle_once(update.event_id) as tx:
+            if tx is None:
+                return
+            inserted = await tx.conn.fetchval(
+                "insert into risk.orders_sent (client_order_id, slice_index, ts_event, fencing_token) "
+                "values ($1, $2, $3, $4) on conflict do nothing returning true",
+                update.client_order_id,
+                update.slice_index,
+                update.ts_event,
+                self.ctx.fencing_token,
+            )
+        if inserted:
+            self._order_sent(update.ts_event)
+
+    def _order_sent(self, at: datetime) -> None:
+        bisect.insort(self.orders_sent, at)
+        horizon = self.orders_sent[-1] - ORDER_WINDOW
+        while self.orders_sent and self.orders_sent[0] < horizon:
+            self.orders_sent.popleft()
+
+    def _orders_within(self, now: datetime, window: timedelta) -> int:
+        """Exchange orders sent in (now - window, now] of event time."""
+        return sum(1 for at in self.orders_sent if now - window < at <= now)
+
     async def _on_basket_result(self, result: events.BasketResult) -> None:
         machine, ledger = copy.deepcopy(self.machine), copy.deepcopy(self.ledger)
         async with self.ctx.handle_once(result.event_id) as tx:
             if tx is None:
                 return
+            # Every fill of the basket came before its result on ex.reports: what the broker holds in
+            # its instruments from here on is the book's to explain.
+            await tx.conn.execute(
+                "update risk.baskets set finished = true where basket_id = $1", result.basket_id
+            )
             effects = Effects()
             released = ledger.release_reservation(
                 result.basket_id, result.ts_event, f"basket {result.status.value}"
@@ -364,6 +438,7 @@ class Risk:
                 )
             await self._record(tx, effects, result)
         self.machine, self.ledger = machine, ledger
+        self.in_flight.pop(result.basket_id, None)
 
     async def on_health(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, events.BrokerHealth):
@@ -380,8 +455,33 @@ class Risk:
                 machine.raise_cause(TradingCause.BROKER_UNHEALTHY, at, f"{event.broker} disconnected")
             )
         differences: list[str] | None = None
+        portfolio = self.portfolio
+        adopted: list[tuple[str, Contract, int, Decimal]] = []
+        unbooked: list[tuple[str, int]] = []
         if event.reconciled and event.positions is not None:
-            differences = [d.describe() for d in self.portfolio.compare(event.positions)]
+            found = self._external(event.positions)
+            if found:
+                portfolio = copy.deepcopy(self.portfolio)
+            for n, (key, quantity) in enumerate(found):
+                contract, mark = self.contracts.get(key), portfolio.marks.get(key)
+                if contract is None or mark is None:
+                    # Not bookable until a chain describes and quotes it; never ignored meanwhile: it is
+                    # alerted, it holds EXTERNAL_POSITIONS, and it stays a difference (UNRECONCILED).
+                    if key not in self.external_alerted:
+                        unbooked.append((key, quantity))
+                    continue
+                trade_id = f"ext-{n}-{event.event_id}"
+                portfolio.adopt_external(trade_id, contract, quantity, mark, at)
+                adopted.append((trade_id, contract, quantity, mark))
+            if adopted or unbooked:
+                named = [f"{c.instrument_key} {q:+d} adopted at {p}" for _, c, q, p in adopted]
+                named += [f"{key} {q:+d} not yet booked (no chain quotes it)" for key, q in unbooked]
+                effects.add(
+                    machine.raise_cause(
+                        TradingCause.EXTERNAL_POSITIONS, at, ("EXTERNAL positions: " + "; ".join(named))[:500]
+                    )
+                )
+            differences = [d.describe() for d in portfolio.compare(event.positions)]
             if differences:
                 effects.add(machine.raise_cause(TradingCause.UNRECONCILED, at, "; ".join(differences)[:500]))
             else:
@@ -389,12 +489,60 @@ class Risk:
                     machine.cause_cleared(TradingCause.UNRECONCILED, at, "book agrees with execution's view")
                 )
         alert = differences is not None and bool(differences) and differences != self.differences
-        if not effects.transitions and not alert:
+        if not effects.transitions and not alert and not adopted and not unbooked:
             return
         async with self.ctx.handle_once(event.event_id) as tx:
             if tx is None:
                 return
             await self._record(tx, effects, event)
+            for trade_id, contract, quantity, price in adopted:
+                await tx.conn.execute(
+                    "insert into risk.trades (trade_id, bucket, structure, origin, opened_at, fencing_token) "
+                    "values ($1, $2, $3, $4, $5, $6)",
+                    trade_id,
+                    Bucket.INTRADAY.value,
+                    events.Structure.CUSTOM.value,
+                    TradeOrigin.EXTERNAL.value,
+                    at,
+                    self.ctx.fencing_token,
+                )
+                await tx.conn.execute(
+                    "insert into risk.external_positions (trade_id, instrument_key, expiry, strike, "
+                    "option_type, quantity, price, adopted_at, fencing_token) "
+                    "values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    trade_id,
+                    contract.instrument_key,
+                    contract.expiry,
+                    contract.strike,
+                    contract.option_type.value,
+                    quantity,
+                    price,
+                    at,
+                    self.ctx.fencing_token,
+                )
+            if adopted or unbooked:
+                named = [
+                    f"{c.instrument_key} {q:+d} units adopted as trade {t} at {p}" for t, c, q, p in adopted
+                ]
+                named += [
+                    f"{key} {q:+d} units not booked yet: no chain has described and quoted it"
+                    for key, q in unbooked
+                ]
+                await tx.publish(
+                    events.Alert(
+                        ts_event=at,
+                        source=self.ctx.source,
+                        correlation_id=event.correlation_id,
+                        severity=events.Severity.CRITICAL,
+                        code="RISK_EXTERNAL_POSITIONS",
+                        message=(
+                            "the broker holds positions VolGuard did not open; risk counts them and "
+                            "allows exits only until an operator acknowledges: " + "; ".join(named)
+                        )[:4000],
+                    )
+                )
+            if adopted:
+                await tx.publish(self._snapshot(portfolio, self.ledger, at, event.correlation_id))
             if alert and differences is not None:
                 await tx.publish(
                     events.Alert(
@@ -407,9 +555,18 @@ class Risk:
                         + "; ".join(differences)[:900],
                     )
                 )
-        self.machine = machine
+        self.machine, self.portfolio = machine, portfolio
+        self.external_alerted |= {key for key, _ in unbooked}
         if differences is not None:
             self.differences = differences
+
+    def _external(self, broker: dict[str, int]) -> list[tuple[str, int]]:
+        """Broker positions in instruments the book holds none of and no basket in flight trades: not
+        VolGuard's. (A held instrument with another quantity is a difference, not an EXTERNAL position;
+        a basket in flight may have filled at the broker before its fills reached risk.)"""
+        ours = self.portfolio.net_positions()
+        busy = set().union(*self.in_flight.values())
+        return [(k, q) for k, q in sorted(broker.items()) if q != 0 and k not in ours and k not in busy]
 
     async def on_status(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, events.FeedStatus):
@@ -435,6 +592,7 @@ class Risk:
             raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
         markets = leg_markets(event)
         self.legs.update(markets)
+        self.contracts.update(chain_contracts(event))
         self.spot = event.spot
         self.feed_at = event.ts_event if self.feed_at is None else max(self.feed_at, event.ts_event)
         self.portfolio.mark({key: market.mid for key, market in markets.items()})
@@ -470,11 +628,13 @@ class Risk:
                 assert basket.trade_id is not None
                 portfolio.expect_basket(basket.basket_id, basket.trade_id)
                 await tx.conn.execute(
-                    "insert into risk.baskets (basket_id, trade_id, units, reserved, fencing_token) "
-                    "values ($1, $2, $3, 0, $4)",
+                    "insert into risk.baskets "
+                    "(basket_id, trade_id, units, reserved, instruments, fencing_token) "
+                    "values ($1, $2, $3, 0, $4, $5)",
                     basket.basket_id,
                     basket.trade_id,
                     sum(leg.quantity for leg in basket.legs),
+                    sorted({leg.instrument_key for leg in basket.legs}),
                     self.ctx.fencing_token,
                 )
                 await tx.publish(basket.model_copy(update={"correlation_id": event.correlation_id}))
@@ -493,6 +653,8 @@ class Risk:
             if due:
                 await tx.publish(self._snapshot(portfolio, self.ledger, event.ts_event, event.correlation_id))
         self.machine, self.portfolio = machine, portfolio
+        for basket in baskets:
+            self.in_flight[basket.basket_id] = frozenset(leg.instrument_key for leg in basket.legs)
         self.unpriced_alerted |= {(u.trade_id, u.reason) for u in unpriced}
         if due:
             self.snapshot_at = event.ts_event
@@ -571,27 +733,63 @@ class Risk:
             bucket_free=balance.free,
             margin_available=self.account,
             day_pnl=self.portfolio.day_pnl(),
-            orders_last_minute=0,
-            orders_last_30_minutes=0,
+            orders_last_minute=self._orders_within(intent.ts_event, timedelta(minutes=1)),
+            orders_last_30_minutes=self._orders_within(intent.ts_event, ORDER_WINDOW),
             seen_intent=seen,
             trade_holds=holds,
         )
 
 
-async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedger, Portfolio]:
-    """Trading state, capital ledger and the book as Postgres has them (after a restart or a failover)."""
+def _approved_max_loss(assessment: Assessment) -> Decimal | None:
+    """The max loss the per-trade budget check approved (the intent's, or its stress-priced worst)."""
+    for check in assessment.checks:
+        if check.name == "per_trade_budget" and isinstance(check.value, Decimal):
+            return check.value
+    return None
+
+
+async def restore(ctx: ServiceContext) -> Restored:
+    """Trading state, capital ledger, the book, baskets in flight and the order budget's recent orders as
+    Postgres has them (after a restart or a failover)."""
     portfolio = Portfolio(ctx.settings.account_size, brokerage_per_order=ctx.settings.brokerage_per_order)
+    in_flight: dict[str, frozenset[str]] = {}
     async with ctx.pool.acquire() as conn:
         for trade in await conn.fetch("select * from risk.trades order by opened_at, trade_id"):
+            if TradeOrigin(trade["origin"]) is TradeOrigin.EXTERNAL:
+                continue  # booked from risk.external_positions below
             portfolio.open_trade(
                 trade["trade_id"],
                 Bucket(trade["bucket"]),
                 events.Structure(trade["structure"]),
                 clock.to_ist(trade["opened_at"]),
                 origin=TradeOrigin(trade["origin"]),
+                max_loss=None if trade["max_loss"] is None else Decimal(trade["max_loss"]),
             )
-        for basket in await conn.fetch("select basket_id, trade_id from risk.baskets"):
+        for row in await conn.fetch("select * from risk.external_positions order by adopted_at, trade_id"):
+            portfolio.adopt_external(
+                row["trade_id"],
+                Contract(
+                    row["instrument_key"],
+                    row["expiry"],
+                    Decimal(row["strike"]),
+                    events.OptionType(row["option_type"]),
+                ),
+                row["quantity"],
+                Decimal(row["price"]),
+                clock.to_ist(row["adopted_at"]),
+            )
+        for basket in await conn.fetch("select basket_id, trade_id, instruments, finished from risk.baskets"):
             portfolio.expect_basket(basket["basket_id"], basket["trade_id"])
+            if not basket["finished"]:
+                in_flight[basket["basket_id"]] = frozenset(basket["instruments"])
+        orders_sent = [
+            clock.to_ist(r["ts_event"])
+            for r in await conn.fetch(
+                "select ts_event from risk.orders_sent where ts_event >= "
+                "(select max(ts_event) from risk.orders_sent) - $1::interval",
+                ORDER_WINDOW,
+            )
+        ]
         for row in await conn.fetch("select event from risk.fills order by seq"):
             portfolio.apply_fill(events.Fill.model_validate_json(row["event"]))
         last = await conn.fetchval(
@@ -614,7 +812,7 @@ async def restore(ctx: ServiceContext) -> tuple[TradingStateMachine, CapitalLedg
         )
         for r in rows
     )
-    return machine, ledger, portfolio
+    return Restored(machine, ledger, portfolio, in_flight, orders_sent)
 
 
 def load_quant_kernels() -> None:
@@ -631,13 +829,14 @@ def load_quant_kernels() -> None:
 
 async def setup(ctx: ServiceContext) -> None:
     await asyncio.to_thread(load_quant_kernels)
-    machine, ledger, portfolio = await restore(ctx)
+    restored = await restore(ctx)
+    machine, ledger = restored.machine, restored.ledger
     settings = ctx.settings
     # Start-up answers no event, so it has no event time: its rows carry the wall time they were
     # written at, in one fenced transaction of their own.
     now = datetime.now(clock.IST)
     async with outbox.transaction(ctx.pool, publisher=ctx.spec.name, fence=ctx.fence) as tx:
-        risk = Risk(ctx, machine, ledger, portfolio)
+        risk = Risk(ctx, restored)
         movements: list[Movement] = []
         if not any(row.kind is MovementKind.ALLOCATE for row in ledger.rows):
             percentages = {

@@ -29,6 +29,7 @@ from volguard_common.events._base import (
     PositiveMoney,
     Quantity,
     Text,
+    UnitInterval,
 )
 from volguard_common.events.orders import Structure
 
@@ -69,12 +70,28 @@ class OpenTrade(Part):
 
 
 class BucketState(Part):
+    """One capital bucket on rk.portfolio.
+
+    `capital_used` is everything taken from free capital: committed to fills plus `capital_reserved` for
+    approved baskets still working (PortfolioSnapshot version 3 adds the reserved part and the
+    performance below; a version-2 snapshot has none of them and reads with them None / 0).
+    Performance counts the bucket's closed trades: realised P&L net of charges, the share of them that
+    made money, the average winning and losing trade (a loss is negative) and the return on the capital
+    those trades committed. None while the bucket has closed no trade (or committed nothing).
+    """
+
     bucket: Bucket
     capital_allocated: NonNegativeMoney
     capital_used: NonNegativeMoney
     realised_pnl: Money
     unrealised_pnl: Money | None
     open_trades: Quantity
+    capital_reserved: NonNegativeMoney | None = None
+    closed_trades: Quantity = 0
+    win_rate: UnitInterval | None = None
+    average_win: Money | None = None
+    average_loss: Money | None = None
+    roi: float | None = None
 
 
 class PortfolioSnapshot(EventBase):
@@ -82,10 +99,11 @@ class PortfolioSnapshot(EventBase):
 
     STREAM: ClassVar[str] = streams.RK_PORTFOLIO.name
     # Schema 2: an open trade's structure may be one of those added to Structure in its schema 2.
-    SCHEMA_VERSION: ClassVar[int] = 2
-    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
+    # Schema 3: each BucketState carries its reserved capital and its performance.
+    SCHEMA_VERSION: ClassVar[int] = 3
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2, 3})
     type: Literal["PortfolioSnapshot"] = "PortfolioSnapshot"
-    schema_version: int = Field(default=2, ge=1)
+    schema_version: int = Field(default=3, ge=1)
 
     account_capital: NonNegativeMoney
     positions: list[Position]

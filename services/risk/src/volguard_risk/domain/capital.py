@@ -127,6 +127,14 @@ class CapitalLedger:
     def rows(self) -> tuple[Movement, ...]:
         return tuple(self._rows)
 
+    def committed_by_reference(self, bucket: Bucket) -> dict[str, Decimal]:
+        """Everything ever committed in `bucket`, per basket: what its fills used, also after release."""
+        committed: dict[str, Decimal] = {}
+        for row in self._rows:
+            if row.bucket is bucket and row.kind is MovementKind.COMMIT:
+                committed[row.reference] = committed.get(row.reference, ZERO) + row.amount
+        return committed
+
     def bucket_of(self, reference: str) -> Bucket | None:
         for balance in self._balances.values():
             if reference in balance.reserved_by or reference in balance.used_by:

@@ -10,12 +10,17 @@
   trade from `expiry_flatten_before_close` before the dated close on their expiry day, and every open
   intraday trade from `intraday_flat_before_close` before it. A basket id is derived from the trade,
   the rule and the day, so a replay or a failover issues the same basket, never a second one.
+- Per-trade forced exit (STOP_LOSS): a trade whose net P&L (realised less charges plus its open legs at
+  their marks) has lost at least the max loss it was approved with is closed whole, whatever the time.
+  Strategy's own stops (2x credit) normally act first; this is risk's backstop. An unmarked trade's
+  P&L is unknown, and unknown is not a loss: the stale-data rules handle missing marks.
 
 Pure: no I/O, no clock; the caller passes the event time and the day's dated close.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -196,7 +201,10 @@ def forced_exits(
     expiry_due = now >= times.close - times.expiry_flatten_before_close
     intraday_due = now >= times.close - times.intraday_flat_before_close
     for trade in portfolio.open_trades():
-        if intraday_due and trade.bucket is Bucket.INTRADAY:
+        stop = per_trade_stop(trade, portfolio.marks)
+        if stop is not None:
+            legs, reason, why = trade.open_legs(), ExitReason.STOP_LOSS, stop
+        elif intraday_due and trade.bucket is Bucket.INTRADAY:
             legs, reason = trade.open_legs(), ExitReason.EOD_FLATTEN
             why = f"intraday bucket flat {times.intraday_flat_before_close} before the close"
         elif expiry_due:
@@ -207,7 +215,8 @@ def forced_exits(
             why = f"expiring shorts flat {times.expiry_flatten_before_close} before the close"
         else:
             continue
-        why += f" ({times.close:%H:%M} IST on {today})"
+        if reason is not ExitReason.STOP_LOSS:
+            why += f" ({times.close:%H:%M} IST on {today})"
         basket_id = forced_exit_basket_id(trade.trade_id, reason, today)
         if basket_id in issued or not legs:
             continue
@@ -219,6 +228,20 @@ def forced_exits(
             continue
         baskets.append(_closing_basket(trade, legs, portfolio, basket_id, reason, why, now, source))
     return baskets, unpriced
+
+
+def per_trade_stop(trade: Trade, marks: Mapping[str, Decimal]) -> str | None:
+    """Why `trade` must be closed now because it lost its max loss; None while it has not (or the
+    loss is unknown, or nobody set a max loss: an EXTERNAL trade)."""
+    if trade.max_loss is None:
+        return None
+    pnl = trade.pnl(marks)
+    if pnl is None or pnl > -trade.max_loss:
+        return None
+    return (
+        f"trade {trade.trade_id} lost Rs {-pnl:.2f} net of charges, at least the Rs {trade.max_loss:.2f} "
+        "max loss it was approved with"
+    )
 
 
 def _closing_basket(

@@ -18,9 +18,10 @@ from decimal import Decimal
 import numpy as np
 
 from volguard_common.clock import expiry_cutoff
-from volguard_common.events import ChainSnapshot
+from volguard_common.events import ChainSnapshot, OptionType
 from volguard_common.quant import iv
 from volguard_common.quant.parity import forward_from_parity
+from volguard_risk.domain.portfolio import Contract
 from volguard_risk.domain.pretrade import LegMarket
 
 YEAR = timedelta(days=365)
@@ -69,4 +70,19 @@ def leg_markets(chain: ChainSnapshot) -> dict[str, LegMarket]:
                 t=max(t, 0.0),
                 expiry=chain.expiry,
             )
+    return found
+
+
+def chain_contracts(chain: ChainSnapshot) -> dict[str, Contract]:
+    """What each instrument key of the snapshot is (expiry, strike, type): a position the broker reports
+    by key alone can be booked once a chain has described its key."""
+    found: dict[str, Contract] = {}
+    for i, strike in enumerate(chain.strike):
+        # As the book writes a fill's strike, so a contract from a chain and one from a fill are equal.
+        exact = Decimal(str(float(strike)))
+        for keys, option_type in (
+            (chain.call_instrument_key, OptionType.CE),
+            (chain.put_instrument_key, OptionType.PE),
+        ):
+            found[keys[i]] = Contract(keys[i], chain.expiry, exact, option_type)
     return found

@@ -41,7 +41,7 @@ from volguard_common.events import (
     Side,
     Structure,
 )
-from volguard_risk.domain.capital import CapitalLedger
+from volguard_risk.domain.capital import BucketPerformance, CapitalLedger, performance
 
 ZERO = Decimal(0)
 
@@ -129,6 +129,9 @@ class Trade:
     legs: dict[str, LegPosition] = field(default_factory=dict)
     charges: Decimal = ZERO
     closed_at: datetime | None = None
+    # The most it was approved to lose (the per-trade budget check's figure): risk forces it out there.
+    # None for an EXTERNAL trade, which nobody approved.
+    max_loss: Decimal | None = None
 
     @property
     def is_open(self) -> bool:
@@ -142,6 +145,11 @@ class Trade:
     def realised_net(self) -> Decimal:
         """Realised P&L less every charge the trade has paid so far."""
         return self.realised_gross - self.charges
+
+    def pnl(self, marks: Mapping[str, Decimal]) -> Decimal | None:
+        """Net P&L so far: realised less charges plus the open legs at their marks; None when unmarked."""
+        unrealised = self.unrealised(marks)
+        return None if unrealised is None else self.realised_net + unrealised
 
     def unrealised(self, marks: Mapping[str, Decimal]) -> Decimal | None:
         """Open legs at their marks; None when any open leg has no mark."""
@@ -209,11 +217,18 @@ class Portfolio:
 
     # ---- trades -------------------------------------------------------------------------------
     def open_trade(
-        self, trade_id: str, bucket: Bucket, structure: Structure, at: datetime, *, origin: TradeOrigin
+        self,
+        trade_id: str,
+        bucket: Bucket,
+        structure: Structure,
+        at: datetime,
+        *,
+        origin: TradeOrigin,
+        max_loss: Decimal | None = None,
     ) -> Trade:
         if trade_id in self._trades:
             raise PortfolioError(f"trade {trade_id} already exists")
-        trade = Trade(trade_id, bucket, structure, origin, at)
+        trade = Trade(trade_id, bucket, structure, origin, at, max_loss=max_loss)
         self._trades[trade_id] = trade
         return trade
 
@@ -289,7 +304,11 @@ class Portfolio:
     def adopt_external(
         self, trade_id: str, contract: Contract, quantity: int, average_price: Decimal, at: datetime
     ) -> Trade:
-        """A position the broker holds that VolGuard did not open: counted from now on, never hidden."""
+        """A position the broker holds that VolGuard did not open: counted from now on, never hidden.
+
+        It is booked at `average_price` as if bought or sold then (the broker's own cost is not known to
+        risk), so its P&L counts from the adoption. No fill opened it, so no charges are booked.
+        """
         if quantity == 0:
             raise PortfolioError("an EXTERNAL position of zero units is not a position")
         trade = self.open_trade(trade_id, Bucket.INTRADAY, Structure.CUSTOM, at, origin=TradeOrigin.EXTERNAL)
@@ -388,6 +407,40 @@ def _paisa(amount: Decimal) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
+def bucket_performance(portfolio: Portfolio, ledger: CapitalLedger, bucket: Bucket) -> BucketPerformance:
+    """Performance of `bucket` from its closed trades: each trade's realised P&L net of charges, and the
+    capital it used (what the ledger committed to its baskets' fills)."""
+    committed = ledger.committed_by_reference(bucket)
+    return performance(
+        (
+            trade.realised_net,
+            sum((committed.get(basket, ZERO) for basket in portfolio.baskets_of(trade.trade_id)), ZERO),
+        )
+        for trade in portfolio.trades
+        if trade.bucket is bucket and not trade.is_open and trade.closed_at is not None
+    )
+
+
+def bucket_state(portfolio: Portfolio, ledger: CapitalLedger, bucket: Bucket) -> BucketState:
+    """One bucket on rk.portfolio: its capital, P&L and performance (averages to the paisa for display)."""
+    balance = ledger.balance(bucket)
+    stats = bucket_performance(portfolio, ledger, bucket)
+    return BucketState(
+        bucket=bucket,
+        capital_allocated=balance.allocated,
+        capital_used=balance.used + balance.reserved,
+        capital_reserved=balance.reserved,
+        realised_pnl=portfolio.realised_net(bucket),
+        unrealised_pnl=portfolio.unrealised(bucket),
+        open_trades=len(portfolio.open_trades(bucket)),
+        closed_trades=stats.trades,
+        win_rate=None if stats.win_rate is None else float(stats.win_rate),
+        average_win=None if stats.average_win is None else _paisa(stats.average_win),
+        average_loss=None if stats.average_loss is None else _paisa(stats.average_loss),
+        roi=None if stats.return_on_capital is None else float(stats.return_on_capital),
+    )
+
+
 def portfolio_snapshot(
     portfolio: Portfolio,
     ledger: CapitalLedger,
@@ -454,17 +507,7 @@ def portfolio_snapshot(
                 greeks=greeks_of(legs),
             )
         )
-    buckets = [
-        BucketState(
-            bucket=bucket,
-            capital_allocated=ledger.balance(bucket).allocated,
-            capital_used=ledger.balance(bucket).used + ledger.balance(bucket).reserved,
-            realised_pnl=portfolio.realised_net(bucket),
-            unrealised_pnl=portfolio.unrealised(bucket),
-            open_trades=len(portfolio.open_trades(bucket)),
-        )
-        for bucket in Bucket
-    ]
+    buckets = [bucket_state(portfolio, ledger, bucket) for bucket in Bucket]
     all_legs = [leg for trade in portfolio.open_trades() for leg in trade.open_legs()]
     return PortfolioSnapshot(
         ts_event=at,
