@@ -263,3 +263,40 @@ def test_a_due_exit_without_a_mark_is_reported_not_priced_at_a_guess() -> None:
     baskets, unpriced = forced_exits(portfolio, CLOSE - timedelta(minutes=30), TIMES, set(), "risk/test")
     assert baskets == []
     assert [(u.trade_id, u.instrument_keys) for u in unpriced] == [("w", ("P2",))]
+
+
+def short_put_trade(max_loss: Decimal | None, origin: TradeOrigin = TradeOrigin.VOLGUARD) -> Portfolio:
+    """One short put sold at 50 (65 units), approved to lose at most `max_loss`."""
+    portfolio = Portfolio(ACCOUNT, brokerage_per_order=Decimal(20))
+    portfolio.open_trade("w", Bucket.WEEKLY, Structure.CUSTOM, T0, origin=origin, max_loss=max_loss)
+    portfolio.expect_basket("b1", "w")
+    portfolio.apply_fill(fill(1, "b1", "P2", NEXT_WEEK, 23900.0, OptionType.PE, Side.SELL))
+    return portfolio
+
+
+def test_a_trade_that_lost_its_max_loss_is_closed_whole_at_any_time_of_day_once() -> None:
+    portfolio = short_put_trade(Decimal(1000))
+    portfolio.mark({"P2": Decimal(60)})  # lost 650 plus charges: inside the budget
+    assert forced_exits(portfolio, T0, TIMES, set(), "risk/test") == ([], [])
+    portfolio.mark({"P2": Decimal(70)})  # lost 1300 plus charges
+    baskets, unpriced = forced_exits(portfolio, T0, TIMES, set(), "risk/test")
+    assert unpriced == []
+    [basket] = baskets
+    assert (basket.trade_id, basket.exit_reason, basket.urgency) == (
+        "w",
+        ExitReason.STOP_LOSS,
+        Urgency.URGENT,
+    )
+    assert [(leg.instrument_key, leg.side, leg.quantity, leg.limit_price) for leg in basket.legs] == [
+        ("P2", Side.BUY, 65, Decimal(70))
+    ]
+    assert "max loss" in basket.reason
+    assert forced_exits(portfolio, T0, TIMES, {basket.basket_id}, "risk/test") == ([], [])
+
+
+def test_no_per_trade_stop_on_an_unknown_pnl_or_without_a_max_loss() -> None:
+    unmarked = short_put_trade(Decimal(1000))
+    assert forced_exits(unmarked, T0, TIMES, set(), "risk/test") == ([], [])
+    external = short_put_trade(None, TradeOrigin.EXTERNAL)
+    external.mark({"P2": Decimal(500)})
+    assert forced_exits(external, T0, TIMES, set(), "risk/test") == ([], [])

@@ -13,7 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from volguard_common.charges import fill_charges
 from volguard_common.clock import IST
 from volguard_common.events import Bucket, Fill, OptionType, Side, Structure
-from volguard_risk.domain.portfolio import Contract, Portfolio, PortfolioError, TradeOrigin
+from volguard_risk.domain.capital import CapitalLedger
+from volguard_risk.domain.portfolio import Contract, Portfolio, PortfolioError, TradeOrigin, bucket_state
 
 T0 = datetime(2026, 12, 7, 10, 0, tzinfo=IST)
 EXPIRY = date(2026, 12, 8)
@@ -208,3 +209,34 @@ def test_day_pnl_counts_from_the_open_and_drawdown_from_the_peak() -> None:
     portfolio.mark({"NSE_FO|C26300": Decimal("120")})
     assert portfolio.day_pnl() == Decimal(-20 * 65)
     assert portfolio.observe_equity() == Decimal(20 * 65)
+
+
+def test_a_bucket_shows_its_reserved_capital_and_the_performance_of_its_closed_trades() -> None:
+    split = {Bucket.WEEKLY: Decimal(40), Bucket.MONTHLY: Decimal(50), Bucket.INTRADAY: Decimal(10)}
+    ledger = CapitalLedger()
+    ledger.allocate(Decimal("2000000"), split, T0, "start")
+    portfolio = book()
+    # t1: a short put sold at 100 and bought back at 130 - a loss - on 4,000 of committed capital.
+    ledger.reserve(Bucket.WEEKLY, "b1", Decimal(4000), T0, "approved")
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|P25900", Side.SELL, 65, "100", "o1"))
+    ledger.commit("b1", Decimal(4000), T0, "filled")
+    portfolio.expect_basket("b1-exit", "t1")
+    portfolio.apply_fill(fill(2, "b1-exit", "NSE_FO|P25900", Side.BUY, 65, "130", "o2"))
+    ledger.release("b1", T0, "closed")
+    # t2: still open, with 1,500 reserved for its basket.
+    portfolio.open_trade("t2", Bucket.WEEKLY, Structure.IRON_CONDOR, T0, origin=TradeOrigin.VOLGUARD)
+    portfolio.expect_basket("b2", "t2")
+    ledger.reserve(Bucket.WEEKLY, "b2", Decimal(1500), T0, "approved")
+
+    weekly = bucket_state(portfolio, ledger, Bucket.WEEKLY)
+    loss = portfolio.trade("t1").realised_net
+    assert loss < Decimal(-1950)  # 30 x 65 plus both sides' charges
+    assert weekly.capital_reserved == Decimal(1500)
+    assert weekly.capital_used == Decimal(1500)
+    assert weekly.closed_trades == 1
+    assert weekly.win_rate == 0.0
+    assert weekly.average_win is None
+    assert weekly.average_loss == loss.quantize(Decimal("0.01"))
+    assert weekly.roi == float(loss / Decimal(4000))
+    monthly = bucket_state(portfolio, ledger, Bucket.MONTHLY)
+    assert (monthly.closed_trades, monthly.win_rate, monthly.roi) == (0, None, None)
