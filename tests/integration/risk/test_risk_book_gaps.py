@@ -74,7 +74,9 @@ async def decision(redis: Redis, settings: Settings, intent_id: str) -> events.R
         decided = await on_stream(redis, settings, "rk.decisions", events.RiskDecision)
         return next((d for d in decided if d.intent_id == intent_id), None)
 
-    return await eventually(found, what=f"a decision on {intent_id}")
+    verdict = await eventually(found, what=f"a decision on {intent_id}")
+    assert verdict is not None
+    return verdict
 
 
 def check(verdict: events.RiskDecision, name: str) -> events.RiskCheck:
@@ -142,6 +144,7 @@ async def test_an_external_position_is_adopted_counted_in_the_greeks_alerted_and
         state = await eventually(
             lambda: in_state(redis, risk_settings, events.TradingStateKind.REDUCING), what="REDUCING"
         )
+        assert state is not None
         assert [c.cause for c in state.causes] == [events.TradingCause.EXTERNAL_POSITIONS]
 
         async def adopted() -> events.PortfolioSnapshot | None:
@@ -149,6 +152,7 @@ async def test_an_external_position_is_adopted_counted_in_the_greeks_alerted_and
             return next((s for s in reversed(snapshots) if s.positions), None)
 
         snapshot = await eventually(adopted, what="the EXTERNAL position on rk.portfolio")
+        assert snapshot is not None
         assert [(p.instrument_key, p.quantity) for p in snapshot.positions] == [
             (short_put.instrument_key, -65)
         ]
@@ -264,6 +268,7 @@ async def test_a_trade_past_its_max_loss_is_forced_out_and_its_bucket_shows_the_
             return next((b for b in baskets if b.exit_reason is events.ExitReason.STOP_LOSS), None)
 
         exit_basket = await eventually(stop_exit, what="a STOP_LOSS ExecuteBasket")
+        assert exit_basket is not None
         assert exit_basket.trade_id == "tr-condor-stop"
         assert exit_basket.urgency is events.Urgency.URGENT
         closing = {(lg.instrument_key, lg.side, lg.quantity) for lg in exit_basket.legs}
@@ -282,6 +287,7 @@ async def test_a_trade_past_its_max_loss_is_forced_out_and_its_bucket_shows_the_
             return weekly[-1] if weekly and weekly[-1].closed_trades == 1 else None
 
         weekly = await eventually(closed, what="the closed trade in the weekly bucket's performance")
+        assert weekly is not None
         assert weekly.open_trades == 0
         assert weekly.realised_pnl < -500
         assert weekly.win_rate == 0.0

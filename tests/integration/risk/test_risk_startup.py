@@ -44,6 +44,7 @@ async def test_risk_takes_its_lease_once_and_keeps_it_while_its_kernels_compile(
     )
     try:
         active = await eventually(lambda: risk.in_role("active"), what="risk active", patience_s=120)
+        assert active is not None
         token = active["fencing_token"]
         market = Publisher(
             redis, BusConfig.from_settings(startup_settings), service="market_data", source="md/test"
