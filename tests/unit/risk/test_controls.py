@@ -32,7 +32,7 @@ from volguard_risk.domain.controls import (
     forced_exits,
     loss_stops,
 )
-from volguard_risk.domain.portfolio import Portfolio, TradeOrigin
+from volguard_risk.domain.portfolio import Contract, Portfolio, TradeOrigin
 from volguard_risk.domain.trading_state import TradingStateMachine
 
 T0 = datetime(2026, 12, 8, 10, 0, tzinfo=IST)
@@ -253,6 +253,20 @@ def test_the_intraday_bucket_is_flat_15_minutes_before_the_close_and_each_basket
     assert [(b.trade_id, b.exit_reason) for b in baskets] == [("intra-1", ExitReason.EOD_FLATTEN)]
     issued.add(baskets[0].basket_id)
     assert forced_exits(portfolio, at + timedelta(minutes=1), TIMES, issued, "risk/test") == ([], [])
+
+
+def test_an_external_position_is_never_closed_on_a_timer() -> None:
+    # An operator's own short expiring today, adopted from the broker: counted and alerted, but the
+    # expiry and intraday timers are VolGuard's rules for VolGuard's trades.
+    portfolio = book()
+    portfolio.adopt_external(
+        "ext-1", Contract("X1", TODAY, Decimal(23700), OptionType.PE), -65, Decimal("30"), T0
+    )
+    portfolio.mark({"X1": Decimal("35")})
+    for at in (CLOSE - timedelta(minutes=60), CLOSE - timedelta(minutes=15)):
+        baskets, unpriced = forced_exits(portfolio, at, TIMES, set(), "risk/test")
+        assert "ext-1" not in {b.trade_id for b in baskets} | {u.trade_id for u in unpriced}
+        assert baskets  # VolGuard's own trades are still closed at those times
 
 
 def test_a_due_exit_without_a_mark_is_reported_not_priced_at_a_guess() -> None:

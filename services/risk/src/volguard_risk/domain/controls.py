@@ -8,7 +8,8 @@
   (execution cancels resting orders and closes every position, shorts bought back before wings sold).
 - Forced exits are `ExecuteBasket`s with the exact legs, URGENT, and a reason: expiring legs of every
   trade from `expiry_flatten_before_close` before the dated close on their expiry day, and every open
-  intraday trade from `intraday_flat_before_close` before it. A basket id is derived from the trade,
+  intraday trade from `intraday_flat_before_close` before it. EXTERNAL trades (adopted from the broker)
+  are never closed on a timer: only FlattenAll closes them. A basket id is derived from the trade,
   the rule and the day, so a replay or a failover issues the same basket, never a second one.
 - Per-trade forced exit (STOP_LOSS): a trade whose net P&L (realised less charges plus its open legs at
   their marks) has lost at least the max loss it was approved with is closed whole, whatever the time.
@@ -41,7 +42,7 @@ from volguard_common.events import (
     client_order_id,
 )
 from volguard_risk.domain.capital import CapitalError, CapitalLedger, Movement
-from volguard_risk.domain.portfolio import LegPosition, Portfolio, Trade
+from volguard_risk.domain.portfolio import LegPosition, Portfolio, Trade, TradeOrigin
 from volguard_risk.domain.trading_state import TradingStateMachine, Transition
 
 HUNDRED = Decimal(100)
@@ -201,6 +202,11 @@ def forced_exits(
     expiry_due = now >= times.close - times.expiry_flatten_before_close
     intraday_due = now >= times.close - times.intraday_flat_before_close
     for trade in portfolio.open_trades():
+        if trade.origin is TradeOrigin.EXTERNAL:
+            # Not VolGuard's to close on a timer: the operator opened it and is told of it (REDUCING
+            # until acknowledged); it is counted in the Greeks and margin, and a kill switch or a hard
+            # stop (FlattenAll) still closes it with everything else.
+            continue
         stop = per_trade_stop(trade, portfolio.marks)
         if stop is not None:
             legs, reason, why = trade.open_legs(), ExitReason.STOP_LOSS, stop
