@@ -261,3 +261,76 @@ async def test_flatten_all_buys_back_the_shorts_before_selling_the_wings(
     first_sell = min(i for i, u in enumerate(updates) if u.side is Side.SELL)
     bought_back = {u.instrument_key for u in updates[:first_sell] if u.status is OrderStatus.FILLED}
     assert bought_back == {leg.instrument_key for leg in basket.legs if leg.side is Side.SELL}
+
+
+async def test_a_throttled_wing_is_sent_again_under_its_own_key_not_rejected(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    async with running_service(SPEC, settings, redis) as ctx:
+        service = running_execution(ctx)
+        assert isinstance(service.broker, PaperBroker)
+        ts = DEFAULT_TS_EVENT
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-throttled")
+        wing = basket.legs[0]
+        # The broker refuses the wing before taking it (a 429, no connection): nothing is placed.
+        service.broker.faults.refuse.add(wing.client_order_id)
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+        async def refused_once() -> bool:
+            nonlocal ts
+            ts += timedelta(milliseconds=300)
+            await market.publish(chain(ts))
+            return any(
+                isinstance(e, events.OrderUpdate)
+                and e.client_order_id == wing.client_order_id
+                and "refused" in e.message
+                for e in await reports(redis, config)
+            )
+
+        await eventually(refused_once, what="the wing refused", poll_s=0.05)
+        refused_at = len(await reports(redis, config))
+        # Still refused a while longer (a persistent throttle), then the broker takes orders again.
+
+        async def refused_again() -> bool:
+            nonlocal ts
+            ts += timedelta(milliseconds=300)
+            await market.publish(chain(ts))
+            later = (await reports(redis, config))[refused_at:]
+            return any(
+                isinstance(e, events.OrderUpdate) and e.client_order_id == wing.client_order_id for e in later
+            )
+
+        await eventually(refused_again, what="the wing tried again", poll_s=0.05)
+        service.broker.faults.refuse.clear()
+
+        async def ended() -> events.BasketResult | None:
+            nonlocal ts
+            ts += timedelta(seconds=1)
+            await market.publish(chain(ts))
+            found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+            return found[0] if found else None
+
+        result = await eventually(ended, what="a BasketResult", poll_s=0.1)
+        everything = await reports(redis, config)
+        book = await service.broker.order_book()
+
+    assert result.status is BasketStatus.FILLED, result
+    assert result.legs[0].attempts == 1
+    assert result.legs[0].client_order_id == wing.client_order_id
+    updates = [e for e in everything if isinstance(e, events.OrderUpdate)]
+    assert not [u for u in updates if u.status is OrderStatus.REJECTED]
+    # One exchange order under the wing's key, however many times the broker refused it.
+    assert len([o for o in book if o.client_order_id == wing.client_order_id]) == 1
+    assert not [a for a in await alerts(redis, config) if a.code == "BASKET_LEG_REPAIR"]
+    # Never a short before every wing filled.
+    first_short = min(i for i, u in enumerate(updates) if u.side is Side.SELL)
+    wings_filled = {
+        u.leg_index for u in updates[:first_short] if u.side is Side.BUY and u.status is OrderStatus.FILLED
+    }
+    assert wings_filled == {leg.leg_index for leg in basket.legs if leg.side is Side.BUY}

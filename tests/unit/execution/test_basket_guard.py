@@ -2,7 +2,8 @@
 
 The exchange is the real domain simulator; between it and the guard sits the world's unreliability:
 forced rejects, fill caps (partial fills that never complete), delays, accepted-then-silent orders,
-submits whose answer is lost (UNKNOWN), a report channel that delivers late, shuffled and duplicated,
+submits whose answer is lost (UNKNOWN), submits refused before the broker took them (throttled: sent
+again later under the same key), a report channel that delivers late, shuffled and duplicated,
 and disconnects that drop reports until the broker's book is read back. The market moves underneath.
 
 Invariants, checked after every step against the exchange's own trades (the truth, not the guard's view):
@@ -49,6 +50,7 @@ from volguard_execution.domain.basket_guard import (
     Place,
     RaiseAlert,
     Resolve,
+    Withdrawn,
 )
 from volguard_execution.domain.fill_schedule import FillScheduleConfig
 from volguard_execution.domain.orders import LIVE_STATUSES, BrokerReport, Order, OrderKey, Trade
@@ -189,7 +191,9 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         self.rng = random.Random(0)
         self.fault_plan: list[str] = []
         self.alerts: list[RaiseAlert] = []
-        self.placed_keys: set[OrderKey] = set()
+        self.placed_keys: set[OrderKey] = set()  # keys that reached the exchange (each at most once)
+        self.refused: list[OrderKey] = []  # submits refused before the broker took them (retryable)
+        self.withdrawn: list[OrderKey] = []
         for name in CONTRACTS:
             self._quote(name, 0, 2, 650)
 
@@ -242,8 +246,13 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         for action in actions:
             if isinstance(action, Place):
                 assert action.key not in self.placed_keys, f"{action.key} placed twice"
-                self.placed_keys.add(action.key)
                 fault = self.fault_plan.pop(0) if self.fault_plan else "none"
+                if fault == "throttle":
+                    # A 429 (or no connection) before the broker took it: nothing exists at the exchange.
+                    self.refused.append(action.key)
+                    self.guard.submit_refused(action.key, "429 too many requests", self.now)
+                    continue
+                self.placed_keys.add(action.key)
                 tag = action.key.client_order_id
                 if fault == "reject":
                     self.exchange.faults.reject[tag] = "forced reject"
@@ -277,6 +286,10 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
             elif isinstance(action, Resolve):
                 if self.connected:
                     self._resolve(action.key)
+            elif isinstance(action, Withdrawn):
+                assert action.key not in self.placed_keys, f"{action.key} withdrawn but at the exchange"
+                assert self.guard.orders[action.key].status is OrderStatus.CANCELLED
+                self.withdrawn.append(action.key)
             else:
                 self.alerts.append(action)
 
@@ -299,7 +312,8 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         lots=st.integers(1, 3),
         urgency=st.sampled_from(Urgency),
         faults=st.lists(
-            st.sampled_from(["none", "none", "reject", "cap", "delay", "silent", "unknown"]), max_size=12
+            st.sampled_from(["none", "none", "reject", "cap", "delay", "silent", "unknown", "throttle"]),
+            max_size=12,
         ),
         seed=st.integers(0, 2**16),
     )
@@ -527,6 +541,32 @@ def test_a_submit_with_a_lost_answer_is_found_in_the_book_not_sent_again() -> No
     # Leg 0 slice 0 went out once: attempt 0 filled it, no second attempt.
     assert h.guard is not None
     assert {k.attempt for k in h.placed_keys if k.leg_index == 0} == {0}
+
+
+def test_a_throttled_wing_is_sent_again_under_the_same_key_and_no_short_goes_before_it() -> None:
+    # Both slices of the CE wing are refused (throttled) twice before the broker takes them.
+    h = harness(IntentKind.ENTRY, ["throttle", "none", "none", "throttle"])
+    assert h.guard is not None
+    refused = h.refused[0]
+    assert h.guard.orders[refused].status is OrderStatus.NEW  # unsent, not rejected
+    # Time passes: the wing goes again, same key; meanwhile no short has been placed.
+    for _ in range(3):
+        h.time_passes(400)
+        assert {h.guard.orders[k].side for k in h.placed_keys} == {Side.BUY}
+    assert h.run() is BasketStatus.FILLED
+    assert refused in h.placed_keys
+    assert {k.attempt for k in h.placed_keys if k.leg_index == refused.leg_index} == {0}
+    assert not h.alerts  # no repair: a refusal before the broker took the order is not a rejection
+    assert h.guard.outcome is not None
+    assert h.guard.outcome.legs[refused.leg_index].attempts == 1
+
+
+def test_a_wing_throttled_past_the_stage_deadline_is_withdrawn_and_nothing_is_left_short() -> None:
+    h = harness(IntentKind.ENTRY, ["throttle"] * 40)
+    assert h.run() is BasketStatus.REJECTED
+    assert h.withdrawn
+    assert not h.placed_keys  # nothing ever reached the exchange
+    assert h._account() == h.initial
 
 
 def test_an_exit_whose_first_buy_back_cannot_be_placed_stops_with_nothing_done() -> None:

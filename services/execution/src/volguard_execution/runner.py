@@ -1,10 +1,12 @@
 """Baskets at a broker: carries out what each basket guard asks through the broker port, and feeds the
 broker's answers and updates back to the guard the order belongs to.
 
-The guard decides; this only does I/O. A submit's three outcomes map one to one onto the guard: ack,
-synchronous refusal, unknown. Updates are routed by broker order id (known from the ack), or by tag for
-an order whose ack was lost. A `Resolve` reads the order history by tag and the trades of the order: an
-order of the tag that no other slice claims is this one; none at all means it never arrived.
+The guard decides; this only does I/O. A submit's outcomes map one to one onto the guard: ack,
+synchronous rejection, a retryable refusal before the broker took the order (throttled, no connection,
+broker closed: the order stays unsent and the guard sends it again under the same key), unknown.
+Updates are routed by broker order id (known from the ack), or by tag for an order whose ack was lost.
+A `Resolve` reads the order history by tag and the trades of the order: an order of the tag that no
+other slice claims is this one; none at all means it never arrived.
 
 What happened is told to a `Journal` (the service persists and publishes it): every change of an order,
 every new fill, every alert, and the end of a basket.
@@ -26,6 +28,7 @@ from volguard_execution.domain.basket_guard import (
     Place,
     RaiseAlert,
     Resolve,
+    Withdrawn,
 )
 from volguard_execution.domain.orders import Order, OrderKey
 from volguard_execution.ports import (
@@ -164,6 +167,8 @@ class BasketRunner:
                 await self._best_effort(self.broker.cancel(action.broker_order_id), action)
             elif isinstance(action, Resolve):
                 await self._resolve(guard, action.key)
+            elif isinstance(action, Withdrawn):
+                await self.journal.order_changed(guard, guard.orders[action.key])
             else:
                 await self.journal.alert(guard, action)
         if guard.ended and guard.basket.basket_id not in self._told_ended:
@@ -189,7 +194,11 @@ class BasketRunner:
         try:
             ack = await self.broker.submit(request)
         except SubmitRejected as exc:
-            guard.submit_rejected(action.key, exc.message)
+            if exc.retryable:
+                # Nothing was placed: not a rejection of the leg, the same order goes again later.
+                guard.submit_refused(action.key, exc.message, self.clock())
+            else:
+                guard.submit_rejected(action.key, exc.message)
         except (SubmitOutcomeUnknown, BrokerUnavailable) as exc:
             guard.submit_unknown(action.key, f"{type(exc).__name__}: {exc}")
         else:

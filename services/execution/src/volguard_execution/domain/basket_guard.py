@@ -15,6 +15,12 @@ Within a stage every leg works its adaptive fill schedule (`fill_schedule`). The
   UNKNOWN submit is resolved first — it may have traded) the guard *unwinds* what filled: the filled legs
   are reversed with marketable limits, buys first (buying back shorts before selling wings), each
   reversal again a stage with the same deadline.
+- A submit the broker refused before taking it (throttled, no connection, broker closed: a retryable
+  refusal) is not a rejection: the order stays NEW, unsent, and is sent again with the same key (the same
+  client order id, attempt and slice) after `resend_after_s`, at the price its schedule has reached. It
+  counts as working, so the stage waits for it exactly as for an order resting at the exchange, and a
+  later stage (the shorts) cannot start. When its attempt ends unsent it is withdrawn (CANCELLED, never
+  sent) and the stage goes on as for an order that did not fill.
 - An unwind that cannot complete ends the basket STUCK: what remains is hedged (the buy-backs go first,
   and the wings are sold only after every short is bought back), and an Alert asks for an operator.
 
@@ -73,6 +79,8 @@ class GuardConfig:
     # A working order that has been asked to cancel (or an UNKNOWN submit) and has said nothing for this
     # long is looked up in the broker's order book (an accepted-then-silent order is found that way).
     resolve_after_s: float = 2.0
+    # An order refused before the broker took it (retryable) is sent again, same key, after this long.
+    resend_after_s: float = 1.0
 
     def __post_init__(self) -> None:
         slowest = max(self.fill.duration_s(urgency) for urgency in Urgency)
@@ -81,8 +89,15 @@ class GuardConfig:
                 f"the slowest fill schedule ({slowest} s) must end inside partial_fill_timeout_s "
                 f"({self.partial_fill_timeout_s} s): the guard, not the timeout, decides"
             )
-        if self.max_repairs < 0 or self.max_unwind_attempts < 1 or self.resolve_after_s <= 0:
-            raise ValueError("max_repairs ≥ 0, max_unwind_attempts ≥ 1 and resolve_after_s > 0")
+        if (
+            self.max_repairs < 0
+            or self.max_unwind_attempts < 1
+            or self.resolve_after_s <= 0
+            or self.resend_after_s <= 0
+        ):
+            raise ValueError(
+                "max_repairs ≥ 0, max_unwind_attempts ≥ 1, resolve_after_s > 0 and resend_after_s > 0"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardConfig:
@@ -129,6 +144,14 @@ class Resolve:
     key: OrderKey
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """An unsent order (refused before the broker took it) that the guard gave up: it is CANCELLED and
+    was never at the broker. Nothing to do there; the caller records the order's new state."""
+
+    key: OrderKey
+
+
 class AlertLevel(StrEnum):
     WARNING = "WARNING"
     CRITICAL = "CRITICAL"
@@ -141,7 +164,7 @@ class RaiseAlert:
     message: str
 
 
-Action = Place | Modify | Cancel | Resolve | RaiseAlert
+Action = Place | Modify | Cancel | Resolve | Withdrawn | RaiseAlert
 
 
 # ---- the guard -------------------------------------------------------------------------------------
@@ -219,6 +242,8 @@ class BasketGuard:
         self._touches: dict[str, Touch] = {}
         self._next_attempt: dict[int, int] = {leg.leg_index: 0 for leg in basket.legs}
         self._asked: dict[OrderKey, _Asked] = {}
+        # Orders refused before the broker took them, and when each may be sent again (same key).
+        self._unsent: dict[OrderKey, datetime] = {}
         self._cancel_requested: str | None = None
         self._recovered: str | None = None  # why a basket of an earlier process is being finished here
         self._unwinding = False
@@ -276,6 +301,10 @@ class BasketGuard:
             for leg in basket.legs
         }
         for order in orders:
+            if order.status is OrderStatus.NEW:
+                # Recorded before its submit and nothing after: the process died around the submit, so
+                # the order may be at the broker. Only the broker's history by tag can tell.
+                order.submit_outcome_unknown("the process working it died around its submit")
             guard.orders.adopt(order)
             leg_index = order.key.leg_index
             guard._next_attempt[leg_index] = max(guard._next_attempt[leg_index], order.key.attempt + 1)
@@ -305,6 +334,16 @@ class BasketGuard:
 
     def submit_rejected(self, key: OrderKey, message: str) -> None:
         self.orders[key].reject(message)
+
+    def submit_refused(self, key: OrderKey, message: str, now: datetime) -> None:
+        """The broker refused the submit before taking it (retryable: throttled, no connection, broker
+        closed). Nothing was placed, so the order stays NEW and goes again, same key, after
+        `resend_after_s` — never a second order under its key, since the first does not exist."""
+        order = self.orders[key]
+        if order.status is not OrderStatus.NEW:
+            raise ValueError(f"order {key}: refused before it was sent, but it is {order.status}")
+        order.message = message
+        self._unsent[key] = now + timedelta(seconds=self.config.resend_after_s)
 
     def submit_unknown(self, key: OrderKey, reason: str) -> None:
         self.orders[key].submit_outcome_unknown(reason)
@@ -415,13 +454,17 @@ class BasketGuard:
                 or (item.attempt_ends_at is not None and now >= item.attempt_ends_at)
             )
             for order in orders:
-                if attempt_over:
+                if order.key in self._unsent:
+                    self._unsent_order(order, now, actions, give_up=attempt_over)
+                elif attempt_over:
                     self._cancel(order, now, actions)
                 elif order.status is OrderStatus.UNKNOWN:
                     self._resolve_if_silent(order, now, actions)
             if not attempt_over:
-                self._reprice(item, orders, now, actions)
-            return
+                self._reprice(item, [o for o in orders if o.live], now, actions)
+            if any(order.live for order in orders):
+                return
+            filled = self._filled(item)
         if filled >= item.target or item.abandoned or stage.abandoned:
             return
         # Nothing live and still short of the target: the first attempt, a repair, or give up.
@@ -530,12 +573,27 @@ class BasketGuard:
         item.shown_step = due
         price = schedule.price(due, touch).price
         for order in orders:
-            if (
+            if order.key in self._unsent:
+                # Not at the broker: it goes out at the new price when it is sent again.
+                order.repriced(price)
+            elif (
                 order.broker_order_id is not None
                 and order.status is not OrderStatus.UNKNOWN
                 and order.limit_price != price
             ):
                 actions.append(Modify(order.key, order.broker_order_id, price))
+
+    def _unsent_order(self, order: Order, now: datetime, actions: list[Action], *, give_up: bool) -> None:
+        if give_up:
+            del self._unsent[order.key]
+            order.withdraw_unsent(f"never sent: {order.message}" if order.message else "never sent")
+            actions.append(Withdrawn(order.key))
+            return
+        if now >= self._unsent[order.key]:
+            del self._unsent[order.key]
+            actions.append(
+                Place(order.key, order.instrument_key, order.side, order.quantity, order.limit_price)
+            )
 
     def _cancel(self, order: Order, now: datetime, actions: list[Action]) -> None:
         asked = self._asked.setdefault(order.key, _Asked())

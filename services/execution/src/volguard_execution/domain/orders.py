@@ -332,6 +332,18 @@ class Order:
         self._move(OrderStatus.REJECTED)
         self.message = evidence
 
+    def withdraw_unsent(self, reason: str) -> None:
+        """An order the broker refused before taking it (a retryable refusal: throttled, no connection,
+        broker closed) and that is no longer wanted: it never existed at the broker, so it is over
+        (CANCELLED by us). Only for NEW: anything the broker may have seen must be cancelled there."""
+        if self.status is not OrderStatus.NEW:
+            raise IllegalTransition(
+                f"order {self.client_order_id}/{self.key.slice_index}: withdrawn while {self.status}, "
+                "not NEW (unsent)"
+            )
+        self._move(OrderStatus.CANCELLED)
+        self.message = reason
+
     def reject(self, reason: str) -> None:
         """The broker or exchange refused the order (synchronously, at submit)."""
         if self.filled_qty:
