@@ -334,3 +334,100 @@ async def test_a_throttled_wing_is_sent_again_under_its_own_key_not_rejected(
         u.leg_index for u in updates[:first_short] if u.side is Side.BUY and u.status is OrderStatus.FILLED
     }
     assert wings_filled == {leg.leg_index for leg in basket.legs if leg.side is Side.BUY}
+
+
+async def test_a_basket_sent_while_not_reconciled_is_held_then_carried_out_never_dead_lettered(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url, "reconcile_interval_s": 0.1})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    pool = await db.create_pool(settings.database_url)
+    try:
+        async with running_service(SPEC, settings, redis) as ctx:
+            service = running_execution(ctx)
+            assert isinstance(service.broker, PaperBroker)
+            # The broker stops answering: the periodic reconciliation cannot agree.
+            service.broker.faults.down = True
+
+            async def unreconciled() -> bool:
+                return not service.reconciled
+
+            await eventually(unreconciled, what="reconciliation failing")
+            ts = DEFAULT_TS_EVENT
+            first = chain(ts)
+            await market.publish(first)
+            basket = condor_from(first, "basket-held")
+            await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+            async def held() -> bool:
+                count = await pool.fetchval("select count(*) from execution.held_commands")
+                return bool(count)
+
+            await eventually(held, what="the basket held")
+            # Held: acknowledged on the stream (not retried towards the dead-letter stream), not placed.
+            await eventually(lambda: _stream_drained(redis, config), what="the command acknowledged")
+            assert not await redis.xrange(config.key("dlq.ex.commands"))
+            assert await pool.fetchval("select count(*) from execution.orders") == 0
+            assert not [e for e in await reports(redis, config) if isinstance(e, events.OrderUpdate)]
+
+            service.broker.faults.down = False
+
+            async def ended() -> events.BasketResult | None:
+                nonlocal ts
+                ts += timedelta(seconds=1)
+                await market.publish(chain(ts))
+                found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+                return found[0] if found else None
+
+            result = await eventually(ended, what="the held basket's result", poll_s=0.1)
+        assert result.status is BasketStatus.FILLED, result
+        assert result.basket_id == basket.basket_id
+        assert await pool.fetchval("select count(*) from execution.held_commands") == 0
+        assert not await redis.xrange(config.key("dlq.ex.commands"))
+    finally:
+        await pool.close()
+
+
+async def _stream_drained(redis: Redis, config: BusConfig) -> bool:
+    pending = await redis.xpending(config.key("ex.commands"), "execution")
+    return int(pending["pending"]) == 0
+
+
+async def test_flatten_all_after_a_restart_closes_what_reconciliation_found(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    ts = DEFAULT_TS_EVENT
+
+    async def results(count: int) -> list[events.BasketResult] | None:
+        nonlocal ts
+        ts += timedelta(seconds=1)
+        await market.publish(chain(ts))
+        found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+        return found if len(found) >= count else None
+
+    async with running_service(SPEC, settings, redis):
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-before-restart")
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+        await eventually(lambda: results(1), what="the condor filled", poll_s=0.1)
+    # A new process (a restart, or the standby taking over) knows the condor only from the books.
+    async with running_service(SPEC, settings, redis) as ctx:
+        service = running_execution(ctx)
+        await market.publish(chain(ts))
+        await risk.publish(
+            events.FlattenAll(ts_event=ts, source="risk/test", reason=events.ExitReason.KILL_SWITCH)
+        )
+        done = await eventually(lambda: results(2), what="the flatten basket's end", poll_s=0.1)
+        positions = await service.broker.positions()
+    assert done is not None
+    flatten = done[1]
+    assert flatten.status is BasketStatus.FILLED, flatten
+    assert positions == []
+    assert {leg.filled_qty for leg in flatten.legs} == {basket.lot_size}

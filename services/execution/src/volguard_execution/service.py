@@ -13,9 +13,13 @@ lost the lease cannot write, nor publish, another order state.
 - Reconciliation on activation (start, failover) and every `reconcile_interval_s`: baskets an earlier
   process left unfinished are recovered (their orders read back from the broker, then cancelled and
   unwound, or FILLED if they had completed); positions at the broker are compared with the fills; a
-  position VolGuard did not open is reported (Alert) so risk can adopt it. Until the first
-  reconciliation agrees, an `ExecuteBasket` fails in place and, the command stream being ordered, holds
-  the commands behind it.
+  position VolGuard did not open is reported (Alert) so risk can adopt it. Until a reconciliation
+  agrees (after start, after a takeover, after a periodic one failed) every command — ExecuteBasket,
+  CancelOrders, FlattenAll — is *held*: recorded in `execution.held_commands` (once, by event id) and
+  acknowledged, not carried out. When reconciliation agrees, held commands are released in arrival
+  order before any new one, so CancelOrders and FlattenAll act on what reconciliation found. A held
+  command is never rejected nor dead-lettered: the broker being unreachable for an hour is not a reason
+  to lose a kill switch's FlattenAll.
 - Broker health every `broker_health_interval_s`: after `broker_unhealthy_after` failures in a row a
   BrokerHealth (connected=false) and a CRITICAL Alert; the first good check after that announces recovery.
 
@@ -28,6 +32,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,7 +44,7 @@ from volguard_common import outbox
 from volguard_common.bus import Delivery
 from volguard_common.charges import fill_charges, round_to_paisa
 from volguard_common.clock import nse_calendar, to_ist
-from volguard_common.events import Event
+from volguard_common.events import Event, parse_event
 from volguard_common.events._base import Bucket, Side
 from volguard_common.events.control import Alert, BrokerHealth, RateLimitHeadroom, Severity
 from volguard_common.events.market import ChainSnapshot, Tick
@@ -77,8 +83,7 @@ PUBLISHER = "execution"
 _NO_BAND_LOW, _NO_BAND_HIGH = Decimal("0.05"), Decimal("1000000")
 
 
-class NotReconciled(RuntimeError):
-    """New orders wait until the broker and the books agree; the command is retried in place."""
+Command = ExecuteBasket | CancelOrders | FlattenAll
 
 
 class UnlimitedPaperMargin:
@@ -126,6 +131,10 @@ class ExecutionService:
         self.config = GuardConfig.from_settings(ctx.settings)
         self.lock = asyncio.Lock()
         self.reconciled = False
+        # Held commands may exist (persisted by an earlier process) until a release finds none.
+        self.holding = True
+        # Commands are carried out one at a time and in order, held ones (released) before new ones.
+        self.commands = asyncio.Lock()
         self.runner = BasketRunner(broker, self, self.clock)
         self.contracts: dict[str, BasketLeg] = {}  # instrument → a leg naming it (expiry, strike, type)
         self.basket_meta: dict[str, ExecuteBasket] = {}
@@ -145,20 +154,78 @@ class ExecutionService:
     # -- handlers -------------------------------------------------------------------------------------
 
     async def on_command(self, event: Event, delivery: Delivery) -> None:
-        if isinstance(event, ExecuteBasket):
-            await self.on_execute(event)
-        elif isinstance(event, CancelOrders):
-            await self.on_cancel(event)
-        elif isinstance(event, FlattenAll):
-            await self.on_flatten(event)
-        else:
+        if not isinstance(event, ExecuteBasket | CancelOrders | FlattenAll):
             log.warning("unexpected command", type=event.type)
+            return
+        async with self.commands:
+            if not self.reconciled or self.holding:
+                await self._hold(event)
+                return
+            try:
+                await self._carry_out(event, held=None)
+            except BrokerUnavailable as exc:
+                # Only a FlattenAll reads the broker before recording anything: the broker stopped
+                # answering since the last reconciliation, so it waits for the next one, held.
+                self.reconciled = False
+                log.warning("broker unavailable; command held", type=event.type, error=str(exc))
+                await self._hold(event)
 
-    async def on_execute(self, command: ExecuteBasket) -> None:
-        if not self.reconciled:
-            raise NotReconciled(f"basket {command.basket_id} waits for reconciliation with the broker")
-        self._saw(command.ts_event)
+    async def _carry_out(self, command: Command, *, held: int | None) -> None:
+        if isinstance(command, ExecuteBasket):
+            await self.on_execute(command, held=held)
+        elif isinstance(command, CancelOrders):
+            await self.on_cancel(command, held=held)
+        else:
+            await self.on_flatten(command, held=held)
+
+    async def _hold(self, command: Command) -> None:
+        """Not reconciled with the broker (or older commands are still held): keep it for later."""
         async with self.ctx.handle_once(command.event_id) as tx:
+            if tx is None:
+                return
+            await tx.conn.execute(
+                "insert into execution.held_commands (event_id, command, held_at) values ($1, $2, $3) "
+                "on conflict (event_id) do nothing",
+                command.event_id,
+                command.model_dump_json(),
+                command.ts_event,
+            )
+        self.holding = True
+        log.warning("command held until reconciliation", type=command.type, event_id=command.event_id)
+
+    async def release_held(self) -> None:
+        """Reconciliation agreed: carry out the held commands in arrival order, then new ones directly."""
+        async with self.commands:
+            while self.reconciled:
+                row = await self.ctx.pool.fetchrow(
+                    "select seq, command from execution.held_commands order by seq limit 1"
+                )
+                if row is None:
+                    self.holding = False
+                    return
+                command = parse_event(_json_text(row["command"]))
+                if not isinstance(command, ExecuteBasket | CancelOrders | FlattenAll):
+                    raise TypeError(f"held command {row['seq']} is a {command.type}")
+                log.info("releasing held command", type=command.type, event_id=command.event_id)
+                await self._carry_out(command, held=int(row["seq"]))
+
+    @asynccontextmanager
+    async def _once(self, event_id: str, held: int | None) -> AsyncIterator[outbox.OutboxTransaction | None]:
+        """The command's one transaction: recorded as handled (a new command) or taken off the held
+        list (a released one; it was recorded as handled when it was held)."""
+        if held is None:
+            async with self.ctx.handle_once(event_id) as tx:
+                yield tx
+            return
+        async with outbox.transaction(self.ctx.pool, publisher=PUBLISHER, fence=self.ctx.fence) as tx:
+            released = await tx.conn.fetchval(
+                "delete from execution.held_commands where seq = $1 returning seq", held
+            )
+            yield tx if released is not None else None
+
+    async def on_execute(self, command: ExecuteBasket, *, held: int | None = None) -> None:
+        self._saw(command.ts_event)
+        async with self._once(command.event_id, held) as tx:
             if tx is None:
                 return
             inserted = await tx.conn.fetchval(
@@ -177,9 +244,9 @@ class ExecutionService:
             self._quote_guard(guard)
             await self.runner.start(guard)
 
-    async def on_cancel(self, command: CancelOrders) -> None:
+    async def on_cancel(self, command: CancelOrders, *, held: int | None = None) -> None:
         self._saw(command.ts_event)
-        async with self.ctx.handle_once(command.event_id) as tx:
+        async with self._once(command.event_id, held) as tx:
             if tx is None:
                 return
         baskets = set()
@@ -193,50 +260,65 @@ class ExecutionService:
             for basket_id in sorted(baskets):
                 await self.runner.cancel(basket_id, f"CancelOrders: {command.reason}")
 
-    async def on_flatten(self, command: FlattenAll) -> None:
+    async def on_flatten(self, command: FlattenAll, *, held: int | None = None) -> None:
         self._saw(command.ts_event)
-        async with self.ctx.handle_once(command.event_id) as tx:
+        # The account is read before anything is recorded: a broker that cannot answer fails the command
+        # (retried in place, or left held), it never loses it. No answer is not a flat book.
+        positions = await self._positions_to_flatten(command)
+        async with self.lock:
+            working = [
+                guard
+                for guard in self.runner.guards.values()
+                if not guard.ended and (command.bucket is None or guard.basket.bucket is command.bucket)
+            ]
+            for guard in working:
+                if guard.basket.purpose is not IntentKind.EXIT:
+                    # Cancelled, it unwinds its own fills (a recovered basket too): closing them here as
+                    # well would reverse them twice. A cancelled exit is not reversed: what it left is ours.
+                    for key, units in guard.positions().items():
+                        positions[key] = positions.get(key, 0) - units
+        legs, bucket = self._flatten_legs(command, {k: u for k, u in positions.items() if u})
+        basket = (
+            ExecuteBasket(
+                ts_event=self.clock(),
+                source=self.ctx.source,
+                correlation_id=command.correlation_id,
+                basket_id=f"flatten-{command.event_id}",
+                intent_id=None,
+                purpose=IntentKind.EXIT,
+                exit_reason=command.reason,
+                trade_id=f"flatten-{command.event_id}",
+                bucket=bucket,
+                structure=Structure.CUSTOM,
+                lot_size=self.lot_size,
+                legs=legs,
+                urgency=Urgency.URGENT,
+                reason=f"FlattenAll {command.reason}: {command.message}",
+            )
+            if legs
+            else None
+        )
+        async with self._once(command.event_id, held) as tx:
             if tx is None:
                 return
+            if basket is not None:
+                await tx.conn.execute(
+                    "insert into execution.baskets (basket_id, command, received_at) values ($1, $2, $3) "
+                    "on conflict (basket_id) do nothing",
+                    basket.basket_id,
+                    basket.model_dump_json(),
+                    basket.ts_event,
+                )
         async with self.lock:
-            for guard in list(self.runner.guards.values()):
-                if not guard.ended and (command.bucket is None or guard.basket.bucket is command.bucket):
-                    await self.runner.cancel(guard.basket.basket_id, f"FlattenAll: {command.reason}")
-        # The cancelled baskets unwind themselves; what the account already held is closed by a basket
-        # of its own: shorts bought back first, then the longs sold.
-        positions = await self._positions_to_flatten(command)
-        legs, bucket = self._flatten_legs(command, positions)
-        if not legs:
-            return
-        basket = ExecuteBasket(
-            ts_event=self.clock(),
-            source=self.ctx.source,
-            correlation_id=command.correlation_id,
-            basket_id=f"flatten-{command.event_id}",
-            intent_id=None,
-            purpose=IntentKind.EXIT,
-            exit_reason=command.reason,
-            trade_id=f"flatten-{command.event_id}",
-            bucket=bucket,
-            structure=Structure.CUSTOM,
-            lot_size=self.lot_size,
-            legs=legs,
-            urgency=Urgency.URGENT,
-            reason=f"FlattenAll {command.reason}: {command.message}",
-        )
-        async with outbox.transaction(self.ctx.pool, publisher=PUBLISHER, fence=self.ctx.fence) as tx:
-            await tx.conn.execute(
-                "insert into execution.baskets (basket_id, command, received_at) values ($1, $2, $3) "
-                "on conflict (basket_id) do nothing",
-                basket.basket_id,
-                basket.model_dump_json(),
-                basket.ts_event,
-            )
-        async with self.lock:
-            self._remember(basket)
-            guard = BasketGuard(basket, contract=self._contract(), config=self.config, now=self.clock())
-            self._quote_guard(guard)
-            await self.runner.start(guard)
+            for guard in working:
+                await self.runner.cancel(guard.basket.basket_id, f"FlattenAll: {command.reason}")
+            # What the account held beyond the working baskets is closed by a basket of its own: shorts
+            # bought back first, then the longs sold.
+            if basket is not None:
+                self._remember(basket)
+                guard = BasketGuard(basket, contract=self._contract(), config=self.config, now=self.clock())
+                self._quote_guard(guard)
+                await self.runner.start(guard)
 
     async def _positions_to_flatten(self, command: FlattenAll) -> dict[str, int]:
         if command.bucket is None:
@@ -417,6 +499,14 @@ class ExecutionService:
             # Unknown is not agreement: new orders wait until the broker answers.
             self.reconciled = False
             log.warning("reconciliation failed", error=str(exc))
+            return
+        if self.holding:
+            try:
+                await self.release_held()
+            except BrokerUnavailable as exc:
+                # A released FlattenAll could not read the account: it stays held, and so do the rest.
+                self.reconciled = False
+                log.warning("held commands wait: the broker stopped answering", error=str(exc))
 
     async def reconcile(self) -> None:
         """Read back every order not known to have ended, then compare positions with the fills."""
@@ -446,6 +536,13 @@ class ExecutionService:
                 )
         # A difference is reported for risk to adopt; it does not stop execution of VolGuard's own orders.
         self.reconciled = True
+
+    async def load_contracts(self) -> None:
+        """Every contract execution ever traded, from the baskets as commanded: after a restart or a
+        takeover, FlattenAll must be able to name (expiry, strike, type) what reconciliation finds."""
+        rows = await self.ctx.pool.fetch("select command from execution.baskets order by received_at")
+        for row in rows:
+            self._remember(ExecuteBasket.model_validate_json(_json_text(row["command"])))
 
     async def recover_unfinished(self) -> None:
         """Baskets an earlier process was working: read back from the broker, then finished or unwound."""
@@ -720,6 +817,7 @@ async def setup(ctx: ServiceContext) -> None:
         broker = await _paper_broker(ctx, exchange_time)
     service = ExecutionService(ctx, broker, exchange_time)
     _RUNNING[ctx.source] = service
+    await service.load_contracts()
     await service.recover_unfinished()
     await service.try_reconcile()
     for stream, handler in (
