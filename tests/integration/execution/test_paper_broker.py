@@ -21,6 +21,7 @@ from volguard_common import db
 from volguard_common.clock import nse_calendar
 from volguard_common.events._base import Side
 from volguard_common.events.orders import BasketStatus, IntentKind, OrderStatus, Urgency
+from volguard_common.lease import Fence, StaleLeaseError
 from volguard_execution.adapters.paper_broker import MemoryPaperStore, PaperBroker, PaperStore
 from volguard_execution.adapters.paper_store import PostgresPaperStore
 from volguard_execution.domain.basket_guard import BasketGuard, Contract, RaiseAlert
@@ -185,7 +186,7 @@ async def test_paper_positions_persist_across_a_restart_and_working_orders_die_w
             await db.ensure_core_schema(conn)
             await db.apply_migrations(conn, "execution", db.load_migrations("volguard_execution"))
         market = Market()
-        broker = await open_broker(market, PostgresPaperStore(pool))
+        broker = await open_broker(market, PostgresPaperStore(pool, Fence("execution:paper-test", 1)))
         await market.quote_all(broker)
         wing, short = CONTRACTS["CE_WING"], CONTRACTS["CE_SHORT"]
         filled = OrderRequest(OrderKey("b", 0, 0), wing.key, Side.BUY, 130, (wing.mid_ticks + 2) * TICK)
@@ -200,7 +201,7 @@ async def test_paper_positions_persist_across_a_restart_and_working_orders_die_w
         await broker.close()
 
         market.now += timedelta(seconds=5)
-        again = await open_broker(market, PostgresPaperStore(pool))
+        again = await open_broker(market, PostgresPaperStore(pool, Fence("execution:paper-test", 2)))
         assert {p.instrument_key: p.net_quantity for p in await again.positions()} == before
         book = {o.client_order_id: o for o in await again.order_book()}
         assert book[filled.client_order_id].report.status is OrderStatus.FILLED
@@ -214,6 +215,32 @@ async def test_paper_positions_persist_across_a_restart_and_working_orders_die_w
         )
         assert first_ack.broker_order_id in old_ids
         assert ack.broker_order_id not in old_ids
+    finally:
+        await pool.close()
+
+
+async def test_a_replica_that_lost_the_lease_cannot_write_the_paper_account(fresh_database_url: str) -> None:
+    await db.ensure_database(fresh_database_url)
+    pool = await db.create_pool(fresh_database_url)
+    try:
+        async with pool.acquire() as conn:
+            await db.ensure_core_schema(conn)
+            await db.apply_migrations(conn, "execution", db.load_migrations("volguard_execution"))
+        market = Market()
+        stale = await open_broker(market, PostgresPaperStore(pool, Fence("execution:paper-fenced", 1)))
+        await market.quote_all(stale)
+        # The standby takes over (a larger token) and opens the account: the old holder is fenced off.
+        await open_broker(market, PostgresPaperStore(pool, Fence("execution:paper-fenced", 2)))
+        wing = CONTRACTS["CE_WING"]
+        request = OrderRequest(OrderKey("z", 0, 0), wing.key, Side.BUY, 65, (wing.mid_ticks + 2) * TICK)
+        with pytest.raises(StaleLeaseError):
+            await stale.submit(request)
+        market.now += timedelta(seconds=1)
+        with pytest.raises(StaleLeaseError):
+            await stale.advance()
+        assert await pool.fetchval("select count(*) from execution.paper_orders") == 0
+        assert await pool.fetchval("select count(*) from execution.paper_trades") == 0
+        assert await pool.fetchval("select count(*) from execution.paper_sessions") == 2
     finally:
         await pool.close()
 

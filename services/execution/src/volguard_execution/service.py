@@ -846,7 +846,7 @@ async def _paper_broker(ctx: ServiceContext, exchange_time: ExchangeTime) -> Pap
         instruments={},
         calendar=nse_calendar(),
         margin=UnlimitedPaperMargin(),
-        store=PostgresPaperStore(ctx.pool),
+        store=PostgresPaperStore(ctx.pool, ctx.fence),
         clock=exchange_time,
         latency=timedelta(milliseconds=ctx.settings.paper_latency_ms),
     )

@@ -1,4 +1,9 @@
-"""The paper account in Postgres (`execution.paper_*`, migration 0002): the `PaperStore` of the service."""
+"""The paper account in Postgres (`execution.paper_*`, migration 0002): the `PaperStore` of the service.
+
+The paper account is an effect of the single-active execution service like its orders and fills: every
+write checks the lease's fencing token in its own transaction (`Fence.check`), so a replica that lost the
+lease cannot move paper positions behind the new holder's back (`StaleLeaseError`, nothing written).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,25 @@ import asyncpg
 
 from volguard_common.events._base import Side
 from volguard_common.events.orders import OrderStatus
+from volguard_common.lease import Fence
 from volguard_execution.adapters.paper_broker import PaperAccount, died_with_session
 from volguard_execution.domain.orders import BrokerReport, Trade
 from volguard_execution.ports import BrokerOrder, BrokerTrade
 
 
 class PostgresPaperStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, fence: Fence | None) -> None:
         self._pool = pool
+        # None only where no lease exists (a store used outside a single-active service, in tests).
+        self._fence = fence
+
+    async def _fenced(self, conn: Any) -> None:
+        if self._fence is not None:
+            await self._fence.check(conn)
 
     async def open_session(self, ts_event: datetime) -> PaperAccount:
         async with self._pool.acquire() as conn, conn.transaction():
+            await self._fenced(conn)
             session = await conn.fetchval(
                 "select coalesce(max(session), -1) + 1 from execution.paper_sessions"
             )
@@ -39,11 +52,13 @@ class PostgresPaperStore:
         return PaperAccount(ended, trades, int(session))
 
     async def save_order(self, order: BrokerOrder) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fenced(conn)
             await _upsert(conn, order)
 
     async def save_trade(self, trade: BrokerTrade) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self._fenced(conn)
             await conn.execute(
                 """insert into execution.paper_trades (trade_id, broker_order_id, client_order_id,
                        instrument_key, side, quantity, price, first_fill_of_order, ts_event)
