@@ -30,6 +30,8 @@ from volguard_common.events_samples import DEFAULT_TS_EVENT, sample_chain_snapsh
 from volguard_common.settings import Settings
 from volguard_execution.adapters.paper_broker import PaperBroker
 from volguard_execution.app import SPEC
+from volguard_execution.domain.orders import OrderKey
+from volguard_execution.ports import OrderRequest
 from volguard_execution.service import running_service as running_execution
 
 
@@ -431,3 +433,58 @@ async def test_flatten_all_after_a_restart_closes_what_reconciliation_found(
     assert flatten.status is BasketStatus.FILLED, flatten
     assert positions == []
     assert {leg.filled_qty for leg in flatten.legs} == {basket.lot_size}
+
+
+async def test_reconciliation_cancels_our_stray_working_orders_and_reports_foreign_ones(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url, "reconcile_interval_s": 0.2})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    async with running_service(SPEC, settings, redis) as ctx:
+        service = running_execution(ctx)
+        ts = DEFAULT_TS_EVENT
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-stray")
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+        async def ended() -> bool:
+            nonlocal ts
+            ts += timedelta(seconds=1)
+            await market.publish(chain(ts))
+            return any(isinstance(e, events.BasketResult) for e in await reports(redis, config))
+
+        await eventually(ended, what="the condor's end", poll_s=0.1)
+        wing = basket.legs[0]
+        # Working orders no basket works: one under a VolGuard tag (left behind), one placed by hand.
+        async with service.lock:
+            left_behind = await service.broker.submit(
+                OrderRequest(
+                    OrderKey(basket.basket_id, 0, 0, 7), wing.instrument_key, Side.BUY, 65, Decimal("0.05")
+                )
+            )
+            by_hand = await service.broker.submit(
+                OrderRequest(OrderKey("manual", 0, 0), wing.instrument_key, Side.BUY, 65, Decimal("0.05"))
+            )
+
+        async def cancelled() -> bool:
+            nonlocal ts
+            ts += timedelta(milliseconds=200)
+            await market.publish(chain(ts))
+            book = {o.broker_order_id: o for o in await service.broker.order_book()}
+            return book[left_behind.broker_order_id].report.status is OrderStatus.CANCELLED
+
+        await eventually(cancelled, what="our stray order cancelled", poll_s=0.05)
+        await eventually(lambda: _codes(redis, config, "ORDERS_NOT_OURS"), what="the foreign order reported")
+
+        async def reconciled() -> bool:
+            return service.reconciled
+
+        await eventually(reconciled, what="agreement once the stray order is gone")
+        book = {o.broker_order_id: o for o in await service.broker.order_book()}
+        found = await _codes(redis, config, "STRAY_ORDERS_CANCELLED")
+    assert book[by_hand.broker_order_id].report.status is OrderStatus.OPEN  # not ours to cancel
+    assert found
+    assert found[0].details == {left_behind.broker_order_id: wing.client_order_id}

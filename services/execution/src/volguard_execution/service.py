@@ -73,7 +73,7 @@ from volguard_execution.domain.basket_guard import AlertLevel, BasketGuard, Cont
 from volguard_execution.domain.orders import Order, OrderKey, Trade
 from volguard_execution.domain.paper_exchange import InstrumentRules, PaperOrder, Quote, chain_quotes
 from volguard_execution.domain.rate_limit import OrderRateLimiter, order_rate_windows_from
-from volguard_execution.ports import Broker, BrokerTrade, BrokerUnavailable
+from volguard_execution.ports import Broker, BrokerOrder, BrokerTrade, BrokerUnavailable
 from volguard_execution.runner import BasketRunner
 
 log = structlog.get_logger("volguard.execution")
@@ -509,9 +509,25 @@ class ExecutionService:
                 log.warning("held commands wait: the broker stopped answering", error=str(exc))
 
     async def reconcile(self) -> None:
-        """Read back every order not known to have ended, then compare positions with the fills."""
+        """Read back every order not known to have ended, check the broker's working orders, then
+        compare positions with the fills."""
         async with self.lock:
             await self.runner.read_back_live_orders()
+            book = await self.broker.order_book()
+            working_ids = {o.broker_order_id for g in self.runner.guards.values() for o in g.orders if o.live}
+            # An UNKNOWN submit may be at the broker without our knowing its id yet: its tag covers it.
+            working_tags = {
+                o.client_order_id for g in self.runner.guards.values() for o in g.orders if o.live
+            }
+        stray = [
+            o
+            for o in book
+            if o.report.status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+            and o.broker_order_id not in working_ids
+            and o.client_order_id not in working_tags
+        ]
+        if stray and not await self._settle_stray_orders(stray):
+            return  # our own stray orders were asked to cancel: agreement waits for the next round
         broker_positions = {p.instrument_key: p.net_quantity for p in await self.broker.positions()}
         rows = await self.ctx.pool.fetch(
             "select instrument_key, sum(case when side = 'BUY' then quantity else -quantity end) as units "
@@ -543,6 +559,52 @@ class ExecutionService:
         rows = await self.ctx.pool.fetch("select command from execution.baskets order by received_at")
         for row in rows:
             self._remember(ExecuteBasket.model_validate_json(_json_text(row["command"])))
+
+    async def _settle_stray_orders(self, stray: list[BrokerOrder]) -> bool:
+        """Working orders at the broker that no basket of this process works. VolGuard's own (its tag is
+        in `execution.orders`: a basket that ended, or one this process does not know, left it behind)
+        are cancelled, and execution does not agree with the broker until they are gone; anyone else's
+        are reported, as positions VolGuard did not open are. True when nothing of ours was stray."""
+        tags = sorted({o.client_order_id for o in stray if o.client_order_id})
+        ours = {
+            row["client_order_id"]
+            for row in await self.ctx.pool.fetch(
+                "select distinct client_order_id from execution.orders where client_order_id = any($1)",
+                tags,
+            )
+        }
+        mine = [o for o in stray if o.client_order_id in ours]
+        foreign = [o for o in stray if o.client_order_id not in ours]
+        for order in mine:
+            await self.broker.cancel(order.broker_order_id)
+        alerts = []
+        if mine:
+            alerts.append(
+                self._alert(
+                    Severity.WARNING,
+                    "STRAY_ORDERS_CANCELLED",
+                    "working orders of VolGuard that no basket works were cancelled before trading: "
+                    + ", ".join(f"{o.client_order_id} ({o.broker_order_id})" for o in mine),
+                    details={o.broker_order_id: o.client_order_id for o in mine},
+                )
+            )
+        if foreign:
+            alerts.append(
+                self._alert(
+                    Severity.CRITICAL,
+                    "ORDERS_NOT_OURS",
+                    "working orders at the broker that VolGuard did not place: "
+                    + ", ".join(f"{o.broker_order_id} {o.instrument_key}" for o in foreign),
+                    details={o.broker_order_id: o.instrument_key for o in foreign},
+                )
+            )
+        async with outbox.transaction(self.ctx.pool, publisher=PUBLISHER, fence=self.ctx.fence) as tx:
+            for alert in alerts:
+                await tx.publish(alert)
+        if mine:
+            self.reconciled = False
+            log.warning("stray orders cancelled; reconciliation waits for them", orders=len(mine))
+        return not mine
 
     async def recover_unfinished(self) -> None:
         """Baskets an earlier process was working: read back from the broker, then finished or unwound."""
