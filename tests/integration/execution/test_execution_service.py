@@ -488,3 +488,55 @@ async def test_reconciliation_cancels_our_stray_working_orders_and_reports_forei
     assert book[by_hand.broker_order_id].report.status is OrderStatus.OPEN  # not ours to cancel
     assert found
     assert found[0].details == {left_behind.broker_order_id: wing.client_order_id}
+
+
+async def test_flatten_all_while_a_basket_works_leaves_its_fills_to_its_own_unwind_never_doubled(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    async with running_service(SPEC, settings, redis) as ctx:
+        service = running_execution(ctx)
+        assert isinstance(service.broker, PaperBroker)
+        ts = DEFAULT_TS_EVENT
+        first = chain(ts)
+        await market.publish(first)
+        basket = condor_from(first, "basket-flattened-midway")
+        shorts = [leg for leg in basket.legs if leg.side is Side.SELL]
+        for leg in shorts:
+            for attempt in range(3):
+                # The shorts rest at the exchange and never fill: the basket is caught with its wings.
+                service.broker.exchange.faults.fill_cap[
+                    client_order_id(basket.basket_id, leg.leg_index, attempt)
+                ] = 0
+        await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+        async def shorts_working() -> bool:
+            nonlocal ts
+            ts += timedelta(milliseconds=100)
+            await market.publish(chain(ts))
+            return any(
+                isinstance(e, events.OrderUpdate) and e.side is Side.SELL and e.status is OrderStatus.OPEN
+                for e in await reports(redis, config)
+            )
+
+        await eventually(shorts_working, what="wings filled and the shorts working", poll_s=0.05)
+        await risk.publish(
+            events.FlattenAll(ts_event=ts, source="risk/test", reason=events.ExitReason.KILL_SWITCH)
+        )
+
+        async def all_ended() -> bool:
+            nonlocal ts
+            ts += timedelta(seconds=1)
+            await market.publish(chain(ts))
+            results = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+            return bool(results) and all(guard.ended for guard in service.runner.guards.values())
+
+        await eventually(all_ended, what="every basket ended", poll_s=0.1)
+        positions = await service.broker.positions()
+        results = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+    assert positions == []  # the wings sold once, by the basket's own unwind: nothing short
+    assert [r.basket_id for r in results] == [basket.basket_id]
+    assert results[0].status is BasketStatus.UNWOUND, results[0]
