@@ -4,7 +4,9 @@ The exchange is the real domain simulator; between it and the guard sits the wor
 forced rejects, fill caps (partial fills that never complete), delays, accepted-then-silent orders,
 submits whose answer is lost (UNKNOWN), submits refused before the broker took them (throttled: sent
 again later under the same key), a report channel that delivers late, shuffled and duplicated,
-and disconnects that drop reports until the broker's book is read back. The market moves underneath.
+and disconnects that drop reports until the broker's book is read back; and execution itself failing
+over mid-basket (the guard rebuilt from the persisted orders, its reports in flight lost). The market
+moves underneath.
 
 Invariants, checked after every step against the exchange's own trades (the truth, not the guard's view):
 - never a short option without its hedge: per expiry and option type, short units ≤ long units of the
@@ -18,7 +20,7 @@ position before the basket, STUCK = something hedged in between).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -194,6 +196,7 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         self.placed_keys: set[OrderKey] = set()  # keys that reached the exchange (each at most once)
         self.refused: list[OrderKey] = []  # submits refused before the broker took them (retryable)
         self.withdrawn: list[OrderKey] = []
+        self.failed_over = False
         for name in CONTRACTS:
             self._quote(name, 0, 2, 650)
 
@@ -379,6 +382,33 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         for order in list(self.guard.orders):
             if order.live:
                 self._resolve(order.key)
+        self._progress()
+
+    @precondition(lambda self: self.guard is not None and not self.guard.ended and not self.failed_over)
+    @rule()
+    def execution_fails_over(self) -> None:
+        """The process working the basket dies; the standby rebuilds the guard from what was persisted
+        (every order's latest state and its trades), then reads back what is live, as the service does."""
+        assert self.guard is not None
+        self.failed_over = True
+        persisted = [replace(order, trades=dict(order.trades)) for order in self.guard.orders]
+        self.channel.clear()  # the dead process's updates in flight are gone
+        self.guard = BasketGuard.recover(
+            self.basket,
+            persisted,
+            contract=Contract(TICK, FREEZE),
+            config=CONFIG,
+            now=self.now,
+            reason="execution failed over",
+        )
+        for name in CONTRACTS:
+            quote = self.exchange.quote(CONTRACTS[name].key)
+            if quote is not None:
+                self.guard.on_quote(quote.instrument_key, quote.bid, quote.ask)
+        if self.connected:
+            for order in list(self.guard.orders):
+                if order.live:
+                    self._resolve(order.key)
         self._progress()
 
     @precondition(lambda self: self.guard is not None)
