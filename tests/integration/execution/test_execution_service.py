@@ -540,3 +540,51 @@ async def test_flatten_all_while_a_basket_works_leaves_its_fills_to_its_own_unwi
     assert positions == []  # the wings sold once, by the basket's own unwind: nothing short
     assert [r.basket_id for r in results] == [basket.basket_id]
     assert results[0].status is BasketStatus.UNWOUND, results[0]
+
+
+async def test_a_held_command_survives_a_restart_and_is_carried_out_once_the_next_process_reconciles(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": fresh_database_url, "reconcile_interval_s": 0.1})
+    config = BusConfig.from_settings(settings)
+    market = Publisher(redis, config, service="market_data", source="market_data/test")
+    risk = Publisher(redis, config, service="risk", source="risk/test")
+    ts = DEFAULT_TS_EVENT
+    first = chain(ts)
+    basket = condor_from(first, "basket-held-over-a-restart")
+    pool = await db.create_pool(settings.database_url)
+    try:
+        async with running_service(SPEC, settings, redis) as ctx:
+            service = running_execution(ctx)
+            assert isinstance(service.broker, PaperBroker)
+            service.broker.faults.down = True
+
+            async def unreconciled() -> bool:
+                return not service.reconciled
+
+            await eventually(unreconciled, what="reconciliation failing")
+            await market.publish(first)
+            await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+            async def held() -> bool:
+                return bool(await pool.fetchval("select count(*) from execution.held_commands"))
+
+            await eventually(held, what="the basket held")
+            await eventually(lambda: _stream_drained(redis, config), what="the command acknowledged")
+        # The next process (a restart, or the standby taking over) reconciles, then releases it.
+        async with running_service(SPEC, settings, redis):
+
+            async def ended() -> events.BasketResult | None:
+                nonlocal ts
+                ts += timedelta(seconds=1)
+                await market.publish(chain(ts))
+                found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+                return found[0] if found else None
+
+            result = await eventually(ended, what="the held basket's result", poll_s=0.1)
+        assert result.status is BasketStatus.FILLED, result
+        assert result.basket_id == basket.basket_id
+        assert await pool.fetchval("select count(*) from execution.held_commands") == 0
+        assert await pool.fetchval("select count(*) from execution.baskets") == 1
+    finally:
+        await pool.close()

@@ -250,3 +250,20 @@ def test_only_an_unknown_submit_can_be_found_absent() -> None:
     order.absent_at_broker("order history by tag is empty")
     assert order.status is OrderStatus.REJECTED
     assert not order.live
+
+
+def test_only_an_unsent_order_can_be_withdrawn() -> None:
+    unsent = new_order()
+    unsent.withdraw_unsent("never sent: 429 too many requests")
+    assert unsent.status is OrderStatus.CANCELLED
+    assert not unsent.live
+    sent = new_order()
+    sent.acknowledge("B1")
+    with pytest.raises(IllegalTransition, match="not NEW"):
+        sent.withdraw_unsent("too late")
+    assert sent.status is OrderStatus.OPEN
+    maybe_sent = new_order()
+    maybe_sent.submit_outcome_unknown("timeout")
+    with pytest.raises(IllegalTransition, match="not NEW"):
+        maybe_sent.withdraw_unsent("it may be at the broker")
+    assert maybe_sent.status is OrderStatus.UNKNOWN
