@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 import pytest
 
@@ -32,6 +33,8 @@ from volguard_execution.ports import (
     BrokerTrade,
     BrokerUnavailable,
     OrderRequest,
+    SubmitAck,
+    SubmitOutcomeUnknown,
     SubmitRejected,
 )
 from volguard_execution.runner import BasketRunner
@@ -264,3 +267,63 @@ async def test_forced_faults_refuse_fail_and_show_in_the_probe() -> None:
         await broker.positions()
     with pytest.raises(BrokerUnavailable):
         await broker.order_book()
+
+
+class RefuseOneSliceLoseAnother:
+    """The paper broker behind a flaky line: one slice's submit is refused before the broker takes it
+    (a 429), the answer to another slice of the same tag is lost after it was placed."""
+
+    def __init__(self, inner: PaperBroker, refuse: OrderKey, lose: OrderKey) -> None:
+        self.inner = inner
+        self.refuse: set[OrderKey] = {refuse}
+        self.lose = lose
+        self.sent: list[OrderKey] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def submit(self, request: OrderRequest) -> SubmitAck:
+        if request.key in self.refuse:
+            self.refuse.discard(request.key)
+            raise SubmitRejected("429 too many requests", retryable=True)
+        self.sent.append(request.key)
+        ack = await self.inner.submit(request)
+        if request.key == self.lose:
+            raise SubmitOutcomeUnknown("read timeout after sending")
+        return ack
+
+
+async def test_an_update_for_a_slice_whose_answer_was_lost_never_lands_on_an_unsent_sibling(
+    fresh_database_url: str,
+) -> None:
+    await db.ensure_database(fresh_database_url)
+    pool = await db.create_pool(fresh_database_url)
+    try:
+        async with pool.acquire() as conn:
+            await db.ensure_core_schema(conn)
+            await db.apply_migrations(conn, "execution", db.load_migrations("volguard_execution"))
+        market = Market()
+        paper = await open_broker(market, PostgresPaperStore(pool, Fence("execution:paper-slices", 1)))
+        guard = new_guard(market)  # 3 lots, freeze 2 lots: slices of 130 and 65 under one tag
+        first_slice, second_slice = OrderKey("basket-1", 0, 0, 0), OrderKey("basket-1", 0, 0, 1)
+        broker = RefuseOneSliceLoseAnother(paper, refuse=first_slice, lose=second_slice)
+        journal = Recorder()
+        runner = BasketRunner(cast(Broker, broker), journal, market.clock)
+        runner.guards[guard.basket.basket_id] = guard
+        await market.quote_all(paper, runner)
+        await runner.start(guard)
+        assert guard.orders[first_slice].status is OrderStatus.NEW  # refused, unsent
+        assert guard.orders[second_slice].status is OrderStatus.UNKNOWN
+        await run_until_ended(market, paper, runner, guard)
+        assert guard.outcome is not None
+        assert guard.outcome.status is BasketStatus.FILLED
+        # Each slice reached the exchange once, under its own key; the refused one went again later.
+        assert sorted(k for k in broker.sent if k.leg_index == 0) == [first_slice, second_slice]
+        book = [o for o in await paper.order_book() if o.client_order_id == first_slice.client_order_id]
+        assert sorted(o.quantity for o in book) == [65, 130]
+        assert {guard.orders[first_slice].broker_order_id, guard.orders[second_slice].broker_order_id} == {
+            o.broker_order_id for o in book
+        }
+        assert {p.instrument_key: p.net_quantity for p in await paper.positions()} == guard.positions()
+    finally:
+        await pool.close()

@@ -87,7 +87,7 @@ class BasketRunner:
             if order.broker_order_id is not None:
                 self._routes[order.broker_order_id] = order.key
         for order in list(guard.orders):
-            if _needs_reading_back(order):
+            if _needs_reading_back(guard, order):
                 await self._resolve(guard, order.key)
         await self._act(guard, guard.progress(self.clock()))
 
@@ -124,7 +124,7 @@ class BasketRunner:
         """After missed updates: every live order is read back from the broker's book."""
         for guard in list(self.guards.values()):
             for order in list(guard.orders):
-                if _needs_reading_back(order):
+                if _needs_reading_back(guard, order):
                     await self._resolve(guard, order.key)
             await self._act(guard, guard.progress(self.clock()))
 
@@ -139,7 +139,7 @@ class BasketRunner:
         # An order whose ack was lost: the tag names the attempt; the slice is the one without an id.
         for guard in self.guards.values():
             for order in guard.orders.by_client_order_id(client_order_id):
-                if order.broker_order_id is None:
+                if order.broker_order_id is None and not guard.unsent(order.key):
                     return guard, order
         return None
 
@@ -244,9 +244,12 @@ class BasketRunner:
         return candidates[0] if candidates else None
 
 
-def _needs_reading_back(order: Order) -> bool:
+def _needs_reading_back(guard: BasketGuard, order: Order) -> bool:
     """Live, or known to have filled more than the trades we hold say (a report overtook its trades, or
-    the process that held them died before telling): the broker's trade book has the rest."""
+    the process that held them died before telling): the broker's trade book has the rest. An unsent
+    order is not at the broker: what its tag shows there belongs to a sibling slice."""
+    if guard.unsent(order.key):
+        return False
     return order.live or order.traded_qty < order.filled_qty
 
 

@@ -345,6 +345,11 @@ class BasketGuard:
         order.message = message
         self._unsent[key] = now + timedelta(seconds=self.config.resend_after_s)
 
+    def unsent(self, key: OrderKey) -> bool:
+        """Refused before the broker took it and not sent since: nothing of it exists at the broker, so
+        no update, history entry or trade can be its (a sibling slice under the same tag may be)."""
+        return key in self._unsent
+
     def submit_unknown(self, key: OrderKey, reason: str) -> None:
         self.orders[key].submit_outcome_unknown(reason)
 
