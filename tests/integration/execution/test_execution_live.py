@@ -73,3 +73,57 @@ async def test_live_mode_fills_a_basket_through_the_upstox_adapter(
     # Hedges first at the broker too: both wings were placed before either short.
     placed = [body["transaction_type"] for body in fake.place_bodies]
     assert placed[:2] == [Side.BUY.value, Side.BUY.value]
+
+
+async def test_live_mode_persistent_429s_delay_the_wings_under_their_own_tags_never_reject_them(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    with running_fake_upstox_orders() as fake:
+        settings = settings.model_copy(
+            update={
+                "database_url": fresh_database_url,
+                "mode": "live",
+                "feed": "upstox",
+                "upstox_access_token": SecretStr(TOKEN),
+                "upstox_api_base": fake.base_url,
+                "upstox_order_api_base": fake.base_url,
+            }
+        )
+        config = BusConfig.from_settings(settings)
+        market = Publisher(redis, config, service="market_data", source="market_data/test")
+        risk = Publisher(redis, config, service="risk", source="risk/test")
+        async with running_service(SPEC, settings, redis) as ctx:
+            broker = running_execution(ctx).broker
+            assert isinstance(broker, UpstoxBroker)
+            # More 429s than the adapter retries by itself: both wings' first submits are refused.
+            fake.fail(
+                "POST", "/v3/order/place", 429, times=2 * (broker.max_throttled_retries + 1), retry_after="0"
+            )
+            ts = DEFAULT_TS_EVENT
+            first = chain(ts)
+            await market.publish(first)
+            basket = condor_from(first, "basket-live-429")
+            await risk.publish(basket.model_copy(update={"ts_event": ts + timedelta(milliseconds=10)}))
+
+            async def ended() -> events.BasketResult | None:
+                nonlocal ts
+                ts += timedelta(seconds=1)
+                await market.publish(chain(ts))
+                for order in list(fake.orders.values()):
+                    if order.status == "open":
+                        fake.fill(order.order_id, order.quantity - order.filled_quantity, order.price)
+                found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+                return found[0] if found else None
+
+            result = await eventually(ended, what="a BasketResult", poll_s=0.1)
+            everything = await reports(redis, config)
+
+    assert result.status is BasketStatus.FILLED, result
+    assert [leg.attempts for leg in result.legs] == [1, 1, 1, 1]
+    assert not [
+        e for e in everything if isinstance(e, events.OrderUpdate) and e.status is events.OrderStatus.REJECTED
+    ]
+    # Refused before Upstox took them, so each tag holds exactly one Upstox order.
+    assert sorted(o.tag for o in fake.orders.values()) == sorted(leg.client_order_id for leg in basket.legs)
+    placed = [body["transaction_type"] for body in fake.place_bodies]
+    assert placed[:2] == [Side.BUY.value, Side.BUY.value]
