@@ -1,7 +1,10 @@
 """The execution service in-process against real Redis and Postgres, with the paper broker.
 
 An ExecuteBasket on ex.commands becomes a filled paper basket: OrderUpdates, Fills and a BasketResult on
-ex.reports, a BrokerHealth on ex.health, orders, fills and the basket persisted in `execution.*`.
+ex.reports, a BrokerHealth on ex.health, orders, fills and the basket persisted in `execution.*`. And the
+gaps closed since: a throttled submit goes again under its own key; commands wait for reconciliation
+held, not dead-lettered, also across a restart; reconciliation cancels our stray working orders;
+FlattenAll after a restart closes what the books found, and never doubles a working basket's unwind.
 """
 
 from __future__ import annotations
