@@ -34,7 +34,7 @@ import contextlib
 import importlib.util
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -119,6 +119,16 @@ class ServiceContext:
     @property
     def fencing_token(self) -> int | None:
         return None if self.lease is None else self.lease.token
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run a background loop of the service (a timer, a broker stream, reconciliation) until stop.
+        It is supervised: a loop that ends by itself, by an error or otherwise, stops the replica acting
+        and the process exits for its supervisor to restart it, never a process that silently stopped
+        doing part of its job."""
+        task = asyncio.create_task(work, name=name)
+        _watch(self, task)
+        self.tasks.append(task)
+        return task
 
     def handle_once(
         self, event_id: str
@@ -512,7 +522,8 @@ async def _stop_acting_when_consumer_fails(context: ServiceContext) -> None:
 
 
 def _watch(context: ServiceContext, task: asyncio.Task[Any]) -> None:
-    """A relay or trimmer that ends by itself has failed: never let it die quietly."""
+    """A background task (relay, trimmer, a service's own loops) that ends by itself has failed: never
+    let it die quietly."""
 
     def done(finished: asyncio.Task[Any]) -> None:
         if finished.cancelled() or context.failure is not None:

@@ -894,7 +894,9 @@ async def setup(ctx: ServiceContext) -> None:
         ("execution-health", service.run_health()),
         ("execution-reconcile", service.run_reconcile()),
     ):
-        ctx.tasks.append(asyncio.create_task(work, name=name))
+        # Supervised: reconciliation or the broker's update stream dying on an unexpected error must
+        # not leave a process that looks healthy while it no longer reconciles or hears fills.
+        ctx.spawn(work, name)
 
 
 async def teardown(ctx: ServiceContext) -> None:
