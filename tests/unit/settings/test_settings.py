@@ -49,6 +49,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "replay_dir": None,
     "feed_stale_after_s": 10.0,
     "holidays_file": None,
+    "calendar_poll_s": 30.0,
     "upstox_api_base": "https://api.upstox.com",
     "upstox_order_api_base": "https://api-hft.upstox.com",
     "upstox_algo_name": None,

@@ -48,7 +48,7 @@ from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from volguard_common import clock, db, events, metrics, outbox, streams
+from volguard_common import clock, db, events, live_calendar, metrics, outbox, streams
 from volguard_common.bus import BusConfig, Consumer, Publisher
 from volguard_common.instance import InstanceClaim, claim_instance
 from volguard_common.lease import Fence, Lease
@@ -373,6 +373,7 @@ async def _start_on(
 
         context.tasks.append(asyncio.create_task(claim.keep(_lost), name=f"instance-claim:{claim.instance}"))
     context.on_failure = on_failure
+    await follow_live_calendar(context)
     context.relay = outbox.OutboxRelay(
         pool,
         redis,
@@ -613,14 +614,42 @@ async def readiness(state: _State) -> dict[str, bool]:
     return checks
 
 
+def local_calendar(settings: Settings) -> clock.TradingCalendar:
+    """The calendar this machine knows without the broker: the bundled one, with the holidays of an
+    imported NSE holiday file (`volguard calendar import`) when there is one."""
+    path = settings.holidays_file_in_use()
+    if path is None:
+        return clock.bundled_nse_calendar()
+    return clock.calendar_with_holidays(clock.holidays_from_csv(path.read_text(encoding="utf-8")))
+
+
 def install_holidays_file(settings: Settings) -> None:
     """Trade by an imported NSE holiday file when there is one (`volguard calendar import`)."""
     path = settings.holidays_file_in_use()
     if path is None:
         return
-    calendar = clock.calendar_with_holidays(clock.holidays_from_csv(path.read_text(encoding="utf-8")))
+    calendar = local_calendar(settings)
     clock.install_calendar(calendar)
     log.info("holiday file in use", path=str(path), covered_to=str(calendar.last_day))
+
+
+async def follow_live_calendar(context: ServiceContext) -> None:
+    """With the Upstox feed, trade by the broker-corrected calendar market_data shares: installed now
+    (before the service's setup, so its first decision uses it) and whenever it changes."""
+    settings = context.settings
+    if settings.feed != "upstox":
+        return
+    follower = live_calendar.CalendarFollower(
+        context.redis, settings.stream_namespace, poll_s=settings.calendar_poll_s, publisher=context.publisher
+    )
+    try:
+        await follower.sync()
+    except (RedisError, OSError) as exc:
+        log.warning("shared calendar not read at start; the follower retries", error=repr(exc))
+    task = asyncio.create_task(follower.run(), name="live-calendar")
+    _watch(context, task)
+    context.tasks.append(task)
+    context.extensions["live_calendar"] = follower
 
 
 def run(spec: ServiceSpec) -> None:

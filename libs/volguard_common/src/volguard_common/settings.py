@@ -318,6 +318,12 @@ class Settings(BaseSettings):
         "it lists, e.g. when NSE publishes next year's list. Default: <state_dir>/calendar/nse_holidays.csv "
         "if `volguard calendar import` wrote one, else the bundled calendar.",
     )
+    calendar_poll_s: float = Field(
+        default=30.0,
+        description="With the Upstox feed, how often (seconds) every service re-reads the broker-corrected "
+        "NSE calendar market_data shares in Redis (volguard_common.live_calendar) and installs it when it "
+        "changed. The calendar changes at most a few times a day, ahead of the days it affects.",
+    )
     upstox_api_base: str = Field(
         default="https://api.upstox.com", description="Base URL of the Upstox REST API."
     )
@@ -876,6 +882,7 @@ def _consistency_problems(s: Settings) -> list[str]:
     at_least("sim_weeklies", 1)
     at_least("sim_snapshot_interval_s", 0, strict=True)
     at_least("feed_stale_after_s", 0, strict=True)
+    at_least("calendar_poll_s", 0, strict=True)
     at_least("upstox_strikes_each_side", 1)
     at_least("upstox_recentre_after_strikes", 1)
     at_least("upstox_field_stale_after_s", 0, strict=True)

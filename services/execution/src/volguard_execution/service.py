@@ -905,10 +905,18 @@ async def teardown(ctx: ServiceContext) -> None:
         await service.broker.close()
 
 
+class _InstalledCalendar:
+    """The process's calendar at each call, not the one at start: with the live feed the
+    broker-corrected calendar can be installed, or change, while the paper exchange runs."""
+
+    def market_open(self, ts: datetime) -> bool:
+        return nse_calendar().market_open(ts)
+
+
 async def _paper_broker(ctx: ServiceContext, exchange_time: ExchangeTime) -> PaperBroker:
     return await PaperBroker.open(
         instruments={},
-        calendar=nse_calendar(),
+        calendar=_InstalledCalendar(),
         margin=UnlimitedPaperMargin(),
         store=PostgresPaperStore(ctx.pool, ctx.fence),
         clock=exchange_time,

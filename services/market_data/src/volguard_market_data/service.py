@@ -18,7 +18,7 @@ import structlog
 
 from volguard_common import clock, events
 from volguard_common.bus import BusConfig
-from volguard_common.service import ServiceContext
+from volguard_common.service import ServiceContext, local_calendar
 from volguard_common.settings import Settings
 from volguard_market_data.adapters.replay_source import ReplaySource
 from volguard_market_data.adapters.sim_source import SimSource, sim_config
@@ -82,7 +82,13 @@ async def build_source(
 
     source = UpstoxSource(settings)
     # The broker's holidays and timings correct the bundled calendar, checked now and once a day.
-    calendar_check = BrokerCalendarCheck(source.http, ctx.publisher)
+    calendar_check = BrokerCalendarCheck(
+        source.http,
+        ctx.publisher,
+        redis=ctx.redis,
+        namespace=settings.stream_namespace,
+        bundled=local_calendar(settings),
+    )
     ctx.tasks.append(asyncio.create_task(calendar_check.run(), name="broker-calendar"))
     await source.start()
     return source, events.MarketMode.LIVE, False, source.token_alert

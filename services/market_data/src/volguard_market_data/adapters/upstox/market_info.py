@@ -2,9 +2,11 @@
 bundled NSE calendar at start and once a day in live mode (`GET /v2/market/holidays`,
 `GET /v2/market/timings/{date}`; upstox.com/developer/api-documentation, Market Information).
 
-The broker wins: its calendar is installed as the process's (`clock.install_calendar`) and every
-difference is raised as one Alert naming the day, what the bundled data says and what Upstox says.
-A failed check (maintenance window, network) keeps the calendar as it was and says so.
+The broker wins: its calendar is installed as the process's (`clock.install_calendar`) and shared
+with every other process through Redis (`volguard_common.live_calendar`: strategy, risk and execution
+install it too), and every difference is raised as one Alert naming the day, what the bundled data
+says and what Upstox says. A failed check (maintenance window, network) keeps the calendar as it was,
+here and in the shared key, and says so.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import asyncio
 import logging
 from datetime import date, timedelta
 
-from volguard_common import clock, events
+from redis.asyncio import Redis
+
+from volguard_common import clock, events, live_calendar
 from volguard_common.bus import Publisher
 from volguard_common.clock import Clock, LiveClock, TradingCalendar
 from volguard_common.upstox_http import UpstoxError, UpstoxHttp
@@ -39,18 +43,28 @@ def timings_path(day: date) -> str:
 
 
 class BrokerCalendarCheck:
-    """Reads the broker's calendar, installs the corrected calendar and alerts each new difference."""
+    """Reads the broker's calendar, installs and shares the corrected calendar and alerts each new
+    difference.
+
+    `bundled` is the calendar the broker corrects: the bundled data, with an imported holiday file's
+    holidays when there is one (never a calendar the broker already corrected, or a difference would
+    be forgotten once installed). `redis` and `namespace` say where the corrected calendar is shared.
+    """
 
     def __init__(
         self,
         http: UpstoxHttp,
         publisher: Publisher,
         *,
+        redis: Redis,
+        namespace: str,
         live_clock: Clock | None = None,
         bundled: TradingCalendar | None = None,
     ) -> None:
         self.http = http
         self.publisher = publisher
+        self.redis = redis
+        self.namespace = namespace
         self.clock = live_clock or LiveClock()
         self.bundled = bundled or clock.bundled_nse_calendar()
         self._alerted: set[CalendarDifference] = set()
@@ -69,6 +83,15 @@ class BrokerCalendarCheck:
         years = {today.year} | {closure.day.year for closure in closures}
         corrected, differences = reconcile(self.bundled, closures, sessions, years=years)
         clock.install_calendar(corrected)
+        # Shared before the alerts: an operator who reads an alert finds every service on the calendar
+        # it names (at their next poll).
+        record = live_calendar.CalendarRecord.of(
+            corrected,
+            ts_event=now,
+            source=self.publisher.source,
+            differences=tuple(d.message for d in differences),
+        )
+        await live_calendar.publish_calendar(self.redis, self.namespace, record)
         for difference in differences:
             if difference in self._alerted:
                 continue
