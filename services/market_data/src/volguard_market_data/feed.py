@@ -7,7 +7,10 @@ Three ways to pace (settings `speed`, `lockstep`):
 - as fast as possible (`speed=0`);
 - lockstep: before each batch, every consumer group on the md.* streams must have at most
   `lockstep_max_lag` entries undelivered or unacknowledged, so a backtest runs exactly as fast as the
-  slowest service and no snapshot is skipped.
+  slowest service and no snapshot is skipped. With `lockstep_max_lag` 0 it is also what makes a replay's
+  sys.alerts come out in one order: market_data's alerts on a batch, then what consumers raise on it,
+  then the next batch. Without lockstep the processes run at their own pace and their alerts interleave
+  as they happen to (each process's own alerts keep their order).
 
 Feed health (`md.status`) is published every `STATUS_EVERY_S` of exchange time and whenever the state
 changes; a source that can go quiet (Upstox) is watched in wall time and reported STALE with an Alert.
@@ -151,13 +154,16 @@ class FeedLoop:
             await asyncio.sleep(delay)
         if self.lockstep:
             await self.wait_for_consumers()
+        # A batch's own alerts (its recorded feed status turning stale, the token) go out before the
+        # batch: every alert a consumer raises on the batch comes after them, and in lockstep before the
+        # next batch, so sys.alerts holds the same alerts in the same order on every replay.
+        await self._watch_health(batch)
         publications = [(p.stream, p.payload, p.event_type) for p in batch.publications]
         if self.publish_status and self._status_due(batch):
             status = self._status(batch.ts_event, batch.instruments)
             publications.append((streams.MD_STATUS.name, status.model_dump_json().encode(), status.type))
         if publications:
             await self.publisher.publish_many(publications)
-        await self._watch_health(batch)
         stats = self.stats
         stats.batches += 1
         stats.publications += len(publications)
