@@ -17,6 +17,7 @@ calibrated (its setting says so).
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, time
 
@@ -28,6 +29,7 @@ from tests.unit.quant.shared_data import shared_data
 from volguard_analytics.domain.premium import PREMIUM_HORIZON_TRADING_DAYS, PremiumTracker
 from volguard_common.events.vol import PremiumSignal, VolPremium
 from volguard_common.quant import garch, realized
+from volguard_common.settings import Settings
 from volguard_market_data.history_files import parse_daily_csv
 
 RV_WINDOW = 21
@@ -103,3 +105,25 @@ def test_term_structure_signal_fires_on_at_most_a_fifth_of_the_days_with_a_front
     assert inverted > 0.0
     # The old default (1 point per 30 days) called the curve steep or inverted on most days.
     assert np.mean([abs(slope) > 1.0 for slope in slopes]) > 0.5
+
+
+# ---- skew: nothing in ../shared/data to calibrate it on -----------------------------------------
+
+
+def test_the_shared_option_chain_has_no_25_delta_options_so_the_skew_threshold_says_it_is_uncalibrated() -> (
+    None
+):
+    """The skew setting claims ../shared/data holds no 25-delta quote; this keeps the claim true (a
+    file that allows a calibration fails here and calls for one)."""
+    chain = json.loads(shared_data("nifty_option_chain_expiry_day.json").read_text(encoding="utf-8"))
+    quoted_deltas = [
+        abs(float(side["greeks"]["delta"]))
+        for row in chain["data"]["oc"].values()
+        for side in (row.get("ce"), row.get("pe"))
+        if side and side.get("greeks") and float(side.get("top_ask_price") or 0) > 0
+    ]
+    assert len(quoted_deltas) > 100
+    assert not [d for d in quoted_deltas if 0.10 <= d <= 0.40]
+    described = Settings.model_fields["skew_threshold_pts"].description or ""
+    assert "UNCALIBRATED" in described
+    assert "no proxy" in described

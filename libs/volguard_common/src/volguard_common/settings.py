@@ -573,8 +573,14 @@ class Settings(BaseSettings):
     skew_threshold_pts: float = Field(
         default=2.0,
         description="25-delta risk reversal (put IV minus call IV), in vol points, beyond which skew "
-        "counts as steep. Uncalibrated: ../shared/data has no 25-delta history (its one option chain, "
-        "an expiry day, lists no 25-delta options), so this is a judgement, not a measured percentile.",
+        "counts as steep. UNCALIBRATED: a judgement, not a measured percentile, and no proxy either. "
+        "../shared/data was checked: its only option chain is one late expiry-day snapshot in which no "
+        "quoted option has a delta between 0.10 and 0.40 (the smile collapses to a step within one "
+        "strike), and its other files (ATM IV, IV percentile, India VIX) are at-the-money measures that "
+        "say nothing about the wings. 2.0 was set by hand in the first version of these settings; NIFTY "
+        "puts usually trade above calls, so it probably marks most ordinary days PUT_SKEWED. Calibrate "
+        "it from recorded history once there is some: every VolSnapshot (an.vol, and "
+        "analytics.vol_snapshots.payload) carries the reference expiry's rr25.",
     )
     vix_spike_window_s: int = Field(
         default=180,
