@@ -88,3 +88,24 @@ def test_a_bad_holiday_file_is_refused_and_nothing_is_written(state_dir: Path, t
         assert reason in result.stderr
     assert not (state_dir / "calendar" / "nse_holidays.csv").exists()
     assert Settings().holidays_file_in_use() is None
+
+
+def test_the_volguard_command_imports_a_holiday_file(state_dir: Path, tmp_path: Path) -> None:
+    """The same import through the installed `volguard` entry point (volguard_cli.main:app), as users
+    run it; the 2027 holidays it does not replace stay provisional in the bundled data."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VOLGUARD_")}
+    env["VOLGUARD_STATE_DIR"] = str(state_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "volguard_cli.main", "calendar", "import", str(_published_2027(tmp_path))],
+        env={**env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "+ 2027-03-23 Holi" in result.stdout
+    assert (state_dir / "calendar" / "nse_holidays.csv").is_file()
+    bundled_2027 = [h for h in clock.bundled_nse_calendar().holidays if h.day.year == 2027]
+    assert bundled_2027
+    assert all(h.provisional for h in bundled_2027)
