@@ -38,6 +38,11 @@ def test_lots_are_whole_and_every_factor_holds(
     )
 
 
+def test_a_budget_that_is_whole_in_lots_is_not_lost_to_float_rounding() -> None:
+    # 15625 / 1.5 x 0.3 is 3125 exactly, 3124.9999999999995 in binary floats.
+    assert size(1.5, Decimal(15625), 0.3, 0.0, Decimal(0), None).lots == 3125
+
+
 def test_three_factors_of_0_8_round_down_once() -> None:
     # 2 lots by budget x 0.5 = 1.0 lot: rounding after each factor could only lose lots, never add.
     assert size(1000.0, Decimal(2000), 0.5, 0.0, Decimal(0), None).lots == 1

@@ -116,6 +116,9 @@ def size(
     if correlation_lots is not None and correlation_lots < lots:
         lots = correlation_lots
         reasons.append(f"capped by the correlation rule at {lots:.2f}")
-    whole = max(0, math.floor(lots))
+    # A quotient that is whole in exact arithmetic (Rs 15,625 x 0.3 / Rs 1.5 = 3125) can come out a
+    # hair below it in binary floats (3124.9999999999995); flooring that would lose a lot the budget
+    # allows. A relative 1e-12 only absorbs representation error, never a paisa of real budget.
+    whole = max(0, math.floor(lots * (1.0 + 1e-12)))
     reasons.append(f"rounded down once: {whole} lot(s)")
     return Sizing(whole, tuple(reasons))
