@@ -8,6 +8,7 @@ of costs under the smile's density.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,15 @@ from decimal import Decimal
 
 import numpy as np
 
-from volguard_common.charges import StructureLeg, round_to_paisa, structure_charges
+from volguard_common.charges import (
+    ChargeRates,
+    ChargeSchedule,
+    DatedRate,
+    StructureLeg,
+    nse_option_charges,
+    round_to_paisa,
+    structure_charges,
+)
 from volguard_common.events import Bucket, Side, Structure
 from volguard_common.events.orders import UNDEFINED_RISK_STRUCTURES
 from volguard_common.quant import margin as span
@@ -108,6 +117,30 @@ def margin_estimate(
     return span.portfolio_margin(legs, spot, ranges, today, config.margin).total
 
 
+class _RatesByDay(ChargeSchedule):
+    """The packaged charges schedule with each day's rates looked up once: a structure's round trip
+    asks for the same day's rates twice per leg, and an evaluation costs several structures."""
+
+    def __init__(self, schedule: ChargeSchedule) -> None:
+        self._schedule = schedule
+        self.starts = schedule.starts
+        self._days: dict[date, ChargeRates] = {}
+
+    def rate(self, charge: str, day: date) -> DatedRate:
+        return self._schedule.rate(charge, day)
+
+    def rates_on(self, day: date) -> ChargeRates:
+        known = self._days.get(day)
+        if known is None:
+            known = self._days[day] = self._schedule.rates_on(day)
+        return known
+
+
+@functools.cache
+def _packaged_rates() -> _RatesByDay:
+    return _RatesByDay(nse_option_charges())
+
+
 def round_trip_costs(candidate: Candidate, quantity: int, today: date, config: StrategyConfig) -> Decimal:
     """Charges of opening every leg at its limit and closing it at the same premium (the schedule of
     `today` both ways): the cost of the trade's orders, whatever it ends up worth."""
@@ -115,7 +148,9 @@ def round_trip_costs(candidate: Candidate, quantity: int, today: date, config: S
         StructureLeg(side=leg.side, quantity=quantity, entry_premium=leg.limit, exit_premium=leg.limit)
         for leg in candidate.legs
     ]
-    return structure_charges(legs, today, today, brokerage_per_order=config.brokerage_per_order).total
+    return structure_charges(
+        legs, today, today, brokerage_per_order=config.brokerage_per_order, schedule=_packaged_rates()
+    ).total
 
 
 @dataclass(frozen=True, slots=True)

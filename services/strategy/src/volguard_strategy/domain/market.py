@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import numpy as np
@@ -174,6 +174,13 @@ class ExpiryMarket:
     surface_row: Int64Array
     # The expiry's fitted smile in the quant library's form (None: analytics could not fit one).
     smile: sabr.SabrFit | None
+    # The grid's step (the smallest gap between strikes), found once: structures ask for it per leg.
+    strike_step: float = 50.0
+    # Quotes already looked up on this snapshot, by (strike, type, the config's quote filters): the
+    # three buckets and their alternatives walk the same strikes of a shared expiry.
+    _quotes: dict[tuple[float, OptionType, float, int], Quote | str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def expiry(self) -> date:
@@ -183,13 +190,15 @@ class ExpiryMarket:
     def forward(self) -> float:
         return self.block.forward
 
-    @property
-    def strike_step(self) -> float:
-        steps = np.diff(self.strike)
-        return float(np.min(steps)) if len(steps) else 50.0
-
     def quote(self, strike: float, option_type: OptionType, config: StrategyConfig) -> Quote | str:
         """The tradable quote at `strike`, or why it is not tradable."""
+        key = (strike, option_type, config.max_spread_share, config.min_open_interest_lots)
+        known = self._quotes.get(key)
+        if known is None:
+            known = self._quotes[key] = self._look_up(strike, option_type, config)
+        return known
+
+    def _look_up(self, strike: float, option_type: OptionType, config: StrategyConfig) -> Quote | str:
         row = int(np.searchsorted(self.strike, strike))
         if row >= len(self.strike) or self.strike[row] != strike:
             return f"{self.expiry} {strike:g} {option_type.value} is not on the chain's strike grid"
@@ -249,4 +258,8 @@ def expiry_market(block: ExpiryVol, chains: Mapping[date, ChainSnapshot], ts_eve
             n_outliers=0,
         )
     )
-    return ExpiryMarket(block, chain, years_to_expiry(ts_event, block.expiry), strike, surface_row, smile)
+    steps = np.diff(strike)
+    step = float(np.min(steps)) if len(steps) else 50.0
+    return ExpiryMarket(
+        block, chain, years_to_expiry(ts_event, block.expiry), strike, surface_row, smile, step
+    )
