@@ -242,8 +242,13 @@ def _columns(legs: Sequence[MarginLeg]) -> tuple[Float64Array, ...]:
 
 def risk_arrays(legs: Sequence[MarginLeg], ranges: ScanRanges) -> Float64Array:
     """Loss of each position in each of the 16 scenarios, shape (len(legs), 16), loss share applied."""
+    return _risk_and_value(legs, ranges)[0]
+
+
+def _risk_and_value(legs: Sequence[MarginLeg], ranges: ScanRanges) -> tuple[Float64Array, Float64Array]:
+    """The risk arrays and each position's value now (what the net option value sums)."""
     if len(legs) == 0:
-        return np.zeros((0, len(SCENARIOS)))
+        return np.zeros((0, len(SCENARIOS))), np.zeros(0)
     strike, quantity, vol, forward, t, discount = _columns(legs)
     is_call = np.array([leg.is_call for leg in legs])
     now = black76.price(forward, strike, t, vol, is_call, discount)
@@ -253,7 +258,7 @@ def risk_arrays(legs: Sequence[MarginLeg], ranges: ScanRanges) -> Float64Array:
         shocked_forward, strike[:, None], t[:, None], shocked_vol, is_call[:, None], discount[:, None]
     )
     loss: Float64Array = (now[:, None] - after) * quantity[:, None] * _COVER[None, :]
-    return loss
+    return loss, now
 
 
 def _scanning_risk(arrays: Float64Array) -> tuple[float, int]:
@@ -266,7 +271,7 @@ def _calendar_spread_charge(legs: Sequence[MarginLeg], pct: float) -> float:
     """Delta spreading between expiries, nearest pairs first; the far leg's forward values the charge."""
     deltas: dict[date, float] = {}
     forwards: dict[date, float] = {}
-    if legs:
+    if len({leg.expiry for leg in legs}) > 1:  # one expiry has nothing to spread against
         strike, quantity, vol, forward, t, discount = _columns(legs)
         is_call = np.array([leg.is_call for leg in legs])
         leg_delta = black76.greeks(forward, strike, t, vol, is_call, discount).delta * quantity
@@ -314,7 +319,8 @@ def portfolio_margin(
     expiring = [leg for leg in legs if separate_today and leg.expiry == valuation_date]
     spread_legs = [leg for leg in legs if not (separate_today and leg.expiry == valuation_date)]
 
-    scanning_risk, worst = _scanning_risk(risk_arrays(spread_legs, ranges))
+    spread_arrays, spread_values = _risk_and_value(spread_legs, ranges)
+    scanning_risk, worst = _scanning_risk(spread_arrays)
     if expiring:
         expiring_risk, expiring_worst = _scanning_risk(risk_arrays(expiring, ranges))
         if expiring_risk > scanning_risk:
@@ -323,7 +329,11 @@ def portfolio_margin(
     spread_charge = _calendar_spread_charge(spread_legs, params.calendar_spread_pct)
     minimum = _short_option_minimum(legs, underlying, params.short_option_minimum_pct)
 
-    if legs:
+    if legs and not expiring:
+        # The same legs in the same order as the scan just valued: their prices now are its `now`.
+        quantity = np.array([leg.quantity for leg in legs], dtype=np.float64)
+        net_option_value = float(np.sum(spread_values * quantity))
+    elif legs:
         strike, quantity, vol, forward, t, discount = _columns(legs)
         is_call = np.array([leg.is_call for leg in legs])
         net_option_value = float(np.sum(black76.price(forward, strike, t, vol, is_call, discount) * quantity))
