@@ -251,12 +251,19 @@ def _risk_and_value(legs: Sequence[MarginLeg], ranges: ScanRanges) -> tuple[Floa
         return np.zeros((0, len(SCENARIOS))), np.zeros(0)
     strike, quantity, vol, forward, t, discount = _columns(legs)
     is_call = np.array([leg.is_call for leg in legs])
-    now = black76.price(forward, strike, t, vol, is_call, discount)
     shocked_forward = forward[:, None] * (1.0 + _PRICE_MOVES[None, :] * ranges.price)
     shocked_vol = np.maximum(vol[:, None] + _VOL_MOVES[None, :] * ranges.vol, VOL_FLOOR)
-    after = black76.price(
-        shocked_forward, strike[:, None], t[:, None], shocked_vol, is_call[:, None], discount[:, None]
+    # Today's market as column 0 beside the 16 scenarios: one pricing pass (Black-76 is elementwise,
+    # so each price is the one a separate call would give).
+    prices = black76.price(
+        np.concatenate((forward[:, None], shocked_forward), axis=1),
+        strike[:, None],
+        t[:, None],
+        np.concatenate((vol[:, None], shocked_vol), axis=1),
+        is_call[:, None],
+        discount[:, None],
     )
+    now, after = prices[:, 0], prices[:, 1:]
     loss: Float64Array = (now[:, None] - after) * quantity[:, None] * _COVER[None, :]
     return loss, now
 

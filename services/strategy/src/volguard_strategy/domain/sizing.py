@@ -58,11 +58,18 @@ def scenario_pnls(legs: Sequence[OptionLeg]) -> np.ndarray:
     quantity = np.array([leg.quantity for leg in legs])
     vol = np.array([leg.vol for leg in legs])
     forward = np.array([leg.forward for leg in legs])
-    now = black76.price(forward, strike, t, vol, is_call, 1.0)
     shocked = forward[None, :] * (1.0 + _MOVES[:, None])
-    after = black76.price(
-        shocked, strike, t, np.maximum(vol[None, :] * _SCALES[:, None], VOL_FLOOR), is_call, 1.0
+    shocked_vol = np.maximum(vol[None, :] * _SCALES[:, None], VOL_FLOOR)
+    # Today's market as row 0 above the scenarios: one pricing pass, the same elementwise prices.
+    prices = black76.price(
+        np.concatenate((forward[None, :], shocked)),
+        strike,
+        t,
+        np.concatenate((vol[None, :], shocked_vol)),
+        is_call,
+        1.0,
     )
+    now, after = prices[0], prices[1:]
     pnl: np.ndarray = np.sum((after - now) * quantity, axis=1)
     return pnl
 
