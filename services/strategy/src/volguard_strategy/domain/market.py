@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,12 @@ from volguard_common.events.vol import (
 from volguard_common.quant import sabr
 from volguard_common.quant._types import Float64Array, Int64Array
 from volguard_strategy.domain.config import StrategyConfig
+
+if TYPE_CHECKING:  # pricing reads markets: a runtime import would be a cycle
+    from volguard_strategy.domain.pricing import Leg
+
+# A vertical's identity on one expiry: type, target delta, buffer, width and the quote filters.
+SpreadKey = tuple[OptionType, float, float, float, float, int]
 
 # A quote with any of these is not a price strategy trades at.
 _BAD_QUOTE = int(QuoteFlag.CROSSED | QuoteFlag.ZERO_BID | QuoteFlag.MISSING | QuoteFlag.WIDE_SPREAD)
@@ -179,6 +186,10 @@ class ExpiryMarket:
     # Quotes already looked up on this snapshot, by (strike, type, the config's quote filters): the
     # three buckets and their alternatives walk the same strikes of a shared expiry.
     _quotes: dict[tuple[float, OptionType, float, int], Quote | str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # Verticals already built on this snapshot (structures._spread): legs or why not, and the skips.
+    spreads: dict[SpreadKey, tuple[tuple[Leg, Leg] | str, tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
     )
 

@@ -134,6 +134,34 @@ def _spread(
     config: StrategyConfig,
     skipped: list[str],
 ) -> tuple[Leg, Leg]:
+    """A vertical's short and wing. A bucket's condor and its one-sided alternatives build the same
+    verticals, so each is built once per snapshot (`market.spreads`), skips and refusals included."""
+    key = (option_type, delta, buffer, width, config.max_spread_share, config.min_open_interest_lots)
+    known = market.spreads.get(key)
+    if known is None:
+        said: list[str] = []
+        built: tuple[Leg, Leg] | str
+        try:
+            built = _build_spread(market, option_type, delta, buffer, width, config, said)
+        except NoCandidate as none:
+            built = str(none)
+        known = market.spreads[key] = (built, tuple(said))
+    built, said_then = known
+    skipped.extend(said_then)
+    if isinstance(built, str):
+        raise NoCandidate(built)
+    return built
+
+
+def _build_spread(
+    market: ExpiryMarket,
+    option_type: OptionType,
+    delta: float,
+    buffer: float,
+    width: float,
+    config: StrategyConfig,
+    skipped: list[str],
+) -> tuple[Leg, Leg]:
     call = option_type is OptionType.CE
     tick = market.chain.tick_size
     short = _short(market, option_type, delta, buffer, config, skipped)
