@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_DOWN, ROUND_HALF_UP, Decimal
 
 import numpy as np
@@ -67,15 +67,17 @@ class Distribution:
 
     edges: Float64Array
     mass: Float64Array
+    # Cell mids and the CDF at the edges, derived once: every candidate of every bucket on this expiry
+    # is valued at the mids, and each short strike reads the CDF.
+    mids: Float64Array = field(init=False, repr=False, compare=False)
+    _cdf: Float64Array = field(init=False, repr=False, compare=False)
 
-    @property
-    def mids(self) -> Float64Array:
-        mids: Float64Array = 0.5 * (self.edges[1:] + self.edges[:-1])
-        return mids
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mids", 0.5 * (self.edges[1:] + self.edges[:-1]))
+        object.__setattr__(self, "_cdf", np.concatenate([[0.0], np.cumsum(self.mass)]))
 
     def probability_beyond(self, strike: float, above: bool) -> float:
-        cdf = np.concatenate([[0.0], np.cumsum(self.mass)])
-        at = float(np.interp(strike, self.edges, cdf))
+        at = float(np.interp(strike, self.edges, self._cdf))
         return 1.0 - at if above else at
 
 
