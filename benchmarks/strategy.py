@@ -1,7 +1,8 @@
 """One full strategy evaluation per VolSnapshot vs the analytics snapshot that produced it, same data,
 one run.
 
-Run: .venv/bin/python benchmarks/strategy.py
+Run: .venv/bin/python benchmarks/strategy.py [--profile N]  (N: also print the N costliest calls of
+the strategy evaluations, cumulative, from one profiled round)
 
 Input: a sequence of 6-expiry x 121-strike chain sets one second apart, spot on a random walk (the
 analytics snapshot benchmark's data). For each set the analytics engine builds the VolSnapshot (timed:
@@ -16,6 +17,9 @@ engines, figures are medians over rounds. Target: strategy <= 1x analytics.
 
 from __future__ import annotations
 
+import argparse
+import cProfile
+import pstats
 import sys
 import time
 from datetime import date, datetime, timedelta
@@ -157,7 +161,10 @@ def book(ts: datetime, chains: list[ChainSnapshot]) -> PortfolioSnapshot:
 
 
 def one_round(
-    sets: list[list[ChainSnapshot]], history: VolHistory, events: EventCalendar
+    sets: list[list[ChainSnapshot]],
+    history: VolHistory,
+    events: EventCalendar,
+    profile: cProfile.Profile | None = None,
 ) -> tuple[float, float, int]:
     engine = VolEngine(AnalyticsConfig(), history, events)
     strategist = Strategist(StrategyConfig(cooldown_seconds=0.0))
@@ -178,7 +185,11 @@ def one_round(
         engine.observe_chain_set(chains)
         snapshot = engine.snapshot(chains)
         mid = time.perf_counter()
+        if profile is not None:
+            profile.enable()
         evaluation = strategist.on_vol(snapshot, {c.expiry: c for c in chains})
+        if profile is not None:
+            profile.disable()
         end = time.perf_counter()
         if i >= WARMUP:
             analytics_times.append(mid - start)
@@ -188,6 +199,15 @@ def one_round(
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        default=0,
+        help="after the timings, profile one round of strategy evaluations and print its N costliest calls",
+    )
+    args = parser.parse_args()
     sets = chain_sets()
     history = VolHistory.from_daily_frames(
         parse_daily_csv(DATA / "nifty50_daily_nse.csv").frame,
@@ -213,6 +233,10 @@ def main() -> int:
         f"ratio strategy / analytics: {ratio:.2f}x (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
         f"target <= {TARGET_RATIO:g}x) {'MET' if ratio <= TARGET_RATIO else 'NOT MET'}"
     )
+    if args.profile:
+        profile = cProfile.Profile()
+        one_round(sets, history, events, profile)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(args.profile)
     return 0
 
 
