@@ -31,6 +31,7 @@ _INV_SQRT_2PI = float(1.0 / np.sqrt(2.0 * np.pi))
 __all__ = [
     "Greeks",
     "SpotGreeks",
+    "first_order_greeks",
     "greeks",
     "price",
     "spot_greeks",
@@ -165,15 +166,33 @@ def price(
     return out
 
 
-def greeks(
+@dataclass(frozen=True, slots=True)
+class _FirstOrder:
+    """Delta, gamma, vega, theta and the terms the higher Greeks reuse (see `greeks`)."""
+
+    v: Float64Array
+    t_pos: Float64Array
+    d1: Float64Array
+    d2: Float64Array
+    d_pdf: Float64Array
+    rate: Float64Array
+    live: BoolArray
+    dirac: Float64Array
+    raw_vega: Float64Array  # before the sigma sqrt(t) = 0 limit is put in
+    delta: Float64Array
+    gamma: Float64Array
+    vega: Float64Array
+    theta: Float64Array
+
+
+def _first_order(
     forward: ArrayLike,
     strike: ArrayLike,
     t: ArrayLike,
     vol: ArrayLike,
     is_call: ArrayLike,
     discount: ArrayLike = 1.0,
-) -> Greeks:
-    """All seven Black-76 Greeks in one pass (see :class:`Greeks` for units and signs)."""
+) -> _FirstOrder:
     f, k, tt, v, c, d = _broadcast(forward, strike, t, vol, is_call, discount)
     theta_sign = np.where(c, 1.0, -1.0)
     t_pos = np.maximum(tt, 0.0)
@@ -193,18 +212,51 @@ def greeks(
         d_pdf = d * pdf
         delta = d * theta_sign * special.ndtr(theta_sign * d1)
         gamma = d_pdf / (f * s)
-        vega = d_pdf * f * sqrt_t
-        theta = rate * value - 0.5 * vega * v / t_pos
-        vanna = -d_pdf * d2 / v
-        volga = vega * d1 * d2 / v
-        charm = rate * delta + d_pdf * d2 / (2.0 * t_pos)
+        raw_vega = d_pdf * f * sqrt_t
+        theta = rate * value - 0.5 * raw_vega * v / t_pos
         dirac = np.where(x == 0.0, np.nan, 0.0)
         gamma = np.where(live, gamma, dirac)
-        vega = np.where(live, vega, dirac)
+        vega = np.where(live, raw_vega, dirac)
+        theta = np.where(live, theta, rate * value)
+    return _FirstOrder(v, t_pos, d1, d2, d_pdf, rate, live, dirac, raw_vega, delta, gamma, vega, theta)
+
+
+def first_order_greeks(
+    forward: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
+    vol: ArrayLike,
+    is_call: ArrayLike,
+    discount: ArrayLike = 1.0,
+) -> tuple[Float64Array, Float64Array, Float64Array, Float64Array]:
+    """Delta, gamma, vega and theta of :func:`greeks` (the same numbers) without the second-order
+    three: what a book's risk-limit Greeks sum."""
+    first = _first_order(forward, strike, t, vol, is_call, discount)
+    return first.delta, first.gamma, first.vega, first.theta
+
+
+def greeks(
+    forward: ArrayLike,
+    strike: ArrayLike,
+    t: ArrayLike,
+    vol: ArrayLike,
+    is_call: ArrayLike,
+    discount: ArrayLike = 1.0,
+) -> Greeks:
+    """All seven Black-76 Greeks in one pass (see :class:`Greeks` for units and signs)."""
+    first = _first_order(forward, strike, t, vol, is_call, discount)
+    v, t_pos, d1, d2, d_pdf, rate, live, dirac = (
+        first.v, first.t_pos, first.d1, first.d2, first.d_pdf, first.rate, first.live, first.dirac
+    )  # fmt: skip
+    delta, gamma, vega, theta = first.delta, first.gamma, first.vega, first.theta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw_vega = first.raw_vega
+        vanna = -d_pdf * d2 / v
+        volga = raw_vega * d1 * d2 / v
+        charm = rate * delta + d_pdf * d2 / (2.0 * t_pos)
         vanna = np.where(live, vanna, dirac)
         volga = np.where(live, volga, dirac)
         charm = np.where(live, charm, dirac)
-        theta = np.where(live, theta, rate * value)
     return Greeks(delta=delta, gamma=gamma, vega=vega, theta=theta, vanna=vanna, volga=volga, charm=charm)
 
 

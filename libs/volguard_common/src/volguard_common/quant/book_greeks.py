@@ -59,10 +59,10 @@ def book_greeks(legs: Sequence[OptionLeg], spot: float) -> BookGreeks:
     if np.any((t == 0.0) | (vol == 0.0)):
         # At expiry (or zero vol) gamma and vega are Dirac masses at the strike, not numbers.
         raise ValueError("book Greeks need every leg alive (t > 0) with a vol > 0")
-    g = black76.greeks(forward, strike, t, vol, is_call, discount)
+    g_delta, g_gamma, g_vega, g_theta = black76.first_order_greeks(forward, strike, t, vol, is_call, discount)
     carry = forward / spot
-    delta = float(np.sum(g.delta * carry * quantity))
-    gamma = float(np.sum(g.gamma * carry**2 * quantity) * 0.01 * spot)
-    vega = float(np.sum(g.vega * quantity) / 100.0)
-    theta = float(np.sum(black76.theta_per_day(g.theta) * quantity))
+    delta = float(np.sum(g_delta * carry * quantity))
+    gamma = float(np.sum(g_gamma * carry**2 * quantity) * 0.01 * spot)
+    vega = float(np.sum(g_vega * quantity) / 100.0)
+    theta = float(np.sum(black76.theta_per_day(g_theta) * quantity))
     return BookGreeks(delta=delta, gamma=gamma, vega=vega, theta=theta)
