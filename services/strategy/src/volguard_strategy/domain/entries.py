@@ -196,23 +196,22 @@ def price(
     legs = candidate.legs
     spots = distribution.mids
     multi_expiry = len({leg.quote.expiry for leg in legs}) > 1
+    # The values are elementwise in the spot: both densities' grids go through in one pass.
+    grid = spots if forecast is None else np.concatenate((spots, forecast.mids))
     if multi_expiry:
-        values = pricing.near_expiry_values(legs, near, far, spots)
+        both = pricing.near_expiry_values(legs, near, far, grid)
+        values = both[: len(spots)]
         figures = pricing.grid_figures(values, spots)
         basis = "near expiry, far leg on the smile"
     else:
-        values = pricing.expiry_payoff(legs, spots)
+        both = pricing.expiry_payoff(legs, grid)
+        values = both[: len(spots)]
         figures = pricing.single_expiry_figures(legs)
         basis = "expiry payoff"
     odds = pricing.odds(values, distribution, candidate.short_strikes)
     expected_payoff = odds.expected_payoff
     if forecast is not None:
-        forecast_values = (
-            pricing.near_expiry_values(legs, near, far, forecast.mids)
-            if multi_expiry
-            else pricing.expiry_payoff(legs, forecast.mids)
-        )
-        expected_payoff = float(np.sum(forecast.mass * forecast_values))
+        expected_payoff = float(np.sum(forecast.mass * both[len(spots) :]))
     markets = {near.expiry: near} if far is None else {near.expiry: near, far.expiry: far}
     if candidate.structure in UNDEFINED_RISK_STRUCTURES or figures.max_loss is None:
         max_loss_per_lot = sizing.worst_stress_loss(option_legs(candidate, markets, lot_size))
