@@ -48,6 +48,7 @@ assert all(stream in streams.SUBSCRIPTIONS[s] for s, (stream, _) in RECEIVES.ite
 # handler that will act on it (a kill switch consumed by a skeleton would be lost).
 HANDLED: dict[str, frozenset[str]] = {
     "analytics": frozenset({"md.ticks", "md.chain"}),
+    "strategy": frozenset(streams.SUBSCRIPTIONS["strategy"]),
     "risk": frozenset(streams.SUBSCRIPTIONS["risk"]),
     "execution": frozenset(streams.SUBSCRIPTIONS["execution"]),
     "dashboard_api": frozenset(streams.SUBSCRIPTIONS["dashboard_api"]),

@@ -100,7 +100,7 @@ SERVICES: tuple[str, ...] = ("market_data", "analytics", "strategy", "risk", "ex
 SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "market_data": (CTL_COMMANDS.name,),
     "analytics": (MD_CHAIN.name, MD_TICKS.name),
-    "strategy": (AN_VOL.name, RK_PORTFOLIO.name, RK_STATE.name),
+    "strategy": (AN_VOL.name, MD_CHAIN.name, RK_PORTFOLIO.name, RK_STATE.name),
     "risk": (
         ST_INTENTS.name,
         EX_REPORTS.name,

@@ -1,0 +1,1 @@
+"""Strategy's adapters: the chain snapshots from Redis, the journal in Postgres."""

@@ -1,0 +1,201 @@
+"""The strategy process: the domain `Strategist` wired to the bus and Postgres.
+
+Reads an.vol (VolSnapshot), md.chain (ChainSnapshot, conflated per expiry), rk.portfolio
+(PortfolioSnapshot) and rk.state (TradingState). Operator commands (kill switch, pause, flatten,
+capital) reach strategy through risk: they change rk.state and rk.portfolio, which strategy obeys, so
+it does not read ctl.commands itself.
+
+Each VolSnapshot is evaluated once, with the ChainSnapshots it names (`chain_event_ids`, see
+`adapters.chains`), and answered in one fenced outbox transaction (`ServiceContext.handle_once`): the
+processed-event record, the journal (every bucket's decision with its reasons, every intent, the state
+the evaluation added) and the events published - TradeIntents on st.intents and the
+StrategyRecommendations on st.recommendations, all carrying the VolSnapshot's correlation_id (its
+front chain's). Intent and event ids are hashed from the VolSnapshot and the decision, so a redelivered
+snapshot is found done and a crash anywhere gives each intent exactly once. A transaction that fails
+(a stale fence, a lost connection) puts the strategist's state back as Postgres has it.
+
+Start and failover: cooldowns, the exits and hedges already proposed and the regime of each entry are
+restored from the journal; the latest rk.state and rk.portfolio are read back from their streams (risk
+publishes rk.state only on a transition). Until both are known, entries wait and the journal says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+from redis.asyncio import Redis
+
+from volguard_common import events, streams
+from volguard_common.bus import EVENT_FIELD, BusConfig, Delivery
+from volguard_common.events import ChainSnapshot, PortfolioSnapshot, Structure, TradingState
+from volguard_common.events.vol import VolSnapshot
+from volguard_common.service import ServiceContext
+from volguard_strategy.adapters.chains import ChainBook
+from volguard_strategy.adapters.journal import PostgresJournal
+from volguard_strategy.domain.config import StrategyConfig
+from volguard_strategy.domain.strategist import Evaluation, Strategist
+from volguard_strategy.ports import ChainSource, Journal, StateChange, StrategistState
+
+log = structlog.get_logger("volguard.strategy")
+
+
+class StrategyService:
+    def __init__(
+        self, ctx: ServiceContext, strategist: Strategist, chains: ChainSource, journal: Journal
+    ) -> None:
+        self.ctx = ctx
+        self.strategist = strategist
+        self.chains = chains
+        self.journal = journal
+        # One evaluation at a time sees one portfolio and one trading state: their handlers wait while
+        # an evaluation (run in a worker thread) and its commit are under way.
+        self._lock = asyncio.Lock()
+
+    # ---- state ------------------------------------------------------------------------------------
+    def state(self) -> StrategistState:
+        s = self.strategist
+        return StrategistState(
+            last_entry=dict(s.last_entry),
+            proposed=frozenset(s.proposed),
+            regime_of_intent=dict(s.regime_of_intent),
+            regime_of_trade=dict(s.regime_of_trade),
+        )
+
+    def adopt(self, state: StrategistState) -> None:
+        s = self.strategist
+        s.last_entry = dict(state.last_entry)
+        s.proposed = set(state.proposed)
+        s.regime_of_intent = dict(state.regime_of_intent)
+        s.regime_of_trade = dict(state.regime_of_trade)
+
+    @contextmanager
+    def _rolled_back_on_failure(self) -> Iterator[StrategistState]:
+        """The strategist's state as it was; put back if the body raises (nothing was committed)."""
+        before = self.state()
+        try:
+            yield before
+        except BaseException:
+            self.adopt(before)
+            raise
+
+    # ---- handlers ---------------------------------------------------------------------------------
+    async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, ChainSnapshot):
+            raise TypeError(f"md.chain carries ChainSnapshots, got {event.type}")
+        self.chains.remember(event)
+
+    async def on_portfolio(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, PortfolioSnapshot):
+            raise TypeError(f"rk.portfolio carries PortfolioSnapshots, got {event.type}")
+        async with self._lock:
+            self.strategist.on_portfolio(event)
+
+    async def on_state(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, TradingState):
+            raise TypeError(f"rk.state carries TradingStates, got {event.type}")
+        async with self._lock:
+            self.strategist.on_trading_state(event)
+
+    async def on_vol(self, event: events.Event, delivery: Delivery) -> None:
+        if not isinstance(event, VolSnapshot):
+            raise TypeError(f"an.vol carries VolSnapshots, got {event.type}")
+        found = await self.chains.chains_for(event)
+        async with self._lock:
+            with self._rolled_back_on_failure() as before:
+                # CPU work off the event loop, so the lease keeps being renewed and the handler's
+                # timeout can fire; the lock keeps portfolio and trading state still meanwhile.
+                evaluation = await asyncio.to_thread(self.strategist.on_vol, event, found.chains)
+                change = self._change(before)
+                async with self.ctx.handle_once(event.event_id) as tx:
+                    if tx is None:
+                        # Handled before (its ack was lost): what it did is already in the state.
+                        self.adopt(before)
+                        return
+                    await self.journal.record(
+                        tx.conn, event, evaluation, found.missing, change, self.ctx.fencing_token
+                    )
+                    for intent in evaluation.intents:
+                        await tx.publish(intent)
+                    await tx.publish(evaluation.recommendations)
+        self._log(event, evaluation, found.missing)
+
+    def _change(self, before: StrategistState) -> StateChange:
+        s = self.strategist
+        return StateChange(
+            proposed=frozenset(s.proposed - before.proposed),
+            regime_of_intent={
+                k: v for k, v in s.regime_of_intent.items() if k not in before.regime_of_intent
+            },
+            regime_of_trade={k: v for k, v in s.regime_of_trade.items() if k not in before.regime_of_trade},
+        )
+
+    def _log(self, snapshot: VolSnapshot, evaluation: Evaluation, missing: tuple[str, ...]) -> None:
+        log.info(
+            "evaluated",
+            vol_event_id=snapshot.event_id,
+            ts_event=snapshot.ts_event.isoformat(),
+            quality=snapshot.quality.value,
+            decisions={
+                d.bucket.value: (
+                    f"{d.structure.value} ({d.rule})"
+                    if d.structure is not Structure.WAIT
+                    else f"WAIT ({d.rule}): {d.reasons[-1]}"
+                )
+                for d in evaluation.decisions
+            },
+            intents=[
+                f"{i.kind.value} {i.bucket.value} {i.structure.value} {i.intent_id}"
+                for i in evaluation.intents
+            ],
+            recommendations=len(evaluation.recommendations.recommendations),
+            chains_missing=list(missing),
+        )
+
+
+async def latest(redis: Redis, config: BusConfig, stream: str) -> events.Event | None:
+    """The newest event on a snapshot stream, or None when it holds none."""
+    entries = await redis.xrevrange(config.key(stream), count=1)
+    if not entries:
+        return None
+    return events.parse_event(entries[0][1][EVENT_FIELD])
+
+
+async def setup(ctx: ServiceContext) -> None:
+    config = StrategyConfig.from_settings(ctx.settings)
+    bus = BusConfig.from_settings(ctx.settings)
+    journal = PostgresJournal(ctx.pool)
+    strategist = Strategist(config, source=ctx.source)
+    service = StrategyService(ctx, strategist, ChainBook(ctx.redis, bus), journal)
+    restored = await journal.restore()
+    service.adopt(restored)
+    # Risk publishes rk.state on transitions only: a replica starting mid-session reads the current
+    # state (and book) back from the snapshot streams rather than trade blind or wait for a change.
+    state = await latest(ctx.redis, bus, streams.RK_STATE.name)
+    if isinstance(state, TradingState):
+        strategist.on_trading_state(state)
+    portfolio = await latest(ctx.redis, bus, streams.RK_PORTFOLIO.name)
+    if isinstance(portfolio, PortfolioSnapshot):
+        strategist.on_portfolio(portfolio)
+    ctx.consumer.subscribe(
+        streams.MD_CHAIN.name, service.on_chain, conflate_key=lambda e: getattr(e, "expiry", "")
+    )
+    ctx.consumer.subscribe(streams.RK_STATE.name, service.on_state, conflate_key=lambda e: "state")
+    ctx.consumer.subscribe(
+        streams.RK_PORTFOLIO.name, service.on_portfolio, conflate_key=lambda e: "portfolio"
+    )
+    # Every VolSnapshot is evaluated (each is a decision point, journalled): no conflation here.
+    ctx.consumer.subscribe(streams.AN_VOL.name, service.on_vol)
+    ctx.extensions["strategy"] = service
+    log.info(
+        "strategy restored",
+        last_entry={b.value: t.isoformat() for b, t in restored.last_entry.items()},
+        proposed=len(restored.proposed),
+        trading_state=None if strategist.trading_state is None else strategist.trading_state.state.value,
+        portfolio=strategist.portfolio is not None,
+    )
+
+
+__all__ = ["StrategyService", "latest", "setup"]
