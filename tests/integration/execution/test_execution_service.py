@@ -97,7 +97,9 @@ async def reports(redis: Redis, config: BusConfig) -> list[events.Event]:
 async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
     redis: Redis, settings: Settings, fresh_database_url: str
 ) -> None:
-    settings = settings.model_copy(update={"database_url": fresh_database_url})
+    settings = settings.model_copy(
+        update={"database_url": fresh_database_url, "broker_health_interval_s": 0.05}
+    )
     config = BusConfig.from_settings(settings)
     market = Publisher(redis, config, service="market_data", source="market_data/test")
     risk = Publisher(redis, config, service="risk", source="risk/test")
@@ -118,7 +120,21 @@ async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
 
         result = await eventually(ended, what="a BasketResult", poll_s=0.1)
         everything = await reports(redis, config)
+        net: dict[str, int] = {}
+        for fill in (e for e in everything if isinstance(e, events.Fill)):
+            net[fill.instrument_key] = net.get(fill.instrument_key, 0) + (
+                fill.quantity if fill.side is Side.BUY else -fill.quantity
+            )
+
+        async def reported() -> events.BrokerHealth | None:
+            # Reconciled and quiet: the broker's positions go to risk, equal to the fills it booked.
+            found = await _health(redis, config, connected=True)
+            return found if found is not None and found.positions is not None and found.positions else None
+
+        reconciled = await eventually(reported, what="a BrokerHealth with the broker's positions")
         health = await redis.xrange(config.key("ex.health"))
+    assert reconciled is not None and reconciled.reconciled
+    assert reconciled.positions == net
 
     assert isinstance(result, events.BasketResult)
     assert result.status is BasketStatus.FILLED, result

@@ -454,6 +454,7 @@ class ExecutionService:
         unknown = sum(
             1 for g in self.runner.guards.values() for o in g.orders if o.status is OrderStatus.UNKNOWN
         )
+        positions = await self._reconciled_positions(probe.ok, open_orders, unknown)
         health = BrokerHealth(
             ts_event=self.clock(),
             source=self.ctx.source,
@@ -466,6 +467,7 @@ class ExecutionService:
             open_orders=open_orders,
             in_flight_unknown=unknown,
             reconciled=self.reconciled,
+            positions=positions,
             message=probe.message
             if probe.ok
             else f"check failed ({self.health_failures} in a row): {probe.message}",
@@ -485,6 +487,22 @@ class ExecutionService:
                 await tx.publish(
                     self._alert(Severity.INFO, "BROKER_RECOVERED", f"{self.broker.name} answers again")
                 )
+
+    async def _reconciled_positions(
+        self, broker_ok: bool, open_orders: int, unknown: int
+    ) -> dict[str, int] | None:
+        """The broker's net positions for risk to compare its book with (BrokerHealth v2), or None:
+        not reported (which is not a flat book) until a reconciliation agreed, while the broker does not
+        answer, and while orders are working or unresolved - the broker's trades would then run ahead of
+        the fills risk has booked, and risk would hold entries for a difference that is only in flight."""
+        if not (self.reconciled and broker_ok) or open_orders or unknown:
+            return None
+        try:
+            held = await self.broker.positions()
+        except BrokerUnavailable as exc:
+            log.warning("positions not reported with broker health", error=str(exc))
+            return None
+        return {p.instrument_key: p.net_quantity for p in held if p.net_quantity}
 
     async def run_reconcile(self) -> None:
         while True:
