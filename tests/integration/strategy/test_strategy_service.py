@@ -91,6 +91,13 @@ async def test_intents_for_several_buckets_traced_once_and_every_wait_journalled
             assert row["intent_id"] is None
             assert "no trading state from risk yet" in row["reasons"][-1]
             assert row["correlation_id"] == blind.correlation_id
+        # The dashboard's view of the journal (/api/strategy/journal) carries the evaluation with it.
+        viewed = await journal(
+            strategy_settings,
+            "select quality, spot from strategy.journal where vol_event_id = $1",
+            blind.event_id,
+        )
+        assert [(r["quality"], r["spot"]) for r in viewed] == [("GOOD", blind.spot)] * 3
 
         await risk.publish(running(TS))
         await risk.publish(empty_portfolio(TS))

@@ -73,3 +73,21 @@ create table if not exists strategy.trade_regimes (
     regime text not null,
     vol_event_id text not null references strategy.evaluations (vol_event_id)
 );
+
+-- The journal as the dashboard reads it (`/api/strategy/journal`, newest first by its first column):
+-- each bucket's decision with the evaluation's data quality, regime and spot.
+create or replace view strategy.journal as
+select
+    d.ts_event,
+    d.bucket,
+    d.structure,
+    d.rule,
+    d.reasons,
+    d.intent_id,
+    d.correlation_id,
+    d.vol_event_id,
+    e.quality,
+    e.regime,
+    e.spot
+from strategy.decisions d
+join strategy.evaluations e using (vol_event_id);
