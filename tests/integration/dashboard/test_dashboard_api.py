@@ -380,3 +380,52 @@ async def test_a_new_replica_shows_the_newest_snapshot_already_published(
     ):
         status = (await http.get("/api/status")).json()
     assert status["trading_state"]["state"] == "REDUCING"
+
+
+def recommendations(ts: datetime) -> events.StrategyRecommendations:
+    leg = events.OrderLeg(
+        instrument_key="NSE_FO|NIFTY25DEC25500PE",
+        expiry=date(2025, 12, 23),
+        strike=25_500.0,
+        option_type=events.OptionType.PE,
+        side=events.Side.SELL,
+        quantity=75,
+        limit_price=Decimal("42.15"),
+    )
+    return events.StrategyRecommendations(
+        ts_event=ts,
+        source="strategy/test",
+        vol_event_id=events.new_event_id(),
+        recommendations=[
+            events.Recommendation(
+                rank=1,
+                bucket=events.Bucket.WEEKLY,
+                structure=events.Structure.BULL_PUT_SPREAD,
+                legs=[leg],
+                suitability=0.62,
+                capital_required=Decimal("48000"),
+                expected_return=Decimal("310.40"),
+                max_loss=Decimal("7900"),
+                reason="1 lot(s): scripted",
+            )
+        ],
+        waits=["MONTHLY: cooldown: last MONTHLY entry at 10:31:00 (< 300 s)"],
+    )
+
+
+async def test_strategy_recommendations_are_shown_as_strategy_published_them(
+    client: httpx.AsyncClient, redis: Redis, dashboard_settings: Settings
+) -> None:
+    published = recommendations(TS)
+    await publisher_for(redis, dashboard_settings, "strategy").publish(published)
+
+    async def shown() -> dict[str, Any] | None:
+        found = (await client.get("/api/analytics/strategies")).json()
+        return found if found["available"] else None
+
+    strategies = await eventually(shown, what="the recommendations on the dashboard")
+    assert strategies["vol_event_id"] == published.vol_event_id
+    assert strategies["correlation_id"] == published.correlation_id
+    assert [r["structure"] for r in strategies["recommendations"]] == ["BULL_PUT_SPREAD"]
+    assert strategies["recommendations"][0]["expected_return"] == "310.40"
+    assert strategies["waits"] == published.waits

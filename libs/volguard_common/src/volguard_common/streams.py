@@ -115,6 +115,7 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
         MD_TICKS.name,
         MD_STATUS.name,
         AN_VOL.name,
+        ST_RECOMMENDATIONS.name,
         RK_DECISIONS.name,
         RK_PORTFOLIO.name,
         RK_STATE.name,

@@ -363,14 +363,22 @@ def build_api(get_context: ContextGetter) -> FastAPI:
 
     @api.get("/api/analytics/strategies")
     async def analytics_strategies(run: Running) -> dict[str, Any]:
-        # Strategy's st.recommendations exists on the bus, but this service does not read it yet
-        # (volguard_common.streams.SUBSCRIPTIONS): say so rather than show an empty list as known.
-        if "st.recommendations" in streams.SUBSCRIPTIONS["dashboard_api"]:
-            return {"available": True, "reason": "", "recommendations": run[1].recommendations}
+        # Until strategy has published on st.recommendations, nothing is known: not an empty list.
+        latest = run[1].view.recommendations
+        if latest is None:
+            return {
+                "available": False,
+                "reason": "strategy has published no recommendations yet",
+                "recommendations": None,
+            }
         return {
-            "available": False,
-            "reason": "the dashboard does not read st.recommendations yet",
-            "recommendations": None,
+            "available": True,
+            "reason": "",
+            "ts_event": latest.ts_event.isoformat(),
+            "vol_event_id": latest.vol_event_id,
+            "correlation_id": latest.correlation_id,
+            "recommendations": [r.model_dump(mode="json") for r in latest.recommendations],
+            "waits": list(latest.waits),
         }
 
     @api.get("/api/capital/allocation")

@@ -29,6 +29,7 @@ KIND_OF: dict[type[events.EventBase], str] = {
     events.Alert: "alert",
     events.FeedStatus: "feed",
     events.BrokerHealth: "broker",
+    events.StrategyRecommendations: "recommendations",
 }
 
 
@@ -39,8 +40,6 @@ class Dashboard:
         self.notifier = notifier
         # The volatility history this replica saw (analytics persists one a minute; the page wants more).
         self.vol_points: deque[tuple[datetime, dict[str, Any]]] = deque(maxlen=5_000)
-        # st.recommendations once strategy publishes it (not in streams.py yet).
-        self.recommendations: list[dict[str, Any]] = []
 
     def exchange_now(self) -> datetime:
         """Exchange time for a Command: the market's own time in simulation/replay (the newest event

@@ -31,6 +31,8 @@ class LiveView:
     trading_state: events.TradingState | None = None
     feed: events.FeedStatus | None = None
     broker: events.BrokerHealth | None = None
+    # Strategy's newest ranked proposals (st.recommendations), with why the other buckets wait.
+    recommendations: events.StrategyRecommendations | None = None
     spot_tick: events.Tick | None = None
     vix_tick: events.Tick | None = None
     orders: dict[str, events.OrderUpdate] = field(default_factory=dict)
@@ -72,6 +74,10 @@ class LiveView:
                 if self.trading_state is not None and event.ts_event < self.trading_state.ts_event:
                     return False
                 self.trading_state = event
+            case events.StrategyRecommendations():
+                if self.recommendations is not None and event.ts_event < self.recommendations.ts_event:
+                    return False
+                self.recommendations = event
             case events.FeedStatus():
                 self.feed = event
             case events.BrokerHealth():
