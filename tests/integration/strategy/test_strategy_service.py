@@ -4,7 +4,7 @@ restart."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 
 from tests.support.services import running_service
 from tests.support.waiting import eventually
-from tests.unit.strategy.market import TS, empty_portfolio, market, running
+from tests.unit.strategy.market import TS, empty_portfolio, market, paused, running
 from volguard_common import events
 from volguard_common.bus import BusConfig, Publisher
+from volguard_common.clock import IST
 from volguard_common.events import Bucket, ChainSnapshot, IntentKind, Structure, TradeIntent
 from volguard_common.events.strategy import StrategyRecommendations
 from volguard_common.events.vol import VolSnapshot
@@ -99,6 +100,9 @@ async def test_intents_for_several_buckets_traced_once_and_every_wait_journalled
         )
         assert [(r["quality"], r["spot"]) for r in viewed] == [("GOOD", blind.spot)] * 3
 
+        # Risk's start-up transition carries the wall time (it answers no event), the next ones exchange
+        # time: strategy follows risk's order on the stream, not the timestamps.
+        await risk.publish(paused(datetime.now(IST)))
         await risk.publish(running(TS))
         await risk.publish(empty_portfolio(TS))
         for stream in ("rk.state", "rk.portfolio"):

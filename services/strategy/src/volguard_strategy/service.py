@@ -17,6 +17,11 @@ snapshot is found done and a crash anywhere gives each intent exactly once. A tr
 Start and failover: cooldowns, the exits and hedges already proposed and the regime of each entry are
 restored from the journal; the latest rk.state and rk.portfolio are read back from their streams (risk
 publishes rk.state only on a transition). Until both are known, entries wait and the journal says so.
+
+Risk's state and book are taken in stream order, not by `ts_event`: risk publishes them in commit order
+from one outbox, and its start-up transition carries the wall time (it answers no event) while the rest
+carry exchange time - in a simulated or replayed session the start-up REDUCING would otherwise look
+newer than every later RUNNING.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class StrategyService:
         # One evaluation at a time sees one portfolio and one trading state: their handlers wait while
         # an evaluation (run in a worker thread) and its commit are under way.
         self._lock = asyncio.Lock()
+        # Stream position of the rk.state / rk.portfolio entry the strategist holds (see the docstring).
+        self._held: dict[str, tuple[int, int]] = {}
 
     # ---- state ------------------------------------------------------------------------------------
     def state(self) -> StrategistState:
@@ -91,13 +98,27 @@ class StrategyService:
         if not isinstance(event, PortfolioSnapshot):
             raise TypeError(f"rk.portfolio carries PortfolioSnapshots, got {event.type}")
         async with self._lock:
-            self.strategist.on_portfolio(event)
+            self.take(delivery.stream, delivery.entry_id, event)
 
     async def on_state(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, TradingState):
             raise TypeError(f"rk.state carries TradingStates, got {event.type}")
         async with self._lock:
-            self.strategist.on_trading_state(event)
+            self.take(delivery.stream, delivery.entry_id, event)
+
+    def take(self, stream: str, entry_id: str, event: PortfolioSnapshot | TradingState) -> bool:
+        """Hold risk's newest state or book by stream position; False for an older entry (one read back
+        at start-up may be newer than the first ones the group then delivers)."""
+        position = _position(entry_id)
+        held = self._held.get(stream)
+        if held is not None and position <= held:
+            return False
+        self._held[stream] = position
+        if isinstance(event, TradingState):
+            self.strategist.trading_state = event
+        else:
+            self.strategist.portfolio = event
+        return True
 
     async def on_vol(self, event: events.Event, delivery: Delivery) -> None:
         if not isinstance(event, VolSnapshot):
@@ -155,12 +176,19 @@ class StrategyService:
         )
 
 
-async def latest(redis: Redis, config: BusConfig, stream: str) -> events.Event | None:
-    """The newest event on a snapshot stream, or None when it holds none."""
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def latest(redis: Redis, config: BusConfig, stream: str) -> tuple[str, events.Event] | None:
+    """The newest entry id and event on a snapshot stream, or None when it holds none."""
     entries = await redis.xrevrange(config.key(stream), count=1)
     if not entries:
         return None
-    return events.parse_event(entries[0][1][EVENT_FIELD])
+    entry_id, fields = entries[0]
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return text, events.parse_event(fields[EVENT_FIELD])
 
 
 async def setup(ctx: ServiceContext) -> None:
@@ -173,12 +201,13 @@ async def setup(ctx: ServiceContext) -> None:
     service.adopt(restored)
     # Risk publishes rk.state on transitions only: a replica starting mid-session reads the current
     # state (and book) back from the snapshot streams rather than trade blind or wait for a change.
-    state = await latest(ctx.redis, bus, streams.RK_STATE.name)
-    if isinstance(state, TradingState):
-        strategist.on_trading_state(state)
-    portfolio = await latest(ctx.redis, bus, streams.RK_PORTFOLIO.name)
-    if isinstance(portfolio, PortfolioSnapshot):
-        strategist.on_portfolio(portfolio)
+    for stream in (streams.RK_STATE.name, streams.RK_PORTFOLIO.name):
+        newest = await latest(ctx.redis, bus, stream)
+        if newest is not None:
+            entry_id, event = newest
+            if not isinstance(event, TradingState | PortfolioSnapshot):
+                raise TypeError(f"{stream} carries risk's state and book, got {event.type}")
+            service.take(stream, entry_id, event)
     ctx.consumer.subscribe(
         streams.MD_CHAIN.name, service.on_chain, conflate_key=lambda e: getattr(e, "expiry", "")
     )
