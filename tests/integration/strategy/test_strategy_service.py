@@ -95,10 +95,10 @@ async def test_intents_for_several_buckets_traced_once_and_every_wait_journalled
         # The dashboard's view of the journal (/api/strategy/journal) carries the evaluation with it.
         viewed = await journal(
             strategy_settings,
-            "select quality, spot from strategy.journal where vol_event_id = $1",
+            "select quality, spot, premium_signal from strategy.journal where vol_event_id = $1",
             blind.event_id,
         )
-        assert [(r["quality"], r["spot"]) for r in viewed] == [("GOOD", blind.spot)] * 3
+        assert [tuple(r) for r in viewed] == [("GOOD", blind.spot, blind.premium.signal.value)] * 3
 
         # Risk's start-up transition carries the wall time (it answers no event), the next ones exchange
         # time: strategy follows risk's order on the stream, not the timestamps.

@@ -36,17 +36,23 @@ class PostgresJournal:
         vol_id = snapshot.event_id
         await conn.execute(
             "insert into strategy.evaluations (vol_event_id, ts_event, correlation_id, quality, regime, "
-            "spot, chains_missing, intents, recommendations, fencing_token) "
-            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "spot, vix, premium_signal, term_signal, atm_iv_percentile, event_score, chains_missing, "
+            "intents, recommendations, fencing_token) "
+            "values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             vol_id,
             snapshot.ts_event,
             snapshot.correlation_id,
             snapshot.quality.value,
             snapshot.regime.regime.value,
             snapshot.spot,
+            snapshot.vix,
+            snapshot.premium.signal.value,
+            None if snapshot.term.signal is None else snapshot.term.signal.value,
+            snapshot.percentiles.atm_iv_percentile,
+            snapshot.event_risk.score,
             list(missing),
             len(evaluation.intents),
-            evaluation.recommendations.model_dump_json(),
+            len(evaluation.recommendations.recommendations),
             fencing_token,
         )
         await conn.executemany(

@@ -9,14 +9,20 @@ create table if not exists strategy.evaluations (
     vol_event_id text primary key,
     ts_event timestamptz not null,
     correlation_id text not null,
+    -- The inputs the rule table reads first (the whole VolSnapshot is analytics' to keep).
     quality text not null,
     regime text not null,
     spot double precision not null,
+    vix double precision,
+    premium_signal text not null,
+    term_signal text,
+    atm_iv_percentile double precision,
+    event_score integer not null,
     -- The ChainSnapshots the VolSnapshot named that strategy could not find (their expiries wait).
     chains_missing text[] not null,
     intents integer not null check (intents >= 0),
-    -- The st.recommendations event as published.
-    recommendations jsonb not null,
+    -- How many recommendations went out on st.recommendations (the stream keeps the figures).
+    recommendations integer not null check (recommendations >= 0),
     fencing_token bigint,
     recorded_at timestamptz not null default now()
 );
@@ -88,6 +94,11 @@ select
     d.vol_event_id,
     e.quality,
     e.regime,
-    e.spot
+    e.spot,
+    e.vix,
+    e.premium_signal,
+    e.term_signal,
+    e.atm_iv_percentile,
+    e.event_score
 from strategy.decisions d
 join strategy.evaluations e using (vol_event_id);
