@@ -22,6 +22,8 @@ from volguard_common.events.strategy import StrategyRecommendations
 from volguard_common.events.vol import VolSnapshot
 from volguard_common.settings import Settings
 from volguard_strategy.app import SPEC as STRATEGY
+from volguard_strategy.ports import Journal, StrategistState
+from volguard_strategy.service import StrategyService
 
 E = TypeVar("E", bound=events.Event)
 
@@ -150,3 +152,45 @@ async def test_intents_for_several_buckets_traced_once_and_every_wait_journalled
 async def _publish_chains(market_data: Publisher, chains: dict[date, ChainSnapshot]) -> None:
     for expiry in sorted(chains):
         await market_data.publish(chains[expiry])
+
+
+class JournalFailingOnce:
+    """The real journal, except that its first write fails (a lost connection mid-transaction)."""
+
+    def __init__(self, real: Journal) -> None:
+        self.real = real
+        self.failures = 0
+
+    async def restore(self) -> StrategistState:
+        return await self.real.restore()
+
+    async def record(self, *args: Any) -> None:
+        if self.failures == 0:
+            self.failures += 1
+            raise ConnectionResetError("scripted: the journal write was cut off")
+        await self.real.record(*args)
+
+
+async def test_a_failed_transaction_leaves_no_cooldown_behind_and_the_redelivery_proposes(
+    redis: Redis, strategy_settings: Settings
+) -> None:
+    snapshot, chains = market()
+    risk = publisher(redis, strategy_settings, "risk")
+    await risk.publish(running(TS))
+    await risk.publish(empty_portfolio(TS))
+    async with running_service(STRATEGY, strategy_settings, redis) as ctx:
+        service = ctx.extensions["strategy"]
+        assert isinstance(service, StrategyService)
+        journal = JournalFailingOnce(service.journal)
+        service.journal = journal
+        await _publish_chains(publisher(redis, strategy_settings, "market_data"), chains)
+        await publisher(redis, strategy_settings, "analytics").publish(snapshot)
+        intents = await eventually(
+            lambda: on_stream(redis, strategy_settings, "st.intents", TradeIntent), what="intents"
+        )
+        await eventually(lambda: handled_all(redis, strategy_settings, "an.vol"), what="an.vol acknowledged")
+    # Had the failed attempt kept its cooldowns, the redelivery would have waited on them instead.
+    assert journal.failures == 1
+    assert {i.bucket for i in intents if i.kind is IntentKind.ENTRY} == set(Bucket)
+    assert len(intents) == len({i.intent_id for i in intents})
+    assert service.strategist.last_entry == {b: snapshot.ts_event for b in Bucket}

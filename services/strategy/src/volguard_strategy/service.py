@@ -11,8 +11,9 @@ processed-event record, the journal (every bucket's decision with its reasons, e
 the evaluation added) and the events published - TradeIntents on st.intents and the
 StrategyRecommendations on st.recommendations, all carrying the VolSnapshot's correlation_id (its
 front chain's). Intent and event ids are hashed from the VolSnapshot and the decision, so a redelivered
-snapshot is found done and a crash anywhere gives each intent exactly once. A transaction that fails
-(a stale fence, a lost connection) puts the strategist's state back as Postgres has it.
+snapshot is found done and a crash anywhere gives each intent exactly once. The evaluation runs on a working
+copy of the strategist's state, adopted only after the commit: a failed transaction (a stale fence, a
+lost connection) leaves the state as Postgres has it.
 
 Start and failover: cooldowns, the exits and hedges already proposed and the regime of each entry are
 restored from the journal; the latest rk.state and rk.portfolio are read back from their streams (risk
@@ -27,8 +28,7 @@ newer than every later RUNNING.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
 
 import structlog
 from redis.asyncio import Redis
@@ -78,15 +78,18 @@ class StrategyService:
         s.regime_of_intent = dict(state.regime_of_intent)
         s.regime_of_trade = dict(state.regime_of_trade)
 
-    @contextmanager
-    def _rolled_back_on_failure(self) -> Iterator[StrategistState]:
-        """The strategist's state as it was; put back if the body raises (nothing was committed)."""
-        before = self.state()
-        try:
-            yield before
-        except BaseException:
-            self.adopt(before)
-            raise
+    def _working_copy(self) -> Strategist:
+        """The strategist with state of its own: an evaluation changes the live one only once its
+        transaction committed (a failed one, or one still running in its thread after the handler
+        timed out, changes nothing that counts). Portfolio and trading state are immutable events."""
+        s = self.strategist
+        return replace(
+            s,
+            last_entry=dict(s.last_entry),
+            proposed=set(s.proposed),
+            regime_of_intent=dict(s.regime_of_intent),
+            regime_of_trade=dict(s.regime_of_trade),
+        )
 
     # ---- handlers ---------------------------------------------------------------------------------
     async def on_chain(self, event: events.Event, delivery: Delivery) -> None:
@@ -125,33 +128,27 @@ class StrategyService:
             raise TypeError(f"an.vol carries VolSnapshots, got {event.type}")
         found = await self.chains.chains_for(event)
         async with self._lock:
-            with self._rolled_back_on_failure() as before:
-                # CPU work off the event loop, so the lease keeps being renewed and the handler's
-                # timeout can fire; the lock keeps portfolio and trading state still meanwhile.
-                evaluation = await asyncio.to_thread(self.strategist.on_vol, event, found.chains)
-                change = self._change(before)
-                async with self.ctx.handle_once(event.event_id) as tx:
-                    if tx is None:
-                        # Handled before (its ack was lost): what it did is already in the state.
-                        self.adopt(before)
-                        return
-                    await self.journal.record(
-                        tx.conn, event, evaluation, found.missing, change, self.ctx.fencing_token
-                    )
-                    for intent in evaluation.intents:
-                        await tx.publish(intent)
-                    await tx.publish(evaluation.recommendations)
+            before = self.state()
+            work = self._working_copy()
+            # CPU work off the event loop, so the lease keeps being renewed and the handler's timeout
+            # can fire; the lock keeps portfolio and trading state still meanwhile.
+            evaluation = await asyncio.to_thread(work.on_vol, event, found.chains)
+            change = _change(before, work)
+            async with self.ctx.handle_once(event.event_id) as tx:
+                if tx is None:
+                    return  # handled before (its ack was lost): what it did is in the state already
+                await self.journal.record(
+                    tx.conn, event, evaluation, found.missing, change, self.ctx.fencing_token
+                )
+                for intent in evaluation.intents:
+                    await tx.publish(intent)
+                await tx.publish(evaluation.recommendations)
+            self.adopt(
+                StrategistState(
+                    work.last_entry, frozenset(work.proposed), work.regime_of_intent, work.regime_of_trade
+                )
+            )
         self._log(event, evaluation, found.missing)
-
-    def _change(self, before: StrategistState) -> StateChange:
-        s = self.strategist
-        return StateChange(
-            proposed=frozenset(s.proposed - before.proposed),
-            regime_of_intent={
-                k: v for k, v in s.regime_of_intent.items() if k not in before.regime_of_intent
-            },
-            regime_of_trade={k: v for k, v in s.regime_of_trade.items() if k not in before.regime_of_trade},
-        )
 
     def _log(self, snapshot: VolSnapshot, evaluation: Evaluation, missing: tuple[str, ...]) -> None:
         log.info(
@@ -174,6 +171,16 @@ class StrategyService:
             recommendations=len(evaluation.recommendations.recommendations),
             chains_missing=list(missing),
         )
+
+
+def _change(before: StrategistState, after: Strategist) -> StateChange:
+    return StateChange(
+        proposed=frozenset(after.proposed - before.proposed),
+        regime_of_intent={
+            k: v for k, v in after.regime_of_intent.items() if k not in before.regime_of_intent
+        },
+        regime_of_trade={k: v for k, v in after.regime_of_trade.items() if k not in before.regime_of_trade},
+    )
 
 
 def _position(entry_id: str) -> tuple[int, int]:
