@@ -133,7 +133,8 @@ async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
 
         reconciled = await eventually(reported, what="a BrokerHealth with the broker's positions")
         health = await redis.xrange(config.key("ex.health"))
-    assert reconciled is not None and reconciled.reconciled
+    assert reconciled is not None
+    assert reconciled.reconciled
     assert reconciled.positions == net
 
     assert isinstance(result, events.BasketResult)
