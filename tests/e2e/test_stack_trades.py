@@ -115,7 +115,8 @@ def test_the_stack_proposes_decides_and_fills_entries_for_two_buckets_within_one
         patience_s=300,
     )
     approved = [d for d in decisions if d["approved"]]
-    assert approved, "risk rejected every entry: " + repr([d["reasons"] for d in decisions])
+    states = [(s["ts_event"], s["state"], s["reason"]) for s in _events(settings, "rk.state")]
+    assert approved, f"risk rejected every entry: {[d['reasons'] for d in decisions]}; rk.state: {states}"
     baskets = {d["basket_id"] for d in approved}
     fills = eventually_sync(
         lambda: [

@@ -27,6 +27,7 @@ import bisect
 import copy
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -68,6 +69,8 @@ from volguard_risk.domain.pretrade import (
 from volguard_risk.domain.trading_state import Action, TradingStateMachine, Transition
 
 log = structlog.get_logger("volguard.risk")
+
+Handler = Callable[[events.Event, Delivery], Awaitable[None]]
 
 # An Alert when a bucket's reserved + used capital passes this share of its allocation.
 BUCKET_ALERT_SHARE = Decimal("0.9")
@@ -851,13 +854,26 @@ async def setup(ctx: ServiceContext) -> None:
         await risk._record_movements(tx, movements)
         if transition is not None:
             await risk._record_transitions(tx, [transition], f"risk-start-{ctx.fencing_token}")
-    ctx.consumer.subscribe(streams.CTL_COMMANDS.name, risk.on_command)
-    ctx.consumer.subscribe(streams.ST_INTENTS.name, risk.on_intent)
-    ctx.consumer.subscribe(streams.EX_REPORTS.name, risk.on_report)
-    ctx.consumer.subscribe(streams.EX_HEALTH.name, risk.on_health)
-    ctx.consumer.subscribe(streams.MD_STATUS.name, risk.on_status)
+    # Each stream has its own reader task, and every handler copies the state, awaits its transaction
+    # and then swaps its copy in: two handlers overlapping would each swap in a state missing the
+    # other's change (a health check's RUNNING undone by a chain's older copy while rk.state said
+    # RUNNING). One handler at a time.
+    one_at_a_time = asyncio.Lock()
+
+    def serialised(handler: Handler) -> Handler:
+        async def handle(event: events.Event, delivery: Delivery) -> None:
+            async with one_at_a_time:
+                await handler(event, delivery)
+
+        return handle
+
+    ctx.consumer.subscribe(streams.CTL_COMMANDS.name, serialised(risk.on_command))
+    ctx.consumer.subscribe(streams.ST_INTENTS.name, serialised(risk.on_intent))
+    ctx.consumer.subscribe(streams.EX_REPORTS.name, serialised(risk.on_report))
+    ctx.consumer.subscribe(streams.EX_HEALTH.name, serialised(risk.on_health))
+    ctx.consumer.subscribe(streams.MD_STATUS.name, serialised(risk.on_status))
     ctx.consumer.subscribe(
-        streams.MD_CHAIN.name, risk.on_chain, conflate_key=lambda e: getattr(e, "expiry", "")
+        streams.MD_CHAIN.name, serialised(risk.on_chain), conflate_key=lambda e: getattr(e, "expiry", "")
     )
-    ctx.consumer.subscribe(streams.AN_VOL.name, risk.on_vol)
+    ctx.consumer.subscribe(streams.AN_VOL.name, serialised(risk.on_vol))
     log.info("risk restored", state=machine.state.value, causes=[c.cause.value for c in machine.causes])
