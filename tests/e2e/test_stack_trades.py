@@ -5,7 +5,6 @@ intent and execution fills what risk approved."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -55,15 +54,12 @@ def _entry_buckets(settings: Settings) -> set[str]:
     return {i["bucket"] for i in _events(settings, "st.intents") if i["kind"] == "ENTRY"}
 
 
-def _rows(database_url: str, query: str) -> list[asyncpg.Record]:
-    async def fetch() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(query))
-        finally:
-            await conn.close()
-
-    return asyncio.run(fetch())
+async def _rows(database_url: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return list(await conn.fetch(query))
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -82,7 +78,7 @@ def stack(settings: Settings, fresh_database_url: str, tmp_path: Path) -> Iterat
         assert down.returncode == 0, down.stdout + down.stderr
 
 
-def test_the_stack_proposes_decides_and_fills_entries_for_two_buckets_within_one_simulated_hour(
+async def test_the_stack_proposes_decides_and_fills_entries_for_two_buckets_within_one_simulated_hour(
     stack: tuple[Settings, Path],
 ) -> None:
     settings, _ = stack
@@ -95,7 +91,7 @@ def test_the_stack_proposes_decides_and_fills_entries_for_two_buckets_within_one
 
     eventually_sync(done, what="entries for two buckets or one simulated hour", patience_s=1800, poll_s=1.0)
     intents = [i for i in _events(settings, "st.intents") if i["kind"] == "ENTRY"]
-    journal_waits = _rows(
+    journal_waits = await _rows(
         settings.database_url,
         "select bucket, rule, reasons[cardinality(reasons)] from strategy.decisions where structure = 'WAIT'",
     )
