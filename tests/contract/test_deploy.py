@@ -48,8 +48,31 @@ SCALES_OUT = {"dashboard_api"}
 # Every VOLGUARD_ variable the deployment sets for every service.
 VOLGUARD_ENV = {"VOLGUARD_REDIS_URL", "VOLGUARD_DATABASE_URL", "VOLGUARD_HTTP_HOST", "VOLGUARD_LOG_FORMAT"}
 # The metrics the services export and the dashboard may chart; histograms add _bucket/_sum/_count.
-COUNTERS_AND_GAUGES = {"events_in_total", "events_out_total", "consumer_lag", "consumer_pending", "dlq_total"}
-HISTOGRAMS = {"handler_latency_seconds"}
+COUNTERS_AND_GAUGES = {
+    f"volguard_{name}"
+    for name in (
+        "events_in_total",
+        "events_out_total",
+        "consumer_lag",
+        "consumer_pending",
+        "dlq_total",
+        "dlq_entries",
+        "last_event_timestamp_seconds",
+        "order_updates_total",
+        "basket_results_total",
+        "risk_decisions_total",
+        "risk_rejections_total",
+        "trading_state",
+        "broker_connected",
+        "broker_reconciled",
+        "broker_in_flight_unknown",
+        "lease_held",
+        "lease_acquisitions_total",
+    )
+}
+HISTOGRAMS = {"volguard_handler_latency_seconds"}
+# Prometheus' own per-target series, charted next to the services' own.
+PROMETHEUS_SERIES = {"up"}
 
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
 
@@ -473,7 +496,7 @@ def _dashboard_queries() -> list[str]:
 
 
 def test_dashboard_charts_only_exported_metrics() -> None:
-    allowed = COUNTERS_AND_GAUGES | {
+    allowed = COUNTERS_AND_GAUGES | PROMETHEUS_SERIES | {
         f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
     }
     for expr in _dashboard_queries():
@@ -486,9 +509,9 @@ def test_dashboard_charts_only_exported_metrics() -> None:
 def test_dashboard_charts_every_exported_metric() -> None:
     used = set().union(*(_metric_names(e) for e in _dashboard_queries()))
     assert used >= COUNTERS_AND_GAUGES
-    assert "handler_latency_seconds_bucket" in used
+    assert "volguard_handler_latency_seconds_bucket" in used
     assert any(
-        "histogram_quantile(0.99" in e and "handler_latency_seconds_bucket" in e and "by (service, le)" in e
+        "histogram_quantile(0.99" in e and "volguard_handler_latency_seconds_bucket" in e and "by (service, le)" in e
         for e in _dashboard_queries()
     ), "no per-service p99 of handler_latency_seconds"
 

@@ -436,9 +436,10 @@ async def test_consumer_reports_its_backlog_as_metrics(redis: Redis, settings: S
         # A log stream's new group starts at 0: one read takes all three; one sits in the handler and two
         # wait behind it, all pending, none left undelivered.
         await eventually(
-            lambda: _async(_gauge("consumer_pending", stream="st.intents") == 3.0), what="pending gauge"
+            lambda: _async(_gauge("volguard_consumer_pending", stream="st.intents") == 3.0),
+            what="pending gauge",
         )
-        assert _gauge("consumer_lag", stream="st.intents") == 0.0
+        assert _gauge("volguard_consumer_lag", stream="st.intents") == 0.0
     finally:
         release.set()
         await consumer.stop()

@@ -94,7 +94,9 @@ async def test_passing_redis_trouble_is_retried_counted_and_nothing_is_lost(
 
     consumer.subscribe("st.intents", handler)
     await consumer.start()
-    before = _counter("bus_transient_errors_total", service="risk", task="read:st.intents", kind="READONLY")
+    before = _counter(
+        "volguard_bus_transient_errors_total", service="risk", task="read:st.intents", kind="READONLY"
+    )
     try:
         first = sample_intent()
         await publisher.publish(first)
@@ -122,7 +124,9 @@ async def test_passing_redis_trouble_is_retried_counted_and_nothing_is_lost(
     assert consumer.healthy
     assert consumer.failure is None
     assert consumer.transient_errors >= 6
-    after = _counter("bus_transient_errors_total", service="risk", task="read:st.intents", kind="READONLY")
+    after = _counter(
+        "volguard_bus_transient_errors_total", service="risk", task="read:st.intents", kind="READONLY"
+    )
     assert after == before + 1
 
 
@@ -468,7 +472,7 @@ async def test_a_consumer_stalled_past_claim_idle_does_not_take_back_what_a_peer
         f"{settings.stream_namespace}st.intents", "risk", "risk-peer", min_idle_time=0, message_ids=[entry_id]
     )
     await eventually(
-        lambda: _async(_counter("bus_entries_lost_total", service="risk", stream="st.intents") >= 1),
+        lambda: _async(_counter("volguard_bus_entries_lost_total", service="risk", stream="st.intents") >= 1),
         what="the refresher notices the entry is lost",
     )
     release.set()

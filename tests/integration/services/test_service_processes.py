@@ -145,15 +145,15 @@ async def _backlog(url: str, service: str, stream: str, *, lag: float, pending: 
     lines = [
         line
         for line in response.text.splitlines()
-        if line.startswith("consumer_lag{")
+        if line.startswith("volguard_consumer_lag{")
         and all(f'{k}="{v}"' in line for k, v in labels.items())
         and (f'group="{service}"' in line or f'group="{service}.' in line)
     ]
     if not lines:
         return False
     return (
-        _metric(response.text, "consumer_lag", **labels) == lag
-        and _metric(response.text, "consumer_pending", **labels) == pending
+        _metric(response.text, "volguard_consumer_lag", **labels) == lag
+        and _metric(response.text, "volguard_consumer_pending", **labels) == pending
     )
 
 
@@ -161,5 +161,5 @@ async def _events_in(url: str, service: str, stream: str) -> bool:
     response = await _get(f"{url}/metrics")
     return (
         response is not None
-        and _metric(response.text, "events_in_total", service=service, stream=stream) >= 1
+        and _metric(response.text, "volguard_events_in_total", service=service, stream=stream) >= 1
     )

@@ -491,6 +491,10 @@ class Consumer:
                 await self._take_over_pending(sub)
         for stream, key in self._declared.items():
             await self._create_group(key, stream)
+        metrics.initialise(self.service, self._subs, streams.PUBLICATIONS.get(self.service, ()))
+        # Lag, pending and DLQ size measured now, not first at the claimer's next cycle.
+        for stream, key in (*((sub.stream, sub.key) for sub in self._subs.values()), *self._declared.items()):
+            await self._record_backlog(stream, key)
         self._started = True
         for sub in self._subs.values():
             self._spawn(f"read:{sub.stream}", functools.partial(self._read_step, sub))
@@ -923,6 +927,7 @@ class Consumer:
                 )
                 return _describe(exc)
         metrics.handler_latency(self.service, sub.stream, event.type, time.perf_counter() - started)
+        metrics.handled(self.service, sub.stream, event)
         return None
 
     async def _ack(self, sub: _Subscription, handled: Sequence[tuple[str, int]]) -> None:
@@ -1009,7 +1014,11 @@ class Consumer:
         self.claim_cycles += 1
 
     async def _record_backlog(self, stream: str, key: str) -> None:
-        """consumer_lag / consumer_pending for this service's group (dashboards, alerts, lockstep views)."""
+        """consumer_lag / consumer_pending for this service's group and the size of the stream's DLQ
+        (dashboards, alerts, lockstep views)."""
+        metrics.dlq_entries(
+            self.service, stream, int(await self._redis.xlen(self._config.key(streams.dlq_name(stream))))
+        )
         if not await self._redis.exists(key):
             return
         for group in await self._redis.xinfo_groups(key):

@@ -34,7 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from volguard_common import db
+from volguard_common import db, metrics
 
 log = structlog.get_logger("volguard.lease")
 
@@ -162,6 +162,7 @@ class Lease:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self.acquisition: Acquisition | None = None
+        metrics.lease_constructed(self.name, holder)
 
     @property
     def takeover_bound_ms(self) -> int:
@@ -191,6 +192,7 @@ class Lease:
             return None
         token, now_ms, previous = result
         self.acquisition = Acquisition(int(token), int(now_ms), None if previous is None else int(previous))
+        metrics.lease_acquired(self.name, self.holder)
         log.info("lease acquired", lease=self.name, holder=self.holder, token=int(token))
         return self.acquisition
 
@@ -234,12 +236,14 @@ class Lease:
                 )
             except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() >= deadline:
+                    metrics.lease_given_up(self.name, self.holder)
                     raise LeaseLostError(
                         f"lease {self.name}: no renewal for two thirds of the ttl ({self.ttl_ms} ms): {exc!r}"
                     ) from exc
                 log.warning("lease renewal failed; retrying", lease=self.name, error=repr(exc))
                 continue
             if not renewed:
+                metrics.lease_given_up(self.name, self.holder)
                 raise LeaseLostError(f"lease {self.name}: token {self.token} was taken over or expired")
             deadline = sent + 2 * interval
 
@@ -247,4 +251,5 @@ class Lease:
         """Give the lease up (a clean stop), so a standby need not wait for the ttl."""
         if self.acquisition is not None:
             await self._release(keys=[self.key, self._renewed_key], args=[self._value()])
+            metrics.lease_given_up(self.name, self.holder)
             log.info("lease released", lease=self.name, holder=self.holder, token=self.acquisition.token)

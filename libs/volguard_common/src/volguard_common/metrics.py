@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+from volguard_common import events, streams
 
 REGISTRY = CollectorRegistry()
 # The standard process_*, python_info and python_gc_* series, which the default registry would carry.
@@ -53,84 +55,160 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 HANDLER_LATENCY_SECONDS = Histogram(
-    "handler_latency_seconds",
+    "volguard_handler_latency_seconds",
     "Time from taking an entry off a stream to acknowledging it, for successfully handled events.",
     ["service", "stream", "event_type"],
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 EVENTS_IN_TOTAL = Counter(
-    "events_in_total",
+    "volguard_events_in_total",
     "Events delivered to a handler (first deliveries and redeliveries).",
     ["service", "stream", "event_type"],
     registry=REGISTRY,
 )
 EVENTS_OUT_TOTAL = Counter(
-    "events_out_total",
+    "volguard_events_out_total",
     "Events published to a stream.",
     ["service", "stream", "event_type"],
     registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
-    "consumer_lag",
+    "volguard_consumer_lag",
     "Entries in the stream the group has not yet read (Redis XINFO GROUPS lag).",
     ["service", "stream", "group"],
     registry=REGISTRY,
 )
 CONSUMER_PENDING = Gauge(
-    "consumer_pending",
+    "volguard_consumer_pending",
     "Entries read by the group but not yet acknowledged (the pending entries list).",
     ["service", "stream", "group"],
     registry=REGISTRY,
 )
 DLQ_TOTAL = Counter(
-    "dlq_total",
+    "volguard_dlq_total",
     "Entries moved to dlq.<stream> after too many failed deliveries or an unreadable payload.",
     ["service", "stream"],
     registry=REGISTRY,
 )
 REDELIVERIES_TOTAL = Counter(
-    "redeliveries_total",
+    "volguard_redeliveries_total",
     "Deliveries of an entry that had been delivered before (after a failure, a claim or a restart).",
     ["service", "stream"],
     registry=REGISTRY,
 )
 HANDLER_ERRORS_TOTAL = Counter(
-    "handler_errors_total",
+    "volguard_handler_errors_total",
     "Handler failures; the entry stays pending for redelivery. error_type is the exception class name.",
     ["service", "stream", "error_type"],
     registry=REGISTRY,
 )
 GROUP_RECOVERIES_TOTAL = Counter(
-    "group_recoveries_total",
+    "volguard_group_recoveries_total",
     "Consumer groups recreated after Redis lost them (NOGROUP, e.g. after a flush).",
     ["service", "stream"],
     registry=REGISTRY,
 )
 BUS_TRANSIENT_ERRORS_TOTAL = Counter(
-    "bus_transient_errors_total",
+    "volguard_bus_transient_errors_total",
     "Passing Redis trouble a consumer task backed off from and retried (kind: connection, timeout, "
     "LOADING, READONLY, OOM, BUSY, MASTERDOWN, TRYAGAIN).",
     ["service", "task", "kind"],
     registry=REGISTRY,
 )
 BUS_CONSUMER_FAILURES_TOTAL = Counter(
-    "bus_consumer_failures_total",
+    "volguard_bus_consumer_failures_total",
     "Consumer tasks that failed in a way retrying cannot mend; the process exits to be restarted.",
     ["service", "task"],
     registry=REGISTRY,
 )
 BUS_ENTRIES_LOST_TOTAL = Counter(
-    "bus_entries_lost_total",
+    "volguard_bus_entries_lost_total",
     "Entries this consumer owned that another consumer took over (this one stalled past the claim idle "
     "time); they are left to the new owner.",
     ["service", "stream"],
     registry=REGISTRY,
 )
 CONFLATED_TOTAL = Counter(
-    "conflated_total",
+    "volguard_conflated_total",
     "Snapshot entries acknowledged unhandled because a newer snapshot of the same key was already queued.",
     ["service", "stream"],
+    registry=REGISTRY,
+)
+DLQ_ENTRIES = Gauge(
+    "volguard_dlq_entries",
+    "Entries now in dlq.<stream> (XLEN), read with the backlog by every service consuming the stream; "
+    "absent until first read.",
+    ["service", "stream"],
+    registry=REGISTRY,
+)
+LAST_EVENT_TIMESTAMP = Gauge(
+    "volguard_last_event_timestamp_seconds",
+    "ts_init (Unix seconds) of the newest event the service handled from the stream; time() minus it is "
+    "the age of what the service last saw (the feed tick age on md.ticks). Absent before the first.",
+    ["service", "stream"],
+    registry=REGISTRY,
+)
+ORDER_UPDATES_TOTAL = Counter(
+    "volguard_order_updates_total",
+    "OrderUpdate reports handled, by the order status they report.",
+    ["service", "status"],
+    registry=REGISTRY,
+)
+BASKET_RESULTS_TOTAL = Counter(
+    "volguard_basket_results_total",
+    "BasketResult reports handled, by basket outcome (STUCK needs an operator).",
+    ["service", "status"],
+    registry=REGISTRY,
+)
+RISK_DECISIONS_TOTAL = Counter(
+    "volguard_risk_decisions_total",
+    "RiskDecisions handled, approved or not.",
+    ["service", "approved"],
+    registry=REGISTRY,
+)
+RISK_REJECTIONS_TOTAL = Counter(
+    "volguard_risk_rejections_total",
+    "Failed risk checks in rejected RiskDecisions, by check name (one rejection may fail several). "
+    "A check appears with its first failure: the check names are risk's, not a set known here.",
+    ["service", "check"],
+    registry=REGISTRY,
+)
+TRADING_STATE = Gauge(
+    "volguard_trading_state",
+    "1 for the state of the newest TradingState the service handled, 0 for the other states; absent "
+    "before the first (the state is then unknown to the service).",
+    ["service", "state"],
+    registry=REGISTRY,
+)
+BROKER_CONNECTED = Gauge(
+    "volguard_broker_connected",
+    "1 when the newest BrokerHealth the service handled says the broker is connected, else 0.",
+    ["service", "broker"],
+    registry=REGISTRY,
+)
+BROKER_RECONCILED = Gauge(
+    "volguard_broker_reconciled",
+    "1 when the newest BrokerHealth says orders and positions agree with the broker, else 0.",
+    ["service", "broker"],
+    registry=REGISTRY,
+)
+BROKER_IN_FLIGHT_UNKNOWN = Gauge(
+    "volguard_broker_in_flight_unknown",
+    "Submits whose outcome is not yet resolved, from the newest BrokerHealth.",
+    ["service", "broker"],
+    registry=REGISTRY,
+)
+LEASE_HELD = Gauge(
+    "volguard_lease_held",
+    "1 while this replica holds the single-active lease (it is the active replica), 0 while it stands by.",
+    ["lease", "holder"],
+    registry=REGISTRY,
+)
+LEASE_ACQUISITIONS_TOTAL = Counter(
+    "volguard_lease_acquisitions_total",
+    "Times this replica took the lease; across replicas, a quick succession of them is a flapping lease.",
+    ["lease", "holder"],
     registry=REGISTRY,
 )
 
@@ -198,6 +276,83 @@ def consumer_backlog(service: str, stream: str, group: str, *, lag: int | None, 
     else:
         CONSUMER_LAG.labels(service, stream, group).set(lag)
     CONSUMER_PENDING.labels(service, stream, group).set(pending)
+
+
+def dlq_entries(service: str, stream: str, count: int) -> None:
+    _child(DLQ_ENTRIES, service, stream).set(count)
+
+
+def handled(service: str, stream: str, event: events.Event) -> None:
+    """What a successfully handled event says about the system: its age, orders, baskets, decisions,
+    the trading state and the broker's health, as this service last saw them.
+
+    Counted per successful handling: an entry handled again after a crash before its ack is counted
+    twice, like the effect-free part of its handler ran twice.
+    """
+    _child(LAST_EVENT_TIMESTAMP, service, stream).set(event.ts_init.timestamp())
+    if isinstance(event, events.OrderUpdate):
+        _child(ORDER_UPDATES_TOTAL, service, event.status.value).inc()
+    elif isinstance(event, events.BasketResult):
+        _child(BASKET_RESULTS_TOTAL, service, event.status.value).inc()
+    elif isinstance(event, events.RiskDecision):
+        _child(RISK_DECISIONS_TOTAL, service, "true" if event.approved else "false").inc()
+        if not event.approved:
+            for check in event.checks:
+                if not check.passed:
+                    _child(RISK_REJECTIONS_TOTAL, service, check.name).inc()
+    elif isinstance(event, events.TradingState):
+        for kind in events.TradingStateKind:
+            _child(TRADING_STATE, service, kind.value).set(1 if kind is event.state else 0)
+    elif isinstance(event, events.BrokerHealth):
+        _child(BROKER_CONNECTED, service, event.broker).set(1 if event.connected else 0)
+        _child(BROKER_RECONCILED, service, event.broker).set(1 if event.reconciled else 0)
+        _child(BROKER_IN_FLIGHT_UNKNOWN, service, event.broker).set(event.in_flight_unknown)
+
+
+def lease_constructed(lease: str, holder: str) -> None:
+    _child(LEASE_HELD, lease, holder).set(0)
+    _child(LEASE_ACQUISITIONS_TOTAL, lease, holder)
+
+
+def lease_acquired(lease: str, holder: str) -> None:
+    _child(LEASE_HELD, lease, holder).set(1)
+    _child(LEASE_ACQUISITIONS_TOTAL, lease, holder).inc()
+
+
+def lease_given_up(lease: str, holder: str) -> None:
+    _child(LEASE_HELD, lease, holder).set(0)
+
+
+def initialise(service: str, consumed: Iterable[str], published: Iterable[str]) -> None:
+    """Create at zero every counter and histogram series the service can know at start, so dashboards
+    and alert rules see them before the first event (a rate over an absent series is no data, not 0).
+
+    Only counts are started at zero: a count of nothing so far is known. Gauges (lag, pending, DLQ
+    size, trading state, broker health) appear when they are first measured, never as a made-up 0.
+    """
+    consumed = tuple(consumed)
+    for stream in consumed:
+        for event_type in events.EVENTS_ON.get(stream, ()):
+            name = event_type.model_fields["type"].default
+            _child(EVENTS_IN_TOTAL, service, stream, name)
+            _child(HANDLER_LATENCY_SECONDS, service, stream, name)
+        _child(REDELIVERIES_TOTAL, service, stream)
+        _child(DLQ_TOTAL, service, stream)
+        _child(GROUP_RECOVERIES_TOTAL, service, stream)
+        _child(BUS_ENTRIES_LOST_TOTAL, service, stream)
+        if streams.spec(stream).retention is streams.Retention.SNAPSHOT:
+            _child(CONFLATED_TOTAL, service, stream)
+    for stream in published:
+        for event_type in events.EVENTS_ON.get(stream, ()):
+            _child(EVENTS_OUT_TOTAL, service, stream, event_type.model_fields["type"].default)
+    if streams.EX_REPORTS.name in consumed:
+        for order_status in events.OrderStatus:
+            _child(ORDER_UPDATES_TOTAL, service, order_status.value)
+        for basket_status in events.BasketStatus:
+            _child(BASKET_RESULTS_TOTAL, service, basket_status.value)
+    if streams.RK_DECISIONS.name in consumed:
+        for approved in ("true", "false"):
+            _child(RISK_DECISIONS_TOTAL, service, approved)
 
 
 ASGIApp = Callable[..., Any]
