@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from redis.asyncio import Redis
 
-from volguard_cli import calendar_commands, infra, market_commands
+from volguard_cli import calendar_commands, dlq_commands, infra, market_commands
 from volguard_cli.probes import READY_WAIT_S, health_role, probe
 from volguard_cli.supervisor import (
     ProcessRecord,
@@ -261,7 +261,7 @@ def status() -> None:
         raise typer.Exit(1)
 
 
-def _format_report(report: StreamReport) -> list[str]:
+def _format_report(report: StreamReport, dlq_by_group: dict[str, int] | None = None) -> list[str]:
     lines = [
         f"{report.stream:<14} len {report.length:>8}  last {report.last_id or '-':<18}"
         f" dlq {report.dlq_length:>4}"
@@ -273,32 +273,67 @@ def _format_report(report: StreamReport) -> list[str]:
         lag = "?" if group.lag is None else str(group.lag)
         lines.append(
             f"  {group.group:<14} lag {lag:>8}  pending {group.pending:>6}  oldest pending {oldest:>8}"
-            f"  consumers {group.consumers}"
+            f"  consumers {group.consumers}  dlq {(dlq_by_group or {}).get(group.group, 0)}"
         )
     return lines
 
 
+async def _dlq_by_group(redis: Redis, config: BusConfig, stream: str) -> dict[str, int]:
+    """Dead letters of `stream` per group that gave them up (the `dlq_group` each carries)."""
+    counts: dict[str, int] = {}
+    for _, fields in await redis.xrange(config.key(streams.dlq_name(stream))):
+        group = fields[b"dlq_group"].decode()
+        counts[group] = counts.get(group, 0) + 1
+    return counts
+
+
+async def _report_lines(redis: Redis, config: BusConfig) -> list[str]:
+    lines: list[str] = []
+    for spec in streams.ALL_STREAMS:
+        report = await stream_report(redis, config, spec.name)
+        by_group = await _dlq_by_group(redis, config, spec.name) if report.dlq_length else {}
+        lines.extend(_format_report(report, by_group))
+    return lines
+
+
 @app.command("streams")
-def streams_command() -> None:
-    """Per stream: length, last id, DLQ length; per group: lag, pending, oldest pending age."""
+def streams_command(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
+    interval: float = typer.Option(
+        2.0, "--interval", help="Seconds between refreshes with --watch.", min=0.1
+    ),
+) -> None:
+    """Per stream: length, last id, DLQ length; per group: lag, pending, oldest pending age, DLQ."""
     settings = _settings()
     redis_url, _ = _endpoints(settings)
     config = BusConfig.from_settings(settings)
 
-    async def _collect() -> list[StreamReport]:
+    async def _show() -> None:
         redis = Redis.from_url(redis_url)
         try:
-            return [await stream_report(redis, config, spec.name) for spec in streams.ALL_STREAMS]
+            while True:
+                lines = await _report_lines(redis, config)
+                if watch:
+                    # Clear the screen and home the cursor, then one whole frame at once.
+                    stamp = time.strftime("%H:%M:%S")
+                    typer.echo("\x1b[2J\x1b[H" + f"volguard streams  {stamp}  (Ctrl-C to stop)")
+                typer.echo("\n".join(lines))
+                if not watch:
+                    return
+                await asyncio.sleep(interval)
         finally:
             await redis.aclose()
 
-    for report in asyncio.run(_collect()):
-        for line in _format_report(report):
-            typer.echo(line)
+    try:
+        asyncio.run(_show())
+    except KeyboardInterrupt:
+        # Ctrl-C is how --watch ends: asyncio.run cancelled _show, which closed its client.
+        typer.echo("")
 
 
 market_commands.register(app)
 calendar_commands.register(app)
+dlq_commands.register(app)
 
 if __name__ == "__main__":
     app()
