@@ -278,3 +278,36 @@ def test_reconfiguring_replaces_the_handler_instead_of_doubling_output() -> None
 def test_bad_format_or_level_is_refused(fmt: Any, level: str) -> None:
     with pytest.raises(ValueError, match="log"):
         vg_logging.configure_logging("risk", fmt=fmt, level=level, stream=io.StringIO())
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_configured_secrets_are_masked_by_value_wherever_they_appear(fmt: vg_logging.LogFormat) -> None:
+    token, quoted = "tok-9f8e7d6c5b4a", 'pa"ss\\word-77'
+    stream = io.StringIO()
+    vg_logging.configure_logging("execution", fmt=fmt, stream=stream, secrets=[token, quoted, "ab"])
+    log = vg_logging.get_logger("volguard.test")
+    # No key names the secret here: only its value can give it away.
+    log.warning(f"broker said: bearer {token} rejected", detail=f"header was {token}", note=quoted)
+    try:
+        raise RuntimeError(f"401 for token {token} and password {quoted}")
+    except RuntimeError:
+        log.exception("submit failed")
+    logging.getLogger("uvicorn.error").error("upstream %s", token)
+
+    text = stream.getvalue()
+    assert token not in text
+    assert quoted not in text
+    assert json.dumps(quoted)[1:-1] not in text
+    assert text.count(vg_logging.REDACTED) >= 6
+    assert "ab" in text  # too short to mask by value: masking it would garble every line
+    assert "submit failed" in text
+    assert "RuntimeError" in text
+
+
+def test_redact_text_masks_url_passwords_and_given_values() -> None:
+    text = "cannot reach postgresql://volguard:pg-secret-1@db:5432/x with token tok-12345678"
+    assert vg_logging.redact_text(text, ["tok-12345678"]) == (
+        f"cannot reach postgresql://volguard:{vg_logging.REDACTED}@db:5432/x with token {vg_logging.REDACTED}"
+    )
+    assert vg_logging.url_password("redis://default:r-pass@cache:6379/0") == "r-pass"
+    assert vg_logging.url_password("redis://cache:6379/0") is None

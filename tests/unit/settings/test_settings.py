@@ -417,3 +417,14 @@ def test_get_settings_is_cached_until_cleared(monkeypatch: pytest.MonkeyPatch) -
 
 def test_env_name_spelling() -> None:
     assert env_name("upstox_orders_per_30_minutes") == "VOLGUARD_UPSTOX_ORDERS_PER_30_MINUTES"
+
+
+def test_secret_values_are_the_tokens_and_the_url_passwords() -> None:
+    settings = Settings(
+        upstox_access_token=TOKEN,
+        dashboard_token="dash-token-123",
+        database_url="postgresql://volguard:pg-pass-456@db:5432/volguard",
+        redis_url="redis://cache:6379/0",
+    )
+    assert set(settings.secret_values()) == {TOKEN, "dash-token-123", "pg-pass-456"}
+    assert Settings().secret_values() == ()

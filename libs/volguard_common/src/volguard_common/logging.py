@@ -20,11 +20,12 @@ part of `scheme://user:password@host` URLs.
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -48,8 +49,55 @@ _SENSITIVE_KEY = re.compile(r"(password|passwd|secret|token|api_key|apikey|autho
 _URL_PASSWORD = re.compile(r"(?P<prefix>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?P<at>@)", re.I)
 
 
+# Shorter values are not masked by value: replacing every "abc" in a log would garble it, and the
+# key- and URL-based redaction above still covers them where they are named.
+MIN_MASKED_SECRET_LENGTH = 4
+
+
 class _VolguardHandler(logging.StreamHandler[TextIO]):
-    """Marks the root handler configure_logging installed, so reconfiguring replaces only it."""
+    """Marks the root handler configure_logging installed, so reconfiguring replaces only it.
+
+    It also masks the configured secrets by value in the rendered line: a token quoted inside an
+    exception message or a library's error text has no key to be recognised by.
+    """
+
+    def __init__(self, stream: TextIO, secrets: Iterable[str]) -> None:
+        super().__init__(stream)
+        masked: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= MIN_MASKED_SECRET_LENGTH:
+                # As written, and as the JSON renderer escapes it.
+                masked.update((secret, json.dumps(secret)[1:-1]))
+        # Longest first: a secret containing another is masked whole.
+        self._secrets = sorted(masked, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for secret in self._secrets:
+            if secret in line:
+                line = line.replace(secret, REDACTED)
+        return line
+
+
+def is_sensitive_name(name: str) -> bool:
+    """A setting or field whose name says it holds a credential (password, token, secret, ...)."""
+    return _SENSITIVE_KEY.search(name) is not None
+
+
+def url_password(url: str) -> str | None:
+    """The password part of `scheme://user:password@host...`, None when it has none."""
+    match = _URL_PASSWORD.search(url)
+    return None if match is None else match["password"]
+
+
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with URL passwords and the given secret values masked (error messages, summaries)."""
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\g<prefix>{REDACTED}\g<at>", text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_MASKED_SECRET_LENGTH:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def _redact(value: Any) -> Any:
@@ -123,12 +171,15 @@ def configure_logging(
     fmt: LogFormat = "json",
     level: str = "INFO",
     stream: TextIO | None = None,
+    secrets: Iterable[str] = (),
 ) -> None:
     """Route structlog and standard-library logging through one formatter for `service`.
 
     `fmt="json"`: one JSON object per line (services, containers). `fmt="console"`: coloured when
     the stream is a terminal. Records go to `stream` (default: stdout at call time). Safe to call
-    again: the previous VolGuard handler is replaced, handlers others installed are kept.
+    again: the previous VolGuard handler is replaced, handlers others installed are kept. `secrets`
+    (the configured tokens and passwords, `Settings.secret_values()`) are masked wherever they appear
+    in a rendered line.
     """
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):
@@ -183,7 +234,7 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
     )
-    handler = _VolguardHandler(output)
+    handler = _VolguardHandler(output, secrets)
     handler.setFormatter(formatter)
 
     root = logging.getLogger()

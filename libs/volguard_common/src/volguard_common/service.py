@@ -218,7 +218,9 @@ def build_app(spec: ServiceSpec, settings: Settings, state: _State | None = None
         )
 
     async def on_startup() -> None:
-        configure_logging(spec.name, fmt=settings.log_format, level=settings.log_level)
+        configure_logging(
+            spec.name, fmt=settings.log_format, level=settings.log_level, secrets=settings.secret_values()
+        )
         install_holidays_file(settings)
         redis: Redis = await broker.connect()
         process.context = await start_service(

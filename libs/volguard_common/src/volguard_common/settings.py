@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from volguard_common.clock import TimedRules
+from volguard_common.logging import redact_text, url_password
 
 ENV_PREFIX = "VOLGUARD_"
 
@@ -750,6 +751,20 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICE_NAMES)}")
         return self.service_port_base + offset + REPLICA_PORT_STRIDE * replica
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret as plain text: the SecretStr settings and the passwords inside the
+        connection URLs. For masking by value (logs, error messages), never for display."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, str) and "://" in value:
+                password = url_password(value)
+                if password is not None:
+                    found.append(password)
+        return tuple(secret for secret in found if secret)
+
     def own_port(self, service: str) -> int:
         """The port this process serves on: `http_port` when set, else the service's standard port."""
         return self.http_port if self.http_port is not None else self.port_for(service)
@@ -945,7 +960,10 @@ def _consistency_problems(s: Settings) -> list[str]:
     return problems
 
 
-_SECRET_FIELDS = frozenset({"upstox_access_token", "dashboard_token", "telegram_bot_token", "smtp_password"})
+# Every SecretStr setting: its input is never echoed, even when it is invalid.
+_SECRET_FIELDS = frozenset(
+    name for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)
 
 
 def describe_settings_error(error: ValidationError) -> str:
@@ -960,6 +978,9 @@ def describe_settings_error(error: ValidationError) -> str:
             continue
         field = str(loc[0])
         shown_input: Any = "<hidden>" if field in _SECRET_FIELDS else item.get("input")
+        if isinstance(shown_input, str):
+            # A malformed URL still carries its password (VOLGUARD_DATABASE_URL=postgres://u:pw@...).
+            shown_input = redact_text(shown_input)
         if item["type"] == "extra_forbidden":
             lines.append(f"  - {env_name(field)} is not a VolGuard setting (misspelt?)")
         else:

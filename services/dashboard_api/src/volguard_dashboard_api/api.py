@@ -28,12 +28,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from redis.exceptions import RedisError
 
 from volguard_common import clock, events, streams
 from volguard_common.bus import BusConfig, stream_report
 from volguard_common.events.surface_columns import IvFlag
+from volguard_common.logging import is_sensitive_name
 from volguard_common.quant import sabr
 from volguard_common.service import ServiceContext
 from volguard_common.settings import Settings
@@ -194,7 +195,7 @@ def _config_summary(settings: Settings) -> dict[str, Any]:
     """Every setting except secrets and connection strings (which may carry passwords)."""
     summary: dict[str, Any] = {}
     for name, value in settings.model_dump(mode="json").items():
-        if "token" in name or "password" in name or name.endswith("_url"):
+        if is_sensitive_name(name) or isinstance(getattr(settings, name), SecretStr) or name.endswith("_url"):
             summary[f"{name}_configured"] = value not in (None, "")
             continue
         summary[name] = value

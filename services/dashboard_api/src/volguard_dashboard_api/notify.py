@@ -23,6 +23,7 @@ import structlog
 from redis.asyncio import Redis
 
 from volguard_common import events
+from volguard_common.logging import redact_text
 from volguard_common.settings import Settings
 
 log = structlog.get_logger("volguard.dashboard.notify")
@@ -93,8 +94,10 @@ class Notifier:
         try:
             await send
         except (httpx.HTTPError, smtplib.SMTPException, OSError, TimeoutError) as exc:
-            log.warning("alert notification failed", channel=channel, code=alert.code, error=repr(exc))
-            await self._record(alert, channel, "failed", repr(exc)[:500])
+            # httpx names the URL in its errors, and the Bot API's URL carries the bot token.
+            error = redact_text(repr(exc), self._settings.secret_values())
+            log.warning("alert notification failed", channel=channel, code=alert.code, error=error)
+            await self._record(alert, channel, "failed", error[:500])
             return
         await self._record(alert, channel, "sent", "")
 
