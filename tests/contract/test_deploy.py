@@ -496,9 +496,11 @@ def _dashboard_queries() -> list[str]:
 
 
 def test_dashboard_charts_only_exported_metrics() -> None:
-    allowed = COUNTERS_AND_GAUGES | PROMETHEUS_SERIES | {
-        f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
-    }
+    allowed = (
+        COUNTERS_AND_GAUGES
+        | PROMETHEUS_SERIES
+        | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+    )
     for expr in _dashboard_queries():
         label_values = re.fullmatch(r"label_values\((\w+),\s*\w+\)", expr)
         used = {label_values[1]} if label_values else _metric_names(expr)
@@ -511,7 +513,9 @@ def test_dashboard_charts_every_exported_metric() -> None:
     assert used >= COUNTERS_AND_GAUGES
     assert "volguard_handler_latency_seconds_bucket" in used
     assert any(
-        "histogram_quantile(0.99" in e and "volguard_handler_latency_seconds_bucket" in e and "by (service, le)" in e
+        "histogram_quantile(0.99" in e
+        and "volguard_handler_latency_seconds_bucket" in e
+        and "by (service, le)" in e
         for e in _dashboard_queries()
     ), "no per-service p99 of handler_latency_seconds"
 
