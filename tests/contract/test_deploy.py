@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -536,6 +537,25 @@ def test_dashboard_uses_the_provisioned_datasource() -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Kubernetes
+
+
+# The Kubernetes release whose API schemas the manifests are checked against (kubernetes-validate's).
+K8S_VERSION = "1.37.0"
+
+
+def test_k8s_manifests_validate_strictly_against_the_kubernetes_api_schemas() -> None:
+    docs = _k8s_documents()
+    assert docs
+    for doc in docs:
+        # strict: an unknown or misspelt field is an error, not silently ignored by the API server.
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_k8s_validation_catches_a_misspelt_field() -> None:
+    deployment = json.loads(json.dumps(_k8s("Deployment", "dashboard-api")))
+    deployment["spec"]["replica"] = deployment["spec"].pop("replicas", 2)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
 def test_k8s_manifests_parse_and_kustomization_lists_them_all() -> None:
