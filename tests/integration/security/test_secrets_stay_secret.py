@@ -95,8 +95,10 @@ async def _get(url: str) -> httpx.Response | None:
 
 
 async def test_no_configured_secret_reaches_the_log_or_the_config_summary(
-    settings: Settings, redis: Redis, tmp_path: Path
+    settings: Settings, redis: Redis, tmp_path: Path, fresh_database_url: str
 ) -> None:
+    # A database of its own: the notification log it fills is no other test's business.
+    settings = settings.model_copy(update={"database_url": fresh_database_url})
     port = free_port()
     env = service_env(settings, dashboard_port=port, port_base=free_port_block(5), state_dir=tmp_path)
     assert settings.database_url.startswith("postgresql://postgres@")
