@@ -213,6 +213,18 @@ def test_handled_events_set_state_health_decisions_and_age() -> None:
         state.ts_init.timestamp()
     )
 
+    metrics.handled(
+        service,
+        "md.status",
+        events.FeedStatus(
+            ts_event=SESSION, source="market_data/test", feed="sim", mode=events.MarketMode.SIM,
+            state=events.FeedState.STALE,
+        ),
+    )  # fmt: skip
+    feed = {"service": service, "feed": "sim"}
+    assert sample("volguard_feed_state", {**feed, "state": "STALE"}) == 1
+    assert sample("volguard_feed_state", {**feed, "state": "CONNECTED"}) == 0
+
     metrics.handled(service, "ex.health", _broker_health(connected=True))
     metrics.handled(service, "ex.health", _broker_health(connected=False))
     broker = {"service": service, "broker": "paper"}
@@ -237,6 +249,16 @@ def test_handled_events_set_state_health_decisions_and_age() -> None:
     assert sample("volguard_risk_decisions_total", {"service": service, "approved": "false"}) == 1
     assert sample("volguard_risk_rejections_total", {"service": service, "check": "margin"}) == 1
     assert sample("volguard_risk_rejections_total", {"service": service, "check": "trading_state"}) is None
+
+
+def test_trading_state_marks_one_state_of_all() -> None:
+    service = unique("risk")
+    metrics.trading_state(service, events.TradingStateKind.HALTED)
+    values = {
+        kind.value: sample("volguard_trading_state", {"service": service, "state": kind.value})
+        for kind in events.TradingStateKind
+    }
+    assert values == {kind.value: (1 if kind.value == "HALTED" else 0) for kind in events.TradingStateKind}
 
 
 def test_lease_held_follows_acquisition_and_loss() -> None:

@@ -176,9 +176,15 @@ RISK_REJECTIONS_TOTAL = Counter(
 )
 TRADING_STATE = Gauge(
     "volguard_trading_state",
-    "1 for the state of the newest TradingState the service handled, 0 for the other states; absent "
-    "before the first (the state is then unknown to the service).",
+    "1 for the trading state the service is in (risk, from its restored state on) or last read from "
+    "rk.state (the others), 0 for the other states; absent while the service does not know it.",
     ["service", "state"],
+    registry=REGISTRY,
+)
+FEED_STATE = Gauge(
+    "volguard_feed_state",
+    "1 for the state of the newest FeedStatus the service handled for the feed, 0 for the others.",
+    ["service", "feed", "state"],
     registry=REGISTRY,
 )
 BROKER_CONNECTED = Gauge(
@@ -301,12 +307,22 @@ def handled(service: str, stream: str, event: events.Event) -> None:
                 if not check.passed:
                     _child(RISK_REJECTIONS_TOTAL, service, check.name).inc()
     elif isinstance(event, events.TradingState):
-        for kind in events.TradingStateKind:
-            _child(TRADING_STATE, service, kind.value).set(1 if kind is event.state else 0)
+        trading_state(service, event.state)
+    elif isinstance(event, events.FeedStatus):
+        for feed_state in events.FeedState:
+            _child(FEED_STATE, service, event.feed, feed_state.value).set(
+                1 if feed_state is event.state else 0
+            )
     elif isinstance(event, events.BrokerHealth):
         _child(BROKER_CONNECTED, service, event.broker).set(1 if event.connected else 0)
         _child(BROKER_RECONCILED, service, event.broker).set(1 if event.reconciled else 0)
         _child(BROKER_IN_FLIGHT_UNKNOWN, service, event.broker).set(event.in_flight_unknown)
+
+
+def trading_state(service: str, state: events.TradingStateKind) -> None:
+    """1 for `state`, 0 for every other: the state `service` holds (risk) or last read (rk.state)."""
+    for kind in events.TradingStateKind:
+        _child(TRADING_STATE, service, kind.value).set(1 if kind is state else 0)
 
 
 def lease_constructed(lease: str, holder: str) -> None:

@@ -35,7 +35,7 @@ from decimal import Decimal
 import numpy as np
 import structlog
 
-from volguard_common import clock, events, outbox, streams
+from volguard_common import clock, events, metrics, outbox, streams
 from volguard_common.bus import Delivery
 from volguard_common.charges import round_to_paisa
 from volguard_common.events import Bucket, TradingCause, TradingState, TradingStateKind
@@ -97,7 +97,8 @@ class Restored:
 class Risk:
     def __init__(self, ctx: ServiceContext, restored: Restored) -> None:
         self.ctx = ctx
-        self.machine = restored.machine
+        self._machine = restored.machine
+        metrics.trading_state(ctx.spec.name, self._machine.state)
         self.ledger = restored.ledger
         self.limits = RiskLimits.from_settings(ctx.settings)
         self.margin = MarginParameters.from_settings(ctx.settings)
@@ -124,6 +125,16 @@ class Risk:
         self.open_orders: int | None = None
         # The same figure execution slices at (its setting; the instrument master's in live mode).
         self.freeze_quantity: int | None = ctx.settings.nifty_freeze_quantity
+
+    @property
+    def machine(self) -> TradingStateMachine:
+        return self._machine
+
+    @machine.setter
+    def machine(self, machine: TradingStateMachine) -> None:
+        # Every committed change of state passes here: /metrics shows the state risk holds, from start.
+        self._machine = machine
+        metrics.trading_state(self.ctx.spec.name, machine.state)
 
     # ---- persistence ------------------------------------------------------------------------------
     async def _record_transitions(
