@@ -332,6 +332,14 @@ class PaperBroker:
         while True:
             yield await self._updates.get()
 
+    def take_updates(self) -> list[BrokerUpdate]:
+        """Every update waiting now, without waiting for more: how an in-process event loop (the
+        backtest) drains the exchange's reports after each step instead of a task blocked on `updates`."""
+        taken: list[BrokerUpdate] = []
+        while not self._updates.empty():
+            taken.append(self._updates.get_nowait())
+        return taken
+
     async def close(self) -> None:
         self._closed = True
 
