@@ -47,7 +47,7 @@ from volguard_backtest.domain.records import (
     TradeRecord,
 )
 from volguard_backtest.market import Instant, RecordedMarket, SimMarket
-from volguard_common import events
+from volguard_common import clock, events
 from volguard_common.charges import round_to_paisa
 from volguard_common.events.orders import BasketResult, ExecuteBasket, Fill, OrderUpdate
 from volguard_common.settings import Settings
@@ -141,7 +141,14 @@ class Backtest:
         portfolio = self.risk.portfolio
         self.records.book_realised_net = portfolio.realised_net()
         self.records.book_unrealised = portfolio.unrealised()
+        marks = portfolio.marks
+        open_value: Decimal | None = Decimal(0)
+        for key, units in sorted(portfolio.net_positions().items()):
+            mark = marks.get(key)
+            open_value = None if mark is None or open_value is None else open_value + mark * units
+        self.records.open_market_value = open_value
         for trade in portfolio.trades:
+            self.records.book_trades[trade.trade_id] = (trade.realised_net, trade.charges)
             known = self.records.trades.get(trade.trade_id)
             if known is not None:
                 self.records.trades[trade.trade_id] = TradeRecord(
@@ -204,6 +211,10 @@ class Backtest:
         last = self.last_instant
         settlement_price = last.chains[0].spot
         close = next(d.close for d in self.days if d.day == self.day)
+        if close != clock.nse_calendar().session_bounds(close)[1]:
+            # A run bounded before the close (--until): nothing has expired yet.
+            self._equity(close, force=True)
+            return
         for trade_id, leg, intrinsic, stt in self.risk.settle_expired(close, settlement_price):
             trade = self.risk.portfolio.trade(trade_id)
             self.records.settlements.append(

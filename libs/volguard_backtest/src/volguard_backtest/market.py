@@ -112,6 +112,8 @@ class RecordedMarket:
                 if entry.stream != ChainSnapshot.STREAM:
                     continue
                 chain = ChainSnapshot.model_validate_json(entry.payload)
+                if chain.ts_event > self.days[-1].close:
+                    break
                 if chain.ts_event.date() not in wanted:
                     continue
                 if pending and chain.ts_event != pending[0].ts_event:

@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from redis.asyncio import Redis
 
-from volguard_cli import calendar_commands, dlq_commands, infra, market_commands
+from volguard_cli import backtest_commands, calendar_commands, dlq_commands, infra, market_commands
 from volguard_cli.probes import READY_WAIT_S, health_role, probe
 from volguard_cli.supervisor import (
     ProcessRecord,
@@ -334,6 +334,7 @@ def streams_command(
 market_commands.register(app)
 calendar_commands.register(app)
 dlq_commands.register(app)
+backtest_commands.register(app)
 
 if __name__ == "__main__":
     app()

@@ -10,7 +10,7 @@ traded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from volguard_common import clock
 
@@ -84,3 +84,10 @@ def parse_day(text: str, option: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise BacktestInputError(f"{option} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def parse_time(text: str, option: str) -> time:
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise BacktestInputError(f"{option} {text!r} is not a time of day (HH:MM)") from None

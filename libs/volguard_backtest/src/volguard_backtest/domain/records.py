@@ -122,6 +122,10 @@ class RunRecords:
     # The book's own figures at the end (risk's Portfolio), which the report reconciles against.
     book_realised_net: Decimal = Decimal(0)
     book_unrealised: Decimal | None = None
+    # Per trade as the book has it: (realised net of charges, charges) at the end.
+    book_trades: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    # What the open positions are worth at their last marks (units x mark), None if any lacks a mark.
+    open_market_value: Decimal | None = Decimal(0)
     account: Decimal = Decimal(0)
     snapshots: int = 0
     vol_snapshots: int = 0
