@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from volguard_common import clock, events
@@ -41,7 +41,7 @@ from volguard_common.settings import Settings
 from volguard_execution.adapters.paper_broker import MemoryPaperStore, PaperBroker
 from volguard_execution.domain.basket_guard import BasketGuard, Contract, GuardConfig, RaiseAlert
 from volguard_execution.domain.orders import Order
-from volguard_execution.domain.paper_exchange import InstrumentRules, PaperOrder, chain_quotes
+from volguard_execution.domain.paper_exchange import InstrumentRules, PaperOrder, Quote, _price
 from volguard_execution.ports import BrokerTrade
 from volguard_execution.runner import BasketRunner
 from volguard_risk.domain import controls
@@ -431,6 +431,7 @@ class ExecutionDesk:
         self.orders_placed = 0
         self.tick_size = Decimal("0.05")
         self._rules_known: set[str] = set()
+        self.latest: dict[date, events.ChainSnapshot] = {}  # each expiry's newest chain
 
     @classmethod
     async def open(cls, settings: Settings, time: EventTime) -> ExecutionDesk:
@@ -454,22 +455,31 @@ class ExecutionDesk:
         return sum(1 for guard in self.runner.guards.values() for order in guard.orders if order.live)
 
     async def on_chains(self, chains: Sequence[events.ChainSnapshot]) -> None:
+        """md.chain at execution. The service hands the paper exchange and every working guard each quote
+        of the chain; here only the quotes of contracts a working basket trades are handed on (the
+        others can change no order's outcome: an order rests, fills and takes displayed quantity on its
+        own contract's quotes only), and a basket's contracts get their latest quote when it starts.
+        Same outcome, without building some 1,700 quotes per expiry per instant."""
         self.time.saw(chains[0].ts_event)
         for chain in chains:
             self.tick_size = Decimal(repr(chain.tick_size))
-            rules = self._rules(chain)
-            if rules:
-                self.broker.add_instruments(rules)
-            await self.broker.on_chain(chain)
-            quotes = chain_quotes(chain)
-            for guard in self.runner.guards.values():
-                if not guard.ended:
-                    for quote in quotes:
+            self.latest[chain.expiry] = chain
+        watched = self._watched()
+        if watched:
+            for quote in self._quotes(watched):
+                await self.broker.on_quote(quote)
+                for guard in self.runner.guards.values():
+                    if not guard.ended:
                         guard.on_quote(quote.instrument_key, quote.bid, quote.ask)
         await self.step(chains[0].ts_event)
 
     async def execute(self, basket: ExecuteBasket) -> None:
         self.time.saw(basket.ts_event)
+        keys = {leg.instrument_key for leg in basket.legs}
+        self.broker.add_instruments(self._rules(keys))
+        quotes = {quote.instrument_key: quote for quote in self._quotes(keys)}
+        for quote in quotes.values():
+            await self.broker.on_quote(quote)
         guard = BasketGuard(
             basket,
             contract=Contract(self.tick_size, self.settings.nifty_freeze_quantity),
@@ -482,6 +492,53 @@ class ExecutionDesk:
                 guard.on_quote(leg.instrument_key, quote.bid, quote.ask)
         await self.runner.start(guard)
         await self._drain()
+
+    def _watched(self) -> set[str]:
+        return {
+            leg.instrument_key
+            for guard in self.runner.guards.values()
+            if not guard.ended
+            for leg in guard.basket.legs
+        }
+
+    def _quotes(self, keys: set[str]) -> list[Quote]:
+        """The latest quotes of `keys`, built as chain_quotes builds them, in the chain's order."""
+        quotes: list[Quote] = []
+        for expiry in sorted(self.latest):
+            chain = self.latest[expiry]
+            arrays = chain.to_numpy()
+            sides = (
+                (
+                    arrays.call_instrument_key,
+                    arrays.call_bid,
+                    arrays.call_ask,
+                    arrays.call_bid_qty,
+                    arrays.call_ask_qty,
+                ),
+                (
+                    arrays.put_instrument_key,
+                    arrays.put_bid,
+                    arrays.put_ask,
+                    arrays.put_bid_qty,
+                    arrays.put_ask_qty,
+                ),
+            )
+            for names, bids, asks, bid_qtys, ask_qtys in sides:
+                for i, name in enumerate(names):
+                    if name not in keys:
+                        continue
+                    bid, ask = _price(float(bids[i])), _price(float(asks[i]))
+                    quotes.append(
+                        Quote(
+                            name,
+                            bid,
+                            ask,
+                            int(bid_qtys[i]) if bid is not None else 0,
+                            int(ask_qtys[i]) if ask is not None else 0,
+                            chain.ts_event,
+                        )
+                    )
+        return quotes
 
     async def cancel_all(self, reason: str) -> None:
         for guard in list(self.runner.guards.values()):
@@ -505,22 +562,24 @@ class ExecutionDesk:
             for update in updates:
                 await self.runner.on_update(update)
 
-    def _rules(self, chain: events.ChainSnapshot) -> dict[str, InstrumentRules]:
-        arrays = chain.to_numpy()
+    def _rules(self, keys: set[str]) -> dict[str, InstrumentRules]:
+        """Exchange rules of contracts not listed yet (the service lists every contract of each chain)."""
         rules: dict[str, InstrumentRules] = {}
-        for keys in (arrays.call_instrument_key, arrays.put_instrument_key):
-            for key in keys:
-                name = str(key)
-                if name and name not in self._rules_known:
-                    self._rules_known.add(name)
-                    rules[name] = InstrumentRules(
-                        name,
-                        chain.lot_size,
-                        Decimal(repr(chain.tick_size)),
-                        self.settings.nifty_freeze_quantity,
-                        _NO_BAND_LOW,
-                        _NO_BAND_HIGH,
-                    )
+        for expiry in sorted(self.latest):
+            chain = self.latest[expiry]
+            arrays = chain.to_numpy()
+            for names in (arrays.call_instrument_key, arrays.put_instrument_key):
+                for name in names:
+                    if name in keys and name not in self._rules_known:
+                        self._rules_known.add(name)
+                        rules[name] = InstrumentRules(
+                            name,
+                            chain.lot_size,
+                            Decimal(repr(chain.tick_size)),
+                            self.settings.nifty_freeze_quantity,
+                            _NO_BAND_LOW,
+                            _NO_BAND_HIGH,
+                        )
         return rules
 
     # ---- the runner's journal ---------------------------------------------------------------------
