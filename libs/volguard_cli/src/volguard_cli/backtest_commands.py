@@ -81,7 +81,7 @@ def backtest(
             until=parse_time(until, "--until") if until is not None else None,
         )
     except BacktestInputError as error:
-        console.print(f"volguard backtest: {error}", markup=False)
+        typer.echo(f"volguard backtest: {error}", err=True)
         raise typer.Exit(2) from None
     stop = _StopFlag()
     previous = signal.signal(signal.SIGINT, stop.handle)
@@ -109,7 +109,7 @@ def backtest(
         with progress:
             result = run(request, progress=on_progress, should_stop=stop)
     except BacktestInputError as error:
-        console.print(f"volguard backtest: {error}", markup=False)
+        typer.echo(f"volguard backtest: {error}", err=True)
         raise typer.Exit(2) from None
     finally:
         signal.signal(signal.SIGINT, previous)
