@@ -18,6 +18,7 @@ import pytest
 
 from volguard_backtest.app import BacktestRequest, run
 from volguard_backtest.domain.records import RunRecords
+from volguard_common.charges import round_to_paisa
 
 VOLGUARD = [sys.executable, "-m", "volguard_cli.main"]
 DAY = "2026-03-02"  # an expiry day (Tuesday 3 March is Holi): entries from 09:30
@@ -94,9 +95,8 @@ def test_a_bounded_backtest_completes_from_the_cli_and_writes_a_reconciled_repor
     cash = sum(
         Decimal(leg["price"]) * leg["quantity"] * (1 if leg["side"] == "SELL" else -1) for leg in fills
     ) - sum(Decimal(leg["fees"]) for leg in fills)
-    assert cash + Decimal(report["reconciliation"]["open_positions_value"]) == Decimal(
-        report["summary"]["net_pnl"]
-    )
+    open_value = Decimal(report["reconciliation"]["open_positions_value"])
+    assert round_to_paisa(cash + open_value) == Decimal(report["summary"]["net_pnl"])
     assert report["wait_reasons"], "every WAIT has its reason counted"
     page = (tmp_path / "run.html").read_text()
     assert "Plotly.newPlot" in page

@@ -119,6 +119,7 @@ def run(
         stopped_at=outcome.stopped_at,
         days=tuple(d.describe() for d in days),
         wall_seconds=wall.perf_counter() - started,
+        stage_seconds=outcome.stage_seconds,
     )
     return BacktestResult(report_data.build(outcome.records, info), outcome, tuple(days))
 

@@ -477,9 +477,8 @@ class ExecutionDesk:
         self.time.saw(basket.ts_event)
         keys = {leg.instrument_key for leg in basket.legs}
         self.broker.add_instruments(self._rules(keys))
-        quotes = {quote.instrument_key: quote for quote in self._quotes(keys)}
-        for quote in quotes.values():
-            await self.broker.on_quote(quote)
+        for latest in self._quotes(keys):
+            await self.broker.on_quote(latest)
         guard = BasketGuard(
             basket,
             contract=Contract(self.tick_size, self.settings.nifty_freeze_quantity),

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from time import perf_counter
 
 import pandas as pd
 
@@ -55,6 +56,7 @@ from volguard_strategy.domain.config import StrategyConfig
 from volguard_strategy.domain.strategist import Strategist
 
 TIMER_STEP = timedelta(seconds=1)
+STAGES = ("market", "execution", "risk", "analytics", "strategy")
 EQUITY_EVERY = timedelta(seconds=60)
 
 Progress = Callable[["Position"], None]
@@ -77,6 +79,7 @@ class RunOutcome:
     completed: bool  # False when stopped before the last day's close
     stopped_at: datetime | None  # the last instant processed
     days_done: int
+    stage_seconds: Mapping[str, float]  # wall time per component
 
 
 class Backtest:
@@ -112,6 +115,8 @@ class Backtest:
         self.execution: ExecutionDesk | None = None
         # Baskets risk issued, started at execution in the order issued.
         self._pending: list[ExecuteBasket] = []
+        # Wall seconds spent per component: where the time goes (run statistics only, never a decision).
+        self.stage_seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
 
     # ---- the loop -------------------------------------------------------------------------------
     async def run(self) -> RunOutcome:
@@ -121,7 +126,13 @@ class Backtest:
         day_numbers = {d.day: n for n, d in enumerate(self.days, start=1)}
         instants = 0
         completed = True
-        for instant in self.market.instants():
+        instants_of = iter(self.market.instants())
+        while True:
+            began = perf_counter()
+            instant = next(instants_of, None)
+            self.stage_seconds["market"] += perf_counter() - began
+            if instant is None:
+                break
             if self.should_stop():
                 completed = False
                 break
@@ -165,7 +176,7 @@ class Backtest:
         days_done = sum(1 for d in self.days if self.day is not None and d.day < self.day) + (
             1 if completed and self.day is not None else 0
         )
-        return RunOutcome(self.records, completed, stopped_at, days_done)
+        return RunOutcome(self.records, completed, stopped_at, days_done, dict(self.stage_seconds))
 
     def _open_day(self, day: date) -> None:
         if self.day is not None and self.day_spots:
@@ -246,20 +257,32 @@ class Backtest:
         self.day_spots.append(instant.chains[0].spot)
         if instant.chains[0].vix is not None:
             self.day_vix = instant.chains[0].vix
+        stages = self.stage_seconds
         # 1. execution
+        began = perf_counter()
         await self.execution.on_chains(instant.chains)
         self._route_reports(ts)
         # 2. risk on the chains
+        marked = perf_counter()
+        stages["execution"] += marked - began
         self._risk_reaction(self.risk.on_chains(instant.chains), ts)
+        began = perf_counter()
+        stages["risk"] += began - marked
         await self._start_baskets()
         # 3. analytics
+        marked = perf_counter()
+        stages["execution"] += marked - began
         self.vol_engine.observe_chain_set(instant.chains)
         vol = self.vol_engine.snapshot(instant.chains)
         self.records.vol_snapshots += 1
         # 4. risk and strategy on the VolSnapshot
+        began = perf_counter()
+        stages["analytics"] += began - marked
         self.risk.on_vol(vol)
         chains: Mapping[date, events.ChainSnapshot] = {c.expiry: c for c in instant.chains}
         evaluation = self.strategist.on_vol(vol, chains)
+        marked = perf_counter()
+        stages["strategy"] += marked - began
         regime = vol.regime.regime.value
         for bucket_decision in evaluation.decisions:
             self.records.decisions.append(
@@ -300,7 +323,10 @@ class Backtest:
                     intent.lot_size,
                 )
             self._pending.append(basket)
+        began = perf_counter()
+        stages["risk"] += began - marked
         await self._start_baskets()
+        stages["execution"] += perf_counter() - began
         self._equity(ts)
 
     async def _start_baskets(self) -> None:

@@ -12,12 +12,13 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from volguard_backtest.domain.records import FillRecord, RunRecords, SettlementRecord
+from volguard_common.charges import round_to_paisa
 
 ZERO = Decimal(0)
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
@@ -35,6 +36,7 @@ class RunInfo:
     stopped_at: datetime | None
     days: tuple[str, ...]  # each trading day with its dated rules
     wall_seconds: float
+    stage_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 def trade_rows(records: RunRecords) -> list[dict[str, Any]]:
@@ -209,20 +211,21 @@ def build(records: RunRecords, run: RunInfo) -> dict[str, Any]:
     peak: Decimal | None = None
     drawdowns: list[Decimal] = []
     for p in records.equity:
-        account = records.account + p.equity_pnl
+        # Marks are mids (risk's marks carry the float digits of the chain); shown to the paisa.
+        account = round_to_paisa(records.account + p.equity_pnl)
         peak = account if peak is None else max(peak, account)
         drawdowns.append(account - peak)
         equity.append(
             {
                 "ts_event": p.ts_event.isoformat(),
-                "pnl": p.equity_pnl,
+                "pnl": round_to_paisa(p.equity_pnl),
                 "account": account,
                 "drawdown": account - peak,
             }
         )
     daily: dict[str, Decimal] = {}
     for p in records.equity:
-        daily[p.ts_event.date().isoformat()] = p.equity_pnl
+        daily[p.ts_event.date().isoformat()] = round_to_paisa(p.equity_pnl)
     day_pnl: list[Decimal] = []
     previous = ZERO
     for day in sorted(daily):
@@ -260,6 +263,7 @@ def build(records: RunRecords, run: RunInfo) -> dict[str, Any]:
             "stopped_at": None if run.stopped_at is None else run.stopped_at.isoformat(),
             "days": list(run.days),
             "wall_seconds": round(run.wall_seconds, 3),
+            "stage_seconds": {stage: round(seconds, 3) for stage, seconds in run.stage_seconds.items()},
             "market_instants": records.snapshots,
             "vol_snapshots": records.vol_snapshots,
             "decisions": len(records.decisions),
@@ -271,9 +275,11 @@ def build(records: RunRecords, run: RunInfo) -> dict[str, Any]:
         },
         "summary": {
             "account": records.account,
-            "net_pnl": net,
+            "net_pnl": None if net is None else round_to_paisa(net),
             "realised_net": records.book_realised_net,
-            "unrealised": records.book_unrealised,
+            "unrealised": None
+            if records.book_unrealised is None
+            else round_to_paisa(records.book_unrealised),
             "return_on_account": None if net is None else float(net / records.account),
             "trades": len(trades),
             "closed_trades": len(closed),
