@@ -18,6 +18,7 @@ Where the services do not (yet) have a piece a whole-day run needs, the desk say
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from volguard_risk.domain.marks import leg_markets
 from volguard_risk.domain.portfolio import LegPosition, Portfolio, TradeOrigin, portfolio_snapshot
 from volguard_risk.domain.pretrade import (
     BookLeg,
+    Check,
     Context,
     LegMarket,
     MarketView,
@@ -64,6 +66,7 @@ RISK_SOURCE = "risk/backtest"
 EXECUTION_SOURCE = "execution/backtest"
 # As in the risk service: rk.portfolio at least this often in event time while chains arrive.
 SNAPSHOT_EVERY = timedelta(seconds=5)
+ORDER_WINDOW = timedelta(minutes=30)
 _NO_BAND_LOW, _NO_BAND_HIGH = Decimal("0.05"), Decimal("1000000")
 
 
@@ -109,6 +112,8 @@ class RiskDesk:
         self.basket_sizes: dict[str, tuple[int, Decimal]] = {}  # basket → (units, reserved)
         self.unpriced_alerted: set[tuple[str, events.ExitReason]] = set()
         self.open_orders = 0
+        self.orders_seen: set[tuple[str, int]] = set()
+        self.orders_sent: list[datetime] = []  # event times of exchange orders sent, last ORDER_WINDOW
 
     def start(self, at: datetime) -> list[events.TradingState]:
         """Risk's start, as the service makes it: UNRECONCILED until the book agrees with execution's
@@ -144,7 +149,12 @@ class RiskDesk:
             if intent.kind is events.IntentKind.ENTRY:
                 trade_id = f"tr-{intent.intent_id}"[:64]
                 self.portfolio.open_trade(
-                    trade_id, intent.bucket, intent.structure, intent.ts_event, origin=TradeOrigin.VOLGUARD
+                    trade_id,
+                    intent.bucket,
+                    intent.structure,
+                    intent.ts_event,
+                    origin=TradeOrigin.VOLGUARD,
+                    max_loss=_approved_max_loss(assessment.checks),
                 )
             else:
                 assert intent.trade_id is not None
@@ -180,6 +190,21 @@ class RiskDesk:
                 self.ledger.release(basket_id, fill.ts_event, f"trade {booked.trade_id} closed")
         states = self._events(self._flat_transition(fill.ts_event), fill.correlation_id)
         return self.snapshot(fill.ts_event, fill.correlation_id), states
+
+    def on_order_update(self, update: OrderUpdate) -> None:
+        """Count each exchange order (a client order id's slice) once, at its first report: the order
+        budget counts orders execution reported sent, as the service does."""
+        key = (update.client_order_id, update.slice_index)
+        if key in self.orders_seen:
+            return
+        self.orders_seen.add(key)
+        bisect.insort(self.orders_sent, update.ts_event)
+        horizon = self.orders_sent[-1] - ORDER_WINDOW
+        while self.orders_sent and self.orders_sent[0] < horizon:
+            self.orders_sent.pop(0)
+
+    def _orders_within(self, now: datetime, window: timedelta) -> int:
+        return sum(1 for at in self.orders_sent if now - window < at <= now)
 
     def on_basket_result(self, result: BasketResult) -> list[events.TradingState]:
         self.ledger.release_reservation(result.basket_id, result.ts_event, f"basket {result.status.value}")
@@ -346,8 +371,8 @@ class RiskDesk:
             bucket_free=balance.free,
             margin_available=self.account,
             day_pnl=self.portfolio.day_pnl(),
-            orders_last_minute=0,
-            orders_last_30_minutes=0,
+            orders_last_minute=self._orders_within(intent.ts_event, timedelta(minutes=1)),
+            orders_last_30_minutes=self._orders_within(intent.ts_event, ORDER_WINDOW),
             seen_intent=seen,
             trade_holds=holds,
         )
@@ -390,6 +415,15 @@ class RiskDesk:
                 for basket_id in self.portfolio.baskets_of(trade_id):
                     self.ledger.release(basket_id, at, f"trade {trade_id} settled at expiry")
         return settled
+
+
+def _approved_max_loss(checks: Sequence[Check]) -> Decimal | None:
+    """The max loss the per-trade budget check approved (the intent's, or its stress-priced worst): risk
+    forces the trade out if it ever loses that much."""
+    for check in checks:
+        if check.name == "per_trade_budget" and isinstance(check.value, Decimal):
+            return check.value
+    return None
 
 
 class UnlimitedPaperMargin:

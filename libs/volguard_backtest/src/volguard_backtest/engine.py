@@ -387,8 +387,9 @@ class Backtest:
         assert self.execution is not None
         for report in self.execution.take_reports():
             if isinstance(report, OrderUpdate):
-                if report.status is events.OrderStatus.NEW:
-                    self.records.orders += 1
+                before = len(self.risk.orders_seen)
+                self.risk.on_order_update(report)
+                self.records.orders += len(self.risk.orders_seen) - before
             elif isinstance(report, Fill):
                 self._record_fill(report)
                 snapshot, states = self.risk.on_fill(report)
