@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
@@ -16,9 +17,18 @@ from typing import Any
 
 import pytest
 
-from volguard_backtest.app import BacktestRequest, run
+from volguard_backtest.app import BacktestRequest, prepare, run
 from volguard_backtest.domain.records import RunRecords
+from volguard_backtest.market import SimMarket
 from volguard_common.charges import round_to_paisa
+from volguard_common.events import ChainSnapshot
+from volguard_market_data.recording import (
+    INDEX_FILE,
+    RecordedEntry,
+    RecordingIndex,
+    segment_name,
+    write_segment,
+)
 
 VOLGUARD = [sys.executable, "-m", "volguard_cli.main"]
 DAY = "2026-03-02"  # an expiry day (Tuesday 3 March is Holi): entries from 09:30
@@ -143,3 +153,55 @@ def test_five_simulated_days_complete_from_the_cli_and_reconcile(tmp_path: Path)
     assert len(report["run"]["days"]) == 5
     assert report["reconciliation"]["reconciled"]
     assert len(report["daily_pnl"]) == 5
+
+
+def _record(directory: Path, request: BacktestRequest) -> int:
+    """A recorded session of the simulated market's chains (md.chain), as `volguard record` writes one."""
+    _, _, market, _ = prepare(request)
+    assert isinstance(market, SimMarket)
+    entries = [
+        RecordedEntry(
+            stream=ChainSnapshot.STREAM,
+            event_type="ChainSnapshot",
+            ts_event=chain.ts_event,
+            entry_id=f"{n + 1}-{i}",
+            payload=chain.model_dump_json().encode(),
+        )
+        for n, instant in enumerate(market.instants())
+        for i, chain in enumerate(instant.chains)
+    ]
+    directory.mkdir()
+    segment = write_segment(directory, segment_name(1), entries)
+    index = RecordingIndex(
+        session_id="backtest-test",
+        streams=(ChainSnapshot.STREAM,),
+        feed="sim",
+        started_at=entries[0].ts_event,
+        ended_at=entries[-1].ts_event,
+        complete=True,
+        entries=len(entries),
+        first_event=entries[0].ts_event,
+        last_event=entries[-1].ts_event,
+        segments=(segment,),
+    )
+    (directory / INDEX_FILE).write_text(json.dumps(index.model_dump(mode="json")))
+    return len({entry.ts_event for entry in entries})
+
+
+def test_a_recorded_session_replays_through_the_backtest_from_the_cli(tmp_path: Path) -> None:
+    recording = tmp_path / "session"
+    instants = _record(recording, replace(BOUNDED, until=time(9, 40)))
+    done = _volguard(
+        [
+            *("backtest", "--from", DAY, "--to", DAY, "--until", "09:40", "--source", str(recording)),
+            *("--report", str(tmp_path / "replay"), "--quiet"),
+        ],
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "replay.json").read_text())
+    assert report["run"]["completed"]
+    assert report["run"]["source"] == str(recording)
+    assert report["run"]["market_instants"] == instants == 25 * 60 // 5 + 1
+    assert report["run"]["vol_snapshots"] == instants
+    assert report["reconciliation"]["reconciled"]
