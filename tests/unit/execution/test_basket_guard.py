@@ -234,7 +234,7 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
         assert self.guard is not None
         entries = [e for e in self.exchange.order_book() if self.routes[e.exchange_order_id] == key]
         if not entries:
-            self.guard.resolved(key, None, [])
+            self.guard.resolved(key, None, [], self.now)
             return
         entry = entries[0]
         trades = [
@@ -242,7 +242,7 @@ class GuardAgainstAnUnreliableBroker(RuleBasedStateMachine):
             for t in self.exchange.trades()
             if t.exchange_order_id == entry.exchange_order_id
         ]
-        self.guard.resolved(key, entry.broker_report(), trades)
+        self.guard.resolved(key, entry.broker_report(), trades, self.now)
 
     def _act(self, actions: list[Action]) -> None:
         assert self.guard is not None
@@ -614,6 +614,41 @@ def test_a_failed_exit_is_not_reversed_and_what_remains_is_hedged() -> None:
     assert h._account()["NSE_FO|CE25800"] == 0
     assert hedged(h._account())
     assert any(a.code == "BASKET_STUCK" for a in h.alerts)
+
+
+def test_a_lost_submit_stays_unknown_through_empty_reads_until_the_absent_window_passes() -> None:
+    # A book that lags the exchange shows nothing a second after the submit: that is no proof the order
+    # never arrived, so the leg waits (no second attempt that could double it) until reads spread over
+    # `absent_after_s` all come back empty.
+    config = replace(CONFIG, absent_after_s=20.0)
+    basket = condor("basket-lost", IntentKind.ENTRY, 1, Urgency.NORMAL)
+    guard = BasketGuard(basket, contract=Contract(TICK, FREEZE), config=config, now=T0)
+    first = [a for a in guard.start(T0) if isinstance(a, Place)]
+    lost = next(p.key for p in first if p.key.leg_index == 0)
+    guard.submit_unknown(lost, "timeout after sending")
+    for other in (p.key for p in first if p.key != lost):
+        guard.acknowledged(other, f"x-{other.leg_index}")
+    placed_later: list[Place] = []
+    reads = 0
+    for second in range(1, 20):
+        now = T0 + timedelta(seconds=second)
+        actions = guard.progress(now)
+        placed_later += [a for a in actions if isinstance(a, Place)]
+        if any(isinstance(a, Resolve) and a.key == lost for a in actions):
+            reads += 1
+            guard.resolved(lost, None, [], now)
+        assert guard.orders[lost].status is OrderStatus.UNKNOWN, second
+    assert reads >= 5  # the guard kept asking the broker
+    assert not [p for p in placed_later if p.key.leg_index == 0]
+    assert not guard.ended
+    # Reads keep coming back empty past the window: only now is it taken as never arrived.
+    guard.resolved(lost, None, [], T0 + timedelta(seconds=25))
+    assert guard.orders[lost].status is OrderStatus.REJECTED
+
+
+def test_absent_window_shorter_than_one_resolve_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="absent_after_s"):
+        replace(CONFIG, absent_after_s=CONFIG.resolve_after_s / 2)
 
 
 def test_config_refuses_a_fill_schedule_longer_than_the_basket_timeout() -> None:

@@ -137,6 +137,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "afe_max_slippage_pct": 2.0,
     "afe_protection_band_pct": 5.0,
     "nifty_freeze_quantity": 1800,
+    "unknown_order_absent_after_s": 30.0,
     "paper_latency_ms": 50,
     "broker_health_interval_s": 30.0,
     "broker_unhealthy_after": 3,

@@ -671,6 +671,14 @@ class Settings(BaseSettings):
         "instrument master `freeze_quantity` gives it; NSE revises it); orders are sliced below it in "
         "whole lots (27 lots of 65). In live mode the broker's instrument master overrides it.",
     )
+    unknown_order_absent_after_s: float = Field(
+        default=30.0,
+        description="Execution: a submit whose answer was lost (timeout, disconnect) stays UNKNOWN, and its "
+        "leg waits, until the broker's order book and order history by tag have both not shown it on "
+        "repeated reads spread over this many seconds; only then is it taken as never arrived and the leg "
+        "placed again. One empty read a second after the submit proves nothing (the book lags the "
+        "exchange), and giving up too early can double a leg. At least 2 s (two reads).",
+    )
     paper_latency_ms: int = Field(
         default=50,
         description="Execution, paper broker: exchange-time latency (ms) between a request and its "
@@ -882,6 +890,7 @@ def _consistency_problems(s: Settings) -> list[str]:
         at_least(field, 0, strict=True)
     at_least("afe_max_reprices", 1)
     at_least("nifty_freeze_quantity", 1)
+    at_least("unknown_order_absent_after_s", 2)
     at_least("paper_latency_ms", 0)
     at_least("broker_health_interval_s", 0, strict=True)
     at_least("broker_unhealthy_after", 1)

@@ -5,8 +5,13 @@ The guard decides; this only does I/O. A submit's outcomes map one to one onto t
 synchronous rejection, a retryable refusal before the broker took the order (throttled, no connection,
 broker closed: the order stays unsent and the guard sends it again under the same key), unknown.
 Updates are routed by broker order id (known from the ack), or by tag for an order whose ack was lost.
-A `Resolve` reads the order history by tag and the trades of the order: an order of the tag that no
-other slice claims is this one; none at all means it never arrived.
+A `Resolve` reads the order history by tag, the order book and the trades of the order: an order of the
+tag that no other slice claims is this one; when neither shows one, the guard is told so (it gives an
+UNKNOWN submit up only after such reads over its `absent_after_s`).
+
+Evidence that cannot be applied (`OrderError`: a report or trade contradicting an order's final state) is
+not allowed to kill the process: the basket it belongs to ends STUCK with a CRITICAL Alert, and an
+operator reconciles it. Crashing would only re-read the same evidence on restart and crash again.
 
 What happened is told to a `Journal` (the service persists and publishes it): every change of an order,
 every new fill, every alert, and the end of a basket.
@@ -22,6 +27,7 @@ import structlog
 
 from volguard_execution.domain.basket_guard import (
     Action,
+    AlertLevel,
     BasketGuard,
     Cancel,
     Modify,
@@ -30,7 +36,7 @@ from volguard_execution.domain.basket_guard import (
     Resolve,
     Withdrawn,
 )
-from volguard_execution.domain.orders import Order, OrderKey
+from volguard_execution.domain.orders import Order, OrderError, OrderKey
 from volguard_execution.ports import (
     Broker,
     BrokerOrder,
@@ -107,12 +113,16 @@ class BasketRunner:
                 return  # not one of ours (or of a basket this process does not work): reconciliation's
             guard, order = found
             before = _fingerprint(order)
-            if order.broker_order_id is None:
-                guard.acknowledged(order.key, update.order.broker_order_id)
-                self._routes[update.order.broker_order_id] = order.key
-            guard.report(order.key, update.order.report)
-            if _fingerprint(order) != before:
-                await self.journal.order_changed(guard, order)
+            try:
+                if order.broker_order_id is None:
+                    guard.acknowledged(order.key, update.order.broker_order_id)
+                    self._routes[update.order.broker_order_id] = order.key
+                guard.report(order.key, update.order.report)
+            except OrderError as exc:
+                await self._contradicted(guard, order, exc)
+            else:
+                if _fingerprint(order) != before:
+                    await self.journal.order_changed(guard, order)
         else:
             assert isinstance(update, TradeReceived)
             await self._trade(update.trade)
@@ -150,7 +160,12 @@ class BasketRunner:
         guard, order = found
         self._routes[trade.broker_order_id] = order.key
         before = _fingerprint(order)
-        if guard.trade(order.key, trade.trade, trade.broker_order_id):
+        try:
+            recorded = guard.trade(order.key, trade.trade, trade.broker_order_id)
+        except OrderError as exc:
+            await self._contradicted(guard, order, exc)
+            return
+        if recorded:
             await self.journal.filled(guard, order, trade)
         if _fingerprint(order) != before:
             await self.journal.order_changed(guard, order)
@@ -210,24 +225,58 @@ class BasketRunner:
         order = guard.orders[key]
         try:
             history = await self.broker.order_history(key.client_order_id)
+            book = await self.broker.order_book()
             trades = await self.broker.trades()
         except BrokerUnavailable as exc:
             log.warning("resolve_failed", key=str(key), error=str(exc))
             return
+        # The history by tag and the book are separate reads at the broker; an order either shows is there.
+        seen = {entry.broker_order_id for entry in history}
+        history = history + [
+            entry
+            for entry in book
+            if entry.client_order_id == key.client_order_id and entry.broker_order_id not in seen
+        ]
         found = self._match(guard, order, history)
         before = _fingerprint(order)
         if found is None:
-            guard.resolved(key, None, [])
+            try:
+                guard.resolved(key, None, [], self.clock())
+            except OrderError as exc:
+                await self._contradicted(guard, order, exc)
+                return
         else:
             self._routes[found.broker_order_id] = key
             mine = [t for t in trades if t.broker_order_id == found.broker_order_id]
             known = set(order.trades)
-            guard.resolved(key, found.report, [t.trade for t in mine])
+            try:
+                guard.resolved(key, found.report, [t.trade for t in mine], self.clock())
+            except OrderError as exc:
+                await self._contradicted(guard, order, exc)
+                return
             for trade in mine:
                 if trade.trade.trade_id not in known and trade.trade.trade_id in order.trades:
                     await self.journal.filled(guard, order, trade)
         if _fingerprint(order) != before:
             await self.journal.order_changed(guard, order)
+
+    async def _contradicted(self, guard: BasketGuard, order: Order, exc: OrderError) -> None:
+        """The broker said something about `order` that contradicts what it said before. What the basket
+        holds is no longer known: it ends STUCK for an operator (an ended basket only alerts)."""
+        reason = f"order {order.client_order_id}/{order.key.slice_index}: {type(exc).__name__}: {exc}"
+        log.error("order_evidence_conflict", basket_id=guard.basket.basket_id, error=reason)
+        if guard.ended:
+            await self.journal.alert(
+                guard,
+                RaiseAlert(
+                    "ORDER_EVIDENCE_CONFLICT",
+                    AlertLevel.CRITICAL,
+                    f"basket {guard.basket.basket_id} ({guard.outcome.status if guard.outcome else ''}): "
+                    f"{reason}; an operator must reconcile it with the broker",
+                ),
+            )
+            return
+        await self._act(guard, guard.stuck(f"the broker contradicts a final order state: {reason}"))
 
     def _match(self, guard: BasketGuard, order: Order, history: list[BrokerOrder]) -> BrokerOrder | None:
         if order.broker_order_id is not None:

@@ -15,6 +15,8 @@ its working orders die with their member's session. Their fills up to then stay.
 Test faults, beyond the exchange's own (`exchange.faults`: reject, fill cap, delay, silent):
 - `lose_answer`: tags whose submit reaches the exchange but whose answer is lost (SubmitOutcomeUnknown);
 - `refuse`: tags refused synchronously (as a 429 before the order is taken: retryable);
+- `unlisted`: tags whose orders the broker's reads (order book, order history) do not show yet, as a
+  broker's book that lags the exchange;
 - `down`: every call fails (BrokerUnavailable; submits are refused as retryable, nothing was sent) and
   the probe says so.
 """
@@ -130,6 +132,7 @@ def died_with_session(order: BrokerOrder, ts_event: datetime) -> BrokerOrder:
 class PaperFaults:
     lose_answer: set[str] = field(default_factory=set)
     refuse: set[str] = field(default_factory=set)
+    unlisted: set[str] = field(default_factory=set)
     down: bool = False
 
 
@@ -296,7 +299,11 @@ class PaperBroker:
 
     async def order_book(self) -> list[BrokerOrder]:
         self._check_up()
-        current = [self._broker_order(entry) for entry in self.exchange.order_book()]
+        current = [
+            self._broker_order(entry)
+            for entry in self.exchange.order_book()
+            if entry.order.client_order_id not in self.faults.unlisted
+        ]
         return [*self._earlier_orders.values(), *current]
 
     async def order_history(self, client_order_id: str) -> list[BrokerOrder]:

@@ -81,6 +81,11 @@ class GuardConfig:
     resolve_after_s: float = 2.0
     # An order refused before the broker took it (retryable) is sent again, same key, after this long.
     resend_after_s: float = 1.0
+    # An UNKNOWN submit is taken as never arrived only when the broker's order book and order history by
+    # tag have both not shown it on repeated reads spread over this long (setting
+    # `unknown_order_absent_after_s`): a book that lags the exchange must not make the guard place the leg
+    # again while the first order is on its way (DESIGN §3: an unknown outcome is never re-sent blindly).
+    absent_after_s: float = 30.0
 
     def __post_init__(self) -> None:
         slowest = max(self.fill.duration_s(urgency) for urgency in Urgency)
@@ -94,14 +99,20 @@ class GuardConfig:
             or self.max_unwind_attempts < 1
             or self.resolve_after_s <= 0
             or self.resend_after_s <= 0
+            or self.absent_after_s < self.resolve_after_s
         ):
             raise ValueError(
-                "max_repairs ≥ 0, max_unwind_attempts ≥ 1, resolve_after_s > 0 and resend_after_s > 0"
+                "max_repairs ≥ 0, max_unwind_attempts ≥ 1, resolve_after_s > 0, resend_after_s > 0 and "
+                "absent_after_s ≥ resolve_after_s (an order is given up only after more than one read)"
             )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GuardConfig:
-        return cls(settings.partial_fill_timeout_s, FillScheduleConfig.from_settings(settings))
+        return cls(
+            settings.partial_fill_timeout_s,
+            FillScheduleConfig.from_settings(settings),
+            absent_after_s=settings.unknown_order_absent_after_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +218,9 @@ class _Asked:
 
     cancel_at: datetime | None = None
     resolve_at: datetime | None = None
+    # An UNKNOWN submit the broker's reads have not shown: since when, and on how many reads.
+    absent_since: datetime | None = None
+    absent_reads: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,21 +381,51 @@ class BasketGuard:
             return False
         return True
 
-    def resolved(self, key: OrderKey, report: BrokerReport | None, trades: Iterable[Trade]) -> None:
-        """The broker's book answered a `Resolve`: None means it has no such order (an UNKNOWN submit that
-        never arrived)."""
+    def resolved(
+        self, key: OrderKey, report: BrokerReport | None, trades: Iterable[Trade], now: datetime
+    ) -> None:
+        """The broker answered a `Resolve`: None means neither its order book nor its history by tag shows
+        the order. One such answer proves nothing (the book may lag the exchange, the order may still be
+        on its way): an UNKNOWN submit stays UNKNOWN, and its leg waits, until reads spread over
+        `absent_after_s` have all come back empty; only then did it never arrive."""
         order = self.orders[key]
         asked = self._asked.setdefault(key, _Asked())
         asked.resolve_at = None
         if report is None:
             if order.status is OrderStatus.UNKNOWN:
-                order.absent_at_broker("not in the broker's order history")
+                if asked.absent_since is None:
+                    asked.absent_since = now
+                asked.absent_reads += 1
+                waited = (now - asked.absent_since).total_seconds()
+                if asked.absent_reads >= 2 and waited >= self.config.absent_after_s:
+                    order.absent_at_broker(
+                        f"not in the broker's order book or history on {asked.absent_reads} reads over "
+                        f"{waited:.0f} s"
+                    )
             return
+        asked.absent_since = None
+        asked.absent_reads = 0
         for trade in trades:
             self.trade(key, trade)
         if order.broker_order_id is None and report.broker_order_id is not None:
             order.acknowledge(report.broker_order_id)
         order.apply_report(report)
+
+    def stuck(self, reason: str) -> list[Action]:
+        """The broker's evidence cannot be applied (a report or trade that contradicts an order's final
+        state): what the basket holds is no longer known, so nothing more is decided here. The basket
+        ends STUCK with a CRITICAL Alert, and an operator reconciles it with the broker."""
+        if self.outcome is not None:
+            return []
+        self.outcome = BasketOutcome(BasketStatus.STUCK, self._leg_outcomes(), self.net_premium(), reason)
+        return [
+            RaiseAlert(
+                "BASKET_STUCK",
+                AlertLevel.CRITICAL,
+                f"basket {self.basket.basket_id} is STUCK: {reason}; the fills known give "
+                f"{self._net_by_leg()} by leg, the broker's book may differ: an operator must reconcile",
+            )
+        ]
 
     def cancel(self, now: datetime, reason: str) -> list[Action]:
         """CancelOrders for this basket: stop working it; what filled is unwound."""
