@@ -16,7 +16,7 @@ from tests.support.services import running_service
 from tests.support.waiting import eventually
 from volguard_common import events
 from volguard_common.bus import BusConfig, Publisher
-from volguard_common.events._base import Side
+from volguard_common.events._base import Bucket, Side
 from volguard_common.events.orders import BasketStatus
 from volguard_common.events_samples import DEFAULT_TS_EVENT
 from volguard_common.settings import Settings
@@ -73,6 +73,52 @@ async def test_live_mode_fills_a_basket_through_the_upstox_adapter(
     # Hedges first at the broker too: both wings were placed before either short.
     placed = [body["transaction_type"] for body in fake.place_bodies]
     assert placed[:2] == [Side.BUY.value, Side.BUY.value]
+    # A weekly trade carries forward: Upstox product D on every order.
+    assert {body["product"] for body in fake.place_bodies} == {"D"}
+
+
+async def test_live_mode_places_the_intraday_buckets_trades_as_upstox_intraday_product(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    with running_fake_upstox_orders() as fake:
+        settings = settings.model_copy(
+            update={
+                "database_url": fresh_database_url,
+                "mode": "live",
+                "feed": "upstox",
+                "upstox_access_token": SecretStr(TOKEN),
+                "upstox_api_base": fake.base_url,
+                "upstox_order_api_base": fake.base_url,
+            }
+        )
+        config = BusConfig.from_settings(settings)
+        market = Publisher(redis, config, service="market_data", source="market_data/test")
+        risk = Publisher(redis, config, service="risk", source="risk/test")
+        async with running_service(SPEC, settings, redis) as ctx:
+            assert isinstance(running_execution(ctx).broker, UpstoxBroker)
+            ts = DEFAULT_TS_EVENT
+            first = chain(ts)
+            await market.publish(first)
+            basket = condor_from(first, "basket-live-intraday").model_copy(
+                update={"bucket": Bucket.INTRADAY, "ts_event": ts + timedelta(milliseconds=10)}
+            )
+            await risk.publish(basket)
+
+            async def ended() -> events.BasketResult | None:
+                nonlocal ts
+                ts += timedelta(seconds=1)
+                await market.publish(chain(ts))
+                for order in list(fake.orders.values()):
+                    if order.status == "open":
+                        fake.fill(order.order_id, order.quantity - order.filled_quantity, order.price)
+                found = [e for e in await reports(redis, config) if isinstance(e, events.BasketResult)]
+                return found[0] if found else None
+
+            result = await eventually(ended, what="a BasketResult", poll_s=0.1)
+
+    assert result.status is BasketStatus.FILLED, result
+    # Intraday bucket: Upstox product I (squared off by the broker at the end of the day), never D.
+    assert [body["product"] for body in fake.place_bodies] == ["I"] * len(basket.legs)
 
 
 async def test_live_mode_persistent_429s_delay_the_wings_under_their_own_tags_never_reject_them(

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import structlog
 
+from volguard_common.events._base import Bucket
 from volguard_execution.domain.basket_guard import (
     Action,
     AlertLevel,
@@ -45,6 +46,7 @@ from volguard_execution.ports import (
     BrokerUpdate,
     OrderRequest,
     OrderUpdateReceived,
+    Product,
     SubmitOutcomeUnknown,
     SubmitRejected,
     TradeReceived,
@@ -204,7 +206,12 @@ class BasketRunner:
         order = guard.orders[action.key]
         await self.journal.order_changed(guard, order)  # NEW, recorded before it can exist anywhere else
         request = OrderRequest(
-            action.key, action.instrument_key, action.side, action.quantity, action.limit_price
+            action.key,
+            action.instrument_key,
+            action.side,
+            action.quantity,
+            action.limit_price,
+            product=_product(guard.basket.bucket),
         )
         try:
             ack = await self.broker.submit(request)
@@ -291,6 +298,12 @@ class BasketRunner:
         # claimed it is not handed to another slice.
         candidates = [h for h in history if h.broker_order_id not in claimed and h.quantity == order.quantity]
         return candidates[0] if candidates else None
+
+
+def _product(bucket: Bucket) -> Product:
+    """Upstox `I` (intraday, squared off by the broker at the end of the day) only for the intraday
+    bucket's own trades; weekly and monthly trades and their adjustments carry forward as `D`."""
+    return Product.INTRADAY if bucket is Bucket.INTRADAY else Product.DELIVERY
 
 
 def _needs_reading_back(guard: BasketGuard, order: Order) -> bool:
