@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from tests.support.services import running_service
 from tests.support.waiting import eventually
-from volguard_common import db, events
+from volguard_common import db, events, metrics
 from volguard_common.bus import BusConfig, Publisher
 from volguard_common.events._base import Bucket, Side
 from volguard_common.events.orders import (
@@ -140,6 +140,19 @@ async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
     assert isinstance(result, events.BasketResult)
     assert result.status is BasketStatus.FILLED, result
     assert result.basket_id == basket.basket_id
+    # Fill quality per leg, measured against the mid when the leg went out.
+    for leg, sent in zip(result.legs, basket.legs, strict=True):
+        assert leg.mid_at_submission is not None
+        assert leg.avg_price is not None
+        worse = leg.avg_price - leg.mid_at_submission
+        assert leg.slippage == (worse if sent.side is Side.BUY else -worse).quantize(Decimal("0.0001"))
+        assert leg.time_to_fill_s is not None
+        assert 0 <= leg.time_to_fill_s <= settings.partial_fill_timeout_s
+    observed = metrics.REGISTRY.get_sample_value(
+        "volguard_execution_leg_time_to_fill_seconds_count", {"service": "execution", "urgency": "URGENT"}
+    )
+    assert observed is not None
+    assert observed >= len(basket.legs)
     assert result.correlation_id == basket.correlation_id
     assert [leg.filled_qty for leg in result.legs] == [leg.quantity for leg in basket.legs]
     assert result.net_premium > 0  # a condor is a credit

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from volguard_common import streams
+from volguard_common import events, streams
 from volguard_common.events import (
     ALL_EVENT_TYPES,
     CHAIN_COLUMNS,
@@ -802,6 +802,47 @@ def test_order_update_v1_reads_as_slice_zero_and_v2_carries_the_slice() -> None:
     v1["schema_version"] = 3
     with pytest.raises(ValidationError, match="OrderUpdate schema_version 3 is newer than this consumer"):
         parse_event(json.dumps(v1))
+
+
+def test_basket_result_v2_carries_fill_quality_and_v1_reads_with_it_unknown() -> None:
+    result = events.BasketResult(
+        **ENVELOPE,
+        basket_id="b-1",
+        intent_id="i-1",
+        status=events.BasketStatus.FILLED,
+        legs=[
+            events.LegResult(
+                leg_index=0,
+                client_order_id=client_order_id("b-1", 0, 0),
+                attempts=1,
+                status=OrderStatus.FILLED,
+                filled_qty=65,
+                avg_price=Decimal("42.10"),
+                mid_at_submission=Decimal("42.00"),
+                slippage=Decimal("0.10"),
+                time_to_fill_s=2.5,
+            )
+        ],
+        net_premium=Decimal("-2736.50"),
+        fees=Decimal("20"),
+    )
+    assert result.schema_version == 2
+    assert parse_event(result.model_dump_json()) == result
+    v1 = json.loads(result.model_dump_json())
+    v1["schema_version"] = 1
+    for leg in v1["legs"]:
+        for field in ("mid_at_submission", "slippage", "time_to_fill_s"):
+            del leg[field]
+    old = parse_event(json.dumps(v1))
+    assert isinstance(old, events.BasketResult)
+    assert old.schema_version == 1
+    assert old.legs[0].slippage is None
+    assert old.legs[0].time_to_fill_s is None
+    # Slippage is measured from a mid: without one it cannot be stated.
+    bad = json.loads(result.model_dump_json())
+    bad["legs"][0]["mid_at_submission"] = None
+    with pytest.raises(ValidationError, match="slippage needs"):
+        parse_event(json.dumps(bad))
 
 
 def test_order_update_fill_consistency() -> None:

@@ -636,6 +636,7 @@ fills = st.builds(
 @st.composite
 def leg_results(draw: st.DrawFn, leg_index: int) -> LegResult:
     filled = draw(st.integers(0, 10_000))
+    mid = draw(optional(pos_money))
     return LegResult(
         leg_index=leg_index,
         client_order_id=draw(client_ids),
@@ -643,6 +644,9 @@ def leg_results(draw: st.DrawFn, leg_index: int) -> LegResult:
         status=draw(st.sampled_from(OrderStatus)),
         filled_qty=filled,
         avg_price=draw(pos_money) if filled else None,
+        mid_at_submission=mid,
+        slippage=draw(optional(money)) if filled and mid is not None else None,
+        time_to_fill_s=draw(optional(st.floats(0, 3600))) if filled else None,
     )
 
 

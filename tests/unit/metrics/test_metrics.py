@@ -165,6 +165,23 @@ async def test_asgi_app_serves_the_text_format() -> None:
     ]
 
 
+def test_execution_legs_fill_quality_is_observed_by_urgency_and_unknowns_are_not() -> None:
+    assert metrics.EXECUTION_LEG_SLIPPAGE_RUPEES._name == "volguard_execution_leg_slippage_rupees"
+    assert metrics.EXECUTION_LEG_TIME_TO_FILL_SECONDS._name == "volguard_execution_leg_time_to_fill_seconds"
+    service = unique("execution")
+    metrics.initialise(service, ["ex.commands"], ["ex.reports"])
+    labels = {"service": service, "urgency": "URGENT"}
+    assert sample("volguard_execution_leg_slippage_rupees_count", labels) == 0
+    assert sample("volguard_execution_leg_time_to_fill_seconds_count", labels) == 0
+    metrics.execution_leg_filled(service, "URGENT", slippage_rupees=-0.05, time_to_fill_s=2.5)
+    metrics.execution_leg_filled(service, "URGENT", slippage_rupees=None, time_to_fill_s=None)
+    assert sample("volguard_execution_leg_slippage_rupees_count", labels) == 1
+    assert sample("volguard_execution_leg_slippage_rupees_bucket", {**labels, "le": "0.0"}) == 1
+    assert sample("volguard_execution_leg_time_to_fill_seconds_count", labels) == 1
+    assert sample("volguard_execution_leg_time_to_fill_seconds_bucket", {**labels, "le": "2.0"}) == 0
+    assert sample("volguard_execution_leg_time_to_fill_seconds_bucket", {**labels, "le": "3.0"}) == 1
+
+
 def test_initialise_starts_the_counts_a_service_can_know_at_zero() -> None:
     service = unique("risk")
     metrics.initialise(service, ["st.intents", "ex.reports", "md.chain"], ["rk.decisions", "ex.commands"])

@@ -219,6 +219,67 @@ LEASE_ACQUISITIONS_TOTAL = Counter(
 )
 
 
+# Execution's fill quality per basket leg, by the basket's urgency. Slippage is rupees per unit against the
+# mid at the leg's first submission (negative: the fills beat mid); a NIFTY option's half-spread is a
+# few ticks of ₹0.05 and the default slippage budget 2 % of premium, so ±₹20 covers every sane fill.
+EXECUTION_SLIPPAGE_BUCKETS: tuple[float, ...] = (
+    -5.0,
+    -1.0,
+    -0.5,
+    -0.2,
+    -0.1,
+    0.0,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+)
+# A fill schedule ends inside partial_fill_timeout_s (60 s by default): buckets up to two minutes.
+EXECUTION_TIME_TO_FILL_BUCKETS: tuple[float, ...] = (
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+)
+EXECUTION_LEG_SLIPPAGE_RUPEES = Histogram(
+    "volguard_execution_leg_slippage_rupees",
+    "Per filled basket leg: rupees per unit its average fill was worse than the mid at its first submission.",
+    ["service", "urgency"],
+    buckets=EXECUTION_SLIPPAGE_BUCKETS,
+    registry=REGISTRY,
+)
+EXECUTION_LEG_TIME_TO_FILL_SECONDS = Histogram(
+    "volguard_execution_leg_time_to_fill_seconds",
+    "Per basket leg filled in full: exchange seconds from its first submission to the fill completing it.",
+    ["service", "urgency"],
+    buckets=EXECUTION_TIME_TO_FILL_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def execution_leg_filled(
+    service: str, urgency: str, *, slippage_rupees: float | None, time_to_fill_s: float | None
+) -> None:
+    """A basket leg's fill quality as its BasketResult states it; what is not known is not observed."""
+    if slippage_rupees is not None:
+        _child(EXECUTION_LEG_SLIPPAGE_RUPEES, service, urgency).observe(slippage_rupees)
+    if time_to_fill_s is not None:
+        _child(EXECUTION_LEG_TIME_TO_FILL_SECONDS, service, urgency).observe(time_to_fill_s)
+
+
 @functools.lru_cache(maxsize=4096)
 def _child(metric: Any, *labels: str) -> Any:
     # labels() hashes and locks on every call; the bus records several metrics per message.
@@ -347,6 +408,7 @@ def initialise(service: str, consumed: Iterable[str], published: Iterable[str]) 
     size, trading state, broker health) appear when they are first measured, never as a made-up 0.
     """
     consumed = tuple(consumed)
+    published = tuple(published)
     for stream in consumed:
         for event_type in events.EVENTS_ON.get(stream, ()):
             name = event_type.model_fields["type"].default
@@ -366,6 +428,11 @@ def initialise(service: str, consumed: Iterable[str], published: Iterable[str]) 
             _child(ORDER_UPDATES_TOTAL, service, order_status.value)
         for basket_status in events.BasketStatus:
             _child(BASKET_RESULTS_TOTAL, service, basket_status.value)
+    if streams.EX_REPORTS.name in published:
+        # Execution: the fill quality of the legs it reports.
+        for urgency in events.Urgency:
+            _child(EXECUTION_LEG_SLIPPAGE_RUPEES, service, urgency.value)
+            _child(EXECUTION_LEG_TIME_TO_FILL_SECONDS, service, urgency.value)
     if streams.RK_DECISIONS.name in consumed:
         for approved in ("true", "false"):
             _child(RISK_DECISIONS_TOTAL, service, approved)

@@ -40,7 +40,7 @@ from typing import Any
 
 import structlog
 
-from volguard_common import outbox
+from volguard_common import metrics, outbox
 from volguard_common.bus import Delivery
 from volguard_common.charges import fill_charges, round_to_paisa
 from volguard_common.clock import nse_calendar, to_ist
@@ -800,6 +800,9 @@ class ExecutionService:
                         status=leg.status,
                         filled_qty=leg.filled_qty,
                         avg_price=leg.avg_price,
+                        mid_at_submission=leg.mid_at_submission,
+                        slippage=leg.slippage,
+                        time_to_fill_s=leg.time_to_fill_s,
                     )
                     for leg in outcome.legs
                 ],
@@ -815,6 +818,14 @@ class ExecutionService:
                 self.clock(),
             )
             await tx.publish(result)
+        # After the commit: a basket counts once it is on record.
+        for leg in outcome.legs:
+            metrics.execution_leg_filled(
+                self.ctx.spec.name,
+                basket.urgency.value,
+                slippage_rupees=float(leg.slippage) if leg.slippage is not None else None,
+                time_to_fill_s=leg.time_to_fill_s,
+            )
 
     # -- helpers -------------------------------------------------------------------------------------
 

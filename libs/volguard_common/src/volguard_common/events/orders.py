@@ -26,6 +26,7 @@ from volguard_common.events._base import (
     LotSize,
     Money,
     Name,
+    NonNegativeFloat,
     NonNegativeMoney,
     OptionType,
     Part,
@@ -448,19 +449,36 @@ class BasketStatus(StrEnum):
 
 
 class LegResult(Part):
+    """How one leg ended. The fill quality fields (schema 2 of BasketResult) are None in a version-1
+    result, and whenever they are not known: no mid at submission (a basket recovered from another
+    process), nothing held, or (time to fill) the leg not filled in full."""
+
     leg_index: LegIndex
     client_order_id: ClientOrderId  # of the last attempt
     attempts: Annotated[int, Field(ge=1, le=100)]
     status: OrderStatus
     filled_qty: Quantity
     avg_price: PositiveMoney | None
+    # The mid of the leg's contract when its first attempt was placed: what slippage is measured from.
+    mid_at_submission: PositiveMoney | None = None
+    # Rupees per unit worse than mid_at_submission (negative when the fills beat it), at avg_price.
+    slippage: Money | None = None
+    # Seconds of exchange time from the leg's first submission to the fill that completed it.
+    time_to_fill_s: NonNegativeFloat | None = None
 
 
 class BasketResult(EventBase):
-    """How a basket ended."""
+    """How a basket ended.
+
+    Version 2 adds each leg's fill quality (`mid_at_submission`, `slippage`, `time_to_fill_s`); a
+    version-1 result reads with them unknown (None).
+    """
 
     STREAM: ClassVar[str] = streams.EX_REPORTS.name
+    SCHEMA_VERSION: ClassVar[int] = 2
+    SUPPORTED_SCHEMA_VERSIONS: ClassVar[frozenset[int]] = frozenset({1, 2})
     type: Literal["BasketResult"] = "BasketResult"
+    schema_version: int = Field(default=2, ge=1)
 
     basket_id: Identifier
     intent_id: Identifier | None
@@ -481,4 +499,16 @@ class BasketResult(EventBase):
                 raise ValueError(
                     f"BasketResult: leg {leg.leg_index} avg_price is present exactly when filled_qty > 0"
                 )
+            if leg.slippage is not None and (leg.avg_price is None or leg.mid_at_submission is None):
+                raise ValueError(
+                    f"BasketResult: leg {leg.leg_index} slippage needs avg_price and mid_at_submission"
+                )
+            if leg.time_to_fill_s is not None and leg.avg_price is None:
+                raise ValueError(f"BasketResult: leg {leg.leg_index} time_to_fill_s with nothing filled")
+            if self.schema_version == 1 and (
+                leg.mid_at_submission is not None
+                or leg.slippage is not None
+                or leg.time_to_fill_s is not None
+            ):
+                raise ValueError("BasketResult: schema_version 1 has no fill quality fields")
         return self

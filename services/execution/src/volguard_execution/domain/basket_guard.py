@@ -53,6 +53,7 @@ from volguard_execution.domain.fill_schedule import (
     LegSchedule,
     Touch,
     price_at,
+    slippage,
     slippage_budget,
 )
 from volguard_execution.domain.orders import (
@@ -66,6 +67,7 @@ from volguard_execution.domain.orders import (
 )
 
 _HUNDRED = Decimal(100)
+_SLIPPAGE_PLACES = Decimal("0.0001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +234,11 @@ class LegOutcome:
     # Net units in the leg's own direction that remain filled (0 after an unwind).
     filled_qty: int
     avg_price: Decimal | None
+    # Fill quality (None when unknown): the mid when the leg's first attempt went out, the rupees per
+    # unit the fills lost against it, and the exchange seconds from that submission to the last fill.
+    mid_at_submission: Decimal | None = None
+    slippage: Decimal | None = None
+    time_to_fill_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +269,8 @@ class BasketGuard:
         self._recovered: str | None = None  # why a basket of an earlier process is being finished here
         self._unwinding = False
         self._alerted_unwind = False
+        # Per leg: the mid at its first submission and when that was (what fill quality is measured from).
+        self._first_submission: dict[int, tuple[Decimal, datetime]] = {}
         sequences = sorted({leg.sequence for leg in basket.legs})
         self._pending_stages: list[list[_Item]] = [
             [
@@ -566,6 +575,7 @@ class BasketGuard:
         mid = touch.mid if touch is not None else item.reference_price
         if item.kind is ItemKind.LEG and not repair:
             item.schedule = LegSchedule(item.side, item.urgency, mid, tick, now, self.config.fill)
+            self._first_submission.setdefault(item.leg_index, (item.schedule.mid_at_submission, now))
             item.shown_step = 0
             item.attempt_ends_at = None
             price = (
@@ -782,6 +792,14 @@ class BasketGuard:
             )
             status = _combined_status(last) if last else OrderStatus.CANCELLED
             held = max(net[leg.leg_index], 0)
+            avg = self._avg_fill(leg.leg_index, leg.side) if held else None
+            first = self._first_submission.get(leg.leg_index)
+            mid = first[0] if first is not None else None
+            lost = (
+                slippage(leg.side, avg, mid).quantize(_SLIPPAGE_PLACES)
+                if avg is not None and mid is not None
+                else None
+            )
             outcomes.append(
                 LegOutcome(
                     leg.leg_index,
@@ -789,10 +807,27 @@ class BasketGuard:
                     max(len(attempts), 1),
                     status,
                     held,
-                    self._avg_fill(leg.leg_index, leg.side) if held else None,
+                    avg,
+                    mid,
+                    lost,
+                    self._time_to_fill(leg.leg_index, leg.side, leg.quantity, held),
                 )
             )
         return outcomes
+
+    def _time_to_fill(self, leg_index: int, side: Side, quantity: int, held: int) -> float | None:
+        first = self._first_submission.get(leg_index)
+        if first is None or held < quantity:
+            return None
+        fills = [
+            trade.ts_event
+            for order in self.orders
+            if order.key.leg_index == leg_index and order.side is side
+            for trade in order.trades.values()
+        ]
+        if not fills:
+            return None  # filled by reports alone: when is not known
+        return max((max(fills) - first[1]).total_seconds(), 0.0)
 
     def net_premium(self) -> Decimal:
         total = Decimal(0)
