@@ -173,3 +173,45 @@ async def test_live_mode_persistent_429s_delay_the_wings_under_their_own_tags_ne
     assert sorted(o.tag for o in fake.orders.values()) == sorted(leg.client_order_id for leg in basket.legs)
     placed = [body["transaction_type"] for body in fake.place_bodies]
     assert placed[:2] == [Side.BUY.value, Side.BUY.value]
+
+
+async def test_live_mode_a_portfolio_stream_that_stays_down_makes_the_broker_unhealthy(
+    redis: Redis, settings: Settings, fresh_database_url: str
+) -> None:
+    with running_fake_upstox_orders() as fake:
+        settings = settings.model_copy(
+            update={
+                "database_url": fresh_database_url,
+                "mode": "live",
+                "feed": "upstox",
+                "upstox_access_token": SecretStr(TOKEN),
+                "upstox_api_base": fake.base_url,
+                "upstox_order_api_base": fake.base_url,
+                "broker_health_interval_s": 0.05,
+            }
+        )
+        config = BusConfig.from_settings(settings)
+
+        async def health(*, connected: bool) -> events.BrokerHealth | None:
+            for _, fields in reversed(await redis.xrange(config.key("ex.health"))):
+                found = events.parse_event(fields[b"event"])
+                if isinstance(found, events.BrokerHealth):
+                    return found if found.connected is connected else None
+            return None
+
+        async with running_service(SPEC, settings, redis) as ctx:
+            assert isinstance(running_execution(ctx).broker, UpstoxBroker)
+            await eventually(lambda: health(connected=True), what="a healthy BrokerHealth")
+            # Upstox still answers every request, but the portfolio stream drops and cannot come back.
+            fake.fail("GET", "/v2/feed/portfolio-stream-feed/authorize", 500, times=10_000)
+            fake.drop_stream()
+            unhealthy = await eventually(lambda: health(connected=False), what="an unhealthy BrokerHealth")
+            raised = [
+                found
+                for _, fields in await redis.xrange(config.key("sys.alerts"))
+                if isinstance(found := events.parse_event(fields[b"event"]), events.Alert)
+            ]
+
+    assert unhealthy is not None
+    assert "stream" in unhealthy.message
+    assert [a.code for a in raised].count("BROKER_UNHEALTHY") == 1

@@ -136,6 +136,13 @@ async def test_an_execute_basket_becomes_a_filled_paper_basket_with_its_reports(
     assert reconciled is not None
     assert reconciled.reconciled
     assert reconciled.positions == net
+    # Latency is measured, never the configured paper latency: nothing before the first order went out,
+    # the submit's round trip to its ack after.
+    first_health = events.parse_event(health[0][1][b"event"])
+    assert isinstance(first_health, events.BrokerHealth)
+    assert first_health.latency_ms is None
+    assert reconciled.latency_ms is not None
+    assert reconciled.latency_ms != settings.paper_latency_ms
 
     assert isinstance(result, events.BasketResult)
     assert result.status is BasketStatus.FILLED, result

@@ -19,6 +19,7 @@ every new fill, every alert, and the end of a basket.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
@@ -74,6 +75,8 @@ class BasketRunner:
         self.guards: dict[str, BasketGuard] = {}
         self._routes: dict[str, OrderKey] = {}  # broker order id → order
         self._told_ended: set[str] = set()
+        # Wall-clock milliseconds from sending the newest acknowledged submit to its ack (BrokerHealth).
+        self.submit_ack_ms: float | None = None
 
     # -- driving ------------------------------------------------------------------------------------
 
@@ -213,6 +216,7 @@ class BasketRunner:
             action.limit_price,
             product=_product(guard.basket.bucket),
         )
+        sent = time.perf_counter()
         try:
             ack = await self.broker.submit(request)
         except SubmitRejected as exc:
@@ -224,6 +228,7 @@ class BasketRunner:
         except (SubmitOutcomeUnknown, BrokerUnavailable) as exc:
             guard.submit_unknown(action.key, f"{type(exc).__name__}: {exc}")
         else:
+            self.submit_ack_ms = (time.perf_counter() - sent) * 1000
             self._routes[ack.broker_order_id] = action.key
             guard.acknowledged(action.key, ack.broker_order_id)
         await self.journal.order_changed(guard, order)

@@ -20,8 +20,10 @@ lost the lease cannot write, nor publish, another order state.
   order before any new one, so CancelOrders and FlattenAll act on what reconciliation found. A held
   command is never rejected nor dead-lettered: the broker being unreachable for an hour is not a reason
   to lose a kill switch's FlattenAll.
-- Broker health every `broker_health_interval_s`: after `broker_unhealthy_after` failures in a row a
-  BrokerHealth (connected=false) and a CRITICAL Alert; the first good check after that announces recovery.
+- Broker health every `broker_health_interval_s`: a check fails when the broker does not answer or its
+  order update stream is down; after `broker_unhealthy_after` failures in a row a BrokerHealth
+  (connected=false) and a CRITICAL Alert; the first good check after that announces recovery. Its
+  latency is measured (submit to ack), never the configured paper latency.
 
 Time is exchange time: the newest `ts_event` seen on market data and commands (the simulated clock in
 paper/sim mode; live market data is wall-clock time).
@@ -440,12 +442,20 @@ class ExecutionService:
 
     async def check_health(self) -> None:
         probe = await self.broker.probe()
-        if probe.ok:
+        # A broker that answers requests but whose update stream is down is not healthy: fills and
+        # cancels would go unseen until the next read-back.
+        problem: str | None = None
+        if not probe.ok:
+            problem = probe.message
+        elif not probe.updates_connected:
+            problem = "the broker's order update stream is not connected"
+        healthy = problem is None
+        if healthy:
             self.health_failures = 0
         else:
             self.health_failures += 1
         became_unhealthy = not self.unhealthy and self.health_failures >= self.settings.broker_unhealthy_after
-        recovered = self.unhealthy and probe.ok
+        recovered = self.unhealthy and healthy
         if became_unhealthy:
             self.unhealthy = True
         if recovered:
@@ -461,7 +471,11 @@ class ExecutionService:
             broker=self.broker.name,
             # The verdict, not one probe: a single failed check is noise until it is the third in a row.
             connected=not self.unhealthy,
-            latency_ms=probe.latency_ms,
+            # Measured, never configured: the newest submit's round trip to its ack, or before any order
+            # the probe's own round trip (None where there is none to measure, as in paper).
+            latency_ms=self.runner.submit_ack_ms
+            if self.runner.submit_ack_ms is not None
+            else probe.latency_ms,
             rate_limit=self._rate_limit_headroom(),
             token_expires_at=None,
             open_orders=open_orders,
@@ -469,8 +483,8 @@ class ExecutionService:
             reconciled=self.reconciled,
             positions=positions,
             message=probe.message
-            if probe.ok
-            else f"check failed ({self.health_failures} in a row): {probe.message}",
+            if problem is None
+            else f"check failed ({self.health_failures} in a row): {problem}",
         )
         async with outbox.transaction(self.ctx.pool, publisher=PUBLISHER, fence=self.ctx.fence) as tx:
             await tx.publish(health)
@@ -480,7 +494,7 @@ class ExecutionService:
                         Severity.CRITICAL,
                         "BROKER_UNHEALTHY",
                         f"{self.broker.name}: {self.health_failures} failed health checks in a row: "
-                        f"{probe.message}",
+                        f"{problem}",
                     )
                 )
             if recovered:

@@ -332,8 +332,9 @@ class PaperBroker:
     async def probe(self) -> HealthProbe:
         if self._closed or self.faults.down:
             return HealthProbe(False, None, False, "paper broker down")
-        # The paper exchange is in-process: the only latency there is is the simulated one.
-        return HealthProbe(True, self.exchange.latency.total_seconds() * 1000, True)
+        # The paper exchange is in-process: there is no round trip to measure, and its configured latency
+        # is simulated exchange time, not a measurement. What is measured (submit to ack) the service has.
+        return HealthProbe(True, None, True)
 
     async def updates(self) -> AsyncIterator[BrokerUpdate]:
         while True:
