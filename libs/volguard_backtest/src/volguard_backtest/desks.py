@@ -678,6 +678,9 @@ class ExecutionDesk:
                         status=leg.status,
                         filled_qty=leg.filled_qty,
                         avg_price=leg.avg_price,
+                        mid_at_submission=leg.mid_at_submission,
+                        slippage=leg.slippage,
+                        time_to_fill_s=leg.time_to_fill_s,
                     )
                     for leg in outcome.legs
                 ],
