@@ -231,8 +231,14 @@ class Risk:
                 self.margin,
             )
             verdict, basket = decision(event, assessment, at=event.ts_event, source=self.ctx.source)
-            if basket is not None:
-                assert assessment.reserve is not None
+            if basket is not None and event.kind is events.IntentKind.EXIT:
+                # An exit closes what the trade holds: it frees margin rather than adding any, so it
+                # reserves no capital and opens no trade; its fills belong to the trade it closes.
+                await self._open_basket(tx, portfolio, event, basket.basket_id, Decimal(0), None)
+                await tx.publish(basket)
+            elif basket is not None:
+                if assessment.reserve is None:
+                    raise ValueError(f"intent {event.intent_id} approved with no capital to reserve")
                 await self._open_basket(
                     tx, portfolio, event, basket.basket_id, assessment.reserve, _approved_max_loss(assessment)
                 )

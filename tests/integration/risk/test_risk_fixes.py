@@ -1,0 +1,82 @@
+"""Risk in-process on real Redis and Postgres, for the defects issue 16's review found: an approved EXIT
+reaches execution, Greeks go out on rk.portfolio, a VIX spike raises REDUCING and the day's P&L survives a
+restart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.integration.risk.test_risk_book_gaps import condor, decision, fill_of, market_ready
+from tests.integration.risk.test_risk_decisions import WEEKLY, handled, on_stream, publisher
+from tests.support.services import running_service
+from tests.support.waiting import eventually
+from tests.unit.analytics.chains import TS, sabr_chain
+from volguard_common import events, streams
+from volguard_common.settings import Settings
+from volguard_risk.app import SPEC as RISK
+
+FLIP = {events.Side.BUY: events.Side.SELL, events.Side.SELL: events.Side.BUY}
+
+
+@pytest.fixture
+def risk_settings(settings: Settings, fresh_database_url: str) -> Settings:
+    return settings.model_copy(update={"database_url": fresh_database_url})
+
+
+def exit_of(entry: events.TradeIntent, name: str) -> events.TradeIntent:
+    """The strategy's EXIT of `entry`'s trade: every leg reversed, at the entry's prices."""
+    fields = entry.model_dump(exclude={"event_id", "correlation_id"})
+    # A new event (its own event id), validated as the strategy would publish it.
+    return events.TradeIntent.model_validate(
+        fields
+        | {
+            "intent_id": name,
+            "kind": events.IntentKind.EXIT,
+            "exit_reason": events.ExitReason.PROFIT_TARGET,
+            "trade_id": f"tr-{entry.intent_id}",
+            "ts_event": entry.ts_event + timedelta(seconds=5),
+            "valid_until": entry.valid_until + timedelta(seconds=5),
+            "legs": [lg.model_copy(update={"side": FLIP[lg.side]}) for lg in entry.legs],
+            "expected_credit": -entry.expected_credit,
+        }
+    )
+
+
+async def test_an_approved_exit_goes_to_execution_as_one_basket_on_the_open_trade(
+    redis: Redis, risk_settings: Settings
+) -> None:
+    chain = sabr_chain(TS, WEEKLY)[0]
+    strategy = publisher(redis, risk_settings, "strategy")
+    async with running_service(RISK, risk_settings, redis):
+        await market_ready(redis, risk_settings, chain)
+        entry = condor(chain, "condor-exit")
+        await strategy.publish(entry)
+        assert (await decision(redis, risk_settings, "condor-exit")).approved
+        [opening] = await on_stream(redis, risk_settings, "ex.commands", events.ExecuteBasket)
+        for fill in fill_of(opening, TS + timedelta(seconds=2), 0):
+            await publisher(redis, risk_settings, "execution").publish(fill)
+        await eventually(lambda: handled(redis, risk_settings, "ex.reports"), what="entry fills booked")
+
+        await strategy.publish(exit_of(entry, "condor-exit-pt"))
+        verdict = await decision(redis, risk_settings, "condor-exit-pt")
+        assert verdict.approved, verdict.reasons
+        await eventually(lambda: handled(redis, risk_settings, "st.intents"), what="the EXIT handled")
+        baskets = await on_stream(redis, risk_settings, "ex.commands", events.ExecuteBasket)
+        [closing] = [b for b in baskets if b.intent_id == "condor-exit-pt"]
+        assert closing.basket_id == verdict.basket_id == "bk-condor-exit-pt"
+        assert closing.purpose is events.IntentKind.EXIT
+        assert closing.trade_id == "tr-condor-exit"
+        assert closing.exit_reason is events.ExitReason.PROFIT_TARGET
+        opened = {(lg.instrument_key, lg.side, lg.quantity) for lg in opening.legs}
+        closed = {(lg.instrument_key, lg.side, lg.quantity) for lg in closing.legs}
+        assert closed == {(key, FLIP[side], qty) for key, side, qty in opened}
+        # The shorts are bought back before the wings are sold.
+        assert {lg.sequence for lg in closing.legs if lg.side is events.Side.BUY} == {0}
+        assert {lg.sequence for lg in closing.legs if lg.side is events.Side.SELL} == {1}
+        assert not await redis.exists(f"{risk_settings.stream_namespace}{streams.dlq_name('st.intents')}")
+        # An exit reserves no capital and opens no trade.
+        [snapshot] = (await on_stream(redis, risk_settings, "rk.portfolio", events.PortfolioSnapshot))[-1:]
+        assert [t.trade_id for t in snapshot.trades] == ["tr-condor-exit"]
