@@ -15,8 +15,11 @@ from tests.support.services import running_service
 from tests.support.waiting import eventually
 from tests.unit.analytics.chains import TS, sabr_chain
 from volguard_common import events, streams
+from volguard_common.quant.book_greeks import book_greeks
+from volguard_common.quant.stress import OptionLeg
 from volguard_common.settings import Settings
 from volguard_risk.app import SPEC as RISK
+from volguard_risk.domain.marks import leg_markets
 
 FLIP = {events.Side.BUY: events.Side.SELL, events.Side.SELL: events.Side.BUY}
 
@@ -80,3 +83,51 @@ async def test_an_approved_exit_goes_to_execution_as_one_basket_on_the_open_trad
         # An exit reserves no capital and opens no trade.
         [snapshot] = (await on_stream(redis, risk_settings, "rk.portfolio", events.PortfolioSnapshot))[-1:]
         assert [t.trade_id for t in snapshot.trades] == ["tr-condor-exit"]
+
+
+async def test_rk_portfolio_carries_each_trades_greeks_and_the_net_from_the_chains_vols(
+    redis: Redis, risk_settings: Settings
+) -> None:
+    chain = sabr_chain(TS, WEEKLY)[0]
+    async with running_service(RISK, risk_settings, redis):
+        await market_ready(redis, risk_settings, chain)
+        entry = condor(chain, "condor-greeks")
+        await publisher(redis, risk_settings, "strategy").publish(entry)
+        assert (await decision(redis, risk_settings, "condor-greeks")).approved
+        [opening] = await on_stream(redis, risk_settings, "ex.commands", events.ExecuteBasket)
+        for fill in fill_of(opening, TS + timedelta(seconds=2), 0):
+            await publisher(redis, risk_settings, "execution").publish(fill)
+
+        async def booked() -> events.PortfolioSnapshot | None:
+            snapshots = await on_stream(redis, risk_settings, "rk.portfolio", events.PortfolioSnapshot)
+            last = snapshots[-1] if snapshots else None
+            return last if last is not None and len(last.trades) == 1 and len(last.positions) == 4 else None
+
+        snapshot = await eventually(booked, what="the condor's four legs on rk.portfolio")
+        assert snapshot is not None
+        [trade] = snapshot.trades
+        markets = leg_markets(chain)
+        spot = chain.spot
+        assert spot is not None
+        expected = book_greeks(
+            [
+                OptionLeg(
+                    lg.strike,
+                    markets[lg.instrument_key].t,
+                    lg.option_type is events.OptionType.CE,
+                    float(lg.quantity if lg.side is events.Side.BUY else -lg.quantity),
+                    markets[lg.instrument_key].vol or 0.0,
+                    markets[lg.instrument_key].forward or 0.0,
+                )
+                for lg in opening.legs
+            ],
+            spot,
+        )
+        assert trade.greeks is not None
+        assert snapshot.net_greeks == trade.greeks
+        for name in ("delta", "gamma", "vega", "theta"):
+            assert getattr(trade.greeks, name) == pytest.approx(getattr(expected, name), rel=1e-9)
+        # A short condor is short vega and gamma and earns theta.
+        assert trade.greeks.vega < 0
+        assert trade.greeks.gamma < 0
+        assert trade.greeks.theta > 0

@@ -27,7 +27,7 @@ import bisect
 import copy
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -54,8 +54,14 @@ from volguard_risk.domain.controls import (
     forced_exits,
     loss_stops,
 )
-from volguard_risk.domain.marks import chain_contracts, leg_markets
-from volguard_risk.domain.portfolio import Contract, Portfolio, TradeOrigin, portfolio_snapshot
+from volguard_risk.domain.marks import chain_contracts, leg_markets, position_greeks
+from volguard_risk.domain.portfolio import (
+    Contract,
+    LegPosition,
+    Portfolio,
+    TradeOrigin,
+    portfolio_snapshot,
+)
 from volguard_risk.domain.pretrade import (
     Assessment,
     BookLeg,
@@ -121,6 +127,8 @@ class Risk:
         self.snapshot_at: datetime | None = None
         # Forced exits already alerted as unpriceable (an Alert each, not one per chain).
         self.unpriced_alerted: set[tuple[str, events.ExitReason]] = set()
+        # Why the last rk.portfolio had no Greeks for some legs (logged when a reason first appears).
+        self.greeks_unknown: set[str] = set()
         # Execution's working orders as its last BrokerHealth said; None until it says.
         self.open_orders: int | None = None
         # The same figure execution slices at (its setting; the instrument master's in live mode).
@@ -709,14 +717,29 @@ class Risk:
     def _snapshot(
         self, portfolio: Portfolio, ledger: CapitalLedger, at: datetime, correlation_id: str
     ) -> events.PortfolioSnapshot:
-        return portfolio_snapshot(
+        unknown: set[str] = set()
+
+        def greeks_of(legs: Sequence[LegPosition]) -> events.Greeks | None:
+            greeks, why = position_greeks(legs, self.legs, self.spot)
+            if why is not None and why not in self.greeks_unknown:
+                # Once per reason, not once per snapshot: strategy's Greek stop and delta hedge are
+                # blind to these legs until a chain prices them.
+                log.warning("greeks unknown", reason=why, legs=[leg.contract.instrument_key for leg in legs])
+            if why is not None:
+                unknown.add(why)
+            return greeks
+
+        snapshot = portfolio_snapshot(
             portfolio,
             ledger,
             at=at,
             source=self.ctx.source,
             correlation_id=correlation_id,
             reconciled=(not self.machine.holds(TradingCause.UNRECONCILED)),
+            greeks_of=greeks_of,
         )
+        self.greeks_unknown = unknown
+        return snapshot
 
     # ---- what the checks know ---------------------------------------------------------------------
     def _market(self, now: datetime) -> MarketView:

@@ -6,22 +6,25 @@
 - t: calendar years from the snapshot's event time to the dated close of the expiry;
 - vol: Black-76 implied vol of the mid on that forward; NaN (no vol reproduces the mid) -> no vol.
 
-Pure: the chain in, a mapping out.
+Pure: the chain in, a mapping out; and the book's Greeks from those markets.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
 
 import numpy as np
 
 from volguard_common.clock import expiry_cutoff
-from volguard_common.events import ChainSnapshot, OptionType
+from volguard_common.events import ChainSnapshot, Greeks, OptionType
 from volguard_common.quant import iv
+from volguard_common.quant.book_greeks import book_greeks
 from volguard_common.quant.parity import forward_from_parity
-from volguard_risk.domain.portfolio import Contract
+from volguard_common.quant.stress import OptionLeg
+from volguard_risk.domain.portfolio import Contract, LegPosition
 from volguard_risk.domain.pretrade import LegMarket
 
 YEAR = timedelta(days=365)
@@ -86,3 +89,34 @@ def chain_contracts(chain: ChainSnapshot) -> dict[str, Contract]:
         ):
             found[keys[i]] = Contract(keys[i], chain.expiry, exact, option_type)
     return found
+
+
+def position_greeks(
+    legs: Sequence[LegPosition], markets: Mapping[str, LegMarket], spot: float | None
+) -> tuple[Greeks | None, str | None]:
+    """The Greeks of `legs` (signed units) from the chains' vols and forwards, in the limit units; or
+    None and why, when any leg has no priced market (a missing Greek is unknown, never zero)."""
+    if spot is None:
+        return None, "no spot yet"
+    priced: list[OptionLeg] = []
+    unpriced: list[str] = []
+    for leg in legs:
+        key = leg.contract.instrument_key
+        market = markets.get(key)
+        if market is None or market.vol is None or market.forward is None or market.t <= 0.0:
+            unpriced.append(key)
+            continue
+        priced.append(
+            OptionLeg(
+                float(leg.contract.strike),
+                market.t,
+                leg.contract.option_type is OptionType.CE,
+                float(leg.quantity),
+                market.vol,
+                market.forward,
+            )
+        )
+    if unpriced:
+        return None, f"no vol, forward or time left for {', '.join(sorted(unpriced))}"
+    greeks = book_greeks(priced, spot)
+    return Greeks(delta=greeks.delta, gamma=greeks.gamma, vega=greeks.vega, theta=greeks.theta), None
