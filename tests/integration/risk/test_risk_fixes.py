@@ -9,12 +9,15 @@ from datetime import timedelta
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.risk.test_risk_book_gaps import condor, decision, fill_of, market_ready
+from tests.integration.risk.test_risk_book_gaps import condor, decision, fill_of, in_state, market_ready
 from tests.integration.risk.test_risk_decisions import WEEKLY, handled, on_stream, publisher
 from tests.support.services import running_service
 from tests.support.waiting import eventually
-from tests.unit.analytics.chains import TS, sabr_chain
+from tests.unit.analytics.chains import CONFIG, TS, real_history, sabr_chain
+from tests.unit.analytics.test_snapshot import EXPIRIES, _events
+from volguard_analytics.domain.snapshot import VolEngine
 from volguard_common import events, streams
+from volguard_common.events.vol import VolSnapshot
 from volguard_common.quant.book_greeks import book_greeks
 from volguard_common.quant.stress import OptionLeg
 from volguard_common.settings import Settings
@@ -131,3 +134,43 @@ async def test_rk_portfolio_carries_each_trades_greeks_and_the_net_from_the_chai
         assert trade.greeks.vega < 0
         assert trade.greeks.gamma < 0
         assert trade.greeks.theta > 0
+
+
+def vol_snapshot(seconds: int, *, vix_spike: bool) -> VolSnapshot:
+    """Analytics' VolSnapshot at TS + `seconds`, its regime's VIX spike flag as given (a new event)."""
+    engine = VolEngine(CONFIG, real_history(), _events())
+    snapshot = engine.snapshot([sabr_chain(TS, expiry)[0] for expiry in EXPIRIES])
+    fields = snapshot.model_dump(exclude={"event_id", "correlation_id"})
+    fields["ts_event"] = TS + timedelta(seconds=seconds)
+    fields["regime"]["vix_spike"] = vix_spike
+    return VolSnapshot.model_validate(fields)
+
+
+async def test_a_vix_spike_holds_reducing_until_analytics_no_longer_flags_it(
+    redis: Redis, risk_settings: Settings
+) -> None:
+    analytics = publisher(redis, risk_settings, "analytics")
+    async with running_service(RISK, risk_settings, redis):
+        await market_ready(redis, risk_settings, sabr_chain(TS, WEEKLY)[0])
+        await analytics.publish(vol_snapshot(5, vix_spike=True))
+        reducing = await eventually(
+            lambda: in_state(redis, risk_settings, events.TradingStateKind.REDUCING),
+            what="REDUCING on a spike",
+        )
+        assert reducing is not None
+        assert [c.cause for c in reducing.causes] == [events.TradingCause.VIX_SPIKE]
+        # Still spiking: nothing changes.
+        await analytics.publish(vol_snapshot(6, vix_spike=True))
+        await eventually(lambda: handled(redis, risk_settings, "an.vol"), what="the second spike handled")
+        await analytics.publish(vol_snapshot(7, vix_spike=False))
+        running = await eventually(
+            lambda: in_state(redis, risk_settings, events.TradingStateKind.RUNNING),
+            what="RUNNING once it ends",
+        )
+        assert running is not None
+        assert running.causes == []
+        states = await on_stream(redis, risk_settings, "rk.state", events.TradingState)
+        assert [s.state for s in states[-2:]] == [
+            events.TradingStateKind.REDUCING,
+            events.TradingStateKind.RUNNING,
+        ]

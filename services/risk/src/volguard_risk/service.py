@@ -713,6 +713,24 @@ class Risk:
         self.scan = (
             None if realised is None else scan_ranges(realised / math.sqrt(252), realised, self.margin)
         )
+        # A VIX spike holds REDUCING (no entries, exits and hedges allowed) for as long as analytics
+        # flags it; it clears on the first VolSnapshot that no longer does (the table's "the cause clears").
+        machine = copy.deepcopy(self.machine)
+        effects = Effects()
+        vix = "unknown" if event.vix is None else f"{event.vix:.2f}"
+        if event.regime.vix_spike:
+            effects.add(machine.raise_cause(TradingCause.VIX_SPIKE, event.ts_event, f"VIX spike (VIX {vix})"))
+        else:
+            effects.add(
+                machine.cause_cleared(TradingCause.VIX_SPIKE, event.ts_event, f"no VIX spike (VIX {vix})")
+            )
+        if not effects.transitions:
+            return
+        async with self.ctx.handle_once(event.event_id) as tx:
+            if tx is None:
+                return
+            await self._record(tx, effects, event)
+        self.machine = machine
 
     def _snapshot(
         self, portfolio: Portfolio, ledger: CapitalLedger, at: datetime, correlation_id: str
