@@ -5,11 +5,21 @@ restart."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
+import numpy as np
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.risk.test_risk_book_gaps import condor, decision, fill_of, in_state, market_ready
+from tests.integration.risk.test_risk_book_gaps import (
+    broker_health,
+    condor,
+    decision,
+    fill_of,
+    in_state,
+    last_state,
+    market_ready,
+)
 from tests.integration.risk.test_risk_decisions import WEEKLY, handled, on_stream, publisher
 from tests.support.services import running_service
 from tests.support.waiting import eventually
@@ -174,3 +184,93 @@ async def test_a_vix_spike_holds_reducing_until_analytics_no_longer_flags_it(
             events.TradingStateKind.REDUCING,
             events.TradingStateKind.RUNNING,
         ]
+
+
+def without_bid(chain: events.ChainSnapshot, instrument_key: str) -> events.ChainSnapshot:
+    """`chain` with no bid for `instrument_key`: a one-sided quote, so no mark."""
+    arrays = chain.to_numpy()
+    keys = [*chain.call_instrument_key, *chain.put_instrument_key]
+    index = keys.index(instrument_key)
+    if index < chain.n_strikes:
+        arrays.call_bid[index] = np.nan
+    else:
+        arrays.put_bid[index - chain.n_strikes] = np.nan
+    metadata = chain.model_dump(exclude={"columns", "type", "schema_version", "event_id", "correlation_id"})
+    return events.ChainSnapshot.from_arrays(arrays, **metadata)
+
+
+async def causes(redis: Redis, settings: Settings) -> set[events.TradingCause]:
+    state = await last_state(redis, settings)
+    return set() if state is None else {c.cause for c in state.causes}
+
+
+async def test_the_days_pnl_and_its_stops_survive_a_restart_and_clear_on_the_next_day(
+    redis: Redis, risk_settings: Settings
+) -> None:
+    # A soft stop low enough for the shocked condor's loss to reach it (REDUCING, no flatten).
+    settings = risk_settings.model_copy(update={"soft_stop_pct": Decimal("0.01")})
+    chain = sabr_chain(TS, WEEKLY)[0]
+    execution = publisher(redis, settings, "execution")
+    market = publisher(redis, settings, "market_data")
+    async with running_service(RISK, settings, redis):
+        await market_ready(redis, settings, chain)
+        await publisher(redis, settings, "strategy").publish(condor(chain, "condor-day"))
+        assert (await decision(redis, settings, "condor-day")).approved
+        [opening] = await on_stream(redis, settings, "ex.commands", events.ExecuteBasket)
+        for fill in fill_of(opening, TS + timedelta(seconds=2), 0):
+            await execution.publish(fill)
+        await eventually(lambda: handled(redis, settings, "ex.reports"), what="entry fills booked")
+        await market.publish(sabr_chain(TS + timedelta(seconds=10), WEEKLY, atm_vol=0.30)[0])
+        await eventually(
+            lambda: in_state(redis, settings, events.TradingStateKind.REDUCING), what="the soft stop"
+        )
+        assert await causes(redis, settings) == {events.TradingCause.SOFT_STOP}
+        before = (await on_stream(redis, settings, "rk.portfolio", events.PortfolioSnapshot))[-1].day_pnl
+        assert before is not None
+        assert before < -Decimal(200)
+
+    held = {
+        lg.instrument_key: (lg.quantity if lg.side is events.Side.BUY else -lg.quantity)
+        for lg in opening.legs
+    }
+    short_call = next(lg.instrument_key for lg in opening.legs if lg.side is events.Side.SELL)
+
+    async def day_pnl_after(seconds: int) -> Decimal | None:
+        snapshots = await on_stream(redis, settings, "rk.portfolio", events.PortfolioSnapshot)
+        last = snapshots[-1]
+        return last.day_pnl if last.ts_event == TS + timedelta(seconds=seconds) else None
+
+    async with running_service(RISK, settings, redis):
+        await execution.publish(broker_health(TS + timedelta(seconds=15), held))
+
+        async def only_the_soft_stop() -> bool:
+            return await causes(redis, settings) == {events.TradingCause.SOFT_STOP}
+
+        await eventually(only_the_soft_stop, what="reconciled after the restart, the soft stop still held")
+        # The first chain after the restart leaves a short leg unmarked: the day's P&L is unknown, and
+        # risk holds STALE_DATA rather than run blind to its stops.
+        await market.publish(
+            without_bid(sabr_chain(TS + timedelta(seconds=20), WEEKLY, atm_vol=0.30)[0], short_call)
+        )
+
+        async def stale() -> bool:
+            return events.TradingCause.STALE_DATA in await causes(redis, settings)
+
+        await eventually(stale, what="STALE_DATA while the day's P&L is unknown")
+        await market.publish(sabr_chain(TS + timedelta(seconds=30), WEEKLY, atm_vol=0.30)[0])
+        after = await eventually(lambda: day_pnl_after(30), what="the day's P&L once every leg is marked")
+        assert after is not None
+        # The loss taken before the restart still counts (only the seconds' theta moved it).
+        assert abs(after - before) < abs(before) / 100
+        assert await causes(redis, settings) == {events.TradingCause.SOFT_STOP}
+
+    async with running_service(RISK, settings, redis):
+        await execution.publish(broker_health(TS + timedelta(days=1), held))
+        await eventually(lambda: handled(redis, settings, "ex.health"), what="broker health handled")
+        # The next trading day's first chain clears yesterday's soft stop, though risk restarted overnight.
+        await market.publish(sabr_chain(TS + timedelta(days=1, seconds=1), WEEKLY, atm_vol=0.30)[0])
+        running = await eventually(
+            lambda: in_state(redis, settings, events.TradingStateKind.RUNNING), what="the soft stop cleared"
+        )
+        assert running is not None
+        assert running.causes == []

@@ -29,7 +29,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -628,10 +628,15 @@ class Risk:
         machine, portfolio = copy.deepcopy(self.machine), copy.deepcopy(self.portfolio)
         effects = Effects()
         if portfolio.day != day:
-            if portfolio.day is not None:
+            if portfolio.day is not None or _stops_of_an_earlier_day(machine, day):
                 # The next trading day's open: soft, hard and daily-loss stops clear; a kill switch stays.
                 effects.add(machine.new_trading_day(event.ts_event))
             portfolio.start_day(day)
+            opened = portfolio.day_open_equity
+        else:
+            # A leg unmarked at the day's open (the normal case after a restart) left the day's opening
+            # equity unknown; it is taken at the first chain that marks every open leg.
+            opened = portfolio.open_day_if_unknown()
         portfolio.observe_equity()
         levels = StopLevels(
             self.account,
@@ -639,19 +644,31 @@ class Risk:
             self.ctx.settings.hard_stop_pct,
             self.ctx.settings.daily_loss_limit_pct,
         )
-        stops = loss_stops(portfolio.day_pnl(), levels, machine, event.ts_event, self.ctx.source)
+        day_pnl = portfolio.day_pnl()
+        effects.add(_day_pnl_staleness(machine, portfolio, day_pnl, event.ts_event))
+        stops = loss_stops(day_pnl, levels, machine, event.ts_event, self.ctx.source)
         effects.transitions += stops.transitions
         effects.flatten += stops.flatten
         baskets, unpriced = self._forced_exits(portfolio, machine, event.ts_event)
         unpriced = [u for u in unpriced if (u.trade_id, u.reason) not in self.unpriced_alerted]
         due = self.snapshot_at is None or event.ts_event - self.snapshot_at >= SNAPSHOT_EVERY
-        if not (effects.transitions or effects.flatten or baskets or unpriced or due):
+        if not (effects.transitions or effects.flatten or baskets or unpriced or due or opened is not None):
             self.portfolio = portfolio
             return
         async with self.ctx.handle_once(event.event_id) as tx:
             if tx is None:
                 return
             await self._record(tx, effects, event)
+            if opened is not None:
+                # Written once per day: a later restart restores it and the day keeps its losses.
+                await tx.conn.execute(
+                    "insert into risk.daily_state (day, open_equity, set_at, fencing_token) "
+                    "values ($1, $2, $3, $4) on conflict (day) do nothing",
+                    day,
+                    opened,
+                    event.ts_event,
+                    self.ctx.fencing_token,
+                )
             for basket in baskets:
                 assert basket.trade_id is not None
                 portfolio.expect_basket(basket.basket_id, basket.trade_id)
@@ -801,6 +818,37 @@ class Risk:
         )
 
 
+# The STALE_DATA detail risk raises while it cannot price the day's P&L (feed staleness has its own).
+DAY_PNL_UNKNOWN = "day P&L unknown"
+_NEXT_DAY_STOPS = frozenset({TradingCause.SOFT_STOP, TradingCause.HARD_STOP, TradingCause.DAILY_LOSS_LIMIT})
+
+
+def _stops_of_an_earlier_day(machine: TradingStateMachine, day: date) -> bool:
+    """A day's stop still held on a later day with no recorded day to compare (restored before
+    risk.daily_state had a row): the new day's open clears it all the same."""
+    return any(c.cause in _NEXT_DAY_STOPS and c.since.date() < day for c in machine.causes)
+
+
+def _day_pnl_staleness(
+    machine: TradingStateMachine, portfolio: Portfolio, day_pnl: Decimal | None, at: datetime
+) -> Transition | None:
+    """While the day's P&L is unknown no loss stop can fire: risk holds STALE_DATA (REDUCING) rather
+    than trade on blind; it clears when the P&L is known again (only the STALE_DATA risk raised)."""
+    if day_pnl is None:
+        unmarked = sorted(
+            leg.contract.instrument_key
+            for trade in portfolio.open_trades()
+            for leg in trade.open_legs()
+            if leg.contract.instrument_key not in portfolio.marks
+        )
+        why = f"no mark for {', '.join(unmarked)}" if unmarked else "the day's opening equity is not known"
+        return machine.raise_cause(TradingCause.STALE_DATA, at, f"{DAY_PNL_UNKNOWN}: {why}")
+    held = next((c for c in machine.causes if c.cause is TradingCause.STALE_DATA), None)
+    if held is not None and held.detail.startswith(DAY_PNL_UNKNOWN):
+        return machine.cause_cleared(TradingCause.STALE_DATA, at, "day P&L known")
+    return None
+
+
 def _approved_max_loss(assessment: Assessment) -> Decimal | None:
     """The max loss the per-trade budget check approved (the intent's, or its stress-priced worst)."""
     for check in assessment.checks:
@@ -853,6 +901,11 @@ async def restore(ctx: ServiceContext) -> Restored:
         ]
         for row in await conn.fetch("select event from risk.fills order by seq"):
             portfolio.apply_fill(events.Fill.model_validate_json(row["event"]))
+        opening = await conn.fetchrow(
+            "select day, open_equity from risk.daily_state order by day desc limit 1"
+        )
+        if opening is not None:
+            portfolio.restore_day(opening["day"], Decimal(opening["open_equity"]))
         last = await conn.fetchval(
             "select event from risk.trading_state_transitions order by seq desc limit 1"
         )

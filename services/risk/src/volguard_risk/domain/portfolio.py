@@ -365,6 +365,23 @@ class Portfolio:
         self._day_open_equity = self.equity()
         self._day_open_realised = self.realised_net()
 
+    def restore_day(self, day: date, open_equity: Decimal) -> None:
+        """The day's open as recorded before a restart: its P&L keeps the losses already taken."""
+        self._day = day
+        self._day_open_equity = open_equity
+
+    @property
+    def day_open_equity(self) -> Decimal | None:
+        return self._day_open_equity
+
+    def open_day_if_unknown(self) -> Decimal | None:
+        """The day's opening equity, taken now if it was unknown (a leg was unmarked at the open) and
+        every open leg now has a mark; returns it only when it was taken by this call."""
+        if self._day is None or self._day_open_equity is not None:
+            return None
+        self._day_open_equity = self.equity()
+        return self._day_open_equity
+
     def day_pnl(self) -> Decimal | None:
         """Equity now less equity at the day's open; None while either is unknown."""
         now = self.equity()
