@@ -371,3 +371,21 @@ def test_rupee_checks_travel_exact_in_the_decision_and_a_version_1_decision_stil
         for field in ("unit", "exact_value", "exact_limit"):
             check_row.pop(field)
     assert RiskDecision.model_validate_json(json.dumps(old)).checks[0].exact_value is None
+
+
+def test_a_book_leg_past_its_expiry_rejects_the_intent_with_the_reason_instead_of_raising() -> None:
+    proposal = condor(Bucket.WEEKLY)
+    market = market_for(proposal)
+    expired = LegMarket(
+        Decimal("1.00"), NOW - timedelta(seconds=1), VOL, SPOT, 0.0, NOW.date() - timedelta(days=1)
+    )
+    market = replace(market, legs={**market.legs, "NSE_FO|expired": expired})
+    book = [BookLeg("NSE_FO|expired", 24000.0, True, -LOT)]
+    assessment = assess(proposal, TradingStateMachine(), market, context(book, Bucket.WEEKLY), LIMITS, PARAMS)
+    assert not assessment.approved
+    [failed] = assessment.failed
+    assert failed.name == "assessment"
+    assert "a leg expired" in failed.message
+    verdict, basket = decision(proposal, assessment, at=NOW, source="risk/test")
+    assert basket is None
+    assert verdict.reasons == [f"assessment: {failed.message}"]

@@ -16,6 +16,7 @@ rejection says which numbers broke which limits. The checks, in order:
 - stress: worst loss of book + trade over the gap and black-swan scenarios vs the stress budget (Rs);
 - daily_loss_headroom: the trade's max loss vs the daily loss limit less today's loss (Rs);
 - order_budget: orders after freeze slicing plus those already sent in the window vs the rate limits.
+- assessment: fails alone, with the error, when a figure cannot be computed (the intent is rejected).
 
 Exits (strategy's management exits) reduce risk: they are checked for state, duplicates, validity,
 that they close what the trade holds, and the order budget; Greeks, margin and stress are not asked of
@@ -247,7 +248,28 @@ def assess(
     limits: RiskLimits,
     margin_parameters: MarginParameters,
 ) -> Assessment:
-    """Every check of the table above, for one intent."""
+    """Every check of the table above, for one intent; a figure that cannot be computed (a leg of the
+    book past its expiry, a number the kernels refuse) is a failed check that says why.
+
+    An error here would fail the message: the intent is retried, dead-lettered and never answered, and
+    strategy waits on a decision that does not come. A rejection with the reason is the answer a risk
+    engine owes when it cannot vouch for the numbers.
+    """
+    try:
+        return _assess(intent, state, market, context, limits, margin_parameters)
+    except (ValueError, ArithmeticError) as error:
+        failed = Check("assessment", False, None, None, "", f"the checks could not be computed: {error}")
+        return Assessment((failed,), None, None)
+
+
+def _assess(
+    intent: TradeIntent,
+    state: TradingStateMachine,
+    market: MarketView,
+    context: Context,
+    limits: RiskLimits,
+    margin_parameters: MarginParameters,
+) -> Assessment:
     now = market.now
     checks: list[Check] = []
     action = Action.ENTRY if intent.kind is IntentKind.ENTRY else Action.MANAGEMENT_EXIT
