@@ -274,3 +274,60 @@ async def test_the_days_pnl_and_its_stops_survive_a_restart_and_clear_on_the_nex
         )
         assert running is not None
         assert running.causes == []
+
+
+async def test_a_trade_past_its_expiry_is_settled_at_intrinsic_and_stays_settled_after_a_restart(
+    redis: Redis, risk_settings: Settings
+) -> None:
+    chain = sabr_chain(TS, WEEKLY)[0]
+    execution = publisher(redis, risk_settings, "execution")
+    async with running_service(RISK, risk_settings, redis):
+        await market_ready(redis, risk_settings, chain)
+        await publisher(redis, risk_settings, "strategy").publish(condor(chain, "condor-expiry"))
+        assert (await decision(redis, risk_settings, "condor-expiry")).approved
+        [opening] = await on_stream(redis, risk_settings, "ex.commands", events.ExecuteBasket)
+        for fill in fill_of(opening, TS + timedelta(seconds=2), 0):
+            await execution.publish(fill)
+        await eventually(lambda: handled(redis, risk_settings, "ex.reports"), what="entry fills booked")
+
+        # A week on the weekly has expired with NIFTY where it was: every leg of the condor is out of
+        # the money and settles at 0; the next expiry's chain is the first risk sees.
+        later = TS + timedelta(days=7)
+        await publisher(redis, risk_settings, "market_data").publish(sabr_chain(later, EXPIRIES[1])[0])
+
+        async def settled() -> list[events.Alert]:
+            alerts = await on_stream(redis, risk_settings, "sys.alerts", events.Alert)
+            return [a for a in alerts if a.code == "RISK_EXPIRY_SETTLED"]
+
+        alerts = await eventually(settled, what="the condor's legs settled")
+        assert len(alerts) == 4
+        assert all("at 0 Rs intrinsic" in a.message for a in alerts)
+        snapshot = (await on_stream(redis, risk_settings, "rk.portfolio", events.PortfolioSnapshot))[-1]
+        assert snapshot.ts_event == later
+        assert snapshot.trades == []
+        assert snapshot.positions == []
+        [weekly] = [b for b in snapshot.buckets if b.bucket is events.Bucket.WEEKLY]
+        assert weekly.closed_trades == 1
+        assert weekly.capital_used == 0
+        # The whole credit is kept, less the entry's charges (nothing expiring out of the money pays).
+        assert Decimal(0) < weekly.realised_pnl < opening_credit(opening)
+        assert not await redis.exists(f"{risk_settings.stream_namespace}{streams.dlq_name('md.chain')}")
+
+    async with running_service(RISK, risk_settings, redis):
+        # Rebuilt from the fills and the settlements, the book is flat as the broker's.
+        reconciled_at = later + timedelta(seconds=1)
+        await execution.publish(broker_health(reconciled_at, {}))
+
+        async def reconciled_flat() -> events.TradingState | None:
+            state = await in_state(redis, risk_settings, events.TradingStateKind.RUNNING)
+            return state if state is not None and state.ts_event == reconciled_at else None
+
+        running = await eventually(reconciled_flat, what="RUNNING, reconciled flat after the restart")
+        assert running is not None
+
+
+def opening_credit(basket: events.ExecuteBasket) -> Decimal:
+    return sum(
+        (lg.limit_price * lg.quantity * (1 if lg.side is events.Side.SELL else -1) for lg in basket.legs),
+        Decimal(0),
+    )

@@ -10,7 +10,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from volguard_common.charges import fill_charges
+from volguard_common.charges import exercise_charges, fill_charges
 from volguard_common.clock import IST
 from volguard_common.events import Bucket, Fill, OptionType, Side, Structure
 from volguard_risk.domain.capital import CapitalLedger
@@ -240,3 +240,44 @@ def test_a_bucket_shows_its_reserved_capital_and_the_performance_of_its_closed_t
     assert weekly.roi == float(loss / Decimal(4000))
     monthly = bucket_state(portfolio, ledger, Bucket.MONTHLY)
     assert (monthly.closed_trades, monthly.win_rate, monthly.roi) == (0, None, None)
+
+
+def test_legs_past_their_expiry_settle_at_intrinsic_and_a_long_in_the_money_pays_stt_on_exercise() -> None:
+    portfolio = book()
+    sold = portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    bought = portfolio.apply_fill(fill(2, "b1", "NSE_FO|C26400", Side.BUY, 65, "60", "o2"))
+    assert sold is not None
+    assert bought is not None
+    later = datetime(2026, 12, 9, 9, 20, tzinfo=IST)
+    # Nothing settles on the expiry day itself.
+    assert portfolio.expired_settlements(EXPIRY, later, lambda _: (Decimal(26450), "test")) == []
+    asked: list[date] = []
+
+    def level(expiry: date) -> tuple[Decimal, str]:
+        asked.append(expiry)
+        return Decimal(26450), "the expiry's close"
+
+    settlements = portfolio.expired_settlements(date(2026, 12, 9), later, level)
+    assert set(asked) == {EXPIRY}
+    by_key = {s.instrument_key: s for s in settlements}
+    short, long = by_key["NSE_FO|C26300"], by_key["NSE_FO|C26400"]
+    assert (short.quantity, short.price, short.charges) == (-65, Decimal(150), Decimal(0))
+    expected_stt = exercise_charges(Decimal(50), 65, EXPIRY).total
+    assert expected_stt > 0
+    assert (long.quantity, long.price, long.charges) == (65, Decimal(50), expected_stt)
+    closed = [portfolio.settle(s) for s in settlements]
+    assert closed.count(True) == 1
+    trade = portfolio.trade("t1")
+    assert not trade.is_open
+    assert trade.closed_at == later
+    # Sold at 100, settled at 150: -50 a unit; bought at 60, settled at 50: -10 a unit.
+    assert trade.realised_net == Decimal(-60 * 65) - sold.charges - bought.charges - expected_stt
+    assert portfolio.expired_settlements(date(2026, 12, 9), later, level) == []
+
+
+def test_a_leg_with_no_settlement_level_stays_open() -> None:
+    portfolio = book()
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|P25800", Side.SELL, 65, "100", "o1"))
+    later = datetime(2026, 12, 9, 9, 20, tzinfo=IST)
+    assert portfolio.expired_settlements(date(2026, 12, 9), later, lambda _: None) == []
+    assert portfolio.trade("t1").is_open

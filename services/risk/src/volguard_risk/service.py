@@ -16,8 +16,9 @@ Handled: ctl.commands, st.intents, ex.reports (fills move the book; order update
 which counts exchange orders execution reported sent, not intents; basket results release capital),
 ex.health (broker health and reconciliation: broker positions in instruments the book holds none of and
 no basket in flight trades are adopted as EXTERNAL trades, counted in Greeks, margin and the snapshot,
-and hold EXTERNAL_POSITIONS until an operator acknowledges), md.status, md.chain (marks, loss stops,
-time-based and per-trade forced exits, rk.portfolio) and an.vol.
+and hold EXTERNAL_POSITIONS until an operator acknowledges), md.status, md.chain (marks, the cash
+settlement of legs past their expiry, the day's opening equity, loss stops, time-based and per-trade
+forced exits, rk.portfolio) and an.vol (margin scan, VIX spike).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from volguard_risk.domain.portfolio import (
     Contract,
     LegPosition,
     Portfolio,
+    Settlement,
     TradeOrigin,
     portfolio_snapshot,
 )
@@ -127,6 +129,8 @@ class Risk:
         self.snapshot_at: datetime | None = None
         # Forced exits already alerted as unpriceable (an Alert each, not one per chain).
         self.unpriced_alerted: set[tuple[str, events.ExitReason]] = set()
+        # The last spot each day's chains carried, for settling legs past their expiry.
+        self.day_spot: dict[date, float] = {}
         # Why the last rk.portfolio had no Greeks for some legs (logged when a reason first appears).
         self.greeks_unknown: set[str] = set()
         # Execution's working orders as its last BrokerHealth said; None until it says.
@@ -625,8 +629,20 @@ class Risk:
         self.feed_at = event.ts_event if self.feed_at is None else max(self.feed_at, event.ts_event)
         self.portfolio.mark({key: market.mid for key, market in markets.items()})
         day = event.ts_event.date()
+        if event.spot is not None:
+            self.day_spot[day] = event.spot
         machine, portfolio = copy.deepcopy(self.machine), copy.deepcopy(self.portfolio)
+        ledger = copy.deepcopy(self.ledger)
         effects = Effects()
+        settlements = portfolio.expired_settlements(day, event.ts_event, self._settlement_level)
+        for settlement in settlements:
+            if portfolio.settle(settlement):
+                for basket_id in portfolio.baskets_of(settlement.trade_id):
+                    released = ledger.release(
+                        basket_id, event.ts_event, f"trade {settlement.trade_id} settled at expiry"
+                    )
+                    if released is not None:
+                        effects.movements.append(released)
         if portfolio.day != day:
             if portfolio.day is not None or _stops_of_an_earlier_day(machine, day):
                 # The next trading day's open: soft, hard and daily-loss stops clear; a kill switch stays.
@@ -652,13 +668,47 @@ class Risk:
         baskets, unpriced = self._forced_exits(portfolio, machine, event.ts_event)
         unpriced = [u for u in unpriced if (u.trade_id, u.reason) not in self.unpriced_alerted]
         due = self.snapshot_at is None or event.ts_event - self.snapshot_at >= SNAPSHOT_EVERY
-        if not (effects.transitions or effects.flatten or baskets or unpriced or due or opened is not None):
+        if not (
+            effects.transitions
+            or effects.flatten
+            or baskets
+            or unpriced
+            or due
+            or opened is not None
+            or settlements
+        ):
             self.portfolio = portfolio
             return
         async with self.ctx.handle_once(event.event_id) as tx:
             if tx is None:
                 return
             await self._record(tx, effects, event)
+            for settlement in settlements:
+                await tx.conn.execute(
+                    "insert into risk.settlements "
+                    "(trade_id, instrument_key, quantity, price, charges, ts_event, basis, fencing_token) "
+                    "values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    settlement.trade_id,
+                    settlement.instrument_key,
+                    settlement.quantity,
+                    settlement.price,
+                    settlement.charges,
+                    settlement.at,
+                    settlement.basis,
+                    self.ctx.fencing_token,
+                )
+                await tx.publish(
+                    events.Alert(
+                        ts_event=event.ts_event,
+                        source=self.ctx.source,
+                        correlation_id=event.correlation_id,
+                        severity=events.Severity.WARNING,
+                        code="RISK_EXPIRY_SETTLED",
+                        message=f"{settlement.instrument_key} ({settlement.quantity} units) of trade "
+                        f"{settlement.trade_id} settled at expiry at {settlement.price} Rs intrinsic on "
+                        f"{settlement.basis}; STT on exercise {settlement.charges} Rs",
+                    )
+                )
             if opened is not None:
                 # Written once per day: a later restart restores it and the day keeps its losses.
                 await tx.conn.execute(
@@ -696,13 +746,26 @@ class Risk:
                     )
                 )
             if due:
-                await tx.publish(self._snapshot(portfolio, self.ledger, event.ts_event, event.correlation_id))
-        self.machine, self.portfolio = machine, portfolio
+                await tx.publish(self._snapshot(portfolio, ledger, event.ts_event, event.correlation_id))
+        self.machine, self.portfolio, self.ledger = machine, portfolio, ledger
         for basket in baskets:
             self.in_flight[basket.basket_id] = frozenset(leg.instrument_key for leg in basket.legs)
         self.unpriced_alerted |= {(u.trade_id, u.reason) for u in unpriced}
         if due:
             self.snapshot_at = event.ts_event
+
+    def _settlement_level(self, expiry: date) -> tuple[Decimal, str] | None:
+        """The index level an expired leg settles on: the last spot risk saw on or before its expiry
+        (the expiry day's last chain, in the normal case); else, after a restart past the expiry, the
+        latest spot it has, said so in the settlement's basis."""
+        seen = [d for d in self.day_spot if d <= expiry]
+        if seen:
+            on = max(seen)
+            return Decimal(str(self.day_spot[on])), f"the last spot seen on {on.isoformat()}"
+        if self.spot is None:
+            return None
+        latest = max(self.day_spot)
+        return Decimal(str(self.spot)), f"the latest spot ({latest.isoformat()}): none seen by the expiry"
 
     def _forced_exits(
         self, portfolio: Portfolio, machine: TradingStateMachine, now: datetime
@@ -901,6 +964,20 @@ async def restore(ctx: ServiceContext) -> Restored:
         ]
         for row in await conn.fetch("select event from risk.fills order by seq"):
             portfolio.apply_fill(events.Fill.model_validate_json(row["event"]))
+        for row in await conn.fetch(
+            "select * from risk.settlements order by ts_event, trade_id, instrument_key"
+        ):
+            portfolio.settle(
+                Settlement(
+                    row["trade_id"],
+                    row["instrument_key"],
+                    row["quantity"],
+                    Decimal(row["price"]),
+                    Decimal(row["charges"]),
+                    clock.to_ist(row["ts_event"]),
+                    row["basis"],
+                )
+            )
         opening = await conn.fetchrow(
             "select day, open_equity from risk.daily_state order by day desc limit 1"
         )

@@ -28,7 +28,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from volguard_common.charges import ChargeSchedule, fill_charges, nse_option_charges
+from volguard_common.charges import ChargeSchedule, exercise_charges, fill_charges, nse_option_charges
 from volguard_common.events import (
     Bucket,
     BucketState,
@@ -180,6 +180,20 @@ class BookedFill:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """A leg closed by its expiry, not by a fill: cash-settled at its intrinsic value against the index
+    level `basis` names; a long in the money pays STT on exercise (`charges`), a short pays nothing."""
+
+    trade_id: str
+    instrument_key: str
+    quantity: int  # the signed units the leg held, now closed
+    price: Decimal  # intrinsic value per unit, >= 0
+    charges: Decimal
+    at: datetime
+    basis: str
+
+
+@dataclass(frozen=True, slots=True)
 class Difference:
     """One instrument where risk's book and execution's reconciled broker view disagree."""
 
@@ -300,6 +314,55 @@ class Portfolio:
             trade.closed_at = None
         cash = price * fill.quantity * (1 if fill.side is Side.SELL else -1)
         return BookedFill(fill.fill_id, trade_id, cash, charges, realised, closed)
+
+    def expired_settlements(
+        self, today: date, at: datetime, settlement_level: Callable[[date], tuple[Decimal, str] | None]
+    ) -> list[Settlement]:
+        """Every open leg whose expiry is before `today`, settled at its intrinsic value on the index
+        level `settlement_level` gives for its expiry (with what that level is); a leg it gives none for
+        stays open. NIFTY options settle in cash: no fill will ever close them, and margin and Greeks
+        refuse a leg past its expiry."""
+        found: list[Settlement] = []
+        for trade in self.open_trades():
+            for leg in trade.open_legs():
+                contract = leg.contract
+                level = None if contract.expiry >= today else settlement_level(contract.expiry)
+                if level is None:
+                    continue
+                spot, basis = level
+                if contract.option_type is OptionType.CE:
+                    intrinsic = max(spot - contract.strike, ZERO)
+                else:
+                    intrinsic = max(contract.strike - spot, ZERO)
+                charges = (
+                    exercise_charges(intrinsic, leg.quantity, contract.expiry, schedule=self._schedule).total
+                    if leg.quantity > 0
+                    else ZERO
+                )
+                found.append(
+                    Settlement(
+                        trade.trade_id, contract.instrument_key, leg.quantity, intrinsic, charges, at, basis
+                    )
+                )
+        return found
+
+    def settle(self, settlement: Settlement) -> bool:
+        """Close the leg as `settlement` says; returns whether its trade closed with it."""
+        trade = self._trades[settlement.trade_id]
+        leg = trade.legs[settlement.instrument_key]
+        if leg.quantity != settlement.quantity:
+            raise PortfolioError(
+                f"settlement of {settlement.instrument_key} in {settlement.trade_id} is for "
+                f"{settlement.quantity} units, the book holds {leg.quantity}"
+            )
+        was_open = trade.is_open
+        side = Side.SELL if settlement.quantity > 0 else Side.BUY
+        leg.apply(side, abs(settlement.quantity), settlement.price)
+        trade.charges += settlement.charges
+        closed = was_open and not trade.is_open
+        if closed:
+            trade.closed_at = settlement.at
+        return closed
 
     def adopt_external(
         self, trade_id: str, contract: Contract, quantity: int, average_price: Decimal, at: datetime
