@@ -281,3 +281,34 @@ def test_a_leg_with_no_settlement_level_stays_open() -> None:
     later = datetime(2026, 12, 9, 9, 20, tzinfo=IST)
     assert portfolio.expired_settlements(date(2026, 12, 9), later, lambda _: None) == []
     assert portfolio.trade("t1").is_open
+
+
+def test_an_unmarked_open_leaves_the_days_opening_equity_unknown_until_every_leg_is_marked() -> None:
+    portfolio = book()
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    portfolio.start_day(T0.date())
+    assert portfolio.day_open_equity is None
+    assert portfolio.day_pnl() is None
+    portfolio.mark({"NSE_FO|C26300": Decimal("100")})
+    opened = portfolio.open_day_if_unknown()
+    assert opened == portfolio.equity()
+    assert portfolio.day_pnl() == Decimal(0)
+    # Taken once: a later call changes nothing and says so.
+    portfolio.mark({"NSE_FO|C26300": Decimal("110")})
+    assert portfolio.open_day_if_unknown() is None
+    assert portfolio.day_pnl() == Decimal(-10 * 65)
+
+
+def test_a_restored_day_keeps_the_loss_taken_before_the_restart() -> None:
+    portfolio = book()
+    portfolio.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    portfolio.mark({"NSE_FO|C26300": Decimal("100")})
+    opened = portfolio.equity()
+    assert opened is not None
+    restarted = book()
+    restarted.apply_fill(fill(1, "b1", "NSE_FO|C26300", Side.SELL, 65, "100", "o1"))
+    restarted.restore_day(T0.date(), opened)
+    restarted.mark({"NSE_FO|C26300": Decimal("130")})
+    assert restarted.day == T0.date()
+    assert restarted.day_pnl() == Decimal(-30 * 65)
+    assert restarted.open_day_if_unknown() is None
