@@ -669,7 +669,9 @@ class Settings(BaseSettings):
         default=1800,
         description="Execution: NSE's quantity freeze limit for NIFTY options in units (1,800, as Upstox's "
         "instrument master `freeze_quantity` gives it; NSE revises it); orders are sliced below it in "
-        "whole lots (27 lots of 65). In live mode the broker's instrument master overrides it.",
+        "whole lots (27 lots of 65). Risk's order budget and execution's slicing both use this setting, in "
+        "live mode too: the instrument master's figure is read by market_data but not yet passed on, so "
+        "keep this in step with NSE's circulars.",
     )
     unknown_order_absent_after_s: float = Field(
         default=30.0,
