@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
-from redis import Redis as SyncRedis
 
 from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.stack import stream_events as _stream_events
+from tests.support.stack import volguard as _volguard
 from tests.support.waiting import eventually_sync
 from volguard_cli.probes import READY_WAIT_S
 from volguard_cli.supervisor import pid_alive
@@ -21,10 +21,6 @@ from volguard_common import streams
 from volguard_common.settings import Settings
 
 VOLGUARD = [sys.executable, "-m", "volguard_cli.main"]
-
-
-def _volguard(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VOLGUARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def _processes(state_dir: Path) -> dict[str, dict[str, object]]:
@@ -42,16 +38,6 @@ def _analytics_consumers(env: dict[str, str], cwd: Path) -> set[int]:
     assert report.returncode == 0, report.stderr
     groups = [line.split() for line in report.stdout.splitlines() if line.split()[:1] == ["analytics"]]
     return {int(g[g.index("consumers") + 1]) for g in groups}
-
-
-def _stream_events(settings: Settings, stream: str) -> list[dict[str, Any]]:
-    """Every event on `stream` of the test's namespace, oldest first, as JSON objects."""
-    client = SyncRedis.from_url(settings.redis_url)
-    try:
-        entries = client.xrange(settings.stream_namespace + stream)
-    finally:
-        client.close()
-    return [json.loads(fields[b"event"]) for _, fields in entries]
 
 
 def test_up_status_streams_crash_restart_and_down(settings: Settings, tmp_path: Path) -> None:

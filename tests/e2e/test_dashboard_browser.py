@@ -8,18 +8,13 @@ the page shows HALTED.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from redis import Redis as SyncRedis
 
-from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.stack import running_stack, stream_events
 from tests.support.waiting import eventually
 from volguard_common import clock
 from volguard_common.settings import Settings
@@ -29,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / ".volguard" / "dashboard.png"
 # A Wednesday: entries open at 09:30, so risk has trades (Greeks, capital used) to show.
 START = datetime(2026, 12, 2, 9, 25, tzinfo=clock.IST)
-VOLGUARD = [sys.executable, "-m", "volguard_cli.main"]
 TOKEN = "browser-test-token"
 CHARTS = (
     "chart-surface",
@@ -49,35 +43,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _volguard(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VOLGUARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
-
-
-def _events(settings: Settings, stream: str) -> list[dict[str, Any]]:
-    client = SyncRedis.from_url(settings.redis_url)
-    try:
-        entries = client.xrange(settings.stream_namespace + stream)
-    finally:
-        client.close()
-    return [json.loads(fields[b"event"]) for _, fields in entries]
-
-
 @pytest.fixture
 def stack(settings: Settings, fresh_database_url: str, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
-    own = settings.model_copy(update={"database_url": fresh_database_url})
-    dashboard_port = free_port()
-    env = service_env(
-        own, dashboard_port=dashboard_port, port_base=free_port_block(5), state_dir=tmp_path / "state"
-    )
-    env["VOLGUARD_SIM_START"] = START.isoformat()
-    env["VOLGUARD_DASHBOARD_TOKEN"] = TOKEN
-    up = _volguard(["up", "--detach", "--ready-wait", "600", "--speed", "0", "--lockstep"], env, tmp_path)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield own, f"http://127.0.0.1:{dashboard_port}"
-    finally:
-        down = _volguard(["down"], env, tmp_path)
-        assert down.returncode == 0, down.stdout + down.stderr
+    with running_stack(
+        settings, fresh_database_url, tmp_path, START, {"VOLGUARD_DASHBOARD_TOKEN": TOKEN}
+    ) as running:
+        yield running.settings, running.dashboard_url
 
 
 async def test_the_page_shows_the_live_market_and_the_kill_switch_halts(stack: tuple[Settings, str]) -> None:
@@ -115,7 +86,7 @@ async def test_the_page_shows_the_live_market_and_the_kill_switch_halts(stack: t
             await page.click("#btn-kill")
 
             async def kill_switch_sent() -> str | None:
-                for command in _events(settings, "ctl.commands"):
+                for command in stream_events(settings, "ctl.commands"):
                     if command.get("command") == "KILL_SWITCH":
                         return str(command["event_id"])
                 return None
@@ -132,9 +103,9 @@ async def test_the_page_shows_the_live_market_and_the_kill_switch_halts(stack: t
                 return await page.text_content("#kpi-state") == "HALTED"
 
             await eventually(halted, what="the page shows HALTED from risk's rk.state", patience_s=120)
-            states = [e["state"] for e in _events(settings, "rk.state")]
+            states = [e["state"] for e in stream_events(settings, "rk.state")]
             assert states[-1] == "HALTED"
-            assert all(e["source"].startswith("risk/") for e in _events(settings, "rk.state"))
+            assert all(e["source"].startswith("risk/") for e in stream_events(settings, "rk.state"))
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:

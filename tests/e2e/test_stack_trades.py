@@ -6,18 +6,18 @@ intent and execution fills what risk approved."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 from redis import Redis as SyncRedis
 
 from tests.support.processes import free_port, free_port_block, service_env
+from tests.support.stack import stream_events as _events
+from tests.support.stack import volguard as _volguard
 from tests.support.waiting import eventually_sync
 from volguard_common.clock import IST
 from volguard_common.settings import Settings
@@ -26,19 +26,6 @@ VOLGUARD = [sys.executable, "-m", "volguard_cli.main"]
 # A Wednesday: entries open at 09:30, five minutes in; one simulated hour bounds the test.
 START = datetime(2026, 12, 2, 9, 25, tzinfo=IST)
 ONE_HOUR = START + timedelta(hours=1)
-
-
-def _volguard(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VOLGUARD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
-
-
-def _events(settings: Settings, stream: str) -> list[dict[str, Any]]:
-    client = SyncRedis.from_url(settings.redis_url)
-    try:
-        entries = client.xrange(settings.stream_namespace + stream)
-    finally:
-        client.close()
-    return [json.loads(fields[b"event"]) for _, fields in entries]
 
 
 def _last_vol_time(settings: Settings) -> datetime | None:

@@ -14,7 +14,14 @@ from pathlib import Path
 import typer
 from redis.asyncio import Redis
 
-from volguard_cli import backtest_commands, calendar_commands, dlq_commands, infra, market_commands
+from volguard_cli import (
+    backtest_commands,
+    calendar_commands,
+    control_commands,
+    dlq_commands,
+    infra,
+    market_commands,
+)
 from volguard_cli.probes import READY_WAIT_S, health_role, probe
 from volguard_cli.supervisor import (
     ProcessRecord,
@@ -335,6 +342,7 @@ market_commands.register(app)
 calendar_commands.register(app)
 dlq_commands.register(app)
 backtest_commands.register(app)
+control_commands.register(app)
 
 if __name__ == "__main__":
     app()
