@@ -22,17 +22,28 @@ from volguard_cli.supervisor import read_state
 from volguard_common.clock import IST
 from volguard_common.settings import Settings
 
-# A Wednesday: entries open at 09:30, so there is something to flatten when the switch is pressed.
-START = datetime(2026, 12, 2, 9, 25, tzinfo=IST)
+# A Wednesday. From 15:27 no entry is allowed any more (entries stop 15 minutes before the 15:40
+# close), so the book stays flat whatever the timing; from 09:25 the stack trades at 09:30.
+QUIET = datetime(2026, 12, 2, 15, 27, tzinfo=IST)
+TRADING = datetime(2026, 12, 2, 9, 25, tzinfo=IST)
 TOKEN = "cli-control-token"
 
 
-@pytest.fixture
-def stack(settings: Settings, fresh_database_url: str, tmp_path: Path) -> Iterator[Stack]:
+def _stack(settings: Settings, database_url: str, tmp_path: Path, start: datetime) -> Iterator[Stack]:
     with running_stack(
-        settings, fresh_database_url, tmp_path, START, {"VOLGUARD_DASHBOARD_TOKEN": TOKEN}
+        settings, database_url, tmp_path, start, {"VOLGUARD_DASHBOARD_TOKEN": TOKEN}
     ) as running:
         yield running
+
+
+@pytest.fixture
+def quiet_stack(settings: Settings, fresh_database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(settings, fresh_database_url, tmp_path, QUIET)
+
+
+@pytest.fixture
+def trading_stack(settings: Settings, fresh_database_url: str, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(settings, fresh_database_url, tmp_path, TRADING)
 
 
 def _risk_pid(stack: Stack) -> int | None:
@@ -58,7 +69,8 @@ def _kill_switch_from_the_shell(stack: Stack) -> None:
     assert [e for e in stream_events(stack.settings, "ctl.commands") if e.get("command") == "KILL_SWITCH"]
 
 
-def test_the_kill_switch_from_the_shell_halts_and_survives_a_sigkill_of_risk(stack: Stack) -> None:
+def test_the_kill_switch_from_the_shell_halts_and_survives_a_sigkill_of_risk(quiet_stack: Stack) -> None:
+    stack = quiet_stack
     settings = stack.settings
     eventually_sync(
         lambda: stream_events(settings, "rk.state"), what="risk publishes its state", patience_s=300
@@ -82,7 +94,7 @@ def test_the_kill_switch_from_the_shell_halts_and_survives_a_sigkill_of_risk(sta
     after = stream_events(settings, "rk.state")[published:]
     assert all(s["state"] == "HALTED" for s in after), [s["state"] for s in after]
     assert _halted(settings)
-    # Halted means no new entry is approved, whatever strategy proposes meanwhile.
+    # Halted means no new entry is approved.
     entries = {i["intent_id"] for i in stream_events(settings, "st.intents") if i["kind"] == "ENTRY"}
     approved_after = [
         d
@@ -98,7 +110,8 @@ def test_the_kill_switch_from_the_shell_halts_and_survives_a_sigkill_of_risk(sta
     reason="known defect: risk cannot attribute the fills of execution's own flatten basket to its trades "
     "(PortfolioError, dead-lettered), and one FlattenAll closes at most one basket's worth of legs",
 )
-def test_with_positions_open_the_kill_switch_flattens_everything_and_halts(stack: Stack) -> None:
+def test_with_positions_open_the_kill_switch_flattens_everything_and_halts(trading_stack: Stack) -> None:
+    stack = trading_stack
     settings = stack.settings
     eventually_sync(
         lambda: [e for e in stream_events(settings, "ex.reports") if e["type"] == "Fill"],

@@ -22,8 +22,10 @@ from volguard_common.settings import Settings
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / ".volguard" / "dashboard.png"
-# A Wednesday: entries open at 09:30, so risk has trades (Greeks, capital used) to show.
-START = datetime(2026, 12, 2, 9, 25, tzinfo=clock.IST)
+# A Wednesday, after entries have stopped for the day (15 minutes before the 15:40 close): the market
+# is live, risk publishes its book, and the kill switch halts a flat book at once. (With positions open
+# it does not reach HALTED yet: see tests/e2e/test_cli_control.py's soak test.)
+START = datetime(2026, 12, 2, 15, 27, tzinfo=clock.IST)
 TOKEN = "browser-test-token"
 CHARTS = (
     "chart-surface",
