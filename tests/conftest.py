@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 from hypothesis import HealthCheck
@@ -23,6 +24,12 @@ from redis.asyncio import Redis
 from tests.support.threads import run_in_thread
 from volguard_cli import infra
 from volguard_common.settings import Settings
+
+# anyio imports its file helpers lazily, on first use, and starlette's FileResponse first uses them in
+# a test's server thread, where CPython 3.11's AST builder can race pytest's rewriting of that import
+# ("SystemError: AST constructor recursion depth mismatch", seen once in a full run). Import them
+# here, once, in the main thread.
+anyio.open_file  # noqa: B018
 
 # Shared 2-core machines: generation speed is noise, not a defect. CI runs a fixed example set so a
 # green run is reproducible; locally examples vary, to keep exploring.
