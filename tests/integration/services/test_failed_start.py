@@ -42,7 +42,6 @@ async def test_a_setup_that_fails_closes_the_pool_and_cancels_what_start_began(
     before = {t for t in asyncio.all_tasks() if not t.done()}
     with pytest.raises(RuntimeError, match="refused the token"):
         await start_service(spec, settings.model_copy(update={"database_url": fresh_database_url}), redis)
-    await asyncio.sleep(0)
     left = [t.get_name() for t in asyncio.all_tasks() - before if not t.done()]
     assert left == [], f"tasks left running after a failed start: {left}"
     assert await _connections_to(fresh_database_url) == 0

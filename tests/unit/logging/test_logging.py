@@ -282,7 +282,7 @@ def test_bad_format_or_level_is_refused(fmt: Any, level: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_configured_secrets_are_masked_by_value_wherever_they_appear(fmt: vg_logging.LogFormat) -> None:
-    token, quoted = "tok-9f8e7d6c5b4a", 'pa"ss\\word-77'
+    token, quoted = "fake-broker-value-9f8e", 'pa"ss\\word-77'
     stream = io.StringIO()
     vg_logging.configure_logging("execution", fmt=fmt, stream=stream, secrets=[token, quoted, "ab"])
     log = vg_logging.get_logger("volguard.test")

@@ -423,9 +423,9 @@ def test_env_name_spelling() -> None:
 def test_secret_values_are_the_tokens_and_the_url_passwords() -> None:
     settings = Settings(
         upstox_access_token=TOKEN,
-        dashboard_token="dash-token-123",
-        database_url="postgresql://volguard:pg-pass-456@db:5432/volguard",
+        dashboard_token="fake-dashboard-value",
+        database_url="postgresql://volguard:fake-pg-value@db:5432/volguard",
         redis_url="redis://cache:6379/0",
     )
-    assert set(settings.secret_values()) == {TOKEN, "dash-token-123", "pg-pass-456"}
+    assert set(settings.secret_values()) == {TOKEN, "fake-dashboard-value", "fake-pg-value"}
     assert Settings().secret_values() == ()
